@@ -4,7 +4,8 @@
 //! services and messages of package `trustline.v1` (generated from
 //! `proto/trustline/v1/*.proto`), the signed-statement format that devices,
 //! owners and the OEM use ([`statement`]), how a root of trust is named
-//! ([`identity`]), and the [`signer::Signer`] trait that puts every signing key
+//! ([`identity`]), the ownership voucher format ([`voucher`]), and the
+//! [`signer::Signer`] trait that puts every signing key
 //! — HSM-backed in production, software in tests — behind one interface.
 //!
 //! Generated prost types are a wire boundary: services convert them into
@@ -15,6 +16,7 @@
 pub mod identity;
 pub mod signer;
 pub mod statement;
+pub mod voucher;
 
 /// Generated code for package `trustline.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -60,4 +62,84 @@ pub enum Error {
     /// A signer could not sign.
     #[error("signer failed: {0}")]
     Signer(String),
+    /// An encoded voucher, header, entry or binding is larger than its limit
+    /// (see [`voucher::MAX_VOUCHER_LEN`]); refused before parsing.
+    #[error("voucher part of {len} bytes exceeds the limit of {max}")]
+    VoucherTooLarge {
+        /// The encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A voucher (or one of its parts) does not decode strictly: wrong CBOR
+    /// type or length, trailing or non-canonical bytes, wrong COSE algorithm
+    /// or content type. Bad peer data; nothing was verified.
+    #[error("malformed voucher: {0}")]
+    VoucherMalformed(String),
+    /// The voucher or its header has a version this code does not know.
+    #[error("unsupported voucher version {0}")]
+    VoucherVersion(u64),
+    /// A voucher already holds [`voucher::MAX_ENTRIES`] entries (or claims
+    /// to hold more).
+    #[error("voucher has more than {max} entries")]
+    VoucherTooManyEntries {
+        /// The limit.
+        max: usize,
+    },
+    /// The voucher header names a different manufacturer key from the one
+    /// the verifier trusts.
+    #[error("voucher names a different manufacturer key")]
+    VoucherManufacturerMismatch,
+    /// Caller misuse: a key that is not the voucher's current owner tried to
+    /// extend it. Nothing was signed.
+    #[error("the signing key is not the voucher's current owner")]
+    VoucherNotCurrentOwner,
+    /// An entry's header hash does not match the header: the header was
+    /// altered, or the entry belongs to another voucher.
+    #[error("voucher entry {entry} does not match the header")]
+    VoucherHeaderMismatch {
+        /// Index of the entry.
+        entry: usize,
+    },
+    /// An entry does not hash its predecessor: entries were reordered,
+    /// removed or inserted.
+    #[error("voucher entry {entry} does not follow the entry before it")]
+    VoucherBrokenChain {
+        /// Index of the entry.
+        entry: usize,
+    },
+    /// An entry names (by key id) a signer other than the owner before it.
+    #[error("voucher entry {entry} is not signed by the owner before it")]
+    VoucherWrongSigner {
+        /// Index of the entry.
+        entry: usize,
+    },
+    /// An entry's signature does not verify under the owner before it: the
+    /// entry was forged or altered.
+    #[error("bad signature on voucher entry {entry}")]
+    VoucherBadSignature {
+        /// Index of the entry.
+        entry: usize,
+    },
+    /// The voucher holds fewer entries than the transfers recorded for the
+    /// device: it was cut back to an earlier owner.
+    #[error("voucher has {found} entries but {recorded} transfers are recorded")]
+    VoucherTruncated {
+        /// Transfers recorded.
+        recorded: usize,
+        /// Entries in the voucher.
+        found: usize,
+    },
+    /// The voucher header does not describe the presented certificate chain.
+    #[error("voucher header does not match the device certificate chain")]
+    VoucherChainMismatch,
+    /// The device has not bound the voucher header.
+    #[error("voucher header is not bound by the device")]
+    VoucherNotBound,
+    /// The device binding does not verify under the device key.
+    #[error("voucher device binding does not verify")]
+    VoucherBadBinding,
+    /// Caller misuse: the voucher already carries a device binding.
+    #[error("voucher is already bound to its device")]
+    VoucherAlreadyBound,
 }

@@ -62,7 +62,10 @@ pub fn signing_input(domain: &str, body: &[u8]) -> Vec<u8> {
 ///
 /// # Errors
 /// [`Error::Signer`] when the signer fails.
-pub fn sign<S: Statement>(signer: &dyn Signer, statement: &S) -> Result<v1::SignedStatement, Error> {
+pub fn sign<S: Statement>(
+    signer: &dyn Signer,
+    statement: &S,
+) -> Result<v1::SignedStatement, Error> {
     let body = statement.encode_to_vec();
     let signature = signer.sign(&signing_input(S::DOMAIN, &body))?;
     Ok(v1::SignedStatement { body, signature })
@@ -142,7 +145,11 @@ pub fn p256_spki(key: &p256::PublicKey) -> Vec<u8> {
 ///
 /// # Errors
 /// [`Error::NotP256`] for a bad key, [`Error::BadSignature`] otherwise.
-pub fn verify_signature(spki_der: &[u8], message: &[u8], signature_der: &[u8]) -> Result<(), Error> {
+pub fn verify_signature(
+    spki_der: &[u8],
+    message: &[u8],
+    signature_der: &[u8],
+) -> Result<(), Error> {
     let key = parse_p256_spki(spki_der)?;
     if signature_der.len() > MAX_SIGNATURE_LEN {
         return Err(Error::BadSignature("signature"));
@@ -182,15 +189,20 @@ mod tests {
         let key = SoftwareSigner::generate();
         let other = SoftwareSigner::generate();
         let signed = sign(&key, &receipt()).expect("sign");
-        let err = verify::<v1::ClaimReceipt>(&signed, other.public_key_der()).unwrap_err();
-        assert!(matches!(err, Error::BadSignature("trustline.v1.ClaimReceipt")));
+        let err =
+            verify::<v1::ClaimReceipt>(&signed, other.public_key_der()).expect_err("wrong key");
+        assert!(matches!(
+            err,
+            Error::BadSignature("trustline.v1.ClaimReceipt")
+        ));
     }
 
     #[test]
     fn a_signature_for_one_kind_is_refused_as_another() {
         let key = SoftwareSigner::generate();
         let signed = sign(&key, &receipt()).expect("sign");
-        let err = verify::<v1::KeyAttestation>(&signed, key.public_key_der()).unwrap_err();
+        let err =
+            verify::<v1::KeyAttestation>(&signed, key.public_key_der()).expect_err("wrong kind");
         assert!(matches!(err, Error::BadSignature(_)));
     }
 
@@ -201,7 +213,10 @@ mod tests {
         for i in 0..signed.body.len() {
             let mut bad = signed.clone();
             bad.body[i] ^= 0x01;
-            assert!(verify::<v1::ClaimReceipt>(&bad, key.public_key_der()).is_err(), "byte {i}");
+            assert!(
+                verify::<v1::ClaimReceipt>(&bad, key.public_key_der()).is_err(),
+                "byte {i}"
+            );
         }
     }
 

@@ -7,4 +7,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
+pub mod error;
+pub mod evidence;
+pub mod factory;
+pub mod inspect;
+pub mod ownership;
+pub mod serve;
+pub mod setup;
+pub mod station;
+
+pub use error::{Error, Result};

@@ -10,6 +10,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod audit;
+pub mod bench;
+pub mod bench_line;
+pub mod ca;
+pub mod demo;
+pub mod evidence;
+pub mod hsm_args;
+pub mod ledger;
+pub mod order;
+pub mod serve;
+pub mod station;
+pub mod voucher;
+pub mod pki;
+
 /// Trustline: claims, personalises, certifies and records devices on the
 /// factory line, and carries their ownership afterwards.
 #[derive(Debug, Parser)]
@@ -25,7 +39,44 @@ pub struct Cli {
 
 /// Every subcommand.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// The certificate authority: `ca init`.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+    /// Throughput measurements: `bench hsm`.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+    /// Runs the services: `serve ca|ledger|provisioner|all`.
+    Serve(serve::ServeArgs),
+    /// A factory station: `station run`, `station sim-vendors`.
+    #[command(subcommand)]
+    Station(station::StationCommand),
+    /// OEM production orders: `order create|open|status`.
+    #[command(subcommand)]
+    Order(order::OrderCommand),
+    /// The factory line end to end on this machine: token, CA, PKI,
+    /// services behind mTLS, an order, S stations, clones and counterfeits,
+    /// the ledger verified.
+    Demo(demo::DemoArgs),
+    /// The service PKI for mutual TLS: `pki init`, `pki issue`, `pki roles`.
+    #[command(subcommand)]
+    Pki(pki::PkiCommand),
+    /// The custody ledger offline: `ledger verify|export|proof|history`.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+    /// The OEM's audit of a custody ledger: overproduction, clones,
+    /// counterfeits and gaps per order (exit 1 on findings).
+    Audit(audit::AuditCommand),
+    /// The assurance questionnaire rows answered at a class, with live
+    /// ledger evidence.
+    Evidence(evidence::EvidenceArgs),
+    /// Ownership vouchers, offline: `voucher extend|verify|show` (2.4.14.7).
+    #[command(subcommand)]
+    Voucher(voucher::VoucherCommand),
+    /// Owner keys: `owner keygen`.
+    #[command(subcommand)]
+    Owner(voucher::OwnerCommand),
+}
 
 /// What a subcommand reports back to `main`.
 pub enum Outcome {
@@ -50,7 +101,20 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    match cli.command {}
+    match cli.command {
+        Command::Ca(command) => ca::run(command),
+        Command::Bench(command) => bench::run(command),
+        Command::Demo(args) => demo::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Station(command) => station::run(command),
+        Command::Order(command) => order::run(command),
+        Command::Pki(command) => pki::run(command),
+        Command::Ledger(command) => ledger::run(command),
+        Command::Voucher(command) => voucher::run(command),
+        Command::Owner(command) => voucher::run_owner(command),
+        Command::Audit(command) => audit::run(command),
+        Command::Evidence(args) => evidence::run(args),
+    }
 }
 
 fn init_logging(filter: &str) {

@@ -1,0 +1,671 @@
+//! Opening a ledger: cut the torn tail, bring the index up to date (or
+//! rebuild it), and check the tail against the last checkpoint before
+//! serving anything.
+//!
+//! 1. The last segment is read whole. A bad record close to its end is a
+//!    torn write (never acknowledged: its batch's `fdatasync` did not
+//!    return) and is cut off; a bad record further in is corruption.
+//! 2. The index is opened; when sled cannot open it, it is deleted and
+//!    rebuilt. An index that covers more entries than the segments hold
+//!    means segment data was lost: refused.
+//! 3. Records past the index watermark are replayed into the index, with
+//!    the hash chain, device chains, unique keys and quotas checked.
+//! 4. Self-check: the last checkpoint (from the segments, and from
+//!    `checkpoint.latest`, which must not be ahead of them) verifies with the
+//!    ledger key, its root matches the tree, and the last `tail_check`
+//!    entries before it and every entry after it are re-read from the
+//!    segments and re-hashed against the index and the chain.
+//!
+//! When steps 3–4 fail on an existing index, the index is rebuilt from the
+//! segments once and the checks run again; if they still fail the ledger
+//! refuses to open with an [`Error::Corrupt`] saying what and where.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+
+use prost::Message;
+use trustline_proto::v1::LedgerEntry;
+
+use super::{LedgerConfig, LATEST_CHECKPOINT_FILE, PUBLIC_KEY_FILE};
+use crate::checkpoint::{self, LedgerKey, SignedCheckpoint};
+use crate::entry::Constraints;
+use crate::error::{Error, Result};
+use crate::format::{self, CheckedRecord, Record, HEADER_LEN, SEGMENT_MAGIC};
+use crate::index::{Index, IndexState, IndexedCheckpoint, IndexedEntry, Location, Position};
+use crate::merkle::{self, chain_head, leaf_hash, Frontier, Hash, GENESIS_HEAD};
+use crate::segments::{self, segment_name, End};
+use crate::storage::Storage;
+
+/// Entries replayed per index batch.
+const REPLAY_CHUNK: usize = 8192;
+
+/// What the writer, indexer and readers start from.
+pub(crate) struct Recovered {
+    pub(crate) index: Index,
+    pub(crate) index_state: IndexState,
+    pub(crate) size: u64,
+    pub(crate) head: Hash,
+    pub(crate) last_time_ms: i64,
+    pub(crate) frontier: Frontier,
+    pub(crate) segment: u64,
+    pub(crate) segment_len: u64,
+    pub(crate) latest: Option<SignedCheckpoint>,
+    pub(crate) quotas: HashMap<String, u64>,
+}
+
+/// Writes the public key file on first open; refuses a signer with a
+/// different key later.
+///
+/// # Errors
+/// [`Error::KeyMismatch`], [`Error::Io`], [`Error::Checkpoint`].
+pub(crate) fn check_public_key(storage: &dyn Storage, key: &LedgerKey) -> Result<()> {
+    match storage
+        .read_all(PUBLIC_KEY_FILE)
+        .map_err(|e| Error::io(format!("reading {PUBLIC_KEY_FILE}"), e))?
+    {
+        Some(pem) => {
+            let text = String::from_utf8(pem)
+                .map_err(|_| Error::Checkpoint(format!("{PUBLIC_KEY_FILE} is not text")))?;
+            if checkpoint::spki_from_pem(&text)? != key.spki() {
+                return Err(Error::KeyMismatch {
+                    path: PUBLIC_KEY_FILE.to_string(),
+                });
+            }
+            Ok(())
+        }
+        None => storage
+            .replace(PUBLIC_KEY_FILE, key.public_key_pem().as_bytes())
+            .map_err(|e| Error::io(format!("writing {PUBLIC_KEY_FILE}"), e)),
+    }
+}
+
+/// The last segment after its torn tail was cut.
+struct Tail {
+    id: u64,
+    bytes: Vec<u8>,
+    entries: u64,
+}
+
+/// Finds the last segment, removes it if its creation was torn, and cuts a
+/// torn tail.
+fn recover_tail(storage: &dyn Storage, segs: &mut Vec<u64>) -> Result<Tail> {
+    loop {
+        let Some(&id) = segs.last() else {
+            let name = segment_name(0);
+            let header = format::encode_header(SEGMENT_MAGIC, 0);
+            storage
+                .create(&name)
+                .and_then(|()| storage.sync_dir())
+                .and_then(|()| storage.append(&name, &header))
+                .and_then(|()| storage.sync(&name))
+                .map_err(|e| Error::io(format!("creating {name}"), e))?;
+            segs.push(0);
+            return Ok(Tail {
+                id: 0,
+                bytes: header.to_vec(),
+                entries: 0,
+            });
+        };
+        let name = segment_name(id);
+        let mut bytes = storage
+            .read_all(&name)
+            .map_err(|e| Error::io(format!("reading {name}"), e))?
+            .unwrap_or_default();
+        if format::parse_header(&bytes, SEGMENT_MAGIC).is_err() && torn_creation(&bytes) {
+            // Created, but its header never became durable (records are
+            // written only after it is synced): it holds nothing.
+            tracing::warn!(segment = %name, "removing a segment whose creation was torn");
+            storage
+                .remove(&name)
+                .map_err(|e| Error::io(format!("removing {name}"), e))?;
+            segs.pop();
+            continue;
+        }
+        segments::check_header(&name, id, &bytes)?;
+        let mut entries = 0u64;
+        let end = segments::walk(&name, &bytes, HEADER_LEN, |_, rec| {
+            if rec.kind == format::KIND_ENTRY {
+                entries += 1;
+            }
+            Ok(())
+        })?;
+        if let End::Torn { offset, reason } = end {
+            tracing::warn!(
+                segment = %name,
+                offset,
+                cut = bytes.len() as u64 - offset,
+                %reason,
+                "cutting a torn tail (an unacknowledged write)"
+            );
+            storage
+                .truncate(&name, offset)
+                .map_err(|e| Error::io(format!("cutting the torn tail of {name}"), e))?;
+            bytes.truncate(offset as usize);
+        }
+        return Ok(Tail { id, bytes, entries });
+    }
+}
+
+/// Whether a segment with a bad header is the remains of a creation torn
+/// by a crash: short, and without a single valid record after the header.
+fn torn_creation(bytes: &[u8]) -> bool {
+    if bytes.len() as u64 > HEADER_LEN as u64 + segments::TORN_WINDOW {
+        return false;
+    }
+    (HEADER_LEN.min(bytes.len())..bytes.len())
+        .all(|at| format::UnverifiedRecord::new(&bytes[at..]).check().is_err())
+}
+
+/// Opens the index, rebuilding it when sled cannot open it. Returns whether
+/// it is fresh (empty).
+fn open_index(path: &Path, cache: u64) -> Result<(Index, bool)> {
+    let existed = path.exists();
+    let opened = std::panic::catch_unwind(AssertUnwindSafe(|| Index::open(path, cache)));
+    match opened {
+        Ok(Ok(index)) => {
+            let fresh = !existed || index.state()?.is_none();
+            Ok((index, fresh))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the index cannot be opened; rebuilding it from the segments");
+            Ok((wipe_and_open(path, cache)?, true))
+        }
+        Err(_) => {
+            tracing::warn!("sled panicked opening the index; rebuilding it from the segments");
+            Ok((wipe_and_open(path, cache)?, true))
+        }
+    }
+}
+
+fn wipe_and_open(path: &Path, cache: u64) -> Result<Index> {
+    if path.exists() {
+        std::fs::remove_dir_all(path)
+            .map_err(|e| Error::io(format!("removing the index {}", path.display()), e))?;
+    }
+    Index::open(path, cache)
+}
+
+/// Recovers the ledger in `storage`.
+///
+/// # Errors
+/// [`Error::Corrupt`] with what and where; [`Error::Io`].
+pub(crate) fn recover(
+    config: &LedgerConfig,
+    storage: &dyn Storage,
+    key: &LedgerKey,
+) -> Result<Recovered> {
+    let mut segs = segments::list(storage)?;
+    let tail = recover_tail(storage, &mut segs)?;
+    if segs.first() != Some(&0) {
+        return Err(Error::corrupt(
+            segment_name(segs.first().copied().unwrap_or(0)),
+            "the first segment does not start at entry 0: earlier segments are missing",
+        ));
+    }
+    let path = config.index_path();
+    let (index, fresh) = open_index(&path, config.index_cache_bytes)?;
+    match replay_and_check(config, storage, key, index, &segs, &tail) {
+        Ok(r) => Ok(r),
+        Err(Failure::Refuse(e)) => Err(e),
+        Err(Failure::Suspect(e)) if fresh => Err(e),
+        Err(Failure::Suspect(e)) => {
+            tracing::warn!(error = %e, "the index disagrees with the segments; rebuilding it");
+            let index = wipe_and_open(&path, config.index_cache_bytes)?;
+            replay_and_check(config, storage, key, index, &segs, &tail).map_err(Failure::into_error)
+        }
+    }
+}
+
+/// Why recovery stopped.
+enum Failure {
+    /// The segments themselves are wrong, or the disk fails: rebuilding the
+    /// index would not help (or would hide lost data).
+    Refuse(Error),
+    /// Something disagrees that a rebuilt index might fix.
+    Suspect(Error),
+}
+
+impl Failure {
+    fn into_error(self) -> Error {
+        match self {
+            Failure::Refuse(e) | Failure::Suspect(e) => e,
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io { .. } => Failure::Refuse(e),
+            other => Failure::Suspect(other),
+        }
+    }
+}
+
+fn replay_and_check(
+    config: &LedgerConfig,
+    storage: &dyn Storage,
+    key: &LedgerKey,
+    index: Index,
+    segs: &[u64],
+    tail: &Tail,
+) -> std::result::Result<Recovered, Failure> {
+    let size = tail.id + tail.entries;
+    let state = index.state()?.unwrap_or(IndexState {
+        entries: 0,
+        resume: Position {
+            segment: 0,
+            offset: HEADER_LEN as u64,
+        },
+        head: GENESIS_HEAD,
+        last_time_ms: 0,
+    });
+    if state.entries > size {
+        return Err(Failure::Refuse(Error::corrupt(
+            "segment files",
+            format!(
+                "the index covers {} entries but the segments hold only {size}: entries were \
+                 removed from the segments (if the segments are known to be right, delete the \
+                 index directory to rebuild it)",
+                state.entries
+            ),
+        )));
+    }
+    let mut rp = Replayer::new(&index, key, state)?;
+    let resume = rp.state.resume;
+    for &id in segs.iter().filter(|&&id| id >= resume.segment) {
+        let name = segment_name(id);
+        let owned;
+        let bytes: &[u8] = if id == tail.id {
+            &tail.bytes
+        } else {
+            owned = segments::read(storage, id)?;
+            &owned
+        };
+        let start = if id == resume.segment {
+            resume.offset
+        } else {
+            if id != rp.next {
+                return Err(Failure::Refuse(Error::corrupt(
+                    &name,
+                    format!(
+                        "segment starts at entry {id} but the previous one ends before {}",
+                        rp.next
+                    ),
+                )));
+            }
+            HEADER_LEN as u64
+        };
+        if start > bytes.len() as u64 {
+            return Err(Failure::Refuse(Error::corrupt(
+                &name,
+                format!(
+                    "the index resumes at offset {start} but the segment is only {} bytes: \
+                     segment data was lost",
+                    bytes.len()
+                ),
+            )));
+        }
+        let end = segments::walk(&name, bytes, start as usize, |offset, rec| {
+            rp.record(id, &name, offset, rec)
+        })?;
+        if end != End::Clean {
+            return Err(Failure::Refuse(Error::corrupt(
+                &name,
+                "a segment other than the last ends in a torn record",
+            )));
+        }
+    }
+    rp.flush()?;
+    if rp.next != size {
+        return Err(Failure::Refuse(Error::corrupt(
+            "segment files",
+            format!(
+                "replay found {} entries where the segments hold {size}",
+                rp.next
+            ),
+        )));
+    }
+    let state = rp.state.clone();
+    let quotas = index.quotas()?;
+    let latest = latest_checkpoint(storage, &index, key, size)?;
+    self_check(config, storage, &index, latest.as_ref(), size, &state)?;
+    let frontier = Frontier::from_reader(&index, size)?;
+    Ok(Recovered {
+        index_state: state.clone(),
+        index,
+        size,
+        head: state.head,
+        last_time_ms: state.last_time_ms,
+        frontier,
+        segment: tail.id,
+        segment_len: tail.bytes.len() as u64,
+        latest,
+        quotas,
+    })
+}
+
+/// The last checkpoint: the index's (from the segments), checked against
+/// `checkpoint.latest`.
+fn latest_checkpoint(
+    storage: &dyn Storage,
+    index: &Index,
+    key: &LedgerKey,
+    size: u64,
+) -> std::result::Result<Option<SignedCheckpoint>, Failure> {
+    let from_index = match index.latest_checkpoint()? {
+        Some(c) => {
+            let cp = checkpoint::open(&c.note, key.spki(), Some(key.origin())).map_err(|e| {
+                Error::corrupt(
+                    format!("checkpoint record of size {}", c.size),
+                    e.to_string(),
+                )
+            })?;
+            Some(cp)
+        }
+        None => None,
+    };
+    let file = storage
+        .read_all(LATEST_CHECKPOINT_FILE)
+        .map_err(|e| Error::io(format!("reading {LATEST_CHECKPOINT_FILE}"), e))?;
+    if let Some(bytes) = file {
+        let note = String::from_utf8(bytes)
+            .map_err(|_| Failure::Refuse(Error::corrupt(LATEST_CHECKPOINT_FILE, "not UTF-8")))?;
+        let cp = checkpoint::open(&note, key.spki(), Some(key.origin()))
+            .map_err(|e| Failure::Refuse(Error::corrupt(LATEST_CHECKPOINT_FILE, e.to_string())))?;
+        let have = from_index.as_ref().map_or(0, |c| c.size);
+        if cp.size > have {
+            return Err(Failure::Refuse(Error::corrupt(
+                "segment files",
+                format!(
+                    "{LATEST_CHECKPOINT_FILE} covers {} entries but the segments' last checkpoint \
+                     covers {have} and they hold {size} entries: the end of the ledger was cut off",
+                    cp.size
+                ),
+            )));
+        }
+    }
+    Ok(from_index)
+}
+
+/// Verifies the tail against the last checkpoint and the chain head.
+fn self_check(
+    config: &LedgerConfig,
+    storage: &dyn Storage,
+    index: &Index,
+    latest: Option<&SignedCheckpoint>,
+    size: u64,
+    state: &IndexState,
+) -> Result<()> {
+    if let Some(cp) = latest {
+        if cp.size > size {
+            return Err(Error::corrupt(
+                "segment files",
+                format!(
+                    "the last checkpoint covers {} entries but only {size} are stored",
+                    cp.size
+                ),
+            ));
+        }
+        let root = merkle::root(index, cp.size)?;
+        if root != cp.root {
+            return Err(Error::corrupt(
+                format!("tree size {}", cp.size),
+                "the stored entries do not produce the last checkpoint's root hash",
+            ));
+        }
+    }
+    let covered = latest.map_or(size, |c| c.size);
+    let start = covered.saturating_sub(config.tail_check);
+    let mut head: Option<Hash> = None;
+    for seq in start..size {
+        let loc = index
+            .location(seq)?
+            .ok_or_else(|| Error::Index(format!("entry {seq} is not indexed")))?;
+        let entry = read_entry_at(storage, seq, loc)?;
+        let where_ = || {
+            format!(
+                "entry {seq} ({} offset {})",
+                segment_name(loc.segment),
+                loc.offset
+            )
+        };
+        let decoded = LedgerEntry::decode(entry.as_slice())
+            .map_err(|e| Error::corrupt(where_(), format!("not a LedgerEntry: {e}")))?;
+        let leaf = leaf_hash(&entry);
+        if Some(leaf) != index.node(0, seq)? {
+            return Err(Error::corrupt(
+                where_(),
+                "the entry's hash differs from the indexed leaf",
+            ));
+        }
+        if let Some(h) = head {
+            if decoded.prev_hash != h {
+                return Err(Error::corrupt(where_(), "prev_hash does not match the hash chain: this entry or the one before it was altered"));
+            }
+        }
+        head = Some(chain_head(
+            &hash32(&decoded.prev_hash).unwrap_or_default(),
+            &leaf,
+        ));
+    }
+    if let Some(h) = head {
+        if h != state.head {
+            return Err(Error::corrupt(
+                format!("entry {}", size - 1),
+                "the chain head of the stored entries differs from the index's",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn hash32(b: &[u8]) -> Option<Hash> {
+    b.try_into().ok()
+}
+
+/// Reads one entry record at a known location.
+pub(crate) fn read_entry_at(storage: &dyn Storage, seq: u64, loc: Location) -> Result<Vec<u8>> {
+    let name = segment_name(loc.segment);
+    let mut buf = vec![0u8; loc.len as usize];
+    storage
+        .read_at(&name, loc.offset, &mut buf)
+        .map_err(|e| Error::io(format!("reading entry {seq} from {name}"), e))?;
+    let where_ = || format!("{name} offset {} (entry {seq})", loc.offset);
+    let rec = format::UnverifiedRecord::new(&buf)
+        .check()
+        .map_err(|e| Error::corrupt(where_(), e.to_string()))?;
+    match rec.parse().map_err(|e| Error::corrupt(where_(), e))? {
+        Record::Entry(e) if e.seq == seq => Ok(e.entry),
+        _ => Err(Error::corrupt(
+            where_(),
+            "the index points at another record",
+        )),
+    }
+}
+
+/// Replays records into the index, checking them as it goes.
+struct Replayer<'a> {
+    index: &'a Index,
+    key: &'a LedgerKey,
+    state: IndexState,
+    next: u64,
+    frontier: Frontier,
+    entries: Vec<IndexedEntry>,
+    checkpoints: Vec<IndexedCheckpoint>,
+    keys: HashMap<Vec<u8>, u64>,
+    quotas: HashMap<String, u64>,
+    devices: HashMap<String, Hash>,
+    last_checkpoint: u64,
+}
+
+impl<'a> Replayer<'a> {
+    fn new(index: &'a Index, key: &'a LedgerKey, state: IndexState) -> Result<Self> {
+        let frontier = Frontier::from_reader(index, state.entries)?;
+        let last_checkpoint = index.latest_checkpoint()?.map_or(0, |c| c.size);
+        Ok(Self {
+            index,
+            key,
+            next: state.entries,
+            state,
+            frontier,
+            entries: Vec::new(),
+            checkpoints: Vec::new(),
+            keys: HashMap::new(),
+            quotas: HashMap::new(),
+            devices: HashMap::new(),
+            last_checkpoint,
+        })
+    }
+
+    fn record(
+        &mut self,
+        segment: u64,
+        name: &str,
+        offset: u64,
+        rec: CheckedRecord<'_>,
+    ) -> Result<()> {
+        let where_ = format!("{name} offset {offset}");
+        let end = Position {
+            segment,
+            offset: offset + rec.total_len as u64,
+        };
+        match rec.parse().map_err(|e| Error::corrupt(&where_, e))? {
+            Record::Entry(e) => {
+                let location = Location {
+                    segment,
+                    offset,
+                    len: rec.total_len as u32,
+                };
+                self.entry(&where_, location, e)?;
+            }
+            Record::Checkpoint(c) => {
+                let cp = checkpoint::open(&c.note, self.key.spki(), Some(self.key.origin()))
+                    .map_err(|e| Error::corrupt(&where_, e.to_string()))?;
+                if cp.size != c.size || cp.root != c.root {
+                    return Err(Error::corrupt(
+                        &where_,
+                        "checkpoint record disagrees with its note",
+                    ));
+                }
+                if c.size > self.next || c.size < self.last_checkpoint {
+                    return Err(Error::corrupt(
+                        &where_,
+                        format!(
+                            "checkpoint of size {} out of order (after {} entries and a checkpoint of {})",
+                            c.size, self.next, self.last_checkpoint
+                        ),
+                    ));
+                }
+                self.last_checkpoint = c.size;
+                self.checkpoints.push(IndexedCheckpoint {
+                    size: c.size,
+                    root: c.root,
+                    note: c.note,
+                });
+            }
+            Record::Trailer(_) | Record::Key(_) => {
+                return Err(Error::corrupt(&where_, "an export record inside a segment"));
+            }
+        }
+        self.state.resume = end;
+        if self.entries.len() >= REPLAY_CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, where_: &str, location: Location, e: format::EntryRecord) -> Result<()> {
+        let seq = self.next;
+        let at = |what: String| Error::corrupt(format!("entry {seq} ({where_})"), what);
+        if e.seq != seq {
+            return Err(at(format!(
+                "record has seq {} where {seq} was expected",
+                e.seq
+            )));
+        }
+        let decoded = LedgerEntry::decode(e.entry.as_slice())
+            .map_err(|err| at(format!("not a LedgerEntry: {err}")))?;
+        if decoded.seq != seq {
+            return Err(at(format!("entry says seq {}", decoded.seq)));
+        }
+        if decoded.prev_hash != self.state.head {
+            return Err(at("prev_hash does not match the hash chain: this entry or the one before it was altered".into()));
+        }
+        if decoded.time_ms < self.state.last_time_ms {
+            return Err(at("time goes backwards".into()));
+        }
+        let expected_prev = if decoded.rot_id.is_empty() {
+            None
+        } else {
+            match self.devices.get(&decoded.rot_id) {
+                Some(h) => Some(*h),
+                None => self.index.device_last(&decoded.rot_id)?.map(|(_, h)| h),
+            }
+        };
+        if decoded.device_prev != expected_prev.map(|h| h.to_vec()).unwrap_or_default() {
+            return Err(at(
+                "device_prev does not match the device's previous entry".into()
+            ));
+        }
+        let constraints = Constraints::of_entry(&decoded);
+        let mut encoded = Vec::with_capacity(constraints.unique_keys.len());
+        for k in &constraints.unique_keys {
+            let enc = k.encoded();
+            let holder = match self.keys.get(&enc) {
+                Some(s) => Some(*s),
+                None => self.index.key_holder(&enc)?,
+            };
+            if let Some(h) = holder {
+                return Err(at(format!("unique key {k} is already held by entry {h}")));
+            }
+            encoded.push(enc);
+        }
+        if let Some(q) = &constraints.quota {
+            let used = self.index.quotas_one(&q.counter)?
+                + self.quotas.get(&q.counter).copied().unwrap_or(0);
+            if used >= q.limit {
+                return Err(at(format!(
+                    "quota {:?} was already at its limit {}",
+                    q.counter, q.limit
+                )));
+            }
+            *self.quotas.entry(q.counter.clone()).or_default() += 1;
+        }
+        let leaf = leaf_hash(&e.entry);
+        let mut nodes = Vec::with_capacity(2);
+        self.frontier.push(leaf, &mut |n| nodes.push(n));
+        for enc in &encoded {
+            self.keys.insert(enc.clone(), seq);
+        }
+        if !decoded.rot_id.is_empty() {
+            self.devices.insert(decoded.rot_id.clone(), leaf);
+        }
+        self.state.head = chain_head(&self.state.head, &leaf);
+        self.state.last_time_ms = decoded.time_ms;
+        self.entries.push(IndexedEntry {
+            seq,
+            location,
+            nodes,
+            rot_id: decoded.rot_id,
+            leaf,
+            keys: encoded,
+            quota: constraints.quota.map(|q| q.counter),
+        });
+        self.next += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.state.entries = self.next;
+        self.index
+            .apply(&self.entries, &self.checkpoints, &self.state)?;
+        self.entries.clear();
+        self.checkpoints.clear();
+        self.keys.clear();
+        self.quotas.clear();
+        self.devices.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,115 @@
+//! Custody events after certification (2.4.14.12, 2.4.14.14): `SHIPPED`,
+//! `RECEIVED` and `SCRAPPED`, keyed by the RoT-backed `rot_id`.
+//!
+//! Rules: the device must be certified (or, for scrapping, at least
+//! claimed — a device that failed on the line is scrapped too); a scrapped
+//! device takes no further step (`scrapped` unique key, so two scrappings
+//! cannot both be recorded); a station ships or scraps only devices of its
+//! own site, while any station may record receiving a device (the receiving
+//! site is recorded as the entry's site). The order of shipments and
+//! receipts is recorded, not enforced: a device may be shipped on through
+//! several hands.
+
+use trustline_proto::v1;
+use trustline_proto::v1::EventKind;
+
+use super::backends::AppendRefusal;
+use super::{append_request, draft, keys, unique, Actor, Factory};
+use crate::error::{Error, Result};
+
+/// Longest custody note accepted, in bytes.
+const MAX_NOTE_LEN: usize = 1024;
+
+/// A custody event kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustodyKind {
+    /// Left the site.
+    Shipped,
+    /// Arrived at a site.
+    Received,
+    /// Destroyed (2.4.14.14): final.
+    Scrapped,
+}
+
+impl CustodyKind {
+    /// From the wire's event kind.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for any other kind.
+    pub fn from_event(kind: i32) -> Result<Self> {
+        match EventKind::try_from(kind) {
+            Ok(EventKind::Shipped) => Ok(Self::Shipped),
+            Ok(EventKind::Received) => Ok(Self::Received),
+            Ok(EventKind::Scrapped) => Ok(Self::Scrapped),
+            _ => Err(Error::Invalid(
+                "custody events are SHIPPED, RECEIVED or SCRAPPED".into(),
+            )),
+        }
+    }
+
+    fn event(self) -> EventKind {
+        match self {
+            Self::Shipped => EventKind::Shipped,
+            Self::Received => EventKind::Received,
+            Self::Scrapped => EventKind::Scrapped,
+        }
+    }
+}
+
+impl Factory {
+    /// Records a custody event for a device.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`], [`Error::UnknownDevice`], [`Error::WrongSite`],
+    /// [`Error::Scrapped`], [`Error::Backend`].
+    pub async fn record_custody(&self, actor: &Actor, rot_id: &str, kind: CustodyKind, note: &str) -> Result<u64> {
+        if note.len() > MAX_NOTE_LEN {
+            return Err(Error::Invalid(format!("note is longer than {MAX_NOTE_LEN} bytes")));
+        }
+        if !trustline_proto::identity::is_well_formed_rot_id(rot_id) {
+            return Err(Error::Invalid(format!("{rot_id:?} is not a rot_id")));
+        }
+        let holder = match self.lookup(keys::ROT, rot_id.as_bytes()).await? {
+            Some(seq) => Some(seq),
+            None if kind == CustodyKind::Scrapped => self.lookup(keys::CLAIM, rot_id.as_bytes()).await?,
+            None => None,
+        };
+        let Some(holder) = holder else {
+            return Err(Error::UnknownDevice(rot_id.to_owned()));
+        };
+        let device = self.entry(holder).await?;
+        if kind != CustodyKind::Received {
+            if let Some(site) = &actor.site {
+                if *site != device.site {
+                    return Err(Error::WrongSite {
+                        order_id: device.order_id.clone(),
+                        order_site: device.site.clone(),
+                        caller_site: site.clone(),
+                    });
+                }
+            }
+        }
+        if self.lookup(keys::SCRAPPED, rot_id.as_bytes()).await?.is_some() {
+            return Err(Error::Scrapped(rot_id.to_owned()));
+        }
+        let site = match (kind, &actor.site) {
+            (CustodyKind::Received, Some(site)) => site.clone(),
+            _ => device.site.clone(),
+        };
+        let payload = v1::CustodyPayload {
+            note: note.to_owned(),
+        };
+        let entry = draft(kind.event(), rot_id, &device.serial, &site, actor, &device.order_id, &payload);
+        let keys = if kind == CustodyKind::Scrapped {
+            vec![unique(keys::SCRAPPED, rot_id.as_bytes())]
+        } else {
+            vec![]
+        };
+        match self.ledger.append(append_request(entry, keys, None)).await {
+            Ok(r) => Ok(r.seq),
+            Err(AppendRefusal::Conflict { .. }) => Err(Error::Scrapped(rot_id.to_owned())),
+            Err(AppendRefusal::Quota { .. }) => Err(Error::Config("quota on a custody event".into())),
+            Err(AppendRefusal::Failed(s)) => Err(Error::ledger(s)),
+        }
+    }
+}

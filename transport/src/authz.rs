@@ -1,0 +1,227 @@
+//! Authorization in one place: the role × RPC table (2.4.13.9, 2.4.13.25,
+//! 2.4.16.5).
+//!
+//! Every RPC of every Trustline service has exactly one [`Rule`] here, keyed
+//! by its fully-qualified gRPC path (`/trustline.v1.Provisioning/Certify`).
+//! The guard layer ([`crate::guard`]) looks the path up before any handler
+//! runs; a method with no rule is refused, so a new RPC is unreachable until
+//! someone decides who may call it (a test derives every method from
+//! `trustline_proto::FILE_DESCRIPTOR_SET` and fails on a missing row).
+//!
+//! Site scoping is the second half: rows marked `site_scoped` are ones where
+//! a station acts on data that belongs to a site (an order, a device); the
+//! service checks the data's site against the caller's with
+//! [`crate::require_site`], because only the service knows the data.
+
+use serde::Serialize;
+use tonic::Status;
+
+use crate::identity::Role::{Admin, Auditor, Operator, Provisioner, Station};
+use crate::identity::{Caller, Role};
+
+/// Who may call one RPC.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Rule {
+    /// The fully-qualified gRPC path, e.g. `/trustline.v1.Provisioning/Certify`.
+    pub method: &'static str,
+    /// The roles allowed to call it; every other role is refused.
+    pub roles: &'static [Role],
+    /// Whether a station calling it must act for its own site only (checked
+    /// by the service with [`crate::require_site`]).
+    pub site_scoped: bool,
+}
+
+impl Rule {
+    /// Whether `role` may call this RPC.
+    pub fn allows(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The service part of the path, e.g. `trustline.v1.Provisioning`.
+    pub fn service(&self) -> &'static str {
+        split_method(self.method).map_or("", |(s, _)| s)
+    }
+}
+
+const EVERYONE: &[Role] = &[Station, Provisioner, Auditor, Operator, Admin];
+const PROVISIONER: &[Role] = &[Provisioner];
+const ADMIN: &[Role] = &[Admin];
+const STATION: &[Role] = &[Station];
+const OPERATOR: &[Role] = &[Operator];
+/// Ledger reads that expose entries (sites, orders, serials).
+const LEDGER_READERS: &[Role] = &[Provisioner, Auditor, Admin];
+/// Ledger reads that expose only hashes, sizes and the public key: an
+/// operator verifying a device's proofs needs them.
+const LEDGER_VERIFIERS: &[Role] = &[Provisioner, Auditor, Operator, Admin];
+
+const fn rule(method: &'static str, roles: &'static [Role]) -> Rule {
+    Rule {
+        method,
+        roles,
+        site_scoped: false,
+    }
+}
+
+const fn site_rule(method: &'static str, roles: &'static [Role]) -> Rule {
+    Rule {
+        method,
+        roles,
+        site_scoped: true,
+    }
+}
+
+/// The table. Order: by service as in the protos, then by RPC.
+pub static RULES: &[Rule] = &[
+    // CertificateAuthority: only the provisioner may use the HSM keys
+    // (2.4.5.20, 2.4.14.19).
+    rule(
+        "/trustline.v1.CertificateAuthority/IssueDeviceCertificate",
+        PROVISIONER,
+    ),
+    rule(
+        "/trustline.v1.CertificateAuthority/GenerateWrappedKey",
+        PROVISIONER,
+    ),
+    rule("/trustline.v1.CertificateAuthority/GetChain", PROVISIONER),
+    rule(
+        "/trustline.v1.CertificateAuthority/SignVoucherEntry",
+        PROVISIONER,
+    ),
+    rule("/trustline.v1.CertificateAuthority/SignCrl", PROVISIONER),
+    // CustodyLedger: one writer; reads for the audit.
+    rule("/trustline.v1.CustodyLedger/Append", PROVISIONER),
+    rule(
+        "/trustline.v1.CustodyLedger/GetCheckpoint",
+        LEDGER_VERIFIERS,
+    ),
+    rule(
+        "/trustline.v1.CustodyLedger/PublishCheckpoint",
+        &[Provisioner, Admin],
+    ),
+    rule("/trustline.v1.CustodyLedger/GetEntry", LEDGER_READERS),
+    rule("/trustline.v1.CustodyLedger/GetEntries", LEDGER_READERS),
+    rule("/trustline.v1.CustodyLedger/LookupKey", LEDGER_READERS),
+    rule("/trustline.v1.CustodyLedger/GetQuota", LEDGER_READERS),
+    rule(
+        "/trustline.v1.CustodyLedger/GetInclusionProof",
+        LEDGER_VERIFIERS,
+    ),
+    rule(
+        "/trustline.v1.CustodyLedger/GetConsistencyProof",
+        LEDGER_VERIFIERS,
+    ),
+    rule(
+        "/trustline.v1.CustodyLedger/GetDeviceHistory",
+        LEDGER_READERS,
+    ),
+    rule("/trustline.v1.CustodyLedger/GetLedgerKey", LEDGER_VERIFIERS),
+    // Provisioning: the OEM opens and closes orders; stations run the
+    // factory flow for their own site (2.4.14.22).
+    rule("/trustline.v1.Provisioning/OpenOrder", ADMIN),
+    rule("/trustline.v1.Provisioning/CloseOrder", ADMIN),
+    site_rule(
+        "/trustline.v1.Provisioning/GetOrder",
+        &[Station, Auditor, Admin],
+    ),
+    site_rule("/trustline.v1.Provisioning/BeginClaim", STATION),
+    site_rule("/trustline.v1.Provisioning/CompleteClaim", STATION),
+    site_rule("/trustline.v1.Provisioning/DeliverDeviceKey", STATION),
+    site_rule("/trustline.v1.Provisioning/Certify", STATION),
+    site_rule("/trustline.v1.Provisioning/RecordCustody", STATION),
+    // Ownership: the OEM makes the first transfer; owners do the rest
+    // (2.4.14.7, 2.4.14.18, 2.4.16).
+    rule("/trustline.v1.Ownership/TransferFromManufacturer", ADMIN),
+    rule("/trustline.v1.Ownership/RegisterTransfer", OPERATOR),
+    rule("/trustline.v1.Ownership/GetChallenge", OPERATOR),
+    rule("/trustline.v1.Ownership/Onboard", OPERATOR),
+    rule("/trustline.v1.Ownership/Decommission", OPERATOR),
+    rule("/trustline.v1.Ownership/Recommission", OPERATOR),
+    rule("/trustline.v1.Ownership/Retire", OPERATOR),
+    rule("/trustline.v1.Ownership/GetRevocationList", EVERYONE),
+    rule(
+        "/trustline.v1.Ownership/GetDeviceState",
+        &[Operator, Auditor, Admin],
+    ),
+    // Admin: lockouts (2.4.14.21).
+    rule("/trustline.v1.Admin/ListLockouts", ADMIN),
+    rule("/trustline.v1.Admin/ClearLockout", ADMIN),
+    // Operations: any authenticated caller.
+    rule("/grpc.health.v1.Health/Check", EVERYONE),
+    rule("/grpc.health.v1.Health/Watch", EVERYONE),
+    rule(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        EVERYONE,
+    ),
+    rule(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        EVERYONE,
+    ),
+];
+
+/// The whole table.
+pub fn rules() -> &'static [Rule] {
+    RULES
+}
+
+/// The rule for a fully-qualified method path, if there is one.
+pub fn rule_for(method: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|r| r.method == method)
+}
+
+/// Decides one call.
+///
+/// # Errors
+/// `PERMISSION_DENIED` when the method has no rule or the caller's role is
+/// not in it; the message names the caller, the role and the method.
+pub fn authorize(caller: &Caller, method: &str) -> Result<&'static Rule, Status> {
+    let Some(rule) = rule_for(method) else {
+        return Err(Status::permission_denied(format!(
+            "{caller}: method {method} is not in the role table; unknown methods are denied"
+        )));
+    };
+    if !rule.allows(caller.role()) {
+        return Err(Status::permission_denied(format!(
+            "{caller}: role {} may not call {method}",
+            caller.role()
+        )));
+    }
+    Ok(rule)
+}
+
+/// `(service, method)` of a path `/package.Service/Method`.
+pub fn split_method(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (service, method) = rest.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/'))
+        .then_some((service, method))
+}
+
+/// The table as text, one row per RPC and one column per role: `yes`,
+/// `site` (allowed, own site only) or `-`. Printed by `trustline pki roles`.
+pub fn render_table() -> String {
+    let width = RULES.iter().map(|r| r.method.len()).max().unwrap_or(0);
+    let mut out = format!("{:width$}", "method");
+    for role in Role::ALL {
+        out.push_str(&format!("  {:>11}", role.as_str()));
+    }
+    out.push('\n');
+    for rule in RULES {
+        out.push_str(&format!("{:width$}", rule.method));
+        for role in Role::ALL {
+            let cell = match (rule.allows(role), rule.site_scoped && role.is_site_scoped()) {
+                (false, _) => "-",
+                (true, true) => "site",
+                (true, false) => "yes",
+            };
+            out.push_str(&format!("  {cell:>11}"));
+        }
+        out.push('\n');
+    }
+    out.push_str("\nsite = allowed for the caller's own site only; unknown methods are denied.\n");
+    out
+}
+
+/// The table as JSON: an array of `{method, roles, site_scoped}`.
+pub fn table_json() -> serde_json::Value {
+    serde_json::json!(RULES)
+}
