@@ -181,9 +181,10 @@ impl Index {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            // Durability comes from the segments; sled flushing often only
-            // competes with the writer's fdatasync for the disk.
-            .flush_every_ms(Some(2000))
+            // Durability comes from the segments; sled flushing on a timer
+            // only competes with the writer's fdatasync for the disk. The
+            // indexer flushes when it has caught up, and close flushes.
+            .flush_every_ms(None)
             .open()?;
         let index = Self { db };
         match index.db.get(key(TAG_META, &[b"format"]))? {

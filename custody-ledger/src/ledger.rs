@@ -25,7 +25,7 @@ mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -156,6 +156,8 @@ pub(crate) struct Shared {
     /// The latched failure.
     pub(crate) stopped: Mutex<Option<String>>,
     pub(crate) closed: AtomicBool,
+    /// Appends submitted and not yet answered: the indexer waits for zero.
+    pub(crate) pending: AtomicUsize,
     pub(crate) latest: RwLock<Option<SignedCheckpoint>>,
     pub(crate) checkpoint_size: watch::Sender<u64>,
     pub(crate) writer_tx: mpsc::Sender<WriterMsg>,
@@ -342,6 +344,7 @@ impl Ledger {
             quotas: Mutex::new(rec.quotas.clone()),
             stopped: Mutex::new(None),
             closed: AtomicBool::new(false),
+            pending: AtomicUsize::new(0),
             latest: RwLock::new(rec.latest.clone()),
             checkpoint_size,
             writer_tx,
@@ -413,14 +416,16 @@ impl Ledger {
         let constraints = Constraints { unique_keys, quota };
         constraints.validate()?;
         let (reply, rx) = oneshot::channel();
-        self.shared
-            .writer_tx
-            .send(WriterMsg::Append {
-                draft,
-                constraints,
-                reply,
-            })
-            .map_err(|_| Error::Closed)?;
+        self.shared.pending.fetch_add(1, Ordering::AcqRel);
+        let sent = self.shared.writer_tx.send(WriterMsg::Append {
+            draft,
+            constraints,
+            reply,
+        });
+        if sent.is_err() {
+            self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Closed);
+        }
         Ok(rx)
     }
 

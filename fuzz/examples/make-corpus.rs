@@ -61,7 +61,10 @@ fn main() -> Result<()> {
 fn add(corpus: &mut Corpus, target: &'static str, name: &str, sel: u8, body: &[u8]) {
     let mut data = vec![sel];
     data.extend_from_slice(body);
-    corpus.entry(target).or_default().push((name.to_owned(), data));
+    corpus
+        .entry(target)
+        .or_default()
+        .push((name.to_owned(), data));
 }
 
 fn write(root: &Path, corpus: &Corpus) -> Result<()> {
@@ -185,12 +188,36 @@ fn statement_seeds(c: &mut Corpus) {
             .encode_to_vec()
         };
         let rot = key(KeyName::Rot);
-        add(c, "statement", &format!("ok-{name}-wire"), kind, &sign(rot, body));
-        add(c, "statement", &format!("ok-{name}-body"), kind | statements::SIGN, body);
-        add(c, "statement", &format!("bad-{name}-other-key"), kind, &sign(key(KeyName::Forger), body));
+        add(
+            c,
+            "statement",
+            &format!("ok-{name}-wire"),
+            kind,
+            &sign(rot, body),
+        );
+        add(
+            c,
+            "statement",
+            &format!("ok-{name}-body"),
+            kind | statements::SIGN,
+            body,
+        );
+        add(
+            c,
+            "statement",
+            &format!("bad-{name}-other-key"),
+            kind,
+            &sign(key(KeyName::Forger), body),
+        );
         let mut altered = v1::SignedStatement::decode(sign(rot, body).as_slice()).expect("decodes");
         altered.body = flip(altered.body, 3);
-        add(c, "statement", &format!("bad-{name}-altered"), kind, &altered.encode_to_vec());
+        add(
+            c,
+            "statement",
+            &format!("bad-{name}-altered"),
+            kind,
+            &altered.encode_to_vec(),
+        );
     }
     // A claim receipt's signature presented as a key attestation.
     add(c, "statement", "bad-receipt-as-attestation", 2, &{
@@ -235,10 +262,18 @@ fn order_seeds(c: &mut Corpus) {
     add(c, "order", "ok-signed-wire", factory::WIRE, &wire);
     add(c, "order", "ok-body", factory::SIGNED, &body);
     add(c, "order", "bad-forged", factory::FORGED, &body);
-    add(c, "order", "bad-wire-other-key", factory::WIRE, &signed(key(KeyName::Forger), &order_proto()).encode_to_vec());
+    add(
+        c,
+        "order",
+        "bad-wire-other-key",
+        factory::WIRE,
+        &signed(key(KeyName::Forger), &order_proto()).encode_to_vec(),
+    );
     let variants: [(&str, fn(&mut v1::ProductionOrder)); 7] = [
         ("bad-empty-window", |o| o.not_after_ms = o.not_before_ms),
-        ("bad-unknown-vendor", |o| o.allowed_ic_vendors.push("Nobody Semiconductor".into())),
+        ("bad-unknown-vendor", |o| {
+            o.allowed_ic_vendors.push("Nobody Semiconductor".into())
+        }),
         ("bad-quantity-over-scheme", |o| o.quantity = 1_000_000),
         ("bad-serial-too-wide", |o| {
             if let Some(s) = o.serial_scheme.as_mut() {
@@ -246,7 +281,9 @@ fn order_seeds(c: &mut Corpus) {
             }
         }),
         ("bad-site-token", |o| o.site = "site a".into()),
-        ("bad-firmware-digest", |o| o.allowed_firmware_sha256.truncate(31)),
+        ("bad-firmware-digest", |o| {
+            o.allowed_firmware_sha256.truncate(31)
+        }),
         ("ok-unpadded-serials", |o| {
             if let Some(s) = o.serial_scheme.as_mut() {
                 s.digits = 0;
@@ -277,8 +314,20 @@ fn claim_seeds(c: &mut Corpus) {
     let good = receipt(fixtures::rot_id(), fixtures::anchor_sha256().to_vec());
     add(c, "claim_receipt", "ok-body", factory::SIGNED, &good);
     add(c, "claim_receipt", "bad-forged", factory::FORGED, &good);
-    add(c, "claim_receipt", "bad-other-anchor", factory::SIGNED, &receipt(fixtures::rot_id(), vec![1; 32]));
-    add(c, "claim_receipt", "bad-other-rot", factory::SIGNED, &receipt("ab".repeat(32), fixtures::anchor_sha256().to_vec()));
+    add(
+        c,
+        "claim_receipt",
+        "bad-other-anchor",
+        factory::SIGNED,
+        &receipt(fixtures::rot_id(), vec![1; 32]),
+    );
+    add(
+        c,
+        "claim_receipt",
+        "bad-other-rot",
+        factory::SIGNED,
+        &receipt("ab".repeat(32), fixtures::anchor_sha256().to_vec()),
+    );
     let stale = signed(
         key(KeyName::Rot),
         &v1::ClaimReceipt {
@@ -287,15 +336,52 @@ fn claim_seeds(c: &mut Corpus) {
             anchor_sha256: fixtures::anchor_sha256().to_vec(),
         },
     );
-    add(c, "claim_receipt", "bad-unknown-nonce-wire", factory::WIRE, &stale.encode_to_vec());
+    add(
+        c,
+        "claim_receipt",
+        "bad-unknown-nonce-wire",
+        factory::WIRE,
+        &stale.encode_to_vec(),
+    );
 
-    let tks = |rot_id: String, public_key: Vec<u8>| v1::TransportKeyStatement { rot_id, public_key };
+    let tks =
+        |rot_id: String, public_key: Vec<u8>| v1::TransportKeyStatement { rot_id, public_key };
     let good = tks(fixtures::rot_id(), spki(KeyName::Transport).to_vec());
-    add(c, "transport_key", "ok-wire", factory::WIRE, &signed(key(KeyName::Rot), &good).encode_to_vec());
-    add(c, "transport_key", "ok-body", factory::SIGNED, &good.encode_to_vec());
-    add(c, "transport_key", "bad-forged", factory::FORGED, &good.encode_to_vec());
-    add(c, "transport_key", "bad-other-rot", factory::SIGNED, &tks("cd".repeat(32), spki(KeyName::Transport).to_vec()).encode_to_vec());
-    add(c, "transport_key", "bad-not-p256", factory::SIGNED, &tks(fixtures::rot_id(), b"not a key".to_vec()).encode_to_vec());
+    add(
+        c,
+        "transport_key",
+        "ok-wire",
+        factory::WIRE,
+        &signed(key(KeyName::Rot), &good).encode_to_vec(),
+    );
+    add(
+        c,
+        "transport_key",
+        "ok-body",
+        factory::SIGNED,
+        &good.encode_to_vec(),
+    );
+    add(
+        c,
+        "transport_key",
+        "bad-forged",
+        factory::FORGED,
+        &good.encode_to_vec(),
+    );
+    add(
+        c,
+        "transport_key",
+        "bad-other-rot",
+        factory::SIGNED,
+        &tks("cd".repeat(32), spki(KeyName::Transport).to_vec()).encode_to_vec(),
+    );
+    add(
+        c,
+        "transport_key",
+        "bad-not-p256",
+        factory::SIGNED,
+        &tks(fixtures::rot_id(), b"not a key".to_vec()).encode_to_vec(),
+    );
 }
 
 fn attestation_seeds(c: &mut Corpus) -> Result<()> {
@@ -304,16 +390,64 @@ fn attestation_seeds(c: &mut Corpus) -> Result<()> {
     let acme = vendors[0].manufacture()?;
     let borealis = vendors[1].manufacture()?;
     let t = "rot_attestation";
-    add(c, t, "ok-acme-wire", WIRE, &acme.attestation().encode_to_vec());
-    add(c, t, "ok-borealis-wire", WIRE, &borealis.attestation().encode_to_vec());
-    add(c, t, "ok-acme-die", DIE_UNDER_INTERMEDIATE, &acme.attestation_chain()[0]);
-    add(c, t, "ok-borealis-die", DIE_UNDER_ROOT, &borealis.attestation_chain()[0]);
-    add(c, t, "ok-acme-intermediate", INTERMEDIATE, fixtures::vendor_intermediate());
-    add(c, t, "bad-acme-die-under-root", DIE_UNDER_ROOT, &acme.attestation_chain()[0]);
-    add(c, t, "bad-acme-die-flipped", DIE_UNDER_INTERMEDIATE, &flip(acme.attestation_chain()[0].clone(), 200));
+    add(
+        c,
+        t,
+        "ok-acme-wire",
+        WIRE,
+        &acme.attestation().encode_to_vec(),
+    );
+    add(
+        c,
+        t,
+        "ok-borealis-wire",
+        WIRE,
+        &borealis.attestation().encode_to_vec(),
+    );
+    add(
+        c,
+        t,
+        "ok-acme-die",
+        DIE_UNDER_INTERMEDIATE,
+        &acme.attestation_chain()[0],
+    );
+    add(
+        c,
+        t,
+        "ok-borealis-die",
+        DIE_UNDER_ROOT,
+        &borealis.attestation_chain()[0],
+    );
+    add(
+        c,
+        t,
+        "ok-acme-intermediate",
+        INTERMEDIATE,
+        fixtures::vendor_intermediate(),
+    );
+    add(
+        c,
+        t,
+        "bad-acme-die-under-root",
+        DIE_UNDER_ROOT,
+        &acme.attestation_chain()[0],
+    );
+    add(
+        c,
+        t,
+        "bad-acme-die-flipped",
+        DIE_UNDER_INTERMEDIATE,
+        &flip(acme.attestation_chain()[0].clone(), 200),
+    );
     let mut with_root = acme.attestation();
     with_root.cert_chain.push(vendors[0].root_der().to_vec());
-    add(c, t, "ok-acme-with-root-wire", WIRE, &with_root.encode_to_vec());
+    add(
+        c,
+        t,
+        "ok-acme-with-root-wire",
+        WIRE,
+        &with_root.encode_to_vec(),
+    );
     let rogues = hsm_sim::rot::Fleet::builder()
         .seed(0xbad)
         .genuine(1)
@@ -321,7 +455,13 @@ fn attestation_seeds(c: &mut Corpus) -> Result<()> {
         .unknown_vendor(1)
         .build()?;
     for (i, d) in rogues.devices().iter().enumerate() {
-        add(c, t, &format!("bad-rogue-{i}-wire"), WIRE, &d.rot.attestation().encode_to_vec());
+        add(
+            c,
+            t,
+            &format!("bad-rogue-{i}-wire"),
+            WIRE,
+            &d.rot.attestation().encode_to_vec(),
+        );
     }
     Ok(())
 }
@@ -335,10 +475,28 @@ fn device_request_seeds(c: &mut Corpus) -> Result<()> {
     rot.generate_identity_key(&[1; 32])?;
     let csr = rot.csr(SERIAL)?;
     add(c, t, "ok-csr", CSR, &csr);
-    add(c, t, "bad-csr-altered", CSR, &flip(csr.clone(), csr.len() - 10));
-    add(c, t, "bad-csr-trailing", CSR, &[csr.clone(), vec![0]].concat());
+    add(
+        c,
+        t,
+        "bad-csr-altered",
+        CSR,
+        &flip(csr.clone(), csr.len() - 10),
+    );
+    add(
+        c,
+        t,
+        "bad-csr-trailing",
+        CSR,
+        &[csr.clone(), vec![0]].concat(),
+    );
     let p384 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
-    add(c, t, "bad-csr-p384", CSR, CertificateParams::default().serialize_request(&p384)?.der());
+    add(
+        c,
+        t,
+        "bad-csr-p384",
+        CSR,
+        CertificateParams::default().serialize_request(&p384)?.der(),
+    );
     let pop = v1::ProofOfPossession {
         rot_id: fixtures::rot_id(),
         serial: SERIAL.into(),
@@ -356,15 +514,45 @@ fn device_request_seeds(c: &mut Corpus) -> Result<()> {
         public_key: spki(KeyName::Device).to_vec(),
         proof: Some(proof.clone()),
     });
-    add(c, t, "ok-wire-possessed", WIRE, &wire(SERIAL, possessed.clone()).encode_to_vec());
-    add(c, t, "ok-wire-csr", WIRE, &wire(SERIAL, W::CsrDer(csr)).encode_to_vec());
-    add(c, t, "bad-wire-serial", WIRE, &wire("SN_1", possessed.clone()).encode_to_vec());
-    add(c, t, "bad-wire-other-serial", WIRE, &wire("SN000002", possessed).encode_to_vec());
+    add(
+        c,
+        t,
+        "ok-wire-possessed",
+        WIRE,
+        &wire(SERIAL, possessed.clone()).encode_to_vec(),
+    );
+    add(
+        c,
+        t,
+        "ok-wire-csr",
+        WIRE,
+        &wire(SERIAL, W::CsrDer(csr)).encode_to_vec(),
+    );
+    add(
+        c,
+        t,
+        "bad-wire-serial",
+        WIRE,
+        &wire("SN_1", possessed.clone()).encode_to_vec(),
+    );
+    add(
+        c,
+        t,
+        "bad-wire-other-serial",
+        WIRE,
+        &wire("SN000002", possessed).encode_to_vec(),
+    );
     add(c, t, "ok-proof-body", SIGNED_PROOF, &pop.encode_to_vec());
     add(c, t, "bad-proof-forged", FORGED_PROOF, &pop.encode_to_vec());
     let mut other_key = pop.clone();
     other_key.device_public_key = spki(KeyName::Owner).to_vec();
-    add(c, t, "bad-proof-names-other-key", SIGNED_PROOF, &other_key.encode_to_vec());
+    add(
+        c,
+        t,
+        "bad-proof-names-other-key",
+        SIGNED_PROOF,
+        &other_key.encode_to_vec(),
+    );
     Ok(())
 }
 
@@ -384,18 +572,43 @@ fn voucher_seeds(c: &mut Corpus) -> Result<()> {
     add(c, t, "ok-two-entries", DECODE, &two.encode());
     let encoded = with_owner.encode();
     add(c, t, "bad-truncated", DECODE, &encoded[..encoded.len() - 5]);
-    add(c, t, "bad-altered", DECODE, &flip(encoded.clone(), encoded.len() / 2));
+    // The last bytes are the last entry's signature.
+    add(
+        c,
+        t,
+        "bad-entry-signature-altered",
+        DECODE,
+        &flip(encoded.clone(), encoded.len() - 3),
+    );
     let mut forged_header = fixtures::voucher_header();
     forged_header.manufacturer_public_key = spki(KeyName::Forger).to_vec();
     let mut forged = Voucher::new(forged_header);
     let p = fixtures::entry_payload(&forged, spki(KeyName::Owner), 0x33);
     forged.push_entry(&tv::sign_entry(&p, key(KeyName::Forger))?)?;
     add(c, t, "bad-other-manufacturer", DECODE, &forged.encode());
-    add(c, t, "ok-entry-payload", SIGN_ENTRY, &fixtures::entry_payload(bound, spki(KeyName::Owner), 0x11));
+    add(
+        c,
+        t,
+        "ok-entry-payload",
+        SIGN_ENTRY,
+        &fixtures::entry_payload(bound, spki(KeyName::Owner), 0x11),
+    );
     add(c, t, "bad-entry-payload-other-header", SIGN_ENTRY, &p);
     add(c, t, "ok-push-owner-entry", PUSH, &cose);
-    add(c, t, "bad-push-forged-entry", PUSH, &tv::sign_entry(&payload, key(KeyName::Forger))?);
-    add(c, t, "ok-header", HEADER, &fixtures::voucher_header().encode());
+    add(
+        c,
+        t,
+        "bad-push-forged-entry",
+        PUSH,
+        &tv::sign_entry(&payload, key(KeyName::Forger))?,
+    );
+    add(
+        c,
+        t,
+        "ok-header",
+        HEADER,
+        &fixtures::voucher_header().encode(),
+    );
     add(c, t, "bad-header-rot-id", HEADER, &{
         let mut h = fixtures::voucher_header();
         h.rot_id = h.rot_id.to_uppercase();
@@ -432,12 +645,23 @@ fn real_ledger() -> Result<RealLedger> {
         order_id: "order-1".into(),
         payload: vec![1, 2, 3],
     };
-    ledger.append_blocking(draft(EventKind::OrderOpened, "", ""), vec![UniqueKey::new("order", "order-1")], None)?;
-    ledger.append_blocking(draft(EventKind::Claimed, &rot, ""), vec![UniqueKey::new("claim", rot.as_bytes())], None)?;
+    ledger.append_blocking(
+        draft(EventKind::OrderOpened, "", ""),
+        vec![UniqueKey::new("order", "order-1")],
+        None,
+    )?;
+    ledger.append_blocking(
+        draft(EventKind::Claimed, &rot, ""),
+        vec![UniqueKey::new("claim", rot.as_bytes())],
+        None,
+    )?;
     ledger.publish_checkpoint_blocking()?;
     ledger.append_blocking(
         draft(EventKind::Certified, &rot, SERIAL),
-        vec![UniqueKey::new("serial", SERIAL), UniqueKey::new("rot", rot.as_bytes())],
+        vec![
+            UniqueKey::new("serial", SERIAL),
+            UniqueKey::new("rot", rot.as_bytes()),
+        ],
         Some(QuotaUse::new("order/order-1", 2)),
     )?;
     ledger.publish_checkpoint_blocking()?;
@@ -502,12 +726,31 @@ fn chained(tweak: impl Fn(&mut Vec<(u8, Vec<u8>)>)) -> Vec<u8> {
     let a = fixtures::rot_id();
     let b = "ab".repeat(32);
     let mut parts = vec![
-        (0, entry(EventKind::OrderOpened, "", &[("order", "order-1")], None)),
+        (
+            0,
+            entry(EventKind::OrderOpened, "", &[("order", "order-1")], None),
+        ),
         (0, entry(EventKind::Claimed, &a, &[("claim", &a)], None)),
         (2, Vec::new()),
-        (1, entry(EventKind::Certified, &a, &[("serial", "SN000001"), ("rot", &a)], Some(2))),
+        (
+            1,
+            entry(
+                EventKind::Certified,
+                &a,
+                &[("serial", "SN000001"), ("rot", &a)],
+                Some(2),
+            ),
+        ),
         (0, entry(EventKind::Claimed, &b, &[("claim", &b)], None)),
-        (1, entry(EventKind::Certified, &b, &[("serial", "SN000002"), ("rot", &b)], Some(2))),
+        (
+            1,
+            entry(
+                EventKind::Certified,
+                &b,
+                &[("serial", "SN000002"), ("rot", &b)],
+                Some(2),
+            ),
+        ),
         (2, Vec::new()),
     ];
     tweak(&mut parts);
@@ -527,26 +770,80 @@ fn ledger_seeds(c: &mut Corpus) -> Result<()> {
         p[5].1 = entry(EventKind::Certified, "", &[("serial", "SN000002")], Some(1));
     });
     let unknown_kind = chained(|p| p[1].1 = entry(EventKind::Unspecified, &a, &[], None));
+    let altered = flip(real.segment.clone(), real.segment.len() / 2);
+    let torn = &real.segment[..real.segment.len() - 7];
     for t in ["ledger_segment", "ledger_open"] {
         add(c, t, "ok-real-segment", RAW, &real.segment);
-        add(c, t, "ok-real-segment-framed", FRAMED, &as_chunks(&real.segment));
+        add(
+            c,
+            t,
+            "ok-real-segment-framed",
+            FRAMED,
+            &as_chunks(&real.segment),
+        );
         add(c, t, "ok-chained", CHAINED, &chained(|_| {}));
         add(c, t, "bad-chained-duplicate-key", CHAINED, &duplicate);
         add(c, t, "bad-chained-over-quota", CHAINED, &over_quota);
-        add(c, t, "bad-chained-unknown-kind", CHAINED, &unknown_kind);
-        add(c, t, "bad-real-segment-altered", RAW, &flip(real.segment.clone(), real.segment.len() / 2));
         add(c, t, "bad-header", RAW, &flip(real.segment.clone(), 2));
     }
-    // A torn tail is cut on open but reported by the verifier.
-    let torn = &real.segment[..real.segment.len() - 7];
+    // The verifier reports what the ledger's recovery cuts or lets through
+    // on open: a damaged or torn record near the end of the last segment
+    // (cut as a torn write: no `checkpoint.latest` anchors it here), and an
+    // entry of an unknown kind (recovery does not check kinds).
     add(c, "ledger_segment", "bad-real-segment-torn", RAW, torn);
-    add(c, "ledger_open", "ok-real-segment-torn", RAW, torn);
+    add(
+        c,
+        "ledger_segment",
+        "bad-real-segment-altered",
+        RAW,
+        &altered,
+    );
+    add(
+        c,
+        "ledger_segment",
+        "bad-chained-unknown-kind",
+        CHAINED,
+        &unknown_kind,
+    );
+    add(c, "ledger_open", "ok-real-segment-torn-is-cut", RAW, torn);
+    add(
+        c,
+        "ledger_open",
+        "ok-real-segment-altered-is-cut",
+        RAW,
+        &altered,
+    );
+    add(
+        c,
+        "ledger_open",
+        "ok-chained-unknown-kind-opens",
+        CHAINED,
+        &unknown_kind,
+    );
     let t = "ledger_export";
     add(c, t, "ok-real-export", RAW, &real.export);
-    add(c, t, "ok-real-export-framed", FRAMED, &as_chunks(&real.export));
+    add(
+        c,
+        t,
+        "ok-real-export-framed",
+        FRAMED,
+        &as_chunks(&real.export),
+    );
     add(c, t, "ok-chained", CHAINED, &chained(|_| {}));
-    add(c, t, "bad-real-export-truncated", RAW, &real.export[..real.export.len() - 20]);
-    add(c, t, "bad-real-export-altered", RAW, &flip(real.export.clone(), real.export.len() / 2));
+    add(
+        c,
+        t,
+        "bad-real-export-truncated",
+        RAW,
+        &real.export[..real.export.len() - 20],
+    );
+    add(
+        c,
+        t,
+        "bad-real-export-altered",
+        RAW,
+        &flip(real.export.clone(), real.export.len() / 2),
+    );
     add(c, t, "bad-chained-duplicate-key", CHAINED, &duplicate);
     add(c, t, "bad-segment-as-export", RAW, &real.segment);
     Ok(())
@@ -557,23 +854,63 @@ fn note_seeds(c: &mut Corpus) {
     let t = "checkpoint_note";
     let lkey = custody_ledger::LedgerKey::new(ORIGIN, spki(KeyName::Ledger)).expect("P-256");
     let root = [5u8; 32];
-    let cp = custody_ledger::checkpoint::sign(key(KeyName::Ledger), &lkey, 3, &root).expect("signs");
+    let cp =
+        custody_ledger::checkpoint::sign(key(KeyName::Ledger), &lkey, 3, &root).expect("signs");
     add(c, t, "ok-note", ANY_ORIGIN, cp.note.as_bytes());
     add(c, t, "ok-note-our-origin", OUR_ORIGIN, cp.note.as_bytes());
     let text = custody_ledger::checkpoint::note_text(ORIGIN, 3, &root);
     add(c, t, "ok-text", SIGNED, text.as_bytes());
-    add(c, t, "ok-text-extension-line", SIGNED, format!("{text}extension\n").as_bytes());
-    add(c, t, "bad-text-leading-zero", SIGNED, custody_ledger::checkpoint::note_text(ORIGIN, 3, &root).replacen("\n3\n", "\n03\n", 1).as_bytes());
+    add(
+        c,
+        t,
+        "ok-text-extension-line",
+        SIGNED,
+        format!("{text}extension\n").as_bytes(),
+    );
+    add(
+        c,
+        t,
+        "bad-text-leading-zero",
+        SIGNED,
+        custody_ledger::checkpoint::note_text(ORIGIN, 3, &root)
+            .replacen("\n3\n", "\n03\n", 1)
+            .as_bytes(),
+    );
     let other = custody_ledger::checkpoint::note_text("other.example/log", 3, &root);
     add(c, t, "ok-other-origin-any", SIGNED, other.as_bytes());
     let other_note = ledger::sign_note(&other);
-    add(c, t, "bad-other-origin-ours", OUR_ORIGIN, other_note.as_bytes());
+    add(
+        c,
+        t,
+        "bad-other-origin-ours",
+        OUR_ORIGIN,
+        other_note.as_bytes(),
+    );
     let fkey = custody_ledger::LedgerKey::new(ORIGIN, spki(KeyName::Forger)).expect("P-256");
-    let forged = custody_ledger::checkpoint::sign(key(KeyName::Forger), &fkey, 3, &root).expect("signs");
+    let forged =
+        custody_ledger::checkpoint::sign(key(KeyName::Forger), &fkey, 3, &root).expect("signs");
     add(c, t, "bad-other-key", ANY_ORIGIN, forged.note.as_bytes());
-    add(c, t, "bad-altered", ANY_ORIGIN, cp.note.replacen("\n3\n", "\n4\n", 1).as_bytes());
-    add(c, t, "ok-key-pem", KEY_PEM, lkey.public_key_pem().as_bytes());
-    add(c, t, "bad-key-pem", KEY_PEM, b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
+    add(
+        c,
+        t,
+        "bad-altered",
+        ANY_ORIGIN,
+        cp.note.replacen("\n3\n", "\n4\n", 1).as_bytes(),
+    );
+    add(
+        c,
+        t,
+        "ok-key-pem",
+        KEY_PEM,
+        lkey.public_key_pem().as_bytes(),
+    );
+    add(
+        c,
+        t,
+        "bad-key-pem",
+        KEY_PEM,
+        b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    );
 }
 
 // ---------------------------------------------------------------- callers
@@ -585,7 +922,8 @@ fn caller_seeds(c: &mut Corpus) -> Result<()> {
     use transport::*;
     let t = "caller_identity";
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let ca = pki::service_ca_certificate(&ca_key, "fuzz service CA", Validity::days_from_now(3650))?;
+    let ca =
+        pki::service_ca_certificate(&ca_key, "fuzz service CA", Validity::days_from_now(3650))?;
     for (name, role, kind) in [
         ("ok-station-client", Role::Station, CertificateKind::Client),
         (
@@ -613,11 +951,47 @@ fn caller_seeds(c: &mut Corpus) -> Result<()> {
         SanType::URI("urn:trustline:caller:station:site-a:b".try_into()?),
     ];
     let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    add(c, t, "bad-two-caller-uris", CERTIFICATE, two.self_signed(&k)?.der());
-    add(c, t, "ok-uri", URI, b"urn:trustline:caller:station:site-a:st-01");
-    add(c, t, "ok-uri-auditor", URI, b"urn:trustline:caller:auditor:hq:audit.1");
-    add(c, t, "bad-uri-extra-part", URI, b"urn:trustline:caller:station:site-a:st-01:x");
-    add(c, t, "bad-uri-role", URI, b"urn:trustline:caller:root:site-a:st-01");
-    add(c, t, "bad-uri-token", URI, b"urn:trustline:caller:station:site a:st-01");
+    add(
+        c,
+        t,
+        "bad-two-caller-uris",
+        CERTIFICATE,
+        two.self_signed(&k)?.der(),
+    );
+    add(
+        c,
+        t,
+        "ok-uri",
+        URI,
+        b"urn:trustline:caller:station:site-a:st-01",
+    );
+    add(
+        c,
+        t,
+        "ok-uri-auditor",
+        URI,
+        b"urn:trustline:caller:auditor:hq:audit.1",
+    );
+    add(
+        c,
+        t,
+        "bad-uri-extra-part",
+        URI,
+        b"urn:trustline:caller:station:site-a:st-01:x",
+    );
+    add(
+        c,
+        t,
+        "bad-uri-role",
+        URI,
+        b"urn:trustline:caller:root:site-a:st-01",
+    );
+    add(
+        c,
+        t,
+        "bad-uri-token",
+        URI,
+        b"urn:trustline:caller:station:site a:st-01",
+    );
     Ok(())
 }

@@ -55,14 +55,14 @@ mod tests {
         assert_eq!(
             chunks(&data),
             vec![
-                Chunk { tag: 1, body: b"abc" },
+                Chunk {
+                    tag: 1,
+                    body: b"abc"
+                },
                 Chunk { tag: 2, body: b"" }
             ]
         );
-        assert_eq!(
-            chunks(&[7, 9, 0, b'x']),
-            vec![Chunk { tag: 7, body: b"x" }]
-        );
+        assert_eq!(chunks(&[7, 9, 0, b'x']), vec![Chunk { tag: 7, body: b"x" }]);
         assert!(chunks(&[7, 9]).is_empty());
     }
 }

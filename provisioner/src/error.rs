@@ -201,7 +201,9 @@ pub enum Error {
     /// Another die presented this device's identity at the factory (a
     /// `DUPLICATE_REJECTED` entry names it): which of the two is genuine is
     /// in doubt, so the device is not put in service (2.4.14.18).
-    #[error("device {rot_id} is quarantined: a second die presented its identity (ledger entry {seq})")]
+    #[error(
+        "device {rot_id} is quarantined: a second die presented its identity (ledger entry {seq})"
+    )]
     Duplicated {
         /// The device.
         rot_id: String,

@@ -45,7 +45,10 @@ pub trait InspectLink: Send {
     /// first).
     fn certificate_chain(&mut self) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
     /// An `IdentityProof` over `challenge`, signed by the identity key.
-    fn identity_proof(&mut self, challenge: &[u8]) -> impl Future<Output = Result<v1::SignedStatement>> + Send;
+    fn identity_proof(
+        &mut self,
+        challenge: &[u8],
+    ) -> impl Future<Output = Result<v1::SignedStatement>> + Send;
 }
 
 impl InspectLink for SimLink {
@@ -129,21 +132,27 @@ impl Inspection {
         let mut out = format!("device {} (serial {})\n", self.rot_id, self.serial);
         let yes = |b: bool| if b { "ok" } else { "FAILED" };
         if let Some(m) = self.label_matches {
-            out.push_str(&format!("  label:            {}\n", yes(m)));
+            out.push_str(&format!("  printed label:      {}\n", yes(m)));
         }
-        out.push_str(&format!("  chain to oem root: {}\n", yes(self.chain_verified)));
-        out.push_str(&format!("  live identity:    {}\n", yes(self.identity_proven)));
         out.push_str(&format!(
-            "  custody history proven against checkpoint {} (root {}):\n",
+            "  chain to oem root:  {}\n",
+            yes(self.chain_verified)
+        ));
+        out.push_str(&format!(
+            "  live identity:      {}\n",
+            yes(self.identity_proven)
+        ));
+        out.push_str(&format!(
+            "  custody history, proven against checkpoint {} (root {}):\n",
             self.checkpoint_size, self.checkpoint_root
         ));
         for e in &self.history {
             out.push_str(&format!(
-                "    #{:<6} {:<22} {:<28} {} {}\n",
+                "    #{:<6} {:<24} {:<22} {:<28} {}\n",
                 e.seq,
+                rfc3339(e.time_ms),
                 e.kind,
                 e.actor,
-                e.time_ms,
                 if e.proven { "proven" } else { "NOT PROVEN" }
             ));
         }
@@ -159,16 +168,33 @@ impl Inspection {
     }
 }
 
+/// Unix ms as RFC 3339 (UTC), or the number when out of range.
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
 /// Inspects the device on `link` (see the module doc).
 ///
 /// # Errors
 /// [`Error::Device`] when the device does not answer; [`Error::Backend`]
 /// when the ledger cannot be read. Failed checks are findings, not errors.
-pub async fn inspect<L: InspectLink>(link: &mut L, reads: &dyn LedgerReads, config: &InspectConfig) -> Result<Inspection> {
+pub async fn inspect<L: InspectLink>(
+    link: &mut L,
+    reads: &dyn LedgerReads,
+    config: &InspectConfig,
+) -> Result<Inspection> {
     let mut findings = Vec::new();
     let rot_id = link.rot_id().await?;
     if !trustline_proto::identity::is_well_formed_rot_id(&rot_id) {
-        return Err(Error::Device(format!("the device reports a malformed rot_id {rot_id:?}")));
+        return Err(Error::Device(format!(
+            "the device reports a malformed rot_id {rot_id:?}"
+        )));
     }
     let chain = link.certificate_chain().await?;
 
@@ -188,28 +214,35 @@ pub async fn inspect<L: InspectLink>(link: &mut L, reads: &dyn LedgerReads, conf
             findings.push("the device presented no parsable certificate".into());
             false
         }
-        Some(spki) => match statement::verify::<v1::IdentityProof>(&proof, &spki) {
-            Ok(p) if p.rot_id == rot_id && p.challenge == challenge => true,
-            Ok(_) => {
-                findings.push("the identity proof names another device or challenge".into());
-                false
+        Some(spki) => {
+            match statement::verify::<v1::IdentityProof>(&proof, &spki) {
+                Ok(p) if p.rot_id == rot_id && p.challenge == challenge => true,
+                Ok(_) => {
+                    findings.push("the identity proof names another device or challenge".into());
+                    false
+                }
+                Err(e) => {
+                    findings.push(format!("the identity proof does not verify under the device certificate's key: {e}"));
+                    false
+                }
             }
-            Err(e) => {
-                findings.push(format!("the identity proof does not verify under the device certificate's key: {e}"));
-                false
-            }
-        },
+        }
     };
     let label_matches = config.label.as_deref().map(|printed| {
         let m = label::matches(printed, &rot_id);
         if !m {
-            findings.push(format!("the printed label {printed:?} does not encode this device's rot_id"));
+            findings.push(format!(
+                "the printed label {printed:?} does not encode this device's rot_id"
+            ));
         }
         m
     });
 
     // The custody history, proven.
-    let history = reads.device_history(rot_id.clone()).await.map_err(Error::ledger)?;
+    let history = reads
+        .device_history(rot_id.clone())
+        .await
+        .map_err(Error::ledger)?;
     let (checkpoint_size, root) = match check_checkpoint(&history, config) {
         Ok(v) => v,
         Err(e) => {
@@ -231,16 +264,25 @@ pub async fn inspect<L: InspectLink>(link: &mut L, reads: &dyn LedgerReads, conf
             .proof
             .as_ref()
             .and_then(|p| custody_ledger::service::inclusion_from_wire(p).ok())
-            .is_some_and(|p| p.leaf_index == stored.seq && custody_ledger::merkle::verify_inclusion(&leaf, &p, &root).is_ok());
+            .is_some_and(|p| {
+                p.leaf_index == stored.seq
+                    && custody_ledger::merkle::verify_inclusion(&leaf, &p, &root).is_ok()
+            });
         if !proven_ok {
-            findings.push(format!("entry {} is not proven against the checkpoint", stored.seq));
+            findings.push(format!(
+                "entry {} is not proven against the checkpoint",
+                stored.seq
+            ));
         }
         let Ok(entry) = v1::LedgerEntry::decode(stored.entry.as_slice()) else {
             findings.push(format!("entry {} does not decode", stored.seq));
             continue;
         };
         if entry.rot_id != rot_id || entry.seq != stored.seq {
-            findings.push(format!("entry {} names another device or position", stored.seq));
+            findings.push(format!(
+                "entry {} names another device or position",
+                stored.seq
+            ));
         }
         let expected_prev = previous_leaf.map(|h| h.to_vec()).unwrap_or_default();
         if entry.device_prev != expected_prev {
@@ -265,14 +307,19 @@ pub async fn inspect<L: InspectLink>(link: &mut L, reads: &dyn LedgerReads, conf
         entries.push(HistoryEntry {
             seq: stored.seq,
             time_ms: entry.time_ms,
-            kind: kind.as_str_name().trim_start_matches("EVENT_KIND_").to_owned(),
+            kind: kind
+                .as_str_name()
+                .trim_start_matches("EVENT_KIND_")
+                .to_owned(),
             actor: entry.actor,
             site: entry.site,
             proven: proven_ok,
         });
     }
     if certified != 1 {
-        findings.push(format!("the ledger holds {certified} certifications of this device, expected one"));
+        findings.push(format!(
+            "the ledger holds {certified} certifications of this device, expected one"
+        ));
     }
     Ok(Inspection {
         rot_id,
@@ -294,7 +341,11 @@ fn spki_of(certificate: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The chain leads to the trusted OEM root and names `rot_id`.
-fn check_chain(chain: &[Vec<u8>], oem_root: &[u8], rot_id: &str) -> std::result::Result<(), String> {
+fn check_chain(
+    chain: &[Vec<u8>],
+    oem_root: &[u8],
+    rot_id: &str,
+) -> std::result::Result<(), String> {
     let [device, intermediate, root] = chain else {
         return Err(format!(
             "the device holds {} certificates, expected device, intermediate and root",
@@ -304,7 +355,8 @@ fn check_chain(chain: &[Vec<u8>], oem_root: &[u8], rot_id: &str) -> std::result:
     if root.as_slice() != oem_root {
         return Err("the device's chain does not end at the trusted oem root".into());
     }
-    crate::ownership::checks::verify_chain(device, intermediate, root, crate::factory::now_ms()).map_err(|e| e.to_string())?;
+    crate::ownership::checks::verify_chain(device, intermediate, root, crate::factory::now_ms())
+        .map_err(|e| e.to_string())?;
     let (_, cert) = x509_parser::parse_x509_certificate(device).map_err(|e| e.to_string())?;
     let expected = format!("{}{rot_id}", ca_service::ca::ROT_URI_PREFIX);
     let names_rot = cert
@@ -324,13 +376,20 @@ fn check_chain(chain: &[Vec<u8>], oem_root: &[u8], rot_id: &str) -> std::result:
 }
 
 /// The history's checkpoint, verified under the trusted ledger key.
-fn check_checkpoint(history: &v1::DeviceHistory, config: &InspectConfig) -> std::result::Result<(u64, [u8; 32]), String> {
+fn check_checkpoint(
+    history: &v1::DeviceHistory,
+    config: &InspectConfig,
+) -> std::result::Result<(u64, [u8; 32]), String> {
     let checkpoint = history
         .checkpoint
         .as_ref()
         .ok_or_else(|| "the ledger returned a history without its checkpoint".to_owned())?;
-    let opened = custody_ledger::checkpoint::open(&checkpoint.note, &config.ledger_key, config.origin.as_deref())
-        .map_err(|e| format!("the checkpoint does not verify under the ledger key: {e}"))?;
+    let opened = custody_ledger::checkpoint::open(
+        &checkpoint.note,
+        &config.ledger_key,
+        config.origin.as_deref(),
+    )
+    .map_err(|e| format!("the checkpoint does not verify under the ledger key: {e}"))?;
     if opened.size != checkpoint.size || opened.root.as_slice() != checkpoint.root_hash.as_slice() {
         return Err("the checkpoint's fields differ from its signed note".into());
     }

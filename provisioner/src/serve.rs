@@ -47,7 +47,9 @@ use trustline_proto::v1::custody_ledger_server::CustodyLedgerServer;
 use trustline_proto::v1::provisioning_server::ProvisioningServer;
 
 use crate::error::{Error, Result};
-use crate::factory::backends::{CaApi, DirectLedger, LedgerApi, LocalCa, LocalLedger, RemoteCa, RemoteLedger, RequestIdentity};
+use crate::factory::backends::{
+    CaApi, DirectLedger, LedgerApi, LocalCa, LocalLedger, RemoteCa, RemoteLedger, RequestIdentity,
+};
 use crate::factory::service::ProvisioningService;
 use crate::factory::vendors::VendorRoot;
 use crate::factory::{Factory, FactoryConfig};
@@ -102,19 +104,11 @@ impl Default for ProvisionerConfig {
 }
 
 /// A listening service's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
     /// Where it listens.
     pub listen: String,
-}
-
-impl Default for ListenConfig {
-    fn default() -> Self {
-        Self {
-            listen: String::new(),
-        }
-    }
 }
 
 /// One IC vendor named in the configuration.
@@ -265,11 +259,15 @@ pub async fn factory(
     ledger: Arc<dyn LedgerApi>,
     ca: Arc<dyn CaApi>,
 ) -> Result<Arc<Factory>> {
-    let order_key_path = data_dir.join(setup::CA_DIR).join(ca_service::ca::ORDER_KEY_FILE);
+    let order_key_path = data_dir
+        .join(setup::CA_DIR)
+        .join(ca_service::ca::ORDER_KEY_FILE);
     let order_key = read_der(&order_key_path, "PUBLIC KEY")?;
     let roots = config.vendor_roots(data_dir)?;
     if roots.is_empty() {
-        tracing::warn!("no IC-vendor roots configured: every device will be refused as counterfeit");
+        tracing::warn!(
+            "no IC-vendor roots configured: every device will be refused as counterfeit"
+        );
     }
     let mut factory_config = FactoryConfig::new(order_key, roots);
     factory_config.claim_ttl = Duration::from_secs(config.provisioner.claim_ttl_secs.max(1));
@@ -302,9 +300,13 @@ async fn run_server(
 /// # Errors
 /// [`Error::Config`] when the CA is missing or does not match the HSM.
 pub fn open_ca(data_dir: &Path, hsm: ca_service::Hsm) -> Result<Arc<ca_service::Ca>> {
-    ca_service::Ca::open(hsm, &data_dir.join(setup::CA_DIR), &ca_service::keys::KeyLabels::default())
-        .map(Arc::new)
-        .map_err(|e| Error::Config(format!("opening the CA: {e}")))
+    ca_service::Ca::open(
+        hsm,
+        &data_dir.join(setup::CA_DIR),
+        &ca_service::keys::KeyLabels::default(),
+    )
+    .map(Arc::new)
+    .map_err(|e| Error::Config(format!("opening the CA: {e}")))
 }
 
 /// Serves the CA alone.
@@ -320,9 +322,20 @@ pub async fn serve_ca(
 ) -> Result<()> {
     let ca = open_ca(data_dir, hsm)?;
     let guard = guard(config);
-    let (mut routes, _health) = transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
-    routes.add_service(CertificateAuthorityServer::new(ca_service::CaService::new(ca)).with_message_limits(guard.limits()));
-    run_server(routes, listener, server_tls(data_dir, setup::CA_SERVER)?, guard, shutdown).await
+    let (mut routes, _health) =
+        transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
+    routes.add_service(
+        CertificateAuthorityServer::new(ca_service::CaService::new(ca))
+            .with_message_limits(guard.limits()),
+    );
+    run_server(
+        routes,
+        listener,
+        server_tls(data_dir, setup::CA_SERVER)?,
+        guard,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves the provisioner alone, reaching the CA and the ledger over mTLS.
@@ -358,10 +371,24 @@ pub async fn serve_provisioner(
     )
     .await?;
     let guard = guard(config);
-    let (mut routes, _health) = transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
-    routes.add_service(ProvisioningServer::new(ProvisioningService::new(factory)).with_message_limits(guard.limits()));
-    routes.add_service(crate::ownership::service::server(Arc::new(ownership), guard.limits()));
-    run_server(routes, listener, server_tls(data_dir, setup::PROVISIONER)?, guard, shutdown).await
+    let (mut routes, _health) =
+        transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
+    routes.add_service(
+        ProvisioningServer::new(ProvisioningService::new(factory))
+            .with_message_limits(guard.limits()),
+    );
+    routes.add_service(crate::ownership::service::server(
+        Arc::new(ownership),
+        guard.limits(),
+    ));
+    run_server(
+        routes,
+        listener,
+        server_tls(data_dir, setup::PROVISIONER)?,
+        guard,
+        shutdown,
+    )
+    .await
 }
 
 /// Binds `addr`.
@@ -383,14 +410,26 @@ pub fn local_ca(ca: Arc<ca_service::Ca>) -> Arc<dyn CaApi> {
 }
 
 /// The in-process ledger back end over a ledger service.
-pub fn local_ledger<S: trustline_proto::v1::custody_ledger_server::CustodyLedger>(service: Arc<S>) -> Arc<dyn LedgerApi> {
-    Arc::new(LocalLedger::new(service, RequestIdentity::new(provisioner_caller())))
+pub fn local_ledger<S: trustline_proto::v1::custody_ledger_server::CustodyLedger>(
+    service: Arc<S>,
+) -> Arc<dyn LedgerApi> {
+    Arc::new(LocalLedger::new(
+        service,
+        RequestIdentity::new(provisioner_caller()),
+    ))
 }
 
 /// Routes of the provisioner (and, in `all`, the ledger) on one listener.
-fn provisioning_routes(guard: &Guard, factory: Arc<Factory>) -> Result<tonic::service::RoutesBuilder> {
-    let (mut routes, _health) = transport::operational_routes(guard).map_err(|e| Error::Config(e.to_string()))?;
-    routes.add_service(ProvisioningServer::new(ProvisioningService::new(factory)).with_message_limits(guard.limits()));
+fn provisioning_routes(
+    guard: &Guard,
+    factory: Arc<Factory>,
+) -> Result<tonic::service::RoutesBuilder> {
+    let (mut routes, _health) =
+        transport::operational_routes(guard).map_err(|e| Error::Config(e.to_string()))?;
+    routes.add_service(
+        ProvisioningServer::new(ProvisioningService::new(factory))
+            .with_message_limits(guard.limits()),
+    );
     Ok(routes)
 }
 
@@ -402,9 +441,14 @@ fn provisioning_routes(guard: &Guard, factory: Arc<Factory>) -> Result<tonic::se
 pub fn open_ledger(data_dir: &Path, hsm: &ca_service::Hsm) -> Result<custody_ledger::Ledger> {
     let signer = hsm
         .signer(&ca_service::keys::KeyLabels::default().checkpoint)
-        .map_err(|e| Error::Config(format!("the ledger checkpoint key (run `trustline ca init`): {e}")))?;
+        .map_err(|e| {
+            Error::Config(format!(
+                "the ledger checkpoint key (run `trustline ca init`): {e}"
+            ))
+        })?;
     let config = custody_ledger::LedgerConfig::new(data_dir.join(setup::LEDGER_DIR));
-    custody_ledger::Ledger::open(config, Arc::new(signer)).map_err(|e| Error::Config(format!("opening the ledger: {e}")))
+    custody_ledger::Ledger::open(config, Arc::new(signer))
+        .map_err(|e| Error::Config(format!("opening the ledger: {e}")))
 }
 
 /// Closes the ledger: a last checkpoint, threads stopped, index synced.
@@ -425,12 +469,20 @@ pub async fn serve_ledger(
 ) -> Result<()> {
     let ledger = open_ledger(data_dir, hsm)?;
     let guard = guard(config);
-    let (mut routes, _health) = transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
+    let (mut routes, _health) =
+        transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
     routes.add_service(
         CustodyLedgerServer::new(custody_ledger::service::LedgerService::new(ledger.clone()))
             .with_message_limits(guard.limits()),
     );
-    let served = run_server(routes, listener, server_tls(data_dir, setup::LEDGER_SERVER)?, guard, shutdown).await;
+    let served = run_server(
+        routes,
+        listener,
+        server_tls(data_dir, setup::LEDGER_SERVER)?,
+        guard,
+        shutdown,
+    )
+    .await;
     close_ledger(ledger);
     served
 }
@@ -456,15 +508,31 @@ pub async fn serve_all(
             crate::ownership::OwnershipBackends::direct(&ledger, ca.clone(), provisioner_caller()),
         )
         .await?;
-        let factory = factory(data_dir, config, Arc::new(DirectLedger::new(ledger.clone())), local_ca(ca)).await?;
+        let factory = factory(
+            data_dir,
+            config,
+            Arc::new(DirectLedger::new(ledger.clone())),
+            local_ca(ca),
+        )
+        .await?;
         let guard = guard(config);
         let mut routes = provisioning_routes(&guard, factory)?;
-        routes.add_service(crate::ownership::service::server(Arc::new(ownership), guard.limits()));
+        routes.add_service(crate::ownership::service::server(
+            Arc::new(ownership),
+            guard.limits(),
+        ));
         routes.add_service(
             CustodyLedgerServer::new(custody_ledger::service::LedgerService::new(ledger.clone()))
                 .with_message_limits(guard.limits()),
         );
-        run_server(routes, listener, server_tls(data_dir, setup::PROVISIONER)?, guard, shutdown).await
+        run_server(
+            routes,
+            listener,
+            server_tls(data_dir, setup::PROVISIONER)?,
+            guard,
+            shutdown,
+        )
+        .await
     }
     .await;
     close_ledger(ledger);

@@ -67,7 +67,8 @@ pub fn init_ca(hsm: &Hsm, data_dir: &Path, site: &str) -> Result<()> {
         labels: KeyLabels::default(),
         ..InitOptions::default()
     };
-    let report = ca::init(hsm, &options, &ca_dir).map_err(|e| Error::Config(format!("ca init: {e}")))?;
+    let report =
+        ca::init(hsm, &options, &ca_dir).map_err(|e| Error::Config(format!("ca init: {e}")))?;
     let ledger_key = data_dir.join(LEDGER_KEY_FILE);
     if let Some(parent) = ledger_key.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -98,8 +99,12 @@ pub fn init_pki(hsm: &Hsm, data_dir: &Path, stations: &[(String, String)]) -> Re
         let block = pem::parse(&text).map_err(|e| Error::io(&ca_path, e))?;
         CertificateDer::from(block.contents().to_vec())
     } else {
-        let cert = pki::service_ca_certificate(&key, "Trustline service CA", Validity::days_from_now(PKI_DAYS))
-            .map_err(|e| cfg(&e))?;
+        let cert = pki::service_ca_certificate(
+            &key,
+            "Trustline service CA",
+            Validity::days_from_now(PKI_DAYS),
+        )
+        .map_err(|e| cfg(&e))?;
         pki::write_ca_certificate(&dir, &cert).map_err(|e| cfg(&e))?;
         cert
     };
@@ -108,14 +113,50 @@ pub fn init_pki(hsm: &Hsm, data_dir: &Path, stations: &[(String, String)]) -> Re
         ip_addresses: vec![],
     };
     let mut wanted = vec![
-        (PROVISIONER.to_owned(), Role::Provisioner, HQ.to_owned(), PROVISIONER.to_owned(), server()),
-        (CA_SERVER.to_owned(), Role::Provisioner, HQ.to_owned(), CA_SERVER.to_owned(), server()),
-        (LEDGER_SERVER.to_owned(), Role::Provisioner, HQ.to_owned(), LEDGER_SERVER.to_owned(), server()),
-        (ADMIN.to_owned(), Role::Admin, HQ.to_owned(), "oem".to_owned(), CertificateKind::Client),
-        (AUDITOR.to_owned(), Role::Auditor, HQ.to_owned(), AUDITOR.to_owned(), CertificateKind::Client),
+        (
+            PROVISIONER.to_owned(),
+            Role::Provisioner,
+            HQ.to_owned(),
+            PROVISIONER.to_owned(),
+            server(),
+        ),
+        (
+            CA_SERVER.to_owned(),
+            Role::Provisioner,
+            HQ.to_owned(),
+            CA_SERVER.to_owned(),
+            server(),
+        ),
+        (
+            LEDGER_SERVER.to_owned(),
+            Role::Provisioner,
+            HQ.to_owned(),
+            LEDGER_SERVER.to_owned(),
+            server(),
+        ),
+        (
+            ADMIN.to_owned(),
+            Role::Admin,
+            HQ.to_owned(),
+            "oem".to_owned(),
+            CertificateKind::Client,
+        ),
+        (
+            AUDITOR.to_owned(),
+            Role::Auditor,
+            HQ.to_owned(),
+            AUDITOR.to_owned(),
+            CertificateKind::Client,
+        ),
     ];
     for (site, name) in stations {
-        wanted.push((station_name(site, name), Role::Station, site.clone(), name.clone(), CertificateKind::Client));
+        wanted.push((
+            station_name(site, name),
+            Role::Station,
+            site.clone(),
+            name.clone(),
+            CertificateKind::Client,
+        ));
     }
     for (file, role, site, name, kind) in wanted {
         if dir.join(format!("{file}.pem")).exists() {

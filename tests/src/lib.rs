@@ -13,6 +13,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ownership;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -74,16 +76,23 @@ impl Stack {
     ///
     /// # Errors
     /// Any set-up failure.
-    pub async fn start(name: &str, fleet: &Fleet, stations: &[(&str, &str)]) -> anyhow::Result<Self> {
+    pub async fn start(
+        name: &str,
+        fleet: &Fleet,
+        stations: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         transport::install_crypto_provider();
         let token = hsm_sim::softhsm::test_token(name)?;
-        let mut hsm_config = HsmConfig::new(token.label.clone(), PinSource::File(token.pin_file.clone()));
+        let mut hsm_config =
+            HsmConfig::new(token.label.clone(), PinSource::File(token.pin_file.clone()));
         hsm_config.module = Some(token.module.clone());
         let hsm = Hsm::open(&hsm_config)?;
         let dir = tempfile::tempdir()?;
         setup::init_ca(&hsm, dir.path(), SITE)?;
-        let stations: Vec<(String, String)> =
-            stations.iter().map(|(s, n)| ((*s).to_owned(), (*n).to_owned())).collect();
+        let stations: Vec<(String, String)> = stations
+            .iter()
+            .map(|(s, n)| ((*s).to_owned(), (*n).to_owned()))
+            .collect();
         setup::init_pki(&hsm, dir.path(), &stations)?;
         provisioner::serve::write_vendor_roots(&dir.path().join("vendors"), &fleet.vendor_roots())?;
         let order_key = hsm.signer(&ca_service::keys::KeyLabels::default().order)?;
@@ -121,7 +130,12 @@ impl Stack {
         let mut last = None;
         for _ in 0..100 {
             match self.provisioning(setup::ADMIN).await {
-                Ok(mut client) => match client.get_order(v1::GetOrderRequest { order_id: "-".into() }).await {
+                Ok(mut client) => match client
+                    .get_order(v1::GetOrderRequest {
+                        order_id: "-".into(),
+                    })
+                    .await
+                {
                     Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
                     other => last = Some(format!("{other:?}")),
                 },
@@ -167,7 +181,10 @@ impl Stack {
     ///
     /// # Errors
     /// As [`Stack::channel`].
-    pub async fn provisioning(&self, identity: &str) -> anyhow::Result<ProvisioningClient<Channel>> {
+    pub async fn provisioning(
+        &self,
+        identity: &str,
+    ) -> anyhow::Result<ProvisioningClient<Channel>> {
         Ok(ProvisioningClient::new(self.channel(identity).await?))
     }
 
@@ -209,12 +226,21 @@ impl Stack {
 
     /// The OEM root certificate, PEM file.
     pub fn root_pem(&self) -> PathBuf {
-        self.dir.path().join("ca").join(ca_service::ca::ROOT_CERT_FILE)
+        self.dir
+            .path()
+            .join("ca")
+            .join(ca_service::ca::ROOT_CERT_FILE)
     }
 }
 
 /// A production order open now for 30 days.
-pub fn order(id: &str, site: &str, quantity: u64, vendors: &[String], firmware: [u8; 32]) -> v1::ProductionOrder {
+pub fn order(
+    id: &str,
+    site: &str,
+    quantity: u64,
+    vendors: &[String],
+    firmware: [u8; 32],
+) -> v1::ProductionOrder {
     let now = provisioner::factory::now_ms();
     v1::ProductionOrder {
         order_id: id.into(),
@@ -268,7 +294,10 @@ pub fn count(entries: &[v1::LedgerEntry], kind: v1::EventKind) -> usize {
 /// When openssl cannot be run.
 pub fn openssl_verify(root_pem: &Path, chain: &[Vec<u8>], work: &Path) -> anyhow::Result<bool> {
     let chain_pem = provisioner::station::run::chain_pem(chain);
-    let file = work.join(format!("chain-{}.pem", hex::encode(&sha2_digest(&chain[0])[..8])));
+    let file = work.join(format!(
+        "chain-{}.pem",
+        hex::encode(&sha2_digest(&chain[0])[..8])
+    ));
     std::fs::write(&file, chain_pem)?;
     let out = Command::new("openssl")
         .arg("verify")
@@ -279,7 +308,10 @@ pub fn openssl_verify(root_pem: &Path, chain: &[Vec<u8>], work: &Path) -> anyhow
         .arg(&file)
         .output()
         .context("running openssl (install the openssl package)")?;
-    Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim_end().ends_with(": OK"))
+    Ok(out.status.success()
+        && String::from_utf8_lossy(&out.stdout)
+            .trim_end()
+            .ends_with(": OK"))
 }
 
 fn sha2_digest(bytes: &[u8]) -> [u8; 32] {
@@ -350,4 +382,3 @@ impl Drop for ChildServer {
 pub fn genuine_fleet(seed: u64, n: usize) -> anyhow::Result<Fleet> {
     Ok(Fleet::builder().seed(seed).genuine(n).build()?)
 }
-

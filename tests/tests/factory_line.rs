@@ -54,20 +54,30 @@ fn provisioned(outcome: &Outcome) -> &run::Provisioned {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_personalisation_modes_certify_and_every_chain_verifies_with_openssl() {
     let fleet = Fleet::builder().seed(11).genuine(8).build().expect("fleet");
-    let stack = Stack::start("e2e-modes", &fleet, &[(SITE, "st-01")]).await.expect("stack");
-    stack.open(&stack.order("PO-MODES", SITE, 8)).await.expect("order");
+    let stack = Stack::start("e2e-modes", &fleet, &[(SITE, "st-01")])
+        .await
+        .expect("stack");
+    stack
+        .open(&stack.order("PO-MODES", SITE, 8))
+        .await
+        .expect("order");
     let mut rots = take(fleet);
     let hsm_rots = rots.split_off(4);
     let id = station(SITE, "st-01");
     let work = tempfile::tempdir().expect("work");
     for (mode, rots) in [(Mode::OnDevice, rots), (Mode::Hsm, hsm_rots)] {
         let channel = stack.channel(&id).await.expect("channel");
-        let (report, links) = run::run(channel, config("PO-MODES", mode), jobs(rots)).await.expect("run");
+        let (report, links) = run::run(channel, config("PO-MODES", mode), jobs(rots))
+            .await
+            .expect("run");
         assert_eq!(report.provisioned(), 4, "{mode:?}: {:?}", report.outcomes);
         for (outcome, link) in report.outcomes.iter().zip(&links) {
             let p = provisioned(outcome);
             assert_eq!(p.chain.len(), 3);
-            assert!(openssl_verify(&stack.root_pem(), &p.chain, work.path()).expect("openssl"), "{mode:?} chain");
+            assert!(
+                openssl_verify(&stack.root_pem(), &p.chain, work.path()).expect("openssl"),
+                "{mode:?} chain"
+            );
             assert!(provisioner::factory::label::matches(&p.label, &p.rot_id));
             // The device holds its chain and the voucher it bound.
             assert_eq!(link.rot().certificate_chain(), p.chain.as_slice());
@@ -99,9 +109,13 @@ async fn prepare(
         .await
         .expect("begin claim")
         .into_inner();
-    let receipt = rot.claim(&begin.nonce, &begin.anchor).expect("device claim");
+    let receipt = rot
+        .claim(&begin.nonce, &begin.anchor)
+        .expect("device claim");
     client
-        .complete_claim(v1::CompleteClaimRequest { receipt: Some(receipt) })
+        .complete_claim(v1::CompleteClaimRequest {
+            receipt: Some(receipt),
+        })
         .await
         .expect("complete claim");
     let (_, ka) = rot.generate_identity_key(&begin.nonce).expect("keygen");
@@ -119,8 +133,13 @@ async fn prepare(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_are_refused_with_already_exists_recorded_and_nothing_issued() {
     let mut fleet = Fleet::builder().seed(12).genuine(6).build().expect("fleet");
-    let stack = Stack::start("e2e-dups", &fleet, &[(SITE, "st-01"), (SITE, "st-02")]).await.expect("stack");
-    stack.open(&stack.order("PO-DUP", SITE, 100)).await.expect("order");
+    let stack = Stack::start("e2e-dups", &fleet, &[(SITE, "st-01"), (SITE, "st-02")])
+        .await
+        .expect("stack");
+    stack
+        .open(&stack.order("PO-DUP", SITE, 100))
+        .await
+        .expect("order");
     let clone = fleet.key_clone(0).expect("clone");
     let vendor = fleet.vendors()[0].name().to_owned();
     let (twin_a, twin_b) = {
@@ -134,11 +153,18 @@ async fn duplicates_are_refused_with_already_exists_recorded_and_nothing_issued(
         (a, b)
     };
     let mut rots = take(fleet);
-    let mut client = stack.provisioning(&station(SITE, "st-01")).await.expect("client");
+    let mut client = stack
+        .provisioning(&station(SITE, "st-01"))
+        .await
+        .expect("client");
 
     // The original, certified.
     let req = prepare(&mut client, "PO-DUP", &mut rots[0], "SN000001").await;
-    let first = client.certify(req.clone()).await.expect("certified").into_inner();
+    let first = client
+        .certify(req.clone())
+        .await
+        .expect("certified")
+        .into_inner();
     assert!(!first.replayed);
     // A retried Certify returns the same certificate, replayed.
     let again = client.certify(req).await.expect("retry").into_inner();
@@ -151,7 +177,10 @@ async fn duplicates_are_refused_with_already_exists_recorded_and_nothing_issued(
     let req = prepare(&mut client, "PO-DUP", &mut rots[1], "SN000001").await;
     let err = client.certify(req).await.expect_err("duplicate serial");
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
-    assert_eq!(provisioner::error::refusal_reason(&err), Some("duplicate-serial"));
+    assert_eq!(
+        provisioner::error::refusal_reason(&err),
+        Some("duplicate-serial")
+    );
 
     // Duplicate rot_id: a clone of the certified die.
     let err = client
@@ -171,18 +200,31 @@ async fn duplicates_are_refused_with_already_exists_recorded_and_nothing_issued(
     let req = prepare(&mut client, "PO-DUP", &mut twin_b, "SN000011").await;
     let err = client.certify(req).await.expect_err("duplicate key");
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
-    assert_eq!(provisioner::error::refusal_reason(&err), Some("duplicate-device-key"));
+    assert_eq!(
+        provisioner::error::refusal_reason(&err),
+        Some("duplicate-device-key")
+    );
 
     // Two stations racing on one serial: exactly one wins.
     let mut a = rots.remove(2);
     let mut b = rots.remove(2);
-    let mut client_b = stack.provisioning(&station(SITE, "st-02")).await.expect("client b");
+    let mut client_b = stack
+        .provisioning(&station(SITE, "st-02"))
+        .await
+        .expect("client b");
     let req_a = prepare(&mut client, "PO-DUP", &mut a, "SN000020").await;
     let req_b = prepare(&mut client_b, "PO-DUP", &mut b, "SN000020").await;
     let (ra, rb) = tokio::join!(client.certify(req_a), client_b.certify(req_b));
     let results = [ra, rb];
-    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
-    let loser = results.iter().find_map(|r| r.as_ref().err()).expect("a loser");
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    let loser = results
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("a loser");
     assert_eq!(loser.code(), Code::AlreadyExists);
 
     let entries = stack.ledger_entries().await.expect("ledger");
@@ -211,61 +253,136 @@ async fn each_refusal_has_its_own_status() {
         .unknown_vendor(1)
         .build()
         .expect("fleet");
-    let stack = Stack::start("e2e-refusals", &fleet, &[(SITE, "st-01")]).await.expect("stack");
-    stack.open(&stack.order("PO-R", SITE, 10)).await.expect("order");
-    stack.open(&stack.order("PO-OTHER-SITE", "site-b", 10)).await.expect("order b");
+    let stack = Stack::start("e2e-refusals", &fleet, &[(SITE, "st-01")])
+        .await
+        .expect("stack");
+    stack
+        .open(&stack.order("PO-R", SITE, 10))
+        .await
+        .expect("order");
+    stack
+        .open(&stack.order("PO-OTHER-SITE", "site-b", 10))
+        .await
+        .expect("order b");
     let mut expired = stack.order("PO-EXPIRED", SITE, 10);
     expired.not_before_ms = 1_000;
     expired.not_after_ms = 2_000;
     stack.open(&expired).await.expect("expired order opens");
     let devices = fleet.devices_mut();
-    let mut client = stack.provisioning(&station(SITE, "st-01")).await.expect("client");
+    let mut client = stack
+        .provisioning(&station(SITE, "st-01"))
+        .await
+        .expect("client");
     let begin = |order: &str, att: v1::RotAttestation| v1::BeginClaimRequest {
         order_id: order.into(),
         attestation: Some(att),
     };
 
-    // Counterfeits: an impostor (a genuine chain on another key), a
-    // self-signed die, a die of an unconfigured CA using a vendor's name.
-    for d in &devices[3..6] {
-        let err = client.begin_claim(begin("PO-R", d.rot.attestation())).await.expect_err("counterfeit");
-        assert_eq!(err.code(), Code::FailedPrecondition, "{:?}: {err:?}", d.kind);
-        assert_eq!(provisioner::error::refusal_reason(&err), Some("counterfeit"));
+    // Counterfeits: a self-signed die and a die of an unconfigured CA using
+    // a vendor's name are refused at once.
+    for d in &devices[4..6] {
+        let err = client
+            .begin_claim(begin("PO-R", d.rot.attestation()))
+            .await
+            .expect_err("counterfeit");
+        assert_eq!(
+            err.code(),
+            Code::FailedPrecondition,
+            "{:?}: {err:?}",
+            d.kind
+        );
+        assert_eq!(
+            provisioner::error::refusal_reason(&err),
+            Some("counterfeit")
+        );
     }
+    // An impostor (a genuine die's chain on another key) cannot sign as
+    // the die: its claim receipt gives it away.
+    let impostor = &mut devices[3].rot;
+    let b = client
+        .begin_claim(begin("PO-R", impostor.attestation()))
+        .await
+        .expect("the chain itself is genuine")
+        .into_inner();
+    let forged = impostor.claim(&b.nonce, &b.anchor).expect("impostor claim");
+    let err = client
+        .complete_claim(v1::CompleteClaimRequest {
+            receipt: Some(forged),
+        })
+        .await
+        .expect_err("impostor");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(
+        provisioner::error::refusal_reason(&err),
+        Some("counterfeit")
+    );
     // Unknown, expired, another site's order.
     let att = devices[0].rot.attestation();
-    let err = client.begin_claim(begin("PO-NONE", att.clone())).await.expect_err("unknown");
+    let err = client
+        .begin_claim(begin("PO-NONE", att.clone()))
+        .await
+        .expect_err("unknown");
     assert_eq!(err.code(), Code::NotFound);
-    let err = client.begin_claim(begin("PO-EXPIRED", att.clone())).await.expect_err("expired");
+    let err = client
+        .begin_claim(begin("PO-EXPIRED", att.clone()))
+        .await
+        .expect_err("expired");
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert_eq!(provisioner::error::refusal_reason(&err), Some("order-window"));
-    let err = client.begin_claim(begin("PO-OTHER-SITE", att.clone())).await.expect_err("site");
+    assert_eq!(
+        provisioner::error::refusal_reason(&err),
+        Some("order-window")
+    );
+    let err = client
+        .begin_claim(begin("PO-OTHER-SITE", att.clone()))
+        .await
+        .expect_err("site");
     assert_eq!(err.code(), Code::PermissionDenied);
 
     // A claim, then a second claim of the claimed RoT.
     let rot = &mut devices[0].rot;
-    let b = client.begin_claim(begin("PO-R", rot.attestation())).await.expect("begin").into_inner();
+    let b = client
+        .begin_claim(begin("PO-R", rot.attestation()))
+        .await
+        .expect("begin")
+        .into_inner();
     let receipt = rot.claim(&b.nonce, &b.anchor).expect("claim");
     client
-        .complete_claim(v1::CompleteClaimRequest { receipt: Some(receipt.clone()) })
+        .complete_claim(v1::CompleteClaimRequest {
+            receipt: Some(receipt.clone()),
+        })
         .await
         .expect("claimed");
-    let err = client.begin_claim(begin("PO-R", rot.attestation())).await.expect_err("second claim");
+    let err = client
+        .begin_claim(begin("PO-R", rot.attestation()))
+        .await
+        .expect_err("second claim");
     assert_eq!(err.code(), Code::AlreadyExists);
-    assert_eq!(provisioner::error::refusal_reason(&err), Some("already-claimed"));
+    assert_eq!(
+        provisioner::error::refusal_reason(&err),
+        Some("already-claimed")
+    );
 
     // A replayed claim receipt: device 1 answers its fresh nonce with
     // device 0's old receipt.
     let replayer = &mut devices[1].rot;
     replayer.replay_claim_receipt(receipt);
-    let b = client.begin_claim(begin("PO-R", replayer.attestation())).await.expect("begin").into_inner();
+    let b = client
+        .begin_claim(begin("PO-R", replayer.attestation()))
+        .await
+        .expect("begin")
+        .into_inner();
     let replayed = replayer.claim(&b.nonce, &b.anchor).expect("replays");
     let err = client
-        .complete_claim(v1::CompleteClaimRequest { receipt: Some(replayed) })
+        .complete_claim(v1::CompleteClaimRequest {
+            receipt: Some(replayed),
+        })
         .await
         .expect_err("replay");
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert_eq!(provisioner::error::refusal_reason(&err), Some("nonce-replayed"));
+    assert_eq!(
+        provisioner::error::refusal_reason(&err),
+        Some("nonce-replayed")
+    );
 
     let entries = stack.ledger_entries().await.expect("ledger");
     assert_eq!(count(&entries, EventKind::CounterfeitRejected), 3);
@@ -277,16 +394,29 @@ async fn each_refusal_has_its_own_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_of_n_certifies_n_devices_even_across_a_restart() {
     let fleet = Fleet::builder().seed(14).genuine(6).build().expect("fleet");
-    let mut stack = Stack::start("e2e-quota", &fleet, &[(SITE, "st-01")]).await.expect("stack");
-    stack.open(&stack.order("PO-Q", SITE, 3)).await.expect("order");
+    let mut stack = Stack::start("e2e-quota", &fleet, &[(SITE, "st-01")])
+        .await
+        .expect("stack");
+    stack
+        .open(&stack.order("PO-Q", SITE, 3))
+        .await
+        .expect("order");
     let mut rots = take(fleet);
     let later = rots.split_off(4);
     let id = station(SITE, "st-01");
-    let (report, _) = run::run(stack.channel(&id).await.expect("ch"), config("PO-Q", Mode::OnDevice), jobs(rots))
-        .await
-        .expect("run");
+    let (report, _) = run::run(
+        stack.channel(&id).await.expect("ch"),
+        config("PO-Q", Mode::OnDevice),
+        jobs(rots),
+    )
+    .await
+    .expect("run");
     assert_eq!(report.provisioned(), 3);
-    let refused: Vec<_> = report.outcomes.iter().filter(|o| o.refusal().is_some()).collect();
+    let refused: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.refusal().is_some())
+        .collect();
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].code(), Some(Code::ResourceExhausted));
 
@@ -295,12 +425,19 @@ async fn an_order_of_n_certifies_n_devices_even_across_a_restart() {
         first_serial: Some(100),
         ..config("PO-Q", Mode::Hsm)
     };
-    let (report, _) = run::run(stack.channel(&id).await.expect("ch"), fresh_serials, jobs(later))
-        .await
-        .expect("run");
+    let (report, _) = run::run(
+        stack.channel(&id).await.expect("ch"),
+        fresh_serials,
+        jobs(later),
+    )
+    .await
+    .expect("run");
     assert_eq!(report.provisioned(), 0, "{:?}", report.outcomes);
     assert!(
-        report.outcomes.iter().all(|o| o.code() == Some(Code::ResourceExhausted)),
+        report
+            .outcomes
+            .iter()
+            .all(|o| o.code() == Some(Code::ResourceExhausted)),
         "{:?}",
         report.outcomes
     );
@@ -309,7 +446,9 @@ async fn an_order_of_n_certifies_n_devices_even_across_a_restart() {
     assert_eq!(count(&entries, EventKind::QuotaRejected), 3);
     let mut status = stack.provisioning(setup::ADMIN).await.expect("admin");
     let s = status
-        .get_order(v1::GetOrderRequest { order_id: "PO-Q".into() })
+        .get_order(v1::GetOrderRequest {
+            order_id: "PO-Q".into(),
+        })
         .await
         .expect("status")
         .into_inner();

@@ -24,7 +24,10 @@ const SITE: &str = "site-1";
 const BIN: &str = env!("CARGO_BIN_EXE_trustline-e2e");
 
 fn cli(args: &[&str]) {
-    let out = Command::new(BIN).args(args).output().expect("run trustline");
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run trustline");
     assert!(
         out.status.success(),
         "trustline {args:?}: {}{}",
@@ -33,7 +36,11 @@ fn cli(args: &[&str]) {
     );
 }
 
-async fn channel(dir: &Path, identity: &str, addr: std::net::SocketAddr) -> tonic::transport::Channel {
+async fn channel(
+    dir: &Path,
+    identity: &str,
+    addr: std::net::SocketAddr,
+) -> tonic::transport::Channel {
     ClientTls::from_files(&setup::credentials(dir, identity))
         .expect("credentials")
         .connect(&addr.to_string())
@@ -47,23 +54,41 @@ async fn a_provisioner_killed_mid_run_loses_no_acknowledged_device() {
     let data = tempfile::tempdir().expect("dir");
     let dir = data.path();
     let mut fleet = provisioner::cli::station::sim_vendors(5).expect("vendors");
-    provisioner::serve::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots()).expect("roots");
+    provisioner::serve::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots())
+        .expect("roots");
     std::fs::write(
         dir.join("trustline.toml"),
         "[transport]\nmax_concurrent_per_caller = 256\nrate = { per_second = 100000.0, burst = 100000 }\n",
     )
     .expect("config");
     let station_id = setup::station_name(SITE, "st-01");
-    let server = ChildServer::start(Path::new(BIN), dir, &["--init", "--station", &format!("{SITE}/st-01")])
-        .expect("server");
+    let server = ChildServer::start(
+        Path::new(BIN),
+        dir,
+        &["--init", "--station", &format!("{SITE}/st-01")],
+    )
+    .expect("server");
 
     // The OEM signs and opens an order (the CLI, as an operator would).
     let order_file = dir.join("order.bin");
     let vendors: Vec<String> = fleet.vendor_roots().into_iter().map(|(n, _)| n).collect();
     let firmware = hex::encode(fleet.firmware_sha256());
     let mut args = vec![
-        "order", "create", "--data-dir", dir.to_str().expect("utf-8"), "--id", "PO-CRASH", "--sku", "SKU-1",
-        "--site", SITE, "--quantity", "10000", "--firmware-sha256", &firmware, "--out",
+        "order",
+        "create",
+        "--data-dir",
+        dir.to_str().expect("utf-8"),
+        "--id",
+        "PO-CRASH",
+        "--sku",
+        "SKU-1",
+        "--site",
+        SITE,
+        "--quantity",
+        "10000",
+        "--firmware-sha256",
+        &firmware,
+        "--out",
         order_file.to_str().expect("utf-8"),
     ];
     for v in &vendors {
@@ -72,8 +97,16 @@ async fn a_provisioner_killed_mid_run_loses_no_acknowledged_device() {
     cli(&args);
     let addr = server.addr.to_string();
     cli(&[
-        "order", "open", "--file", order_file.to_str().expect("utf-8"), "--server", &addr, "--data-dir",
-        dir.to_str().expect("utf-8"), "--identity", setup::ADMIN,
+        "order",
+        "open",
+        "--file",
+        order_file.to_str().expect("utf-8"),
+        "--server",
+        &addr,
+        "--data-dir",
+        dir.to_str().expect("utf-8"),
+        "--identity",
+        setup::ADMIN,
     ]);
 
     // A station certifies 300 devices; the server dies under it.
@@ -96,10 +129,16 @@ async fn a_provisioner_killed_mid_run_loses_no_acknowledged_device() {
             serial: None,
         })
         .collect();
-    let station = tokio::spawn(run::run(channel(dir, &station_id, server.addr).await, config, jobs));
+    let station = tokio::spawn(run::run(
+        channel(dir, &station_id, server.addr).await,
+        config,
+        jobs,
+    ));
     let manifest = out.join("devices.jsonl");
     for _ in 0..600 {
-        let done = std::fs::read_to_string(&manifest).map(|t| t.lines().count()).unwrap_or(0);
+        let done = std::fs::read_to_string(&manifest)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
         if done >= 30 {
             break;
         }
@@ -115,7 +154,11 @@ async fn a_provisioner_killed_mid_run_loses_no_acknowledged_device() {
             _ => None,
         })
         .collect();
-    assert!(received.len() >= 30, "the kill came too early: {}", received.len());
+    assert!(
+        received.len() >= 30,
+        "the kill came too early: {}",
+        received.len()
+    );
     assert!(received.len() < 300, "the kill came too late to be mid-run");
 
     // Restarted: every certificate a station received is recorded.
@@ -132,10 +175,16 @@ async fn a_provisioner_killed_mid_run_loses_no_acknowledged_device() {
             .await
             .expect("lookup")
             .into_inner();
-        assert!(found.found, "device {} was released but is not in the ledger", p.serial);
+        assert!(
+            found.found,
+            "device {} was released but is not in the ledger",
+            p.serial
+        );
         assert_eq!(found.holder_seq, p.ledger_seq);
         let stored = ledger
-            .get_entry(v1::GetEntryRequest { seq: found.holder_seq })
+            .get_entry(v1::GetEntryRequest {
+                seq: found.holder_seq,
+            })
             .await
             .expect("entry")
             .into_inner();
@@ -146,8 +195,10 @@ async fn a_provisioner_killed_mid_run_loses_no_acknowledged_device() {
     drop(server);
 
     // The ledger files verify offline after the crash and the restart.
-    let storage = custody_ledger::storage::FileStorage::open(&dir.join(setup::LEDGER_DIR)).expect("storage");
-    let verified = custody_ledger::verify::verify_dir(&storage, &Default::default(), &mut |_| {}).expect("verify");
+    let storage =
+        custody_ledger::storage::FileStorage::open(&dir.join(setup::LEDGER_DIR)).expect("storage");
+    let verified = custody_ledger::verify::verify_dir(&storage, &Default::default(), &mut |_| {})
+        .expect("verify");
     assert!(verified.report.is_ok(), "{:?}", verified.report.problem);
     assert!(verified.report.entries as usize >= received.len());
 }

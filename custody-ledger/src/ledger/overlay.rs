@@ -7,6 +7,7 @@
 //! sled has it, no reader can miss it in between.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
 use crate::index::{IndexedCheckpoint, IndexedEntry, Location, Position};
 use crate::merkle::Hash;
@@ -42,6 +43,7 @@ pub(crate) struct Overlay {
     nodes: HashMap<(u8, u64), Hash>,
     devices: HashMap<String, VecDeque<(u64, Hash)>>,
     stop_indexer: bool,
+    last_push: Instant,
 }
 
 /// What the indexer takes in one go.
@@ -61,6 +63,7 @@ impl Overlay {
             nodes: HashMap::new(),
             devices: HashMap::new(),
             stop_indexer: false,
+            last_push: Instant::now(),
         }
     }
 
@@ -87,9 +90,15 @@ impl Overlay {
         self.stop_indexer
     }
 
+    /// When the writer last added something.
+    pub(crate) fn last_push(&self) -> Instant {
+        self.last_push
+    }
+
     /// Adds a durable entry (the next seq).
     pub(crate) fn push_entry(&mut self, e: OverlayEntry) {
         debug_assert_eq!(e.data.seq, self.durable_size());
+        self.last_push = Instant::now();
         for k in &e.data.keys {
             self.keys.insert(k.clone(), e.data.seq);
         }
@@ -107,6 +116,7 @@ impl Overlay {
 
     /// Adds a durable checkpoint record.
     pub(crate) fn push_checkpoint(&mut self, c: OverlayCheckpoint) {
+        self.last_push = Instant::now();
         self.checkpoints.push_back(c);
     }
 

@@ -96,7 +96,7 @@ impl Writer {
             self.commit(std::mem::take(&mut batch));
             if stop.is_some() {
                 for m in rest {
-                    refuse(m, || Error::Closed);
+                    refuse(&self.shared, m, || Error::Closed);
                 }
                 break;
             }
@@ -106,7 +106,7 @@ impl Writer {
     fn commit(&mut self, batch: Vec<WriterMsg>) {
         if let Err(e) = self.shared.check_running() {
             for m in batch {
-                refuse(m, || clone_stop(&e));
+                refuse(&self.shared, m, || clone_stop(&e));
             }
             return;
         }
@@ -155,6 +155,7 @@ impl Writer {
                 for o in outcomes {
                     match o {
                         Outcome::Appended(r, _) | Outcome::Refused(r, _) => {
+                            answered(&self.shared);
                             let _ = r.send(Err(Error::Stopped(reason.clone())));
                         }
                         Outcome::Checkpoint(r, _) => {
@@ -163,7 +164,7 @@ impl Writer {
                     }
                 }
                 for m in leftover {
-                    refuse(m, || Error::Stopped(reason.clone()));
+                    refuse(&self.shared, m, || Error::Stopped(reason.clone()));
                 }
                 return;
             }
@@ -198,9 +199,11 @@ impl Writer {
         for o in outcomes {
             match o {
                 Outcome::Appended(r, s) => {
+                    answered(&self.shared);
                     let _ = r.send(Ok(s.appended));
                 }
                 Outcome::Refused(r, e) => {
+                    answered(&self.shared);
                     let _ = r.send(Err(e));
                 }
                 Outcome::Checkpoint(r, _) => {
@@ -214,7 +217,7 @@ impl Writer {
         let reason = e.to_string();
         self.shared.stop(reason.clone());
         for m in batch {
-            refuse(m, || Error::Stopped(reason.clone()));
+            refuse(&self.shared, m, || Error::Stopped(reason.clone()));
         }
     }
 
@@ -380,6 +383,11 @@ impl Writer {
     }
 }
 
+/// Counts one append as answered.
+fn answered(shared: &Shared) {
+    shared.pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+}
+
 fn clone_stop(e: &Error) -> Error {
     match e {
         Error::Stopped(r) => Error::Stopped(r.clone()),
@@ -388,9 +396,10 @@ fn clone_stop(e: &Error) -> Error {
 }
 
 /// Answers a request that will not be carried out.
-fn refuse(m: WriterMsg, err: impl Fn() -> Error) {
+fn refuse(shared: &Shared, m: WriterMsg, err: impl Fn() -> Error) {
     match m {
         WriterMsg::Append { reply, .. } => {
+            answered(shared);
             let _ = reply.send(Err(err()));
         }
         WriterMsg::Checkpoint { reply, .. } => {

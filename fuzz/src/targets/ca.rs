@@ -82,7 +82,10 @@ pub fn device_request(data: &[u8]) -> Outcome {
             let Ok(verified) = request.verify() else {
                 return Outcome::Refused;
             };
-            assert_eq!(mode, SIGNED_PROOF, "a proof signed by another key was accepted");
+            assert_eq!(
+                mode, SIGNED_PROOF,
+                "a proof signed by another key was accepted"
+            );
             assert_eq!(
                 statement::p256_spki(verified.public_key()),
                 spki(KeyName::Device)

@@ -42,16 +42,28 @@ pub fn order(data: &[u8]) -> Outcome {
     let Ok(order) = Order::verify(&signed, spki(KeyName::Order), &fixtures::vendor_names()) else {
         return Outcome::Refused;
     };
-    assert_ne!(sel % 3, FORGED, "an order signed by another key was accepted");
+    assert_ne!(
+        sel % 3,
+        FORGED,
+        "an order signed by another key was accepted"
+    );
     // What was accepted is exactly what was signed.
     let body: v1::ProductionOrder =
         statement::decode_unverified(&signed).expect("an accepted order decodes");
-    assert_eq!(body, order.to_proto(), "the accepted order differs from the signed one");
+    assert_eq!(
+        body,
+        order.to_proto(),
+        "the accepted order differs from the signed one"
+    );
     let s = &order.serials;
     assert!(!s.is_empty() && s.first <= s.last);
     assert!(order.quantity >= 1 && order.quantity <= s.len());
     for n in [s.first, s.last, s.first + (s.last - s.first) / 2] {
-        assert_eq!(s.parse(&s.format(n)), Some(n), "serial {n} does not round-trip");
+        assert_eq!(
+            s.parse(&s.format(n)),
+            Some(n),
+            "serial {n} does not round-trip"
+        );
     }
     assert!(order.not_before_ms < order.not_after_ms);
     let _ = s.parse(&String::from_utf8_lossy(rest));
@@ -108,7 +120,9 @@ pub fn claim_receipt(data: &[u8]) -> Outcome {
         return Outcome::Refused;
     };
     let book = ClaimBook::new(4, 4);
-    let nonce = book.begin(pending_claim(), NOW_MS).expect("an empty book opens a session");
+    let nonce = book
+        .begin(pending_claim(), NOW_MS)
+        .expect("an empty book opens a session");
     let receipt = match sel % 3 {
         WIRE => match v1::SignedStatement::decode(rest) {
             Ok(s) => s,
@@ -130,7 +144,11 @@ pub fn claim_receipt(data: &[u8]) -> Outcome {
     let Ok((claim, verified)) = result else {
         return Outcome::Refused;
     };
-    assert_ne!(sel % 3, FORGED, "a receipt signed by another key was accepted");
+    assert_ne!(
+        sel % 3,
+        FORGED,
+        "a receipt signed by another key was accepted"
+    );
     assert_eq!(verified.rot_id, claim.rot.rot_id);
     assert_eq!(verified.anchor_sha256, anchor);
     assert_eq!(verified.nonce, nonce);
@@ -169,7 +187,11 @@ pub fn transport_key(data: &[u8]) -> Outcome {
     let Ok(first) = rot.transport_key().map(<[u8]>::to_vec) else {
         return Outcome::Refused;
     };
-    assert_ne!(sel % 3, FORGED, "a transport key signed by another key was accepted");
+    assert_ne!(
+        sel % 3,
+        FORGED,
+        "a transport key signed by another key was accepted"
+    );
     assert!(statement::parse_p256_spki(&first).is_ok());
     assert_eq!(rot.transport_key().ok(), Some(first.as_slice()));
     Outcome::Accepted
@@ -194,7 +216,9 @@ fn fixed_die() -> &'static [u8] {
     static DIE: OnceLock<Vec<u8>> = OnceLock::new();
     DIE.get_or_init(|| {
         let mut vendors = fixtures::ic_vendors();
-        let rot = vendors[0].manufacture().expect("a seeded vendor makes a die");
+        let rot = vendors[0]
+            .manufacture()
+            .expect("a seeded vendor makes a die");
         rot.attestation_chain()[0].clone()
     })
 }
@@ -235,7 +259,10 @@ pub fn rot_attestation(data: &[u8]) -> Outcome {
     let Ok(rot) = first else {
         return Outcome::Refused;
     };
-    assert_eq!(rot.rot_id, trustline_proto::identity::rot_id(&rot.attestation_key));
+    assert_eq!(
+        rot.rot_id,
+        trustline_proto::identity::rot_id(&rot.attestation_key)
+    );
     assert!(statement::parse_p256_spki(&rot.attestation_key).is_ok());
     assert!(fixtures::vendor_names().contains(&rot.vendor));
     if let Some(signed) = transport {

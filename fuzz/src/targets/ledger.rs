@@ -25,7 +25,7 @@ use base64::Engine;
 use custody_ledger::checkpoint::{self, LedgerKey};
 use custody_ledger::format::{self, EXPORT_MAGIC, SEGMENT_MAGIC};
 use custody_ledger::merkle::{chain_head, leaf_hash, Hash, MemoryTree, GENESIS_HEAD};
-use custody_ledger::storage::{SimStorage, Storage};
+use custody_ledger::storage::SimStorage;
 use custody_ledger::verify::{self, Options};
 use custody_ledger::{Ledger, LedgerConfig, LATEST_CHECKPOINT_FILE, PUBLIC_KEY_FILE};
 use prost::Message;
@@ -59,8 +59,8 @@ pub struct Built {
     pub head: Hash,
     /// The last checkpoint note signed here.
     pub latest: Option<String>,
-    /// Whether every record came from a fixed-up entry or a signed
-    /// checkpoint (no raw record).
+    /// Whether every record came from a fixed-up entry of a known kind or a
+    /// signed checkpoint (no raw record).
     pub clean: bool,
 }
 
@@ -105,6 +105,14 @@ pub fn build(chunks: &[Chunk<'_>], chain: bool) -> Built {
                 let seq = built.entries;
                 let bytes = match v1::LedgerEntry::decode(c.body) {
                     Ok(mut e) => {
+                        // Known difference: recovery on open does not check
+                        // event kinds, the offline verifier does.
+                        if !matches!(
+                            v1::EventKind::try_from(e.kind),
+                            Ok(k) if k != v1::EventKind::Unspecified
+                        ) {
+                            built.clean = false;
+                        }
                         e.seq = seq;
                         e.prev_hash = built.head.to_vec();
                         e.time_ms = e.time_ms.max(last_time);
@@ -112,7 +120,10 @@ pub fn build(chunks: &[Chunk<'_>], chain: bool) -> Built {
                         e.device_prev = if e.rot_id.is_empty() {
                             Vec::new()
                         } else {
-                            devices.get(&e.rot_id).map(|h| h.to_vec()).unwrap_or_default()
+                            devices
+                                .get(&e.rot_id)
+                                .map(|h| h.to_vec())
+                                .unwrap_or_default()
                         };
                         let bytes = e.encode_to_vec();
                         if !e.rot_id.is_empty() {
@@ -134,8 +145,13 @@ pub fn build(chunks: &[Chunk<'_>], chain: bool) -> Built {
                 frame(format::KIND_ENTRY, &body, &mut built.records);
             }
             2 => {
-                let cp = checkpoint::sign(key(KeyName::Ledger), &ledger_key(), tree.size(), &tree.root())
-                    .expect("the fixed ledger key signs");
+                let cp = checkpoint::sign(
+                    key(KeyName::Ledger),
+                    &ledger_key(),
+                    tree.size(),
+                    &tree.root(),
+                )
+                .expect("the fixed ledger key signs");
                 let mut body = cp.size.to_le_bytes().to_vec();
                 body.extend_from_slice(&cp.root);
                 body.extend_from_slice(cp.note.as_bytes());
@@ -213,7 +229,9 @@ fn scratch() -> &'static tempfile::TempDir {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let shm = std::path::Path::new("/dev/shm");
-        let builder = tempfile::Builder::new().prefix("trustline-fuzz-").tempdir_in(shm);
+        let builder = tempfile::Builder::new()
+            .prefix("trustline-fuzz-")
+            .tempdir_in(shm);
         builder
             .or_else(|_| tempfile::Builder::new().prefix("trustline-fuzz-").tempdir())
             .expect("a scratch directory")
@@ -244,7 +262,9 @@ pub fn ledger_open(data: &[u8]) -> Outcome {
         Ok(ledger) => {
             let size = ledger.size();
             for seq in 0..size {
-                let entry = ledger.get_entry(seq).expect("an entry of an open ledger reads back");
+                let entry = ledger
+                    .get_entry(seq)
+                    .expect("an entry of an open ledger reads back");
                 assert!(v1::LedgerEntry::decode(entry.as_slice()).is_ok());
             }
             ledger.close();
@@ -280,7 +300,10 @@ pub fn ledger_export(data: &[u8]) -> Outcome {
         mode => {
             built = build(&chunks(rest), mode == CHAINED);
             let mut file = format::encode_header(EXPORT_MAGIC, 0).to_vec();
-            let mut key_body = u16::try_from(ORIGIN.len()).unwrap_or(0).to_le_bytes().to_vec();
+            let mut key_body = u16::try_from(ORIGIN.len())
+                .unwrap_or(0)
+                .to_le_bytes()
+                .to_vec();
             key_body.extend_from_slice(ORIGIN.as_bytes());
             key_body.extend_from_slice(spki(KeyName::Ledger));
             frame(format::KIND_KEY, &key_body, &mut file);
@@ -294,7 +317,9 @@ pub fn ledger_export(data: &[u8]) -> Outcome {
             file
         }
     };
-    let path = scratch().path().join(format!("export-{}.tlx", std::process::id()));
+    let path = scratch()
+        .path()
+        .join(format!("export-{}.tlx", std::process::id()));
     std::fs::write(&path, &file).expect("writing the scratch export");
     let verified = verify::verify_export(&path, &options(), &mut |_| {})
         .expect("a readable export with the key given is reported on, not refused");
@@ -349,7 +374,10 @@ pub fn checkpoint_note(data: &[u8]) -> Outcome {
             return Outcome::Refused;
         };
         let key = LedgerKey::new(ORIGIN, &spki).expect("a key from a P-256 PEM is a ledger key");
-        assert_eq!(checkpoint::spki_from_pem(&key.public_key_pem()).ok(), Some(spki));
+        assert_eq!(
+            checkpoint::spki_from_pem(&key.public_key_pem()).ok(),
+            Some(spki)
+        );
         return Outcome::Accepted;
     }
     let note = match sel % 4 {

@@ -36,6 +36,10 @@ pub fn caller_identity(data: &[u8]) -> Outcome {
     // A caller's URI names it exactly.
     let uri = caller.to_uri();
     assert_eq!(Caller::from_uri(&uri).ok().as_ref(), Some(&caller));
-    assert_eq!(caller.id().split('/').count(), 3, "site or name holds a '/'");
+    assert_eq!(
+        caller.id().split('/').count(),
+        3,
+        "site or name holds a '/'"
+    );
     Outcome::Accepted
 }

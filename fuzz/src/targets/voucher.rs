@@ -42,7 +42,11 @@ pub fn voucher(data: &[u8]) -> Outcome {
         }
         HEADER => match VoucherHeader::decode(rest) {
             Ok(h) => {
-                assert_eq!(h.encode(), rest, "a header decoded from non-canonical bytes");
+                assert_eq!(
+                    h.encode(),
+                    rest,
+                    "a header decoded from non-canonical bytes"
+                );
                 Outcome::Accepted
             }
             Err(_) => Outcome::Refused,
@@ -58,8 +62,13 @@ fn decode(bytes: &[u8]) -> Outcome {
     let Ok(v) = Voucher::decode(bytes) else {
         return Outcome::Refused;
     };
-    assert_eq!(v.encode(), bytes, "a voucher decoded from non-canonical bytes");
-    let header = VoucherHeader::decode(v.header_bytes()).expect("a decoded voucher's header decodes");
+    assert_eq!(
+        v.encode(),
+        bytes,
+        "a voucher decoded from non-canonical bytes"
+    );
+    let header =
+        VoucherHeader::decode(v.header_bytes()).expect("a decoded voucher's header decodes");
     assert_eq!(&header, v.header());
     // Whatever the chain, the device binding check must not panic.
     let _ = v.verify_device_binding(&fixtures::device_chain(), spki(KeyName::Device));

@@ -27,7 +27,7 @@ use prost::Message;
 use trustline_proto::statement;
 use trustline_proto::v1::{self, EventKind};
 
-use super::certs::{CaSet, DeviceCert};
+use super::certs::{CaSet, DeviceCert, OID_ECDSA_WITH_SHA256};
 use super::field::FieldIndex;
 use super::fingerprint::{key_fp, repeated, rot_fp, rot_key, serial_fp, Fp, FpMap, FpSet};
 use super::report::{
@@ -93,6 +93,13 @@ pub fn check_certificate(ca: &CaSet, job: &CertJob) -> Option<Finding> {
             }
             if cert.spki != job.spki {
                 problems.push("certificate key is not the recorded device key".into());
+            }
+            // 2.4.9.5, 2.4.9.10: ECDSA P-256 with SHA-256 only.
+            if cert.signature_algorithm != OID_ECDSA_WITH_SHA256 {
+                problems.push(format!("signature algorithm {} is not ecdsa-with-SHA256", cert.signature_algorithm));
+            }
+            if statement::parse_p256_spki(&cert.spki).is_err() {
+                problems.push("device key is not a P-256 key".into());
             }
         }
     }
@@ -853,9 +860,9 @@ impl Analysis {
             }
         }
         let field = self.field.take().map(|field| self.field_findings(&field, &exact_states));
-        self.findings
-            .items
-            .sort_by(|a, b| (a.entries.first(), a.kind).cmp(&(b.entries.first(), b.kind)));
+        // Ledger order; findings about field sightings (no entry) last.
+        let at = |f: &Finding| (f.entries.first().copied().unwrap_or(u64::MAX), f.kind);
+        self.findings.items.sort_by_key(at);
         self.ledger.by_kind = self
             .by_kind
             .iter()
@@ -1155,8 +1162,8 @@ impl Resolver {
             .map(|(v, h)| (FindingKind::DuplicateSerial, format!("serial {v:?}"), h))
             .chain(
                 self.key_hits
-                    .into_iter()
-                    .map(|(_, h)| (FindingKind::DuplicateDeviceKey, "one device key".to_owned(), h)),
+                    .into_values()
+                    .map(|h| (FindingKind::DuplicateDeviceKey, "one device key".to_owned(), h)),
             );
         for (kind, what, hits) in groups {
             if hits.len() < 2 {

@@ -19,6 +19,9 @@ pub const ROT_URI_PREFIX: &str = ca_service::ca::ROT_URI_PREFIX;
 
 /// id-at-serialNumber (2.5.4.5).
 const OID_SERIAL_NUMBER: &str = "2.5.4.5";
+/// ecdsa-with-SHA256 (1.2.840.10045.4.3.2): the only signature algorithm
+/// Trustline's CA uses (2.4.9.5).
+pub const OID_ECDSA_WITH_SHA256: &str = "1.2.840.10045.4.3.2";
 
 /// What a device certificate names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +35,8 @@ pub struct DeviceCert {
     pub rot_id: Option<String>,
     /// SubjectPublicKeyInfo DER of the device key.
     pub spki: Vec<u8>,
+    /// The signature algorithm, as a dotted OID.
+    pub signature_algorithm: String,
 }
 
 impl DeviceCert {
@@ -68,6 +73,7 @@ impl DeviceCert {
             serial,
             rot_id,
             spki: cert.public_key().raw.to_vec(),
+            signature_algorithm: cert.signature_algorithm.algorithm.to_id_string(),
         })
     }
 }

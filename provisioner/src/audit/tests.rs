@@ -278,6 +278,26 @@ fn certificates_and_orders_are_checked_against_the_oem_keys() {
 }
 
 #[test]
+fn weak_algorithms_in_recorded_certificates_are_findings() {
+    let mut e = Entries::new();
+    let o = e.order("PO-1", "site-a", 10);
+    // A device key on P-384 (the intermediate still signs with
+    // ecdsa-with-SHA256): not the P-256 every Trustline key must be.
+    let d = e.device(&o, 1);
+    let p384 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("p384");
+    let d = SyntheticDevice {
+        spki: rcgen::PublicKeyData::subject_public_key_info(&p384),
+        key: p384,
+        ..d
+    };
+    let weak = e.build(&o, &d, ST1);
+    let out = e.analyse(0, None);
+    assert_eq!(kinds(&out), BTreeMap::from([(FindingKind::CertificateInvalid, 1)]));
+    assert_eq!(entries_of(&out, FindingKind::CertificateInvalid), vec![vec![weak]]);
+    assert!(out.findings.items[0].message.contains("not a P-256 key"), "{}", out.findings.items[0].message);
+}
+
+#[test]
 fn gaps_respect_the_in_flight_grace_and_refusals_explain_them() {
     let mut e = Entries::new();
     let o = e.order("PO-1", "site-a", 10);

@@ -45,9 +45,24 @@ pub struct SynthArgs {
     /// Exactly this many entries.
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub entries: u64,
+    /// Instead of N entries, the small two-site scenario the tests use,
+    /// clean or with planted anomalies (an over-quota certificate, a
+    /// duplicate serial across sites, an unrecorded certificate among the
+    /// field sightings in DIR/field).
+    #[arg(long, value_enum)]
+    pub scenario: Option<Scenario>,
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// The small scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// No anomaly.
+    Clean,
+    /// The three planted anomalies.
+    Planted,
 }
 
 /// Output formats.
@@ -148,6 +163,22 @@ pub fn run(command: AuditCommand) -> anyhow::Result<Outcome> {
 fn synth(args: &SynthArgs) -> anyhow::Result<Outcome> {
     if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
         bail!("{} exists and is not empty", args.out.display());
+    }
+    if let Some(scenario) = args.scenario {
+        let planted = scenario == Scenario::Planted;
+        let plant = audit::synth::Plant {
+            over_quota: planted,
+            duplicate_serial: planted,
+            unrecorded_in_field: planted,
+        };
+        let s = audit::synth::seed_scenario(&args.out, &plant)?;
+        println!(
+            "wrote {} entries to {}; field sightings in {}",
+            s.entries,
+            s.data_dir.display(),
+            s.field_dir.display()
+        );
+        return Ok(Outcome::Success);
     }
     let made = audit::synth::generate(&args.out, args.entries, !args.no_progress)?;
     println!(

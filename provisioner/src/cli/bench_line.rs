@@ -144,10 +144,14 @@ impl Drop for Server {
 
 /// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
 fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/<pid>/stat")?;
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/<pid>/stat")?;
     // Fields after the parenthesised command name; utime and stime are the
     // 14th and 15th fields of the whole line (11th and 12th after ")").
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = fields
         .get(11)
@@ -215,7 +219,9 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
     let server = Server(child);
     let mut lines = BufReader::new(stdout).lines();
     let addr = loop {
-        let line = lines.next().context("the server exited before listening")??;
+        let line = lines
+            .next()
+            .context("the server exited before listening")??;
         if let Some(a) = line.strip_prefix("listening all ") {
             break a.trim().to_owned();
         }
@@ -276,7 +282,10 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
             let channel = connect(setup::station_name(SITE, &station.1)).await?;
             decks.push((i, jobs, channel));
         }
-        progress(&format!("running {mode:?}: {} devices, {} stations x {} in flight...", args.devices, args.stations, args.concurrency));
+        progress(&format!(
+            "running {mode:?}: {} devices, {} stations x {} in flight...",
+            args.devices, args.stations, args.concurrency
+        ));
         let cpu_before = process_cpu_seconds(pid)?;
         let started = Instant::now();
         let mut tasks = Vec::new();
@@ -350,5 +359,9 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
         }
     }
     let failed: usize = report.modes.iter().map(|m| m.failed).sum();
-    Ok(if failed == 0 { Outcome::Success } else { Outcome::Findings })
+    Ok(if failed == 0 {
+        Outcome::Success
+    } else {
+        Outcome::Findings
+    })
 }

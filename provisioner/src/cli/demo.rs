@@ -74,7 +74,10 @@ struct Summary {
 /// # Errors
 /// When `--dir` is not empty, or any set-up, service or I/O step fails.
 pub fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
-    ensure!(args.devices > 0 && args.stations > 0, "--devices and --stations must be at least 1");
+    ensure!(
+        args.devices > 0 && args.stations > 0,
+        "--devices and --stations must be at least 1"
+    );
     let dir = &args.dir;
     if dir.exists()
         && std::fs::read_dir(dir)
@@ -82,7 +85,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
             .next()
             .is_some()
     {
-        bail!("{} is not empty: remove it or choose another --dir", dir.display());
+        bail!(
+            "{} is not empty: remove it or choose another --dir",
+            dir.display()
+        );
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -126,7 +132,10 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
         .map(|i| (SITE.to_owned(), format!("st-{i:02}")))
         .collect();
     setup::init_pki(&hsm, dir, &stations)?;
-    say(args, &format!("token, CA and service PKI ready in {}", dir.display()));
+    say(
+        args,
+        &format!("token, CA and service PKI ready in {}", dir.display()),
+    );
 
     // Silicon: N genuine dies plus one past the quota, and the adversaries.
     let clones = 3.min(args.devices);
@@ -158,7 +167,10 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
             .await
         })
     };
-    say(args, &format!("serve all listening on {addr} (TLS 1.3, client certificates required)"));
+    say(
+        args,
+        &format!("serve all listening on {addr} (TLS 1.3, client certificates required)"),
+    );
     let connect = |name: String| {
         let addr = addr.clone();
         async move {
@@ -185,7 +197,9 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
         allowed_ic_vendors: vendors,
         allowed_firmware_sha256: firmware.to_vec(),
     };
-    let signer = hsm.signer(&KeyLabels::default().order).context("the OEM order key")?;
+    let signer = hsm
+        .signer(&KeyLabels::default().order)
+        .context("the OEM order key")?;
     let signed = trustline_proto::statement::sign(&signer, &order)?;
     let admin = connect(setup::ADMIN.to_owned()).await?;
     ProvisioningClient::new(admin.clone())
@@ -194,7 +208,13 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
         })
         .await
         .map_err(|s| anyhow::anyhow!("opening the order: {}", s.message()))?;
-    say(args, &format!("order {ORDER} opened: {} x TL-SENSOR-1 at {SITE}", args.devices));
+    say(
+        args,
+        &format!(
+            "order {ORDER} opened: {} x TL-SENSOR-1 at {SITE}",
+            args.devices
+        ),
+    );
 
     // S stations, devices dealt in turn; each its own serial range.
     let mut decks: Vec<Vec<Job<SimLink>>> = (0..args.stations).map(|_| Vec::new()).collect();
@@ -274,12 +294,28 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!();
-        println!("provisioned            {:>6}  ({:.0} devices/s over {} stations)", summary.provisioned, summary.devices_per_second, args.stations);
-        println!("duplicates rejected    {:>6}  (key clones of claimed dies)", summary.duplicates_rejected);
-        println!("counterfeits rejected  {:>6}  (impostors, self-signed, unknown vendor)", summary.counterfeits_rejected);
-        println!("quota rejected         {:>6}  (devices past the order's quantity)", summary.quota_rejected);
+        println!(
+            "provisioned            {:>6}  ({:.0} devices/s over {} stations)",
+            summary.provisioned, summary.devices_per_second, args.stations
+        );
+        println!(
+            "duplicates rejected    {:>6}  (key clones of claimed dies)",
+            summary.duplicates_rejected
+        );
+        println!(
+            "counterfeits rejected  {:>6}  (impostors, self-signed, unknown vendor)",
+            summary.counterfeits_rejected
+        );
+        println!(
+            "quota rejected         {:>6}  (devices past the order's quantity)",
+            summary.quota_rejected
+        );
         println!("failures               {failures:>6}");
-        println!("ledger entries         {:>6}  verified offline: {}", summary.ledger_entries, if summary.ledger_verified { "yes" } else { "NO" });
+        println!(
+            "ledger entries         {:>6}  verified offline: {}",
+            summary.ledger_entries,
+            if summary.ledger_verified { "yes" } else { "NO" }
+        );
         match openssl_ok {
             Some((ok, n)) => println!("openssl verify         {ok:>6} of {n} chains OK"),
             None => println!("openssl verify         skipped (openssl not installed)"),

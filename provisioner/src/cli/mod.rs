@@ -17,6 +17,7 @@ pub mod ca;
 pub mod demo;
 pub mod evidence;
 pub mod hsm_args;
+pub mod inspect;
 pub mod ledger;
 pub mod order;
 pub mod serve;
@@ -76,6 +77,9 @@ pub enum Command {
     /// Owner keys: `owner keygen`.
     #[command(subcommand)]
     Owner(voucher::OwnerCommand),
+    /// Physical inspection of a device in hand (2.4.14.10): live identity
+    /// against the chain, custody history with proofs (`--sim`).
+    Inspect(inspect::InspectArgs),
 }
 
 /// What a subcommand reports back to `main`.
@@ -112,6 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Ledger(command) => ledger::run(command),
         Command::Voucher(command) => voucher::run(command),
         Command::Owner(command) => voucher::run_owner(command),
+        Command::Inspect(args) => inspect::run(args),
         Command::Audit(command) => audit::run(command),
         Command::Evidence(args) => evidence::run(args),
     }

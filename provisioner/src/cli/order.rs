@@ -152,7 +152,8 @@ fn create(args: &CreateArgs) -> anyhow::Result<Outcome> {
 }
 
 async fn open(args: OpenArgs) -> anyhow::Result<Outcome> {
-    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let signed = v1::SignedStatement::decode(bytes.as_slice()).context("not a signed order")?;
     let channel = args.client.connect(setup::ADMIN).await?;
     let response = ProvisioningClient::new(channel)
@@ -162,7 +163,10 @@ async fn open(args: OpenArgs) -> anyhow::Result<Outcome> {
         .await
         .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
         .into_inner();
-    println!("order {} opened (ledger entry {})", response.order_id, response.ledger_seq);
+    println!(
+        "order {} opened (ledger entry {})",
+        response.order_id, response.ledger_seq
+    );
     Ok(Outcome::Success)
 }
 

@@ -27,7 +27,7 @@ use crate::station::sim::SimLink;
 #[derive(Debug, Subcommand)]
 pub enum StationCommand {
     /// Provisions devices: claim, personalise, certify, write.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Writes the simulated IC vendors' root certificates (for the
     /// provisioner's vendor roots directory).
     SimVendors(SimVendorsArgs),
@@ -37,7 +37,12 @@ pub enum StationCommand {
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// The provisioner, `host:port`.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7400", env = "TRUSTLINE_SERVER")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:7400",
+        env = "TRUSTLINE_SERVER"
+    )]
     pub server: String,
     /// This client's certificate (PEM).
     #[arg(long, value_name = "FILE", requires_all = ["key", "ca_cert"])]
@@ -82,7 +87,8 @@ impl ClientArgs {
     /// # Errors
     /// Credential and connection failures.
     pub async fn connect(&self, default_identity: &str) -> anyhow::Result<Channel> {
-        let tls = ClientTls::from_files(&self.paths(default_identity)?).context("client credentials")?;
+        let tls =
+            ClientTls::from_files(&self.paths(default_identity)?).context("client credentials")?;
         tls.connect(&self.server)
             .await
             .with_context(|| format!("connecting to {}", self.server))
@@ -160,7 +166,11 @@ pub fn sim_vendors(seed: u64) -> anyhow::Result<Fleet> {
 /// When the simulator fails.
 pub fn fresh_dies(fleet: &mut Fleet, n: usize) -> anyhow::Result<Vec<SimulatedRot>> {
     let firmware = fleet.firmware_sha256();
-    let names: Vec<String> = fleet.vendors().iter().map(|v| v.name().to_owned()).collect();
+    let names: Vec<String> = fleet
+        .vendors()
+        .iter()
+        .map(|v| v.name().to_owned())
+        .collect();
     for name in &names {
         if let Some(v) = fleet.vendor_mut(name) {
             v.reseed(rand::random());
@@ -172,7 +182,9 @@ pub fn fresh_dies(fleet: &mut Fleet, n: usize) -> anyhow::Result<Vec<SimulatedRo
         let vendor = fleet
             .vendor_mut(name)
             .with_context(|| format!("vendor {name} vanished"))?;
-        let mut rot = vendor.manufacture().context("manufacturing a simulated die")?;
+        let mut rot = vendor
+            .manufacture()
+            .context("manufacturing a simulated die")?;
         rot.set_firmware(firmware);
         rot.lock_readout();
         out.push(rot);
@@ -211,7 +223,7 @@ pub fn run(command: StationCommand) -> anyhow::Result<Outcome> {
                 bail!("--devices must be at least 1");
             }
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            runtime.block_on(station_run(args))
+            runtime.block_on(station_run(*args))
         }
     }
 }

@@ -145,7 +145,8 @@ pub fn fingerprint(spki: &[u8]) -> String {
 /// Unreadable or malformed.
 pub fn read_voucher(path: &Path) -> anyhow::Result<(Vec<u8>, Voucher)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let voucher = Voucher::decode(&bytes).with_context(|| format!("{} is not a voucher", path.display()))?;
+    let voucher =
+        Voucher::decode(&bytes).with_context(|| format!("{} is not a voucher", path.display()))?;
     Ok((bytes, voucher))
 }
 
@@ -158,13 +159,18 @@ pub fn read_public_key(path: &Path) -> anyhow::Result<Vec<u8>> {
     let der = if bytes.starts_with(b"-----BEGIN") {
         let block = pem::parse(&bytes).with_context(|| format!("{} is not PEM", path.display()))?;
         if block.tag() != "PUBLIC KEY" {
-            bail!("{}: expected a PUBLIC KEY PEM block, found {}", path.display(), block.tag());
+            bail!(
+                "{}: expected a PUBLIC KEY PEM block, found {}",
+                path.display(),
+                block.tag()
+            );
         }
         block.into_contents()
     } else {
         bytes
     };
-    trustline_proto::statement::parse_p256_spki(&der).with_context(|| format!("{}", path.display()))?;
+    trustline_proto::statement::parse_p256_spki(&der)
+        .with_context(|| format!("{}", path.display()))?;
     Ok(der)
 }
 
@@ -173,7 +179,9 @@ pub fn read_public_key(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// # Errors
 /// Unreadable, or not a P-256 PKCS#8 key.
 pub fn read_private_key(path: &Path) -> anyhow::Result<SoftwareSigner> {
-    let text = Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    );
     SoftwareSigner::from_pkcs8_pem(&text).with_context(|| format!("{}", path.display()))
 }
 
@@ -222,7 +230,9 @@ fn extend(args: &ExtendArgs) -> anyhow::Result<Outcome> {
             fingerprint(voucher.current_owner())
         );
     }
-    voucher.extend(&owner, &next).context("extending the voucher")?;
+    voucher
+        .extend(&owner, &next)
+        .context("extending the voucher")?;
     let bytes = voucher.encode();
     write_new(&args.out, &bytes, None)?;
     let report = Extended {
@@ -330,7 +340,11 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<Outcome> {
         println!("  device binding: {}", report.device_binding);
         println!("{}", if ok { "OK" } else { "FAILED" });
     }
-    Ok(if ok { Outcome::Success } else { Outcome::Findings })
+    Ok(if ok {
+        Outcome::Success
+    } else {
+        Outcome::Findings
+    })
 }
 
 fn device_key(certificate: &[u8]) -> Option<Vec<u8>> {
@@ -393,22 +407,38 @@ fn show(args: &ShowArgs) -> anyhow::Result<Outcome> {
     println!("  guid:              {}", shown.guid);
     println!("  cert chain sha256: {}", shown.cert_chain_sha256);
     println!("  manufacturer key:  {}", shown.manufacturer_key);
-    println!("  device binding:    {}", if shown.device_binding { "present" } else { "absent" });
+    println!(
+        "  device binding:    {}",
+        if shown.device_binding {
+            "present"
+        } else {
+            "absent"
+        }
+    );
     println!("  voucher sha256:    {}", shown.voucher_sha256);
     for e in &shown.entries {
-        println!("  entry {}: owner {} (commitment {})", e.index, e.next_owner, e.owner_commitment);
+        println!(
+            "  entry {}: owner {} (commitment {})",
+            e.index, e.next_owner, e.owner_commitment
+        );
     }
     println!(
         "  current owner:     {}{}",
         shown.current_owner,
-        if shown.entries.is_empty() { " (the manufacturer)" } else { "" }
+        if shown.entries.is_empty() {
+            " (the manufacturer)"
+        } else {
+            ""
+        }
     );
     Ok(Outcome::Success)
 }
 
 fn keygen(args: &KeygenArgs) -> anyhow::Result<Outcome> {
     let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-    let private = key.to_pkcs8_pem(LineEnding::LF).context("encoding the private key")?;
+    let private = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .context("encoding the private key")?;
     let public = key
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)

@@ -205,10 +205,11 @@ pub static CONTROLS: &[Control] = &[
         req: "2.4.9.5",
         status: Status::Shared,
         how: "Trustline uses ECDSA P-256 with SHA-256 throughout and TLS 1.3 only (TLS 1.2 and plaintext refused); no \
-              MD5 or SHA-1.",
+              MD5 or SHA-1; the audit reports any recorded certificate signed with another algorithm or holding \
+              another kind of key.",
         tests: &[
             t(MTLS, "tls_1_2_and_plaintext_clients_are_refused"),
-            t(CA, "every_certificate_issued_verifies_with_openssl_and_follows_the_profile"),
+            t(AUDIT_UNIT, "weak_algorithms_in_recorded_certificates_are_findings"),
         ],
         live: &[],
         oem: "the same assurance for the product's own cryptography.",
@@ -237,8 +238,12 @@ pub static CONTROLS: &[Control] = &[
     Control {
         req: "2.4.9.10",
         status: Status::Shared,
-        how: "All Trustline keys are P-256 (128-bit security); certificate serials are 128-bit random.",
-        tests: &[t(CA, "every_certificate_issued_verifies_with_openssl_and_follows_the_profile")],
+        how: "All Trustline keys are P-256 (128-bit security); certificate serials are 128-bit random; the audit \
+              reports any recorded device key that is not P-256.",
+        tests: &[
+            t(CA, "every_certificate_issued_verifies_with_openssl_and_follows_the_profile"),
+            t(AUDIT_UNIT, "weak_algorithms_in_recorded_certificates_are_findings"),
+        ],
         live: &[],
         oem: "the key-length policy for the product's other keys.",
     },
@@ -583,7 +588,7 @@ pub static CONTROLS: &[Control] = &[
     },
     Control {
         req: "2.4.16.3",
-        status: Status::Shared,
+        status: Status::Oem,
         how: "The ledger and voucher entries hold owner commitments (SHA-256 of a fresh salt and the owner key), \
               never owner identities, so the service cannot map a device to its owner (no test of the ledger \
               side is named here yet).",
@@ -613,7 +618,7 @@ pub static CONTROLS: &[Control] = &[
     },
     Control {
         req: "2.4.16.6",
-        status: Status::Shared,
+        status: Status::Oem,
         how: "The exposed identity (rot_id, certificate) is linked in Trustline only to owner commitments (no test \
               of the ledger side is named here yet).",
         tests: &[],

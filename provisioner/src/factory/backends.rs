@@ -222,7 +222,10 @@ impl<S: CustodyLedger> LedgerApi for LocalLedger<S> {
         Box::pin(async move {
             let r = self
                 .service
-                .lookup_key(self.identity.request(v1::LookupKeyRequest { key: Some(key) }))
+                .lookup_key(
+                    self.identity
+                        .request(v1::LookupKeyRequest { key: Some(key) }),
+                )
                 .await?
                 .into_inner();
             Ok(r.found.then_some(r.holder_seq))
@@ -423,13 +426,15 @@ impl LedgerApi for DirectLedger {
                     entry: a.entry,
                     leaf_hash: a.leaf_hash.to_vec(),
                 }),
-                Err(custody_ledger::Error::Conflict { key, holder_seq }) => Err(AppendRefusal::Conflict {
-                    key: Some(v1::UniqueKey {
-                        namespace: key.namespace,
-                        value: key.value,
-                    }),
-                    holder_seq: Some(holder_seq),
-                }),
+                Err(custody_ledger::Error::Conflict { key, holder_seq }) => {
+                    Err(AppendRefusal::Conflict {
+                        key: Some(v1::UniqueKey {
+                            namespace: key.namespace,
+                            value: key.value,
+                        }),
+                        holder_seq: Some(holder_seq),
+                    })
+                }
                 Err(custody_ledger::Error::QuotaExhausted { used, limit, .. }) => {
                     Err(AppendRefusal::Quota { used, limit })
                 }

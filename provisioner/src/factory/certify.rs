@@ -38,7 +38,9 @@ use x509_parser::prelude::FromDer;
 use super::backends::AppendRefusal;
 use super::claim::ClaimedRot;
 use super::orders::Order;
-use super::{append_request, draft, key_hash, keys, label, payload_of, unique, voucher, Actor, Factory};
+use super::{
+    append_request, draft, key_hash, keys, label, payload_of, unique, voucher, Actor, Factory,
+};
 use crate::error::{Error, Result};
 
 /// Largest CSR accepted here (the CA applies its own limit too).
@@ -185,7 +187,11 @@ impl Factory {
                     .map_err(Error::ledger)
             },
         )?;
-        for (namespace, holder) in [(keys::ROT, by_rot), (keys::SERIAL, by_serial), (keys::DEVICE_KEY, by_key)] {
+        for (namespace, holder) in [
+            (keys::ROT, by_rot),
+            (keys::SERIAL, by_serial),
+            (keys::DEVICE_KEY, by_key),
+        ] {
             if let Some(holder_seq) = holder {
                 return self
                     .resolve_conflict(actor, order, &input, &checked, namespace, holder_seq)
@@ -198,13 +204,15 @@ impl Factory {
 
         // The CA signs.
         let subject_key = match &input.subject {
-            SubjectKey::Proof(proof) => v1::issue_device_certificate_request::SubjectKey::PossessedKey(
-                v1::PossessedKey {
+            SubjectKey::Proof(proof) => {
+                v1::issue_device_certificate_request::SubjectKey::PossessedKey(v1::PossessedKey {
                     public_key: checked.device_key.clone(),
                     proof: Some(proof.clone()),
-                },
-            ),
-            SubjectKey::Csr(der) => v1::issue_device_certificate_request::SubjectKey::CsrDer(der.clone()),
+                })
+            }
+            SubjectKey::Csr(der) => {
+                v1::issue_device_certificate_request::SubjectKey::CsrDer(der.clone())
+            }
         };
         let issued = self
             .ca
@@ -220,10 +228,11 @@ impl Factory {
                 }
                 _ => Error::ca(s),
             })?;
-        let mut chain = Vec::with_capacity(3);
-        chain.push(issued.certificate);
-        chain.push(self.chain.intermediate.clone());
-        chain.push(self.chain.root.clone());
+        let chain = vec![
+            issued.certificate,
+            self.chain.intermediate.clone(),
+            self.chain.root.clone(),
+        ];
 
         // The voucher, and its first entry when the first owner is known.
         let chain_refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
@@ -234,7 +243,9 @@ impl Factory {
             &self.chain.voucher_public_key,
         )?;
         let first_owner = match &input.first_owner {
-            Some(owner) => Some(voucher::add_first_owner(&mut voucher, owner, self.ca.as_ref()).await?),
+            Some(owner) => {
+                Some(voucher::add_first_owner(&mut voucher, owner, self.ca.as_ref()).await?)
+            }
             None => None,
         };
         let voucher = voucher.encode();
@@ -298,19 +309,29 @@ impl Factory {
                 self.resolve_conflict(actor, order, &input, &checked, namespace, holder_seq)
                     .await
             }
-            Err(AppendRefusal::Quota { used, .. }) => Err(self.quota_refused(actor, order, &input, used).await),
+            Err(AppendRefusal::Quota { used, .. }) => {
+                Err(self.quota_refused(actor, order, &input, used).await)
+            }
             Err(AppendRefusal::Failed(s)) => Err(Error::ledger(s)),
         }
     }
 
     /// Verifies the key attestation and the proof of possession's names.
-    async fn check_attestation(&self, order: &Order, claim: &ClaimedRot, input: &CertifyInput) -> Result<Checked> {
-        let ka: v1::KeyAttestation = statement::verify(&input.key_attestation, &claim.attestation_key)?;
+    async fn check_attestation(
+        &self,
+        order: &Order,
+        claim: &ClaimedRot,
+        input: &CertifyInput,
+    ) -> Result<Checked> {
+        let ka: v1::KeyAttestation =
+            statement::verify(&input.key_attestation, &claim.attestation_key)?;
         if ka.rot_id != claim.rot_id {
             return Err(Error::Invalid("key attestation names another rot".into()));
         }
         if ka.challenge != claim.nonce {
-            return Err(Error::Invalid("key attestation does not answer this claim's nonce".into()));
+            return Err(Error::Invalid(
+                "key attestation does not answer this claim's nonce".into(),
+            ));
         }
         if ka.anchor_sha256 != self.chain.anchor_sha256 {
             return Err(Error::AnchorMismatch {
@@ -329,12 +350,19 @@ impl Factory {
         let mode = match PersonalisationMode::try_from(ka.mode) {
             Ok(m @ PersonalisationMode::OnDevice) => m,
             Ok(m @ PersonalisationMode::Hsm) => {
-                if !self.was_delivered(&claim.rot_id, &ka.device_public_key).await? {
+                if !self
+                    .was_delivered(&claim.rot_id, &ka.device_public_key)
+                    .await?
+                {
                     return Err(Error::KeyNotDelivered);
                 }
                 m
             }
-            _ => return Err(Error::Invalid("key attestation names no personalisation mode".into())),
+            _ => {
+                return Err(Error::Invalid(
+                    "key attestation names no personalisation mode".into(),
+                ))
+            }
         };
         match &input.subject {
             SubjectKey::Proof(proof) => {
@@ -355,10 +383,14 @@ impl Factory {
                 if der.len() > MAX_CSR_LEN {
                     return Err(Error::Invalid("csr is too large".into()));
                 }
-                let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
-                    .map_err(|e| Error::Invalid(format!("csr does not parse: {e}")))?;
-                if csr.certification_request_info.subject_pki.raw != ka.device_public_key.as_slice() {
-                    return Err(Error::Invalid("csr is for another key than the attested one".into()));
+                let (_, csr) =
+                    x509_parser::certification_request::X509CertificationRequest::from_der(der)
+                        .map_err(|e| Error::Invalid(format!("csr does not parse: {e}")))?;
+                if csr.certification_request_info.subject_pki.raw != ka.device_public_key.as_slice()
+                {
+                    return Err(Error::Invalid(
+                        "csr is for another key than the attested one".into(),
+                    ));
                 }
             }
         }
@@ -390,7 +422,9 @@ impl Factory {
                 return self.replay(&holder, payload);
             }
         }
-        Err(self.duplicate(actor, order, input, namespace, holder_seq).await)
+        Err(self
+            .duplicate(actor, order, input, namespace, holder_seq)
+            .await)
     }
 
     /// The stored result of a certification, rebuilt from its entry.
@@ -409,10 +443,16 @@ impl Factory {
             self.chain.root.clone(),
         ];
         let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
-        let voucher =
-            voucher::manufacturer_voucher(&holder.rot_id, &holder.serial, &refs, &self.chain.voucher_public_key)?
-                .encode();
-        if payload.first_owner.is_none() && Sha256::digest(&voucher)[..] != payload.voucher_sha256[..] {
+        let voucher = voucher::manufacturer_voucher(
+            &holder.rot_id,
+            &holder.serial,
+            &refs,
+            &self.chain.voucher_public_key,
+        )?
+        .encode();
+        if payload.first_owner.is_none()
+            && Sha256::digest(&voucher)[..] != payload.voucher_sha256[..]
+        {
             return Err(Error::CorruptEntry {
                 seq: holder.seq,
                 reason: "the rebuilt voucher does not match the recorded hash".into(),
@@ -452,7 +492,14 @@ impl Factory {
             evidence: vec![input.key_attestation.encode_to_vec()],
         };
         match self
-            .record_refusal(EventKind::DuplicateRejected, &input.rot_id, &input.serial, order, actor, &payload)
+            .record_refusal(
+                EventKind::DuplicateRejected,
+                &input.rot_id,
+                &input.serial,
+                order,
+                actor,
+                &payload,
+            )
             .await
         {
             Ok(_) => Error::Duplicate {
@@ -464,16 +511,32 @@ impl Factory {
     }
 
     /// Records `QUOTA_REJECTED` and returns the error to send.
-    async fn quota_refused(&self, actor: &Actor, order: &Order, input: &CertifyInput, used: u64) -> Error {
+    async fn quota_refused(
+        &self,
+        actor: &Actor,
+        order: &Order,
+        input: &CertifyInput,
+        used: u64,
+    ) -> Error {
         let payload = v1::RejectedPayload {
             operation: "certify".into(),
-            reason: format!("order quota of {} reached ({used} certified)", order.quantity),
+            reason: format!(
+                "order quota of {} reached ({used} certified)",
+                order.quantity
+            ),
             key: None,
             holder_seq: 0,
             evidence: vec![],
         };
         match self
-            .record_refusal(EventKind::QuotaRejected, &input.rot_id, &input.serial, order, actor, &payload)
+            .record_refusal(
+                EventKind::QuotaRejected,
+                &input.rot_id,
+                &input.serial,
+                order,
+                actor,
+                &payload,
+            )
             .await
         {
             Ok(_) => Error::QuotaExhausted {
@@ -485,7 +548,11 @@ impl Factory {
     }
 
     /// Which unique key collided, when the ledger did not say.
-    async fn find_holder(&self, input: &CertifyInput, device_key_hash: &[u8]) -> Result<(&'static str, u64)> {
+    async fn find_holder(
+        &self,
+        input: &CertifyInput,
+        device_key_hash: &[u8],
+    ) -> Result<(&'static str, u64)> {
         for (namespace, value) in [
             (keys::ROT, input.rot_id.as_bytes()),
             (keys::SERIAL, input.serial.as_bytes()),

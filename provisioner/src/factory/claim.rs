@@ -84,7 +84,9 @@ impl ClaimedRot {
             .ok_or_else(|| Error::Invalid("the rot presented no transport key".into()))?;
         let stmt: v1::TransportKeyStatement = statement::verify(signed, &self.attestation_key)?;
         if stmt.rot_id != self.rot_id {
-            return Err(Error::Invalid("transport key statement names another rot".into()));
+            return Err(Error::Invalid(
+                "transport key statement names another rot".into(),
+            ));
         }
         statement::parse_p256_spki(&stmt.public_key)?;
         Ok(self.verified_transport_key.get_or_init(|| stmt.public_key))
@@ -159,11 +161,14 @@ impl ClaimBook {
         if now_ms >= claim.expires_at_ms {
             return Err(Error::NonceExpired);
         }
-        let verified: v1::ClaimReceipt = match statement::verify(receipt, &claim.rot.attestation_key) {
-            Ok(v) => v,
-            Err(trustline_proto::Error::BadSignature(_)) => return Err(Error::ReceiptForged(Box::new(claim))),
-            Err(e) => return Err(e.into()),
-        };
+        let verified: v1::ClaimReceipt =
+            match statement::verify(receipt, &claim.rot.attestation_key) {
+                Ok(v) => v,
+                Err(trustline_proto::Error::BadSignature(_)) => {
+                    return Err(Error::ReceiptForged(Box::new(claim)))
+                }
+                Err(e) => return Err(e.into()),
+            };
         if verified.rot_id != claim.rot.rot_id {
             return Err(Error::Invalid("receipt names another rot".into()));
         }
@@ -242,7 +247,10 @@ mod tests {
         let nonce = book.begin(pending(&key, 1000), 0).expect("begin");
         let r = receipt(&key, &nonce, &[7; 32]);
         assert!(book.complete(&r, &[7; 32], 10).is_ok());
-        assert!(matches!(book.complete(&r, &[7; 32], 10), Err(Error::NonceReplayed)));
+        assert!(matches!(
+            book.complete(&r, &[7; 32], 10),
+            Err(Error::NonceReplayed)
+        ));
     }
 
     #[test]
@@ -260,7 +268,10 @@ mod tests {
         let mut body: v1::ClaimReceipt = statement::decode_unverified(&forged).expect("decode");
         body.rot_id = trustline_proto::identity::rot_id(key.public_key_der());
         forged = statement::sign(&impostor, &body).expect("sign");
-        assert!(matches!(book.complete(&forged, &[7; 32], 10), Err(Error::ReceiptForged(_))));
+        assert!(matches!(
+            book.complete(&forged, &[7; 32], 10),
+            Err(Error::ReceiptForged(_))
+        ));
         let nonce = book.begin(pending(&key, 1000), 0).expect("begin");
         assert!(matches!(
             book.complete(&receipt(&key, &nonce, &[8; 32]), &[7; 32], 10),
@@ -275,7 +286,8 @@ mod tests {
         book.begin(pending(&key, 5), 0).expect("begin");
         book.begin(pending(&key, 5), 0).expect("begin");
         assert!(matches!(book.begin(pending(&key, 50), 1), Err(Error::Busy)));
-        book.begin(pending(&key, 50), 10).expect("expired ones dropped");
+        book.begin(pending(&key, 50), 10)
+            .expect("expired ones dropped");
         assert_eq!(book.pending_len(), 1);
     }
 }

@@ -62,16 +62,26 @@ impl Factory {
     /// # Errors
     /// [`Error::Invalid`], [`Error::UnknownDevice`], [`Error::WrongSite`],
     /// [`Error::Scrapped`], [`Error::Backend`].
-    pub async fn record_custody(&self, actor: &Actor, rot_id: &str, kind: CustodyKind, note: &str) -> Result<u64> {
+    pub async fn record_custody(
+        &self,
+        actor: &Actor,
+        rot_id: &str,
+        kind: CustodyKind,
+        note: &str,
+    ) -> Result<u64> {
         if note.len() > MAX_NOTE_LEN {
-            return Err(Error::Invalid(format!("note is longer than {MAX_NOTE_LEN} bytes")));
+            return Err(Error::Invalid(format!(
+                "note is longer than {MAX_NOTE_LEN} bytes"
+            )));
         }
         if !trustline_proto::identity::is_well_formed_rot_id(rot_id) {
             return Err(Error::Invalid(format!("{rot_id:?} is not a rot_id")));
         }
         let holder = match self.lookup(keys::ROT, rot_id.as_bytes()).await? {
             Some(seq) => Some(seq),
-            None if kind == CustodyKind::Scrapped => self.lookup(keys::CLAIM, rot_id.as_bytes()).await?,
+            None if kind == CustodyKind::Scrapped => {
+                self.lookup(keys::CLAIM, rot_id.as_bytes()).await?
+            }
             None => None,
         };
         let Some(holder) = holder else {
@@ -89,7 +99,11 @@ impl Factory {
                 }
             }
         }
-        if self.lookup(keys::SCRAPPED, rot_id.as_bytes()).await?.is_some() {
+        if self
+            .lookup(keys::SCRAPPED, rot_id.as_bytes())
+            .await?
+            .is_some()
+        {
             return Err(Error::Scrapped(rot_id.to_owned()));
         }
         let site = match (kind, &actor.site) {
@@ -99,7 +113,15 @@ impl Factory {
         let payload = v1::CustodyPayload {
             note: note.to_owned(),
         };
-        let entry = draft(kind.event(), rot_id, &device.serial, &site, actor, &device.order_id, &payload);
+        let entry = draft(
+            kind.event(),
+            rot_id,
+            &device.serial,
+            &site,
+            actor,
+            &device.order_id,
+            &payload,
+        );
         let keys = if kind == CustodyKind::Scrapped {
             vec![unique(keys::SCRAPPED, rot_id.as_bytes())]
         } else {
@@ -108,7 +130,9 @@ impl Factory {
         match self.ledger.append(append_request(entry, keys, None)).await {
             Ok(r) => Ok(r.seq),
             Err(AppendRefusal::Conflict { .. }) => Err(Error::Scrapped(rot_id.to_owned())),
-            Err(AppendRefusal::Quota { .. }) => Err(Error::Config("quota on a custody event".into())),
+            Err(AppendRefusal::Quota { .. }) => {
+                Err(Error::Config("quota on a custody event".into()))
+            }
             Err(AppendRefusal::Failed(s)) => Err(Error::ledger(s)),
         }
     }

@@ -81,7 +81,9 @@ fn leading_bits(rot_id: &str) -> Result<u128> {
         return Err(Error::Invalid(format!("{rot_id:?} is not a rot_id")));
     }
     let bytes = hex::decode(&rot_id[..20]).map_err(|e| Error::Invalid(e.to_string()))?;
-    Ok(bytes.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b)))
+    Ok(bytes
+        .iter()
+        .fold(0u128, |acc, b| (acc << 8) | u128::from(*b)))
 }
 
 #[cfg(test)]

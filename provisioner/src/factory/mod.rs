@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
 
-pub use certify::{CertifyInput, Certified, SubjectKey};
+pub use certify::{Certified, CertifyInput, SubjectKey};
 pub use custody::CustodyKind;
 pub use personalise::DeliveredKey;
 
@@ -214,21 +214,39 @@ impl Factory {
     /// # Errors
     /// [`Error::BadSignature`], [`Error::Invalid`], [`Error::OrderExists`],
     /// [`Error::Backend`].
-    pub async fn open_order(&self, actor: &Actor, signed: &v1::SignedStatement) -> Result<(String, u64)> {
+    pub async fn open_order(
+        &self,
+        actor: &Actor,
+        signed: &v1::SignedStatement,
+    ) -> Result<(String, u64)> {
         let order = Order::verify(signed, &self.config.oem_order_key, &self.vendors.names())?;
         let payload = v1::OrderOpenedPayload {
             signed_order: Some(signed.clone()),
         };
-        let draft = draft(EventKind::OrderOpened, "", "", &order.site, actor, &order.id, &payload);
+        let draft = draft(
+            EventKind::OrderOpened,
+            "",
+            "",
+            &order.site,
+            actor,
+            &order.id,
+            &payload,
+        );
         let key = unique(keys::ORDER, order.id.as_bytes());
-        match self.ledger.append(append_request(draft, vec![key], None)).await {
+        match self
+            .ledger
+            .append(append_request(draft, vec![key], None))
+            .await
+        {
             Ok(r) => {
                 let id = order.id.clone();
                 self.orders.insert(order, false);
                 Ok((id, r.seq))
             }
             Err(AppendRefusal::Conflict { .. }) => Err(Error::OrderExists(order.id)),
-            Err(AppendRefusal::Quota { .. }) => Err(Error::Config("quota on an order opening".into())),
+            Err(AppendRefusal::Quota { .. }) => {
+                Err(Error::Config("quota on an order opening".into()))
+            }
             Err(AppendRefusal::Failed(s)) => Err(Error::ledger(s)),
         }
     }
@@ -246,18 +264,36 @@ impl Factory {
         let payload = v1::OrderClosedPayload {
             reason: reason.to_owned(),
         };
-        let draft = draft(EventKind::OrderClosed, "", "", &known.order.site, actor, order_id, &payload);
+        let draft = draft(
+            EventKind::OrderClosed,
+            "",
+            "",
+            &known.order.site,
+            actor,
+            order_id,
+            &payload,
+        );
         let key = unique(keys::ORDER_CLOSED, order_id.as_bytes());
-        match self.ledger.append(append_request(draft, vec![key], None)).await {
+        match self
+            .ledger
+            .append(append_request(draft, vec![key], None))
+            .await
+        {
             Ok(r) => {
-                known.closed.store(true, std::sync::atomic::Ordering::Release);
+                known
+                    .closed
+                    .store(true, std::sync::atomic::Ordering::Release);
                 Ok(r.seq)
             }
             Err(AppendRefusal::Conflict { .. }) => {
-                known.closed.store(true, std::sync::atomic::Ordering::Release);
+                known
+                    .closed
+                    .store(true, std::sync::atomic::Ordering::Release);
                 Err(Error::OrderClosed(order_id.to_owned()))
             }
-            Err(AppendRefusal::Quota { .. }) => Err(Error::Config("quota on an order closing".into())),
+            Err(AppendRefusal::Quota { .. }) => {
+                Err(Error::Config("quota on an order closing".into()))
+            }
             Err(AppendRefusal::Failed(s)) => Err(Error::ledger(s)),
         }
     }
@@ -309,7 +345,10 @@ impl Factory {
                 seq,
                 reason: format!("recorded order no longer verifies: {e}"),
             })?;
-        let closed = self.lookup(keys::ORDER_CLOSED, order_id.as_bytes()).await?.is_some();
+        let closed = self
+            .lookup(keys::ORDER_CLOSED, order_id.as_bytes())
+            .await?
+            .is_some();
         Ok(self.orders.insert(order, closed))
     }
 
@@ -337,17 +376,8 @@ impl Factory {
     ) -> Result<ClaimChallenge> {
         let known = self.usable_order(actor, order_id).await?;
         let now = now_ms();
-        let verified = self.vendors.verify(&attestation.cert_chain, now).and_then(|rot| {
-            // The transport-key statement doubles as proof that the presenter
-            // holds the certified attestation key: an impostor carrying a
-            // genuine die's chain cannot sign it.
-            let transport_key = match &attestation.transport_key {
-                Some(signed) => Some(verify_transport_key(signed, &rot)?),
-                None => None,
-            };
-            Ok((rot, transport_key))
-        });
-        let (rot, transport_key) = match verified {
+        let verified = self.vendors.verify(&attestation.cert_chain, now);
+        let rot = match verified {
             Ok(v) => v,
             Err(e) => {
                 let payload = v1::RejectedPayload {
@@ -355,11 +385,23 @@ impl Factory {
                     reason: e.to_string(),
                     key: None,
                     holder_seq: 0,
-                    evidence: attestation.cert_chain.iter().take(vendors::MAX_CHAIN_LEN).cloned().collect(),
+                    evidence: attestation
+                        .cert_chain
+                        .iter()
+                        .take(vendors::MAX_CHAIN_LEN)
+                        .cloned()
+                        .collect(),
                 };
                 let rot_id = claimed_rot_id(&attestation.cert_chain);
-                self.record_refusal(EventKind::CounterfeitRejected, &rot_id, "", &known.order, actor, &payload)
-                    .await?;
+                self.record_refusal(
+                    EventKind::CounterfeitRejected,
+                    &rot_id,
+                    "",
+                    &known.order,
+                    actor,
+                    &payload,
+                )
+                .await?;
                 return Err(e);
             }
         };
@@ -370,6 +412,32 @@ impl Factory {
             });
         }
         if let Some(holder) = self.claim_holder(&rot.rot_id).await? {
+            // The RoT is claimed already: a clone if the presenter can sign
+            // as the die (its transport-key statement verifies), else an
+            // impostor carrying a genuine die's chain — counterfeit
+            // (invariant 7). On a first claim the receipt settles the same
+            // question, so the happy path spends no signature check here.
+            if let Some(signed) = &attestation.transport_key {
+                if let Err(e) = verify_transport_key(signed, &rot) {
+                    let payload = v1::RejectedPayload {
+                        operation: "claim".into(),
+                        reason: e.to_string(),
+                        key: None,
+                        holder_seq: 0,
+                        evidence: attestation.cert_chain.clone(),
+                    };
+                    self.record_refusal(
+                        EventKind::CounterfeitRejected,
+                        &rot.rot_id,
+                        "",
+                        &known.order,
+                        actor,
+                        &payload,
+                    )
+                    .await?;
+                    return Err(e);
+                }
+            }
             return Err(self
                 .duplicate_claim(&rot.rot_id, &known.order, actor, holder)
                 .await);
@@ -381,7 +449,7 @@ impl Factory {
                 rot,
                 chain: attestation.cert_chain.clone(),
                 transport_key: attestation.transport_key.clone(),
-                verified_transport_key: transport_key,
+                verified_transport_key: None,
                 order_id: order_id.to_owned(),
                 site: known.order.site.clone(),
                 expires_at_ms,
@@ -403,13 +471,22 @@ impl Factory {
     /// [`Error::BadSignature`], [`Error::AnchorMismatch`],
     /// [`Error::WrongSite`], [`Error::AlreadyClaimed`] (recorded),
     /// [`Error::Backend`].
-    pub async fn complete_claim(&self, actor: &Actor, receipt: &v1::SignedStatement) -> Result<(String, u64)> {
-        let claim = match self.claims.complete(receipt, &self.chain.anchor_sha256, now_ms()) {
+    pub async fn complete_claim(
+        &self,
+        actor: &Actor,
+        receipt: &v1::SignedStatement,
+    ) -> Result<(String, u64)> {
+        let claim = match self
+            .claims
+            .complete(receipt, &self.chain.anchor_sha256, now_ms())
+        {
             Ok((claim, _receipt)) => claim,
             Err(Error::ReceiptForged(claim)) => {
                 // The die cannot sign with the key its certificate names: an
                 // impostor (invariant 7).
-                let e = Error::Counterfeit("claim receipt is not signed by the certified attestation key".into());
+                let e = Error::Counterfeit(
+                    "claim receipt is not signed by the certified attestation key".into(),
+                );
                 let known = self.order(&claim.order_id).await?;
                 let payload = v1::RejectedPayload {
                     operation: "claim".into(),
@@ -418,8 +495,15 @@ impl Factory {
                     holder_seq: 0,
                     evidence: claim.chain.clone(),
                 };
-                self.record_refusal(EventKind::CounterfeitRejected, &claim.rot.rot_id, "", &known.order, actor, &payload)
-                    .await?;
+                self.record_refusal(
+                    EventKind::CounterfeitRejected,
+                    &claim.rot.rot_id,
+                    "",
+                    &known.order,
+                    actor,
+                    &payload,
+                )
+                .await?;
                 return Err(e);
             }
             Err(e) => return Err(e),
@@ -433,9 +517,21 @@ impl Factory {
             transport_key: claim.transport_key.clone(),
         };
         let rot_id = claim.rot.rot_id.clone();
-        let draft = draft(EventKind::Claimed, &rot_id, "", &claim.site, actor, &claim.order_id, &payload);
+        let draft = draft(
+            EventKind::Claimed,
+            &rot_id,
+            "",
+            &claim.site,
+            actor,
+            &claim.order_id,
+            &payload,
+        );
         let key = unique(keys::CLAIM, rot_id.as_bytes());
-        match self.ledger.append(append_request(draft, vec![key], None)).await {
+        match self
+            .ledger
+            .append(append_request(draft, vec![key], None))
+            .await
+        {
             Ok(r) => {
                 self.claims.remember(ClaimedRot {
                     rot_id: rot_id.clone(),
@@ -444,7 +540,10 @@ impl Factory {
                     order_id: claim.order_id,
                     site: claim.site,
                     transport_key: claim.transport_key,
-                    verified_transport_key: claim.verified_transport_key.map(std::sync::OnceLock::from).unwrap_or_default(),
+                    verified_transport_key: claim
+                        .verified_transport_key
+                        .map(std::sync::OnceLock::from)
+                        .unwrap_or_default(),
                     claimed_seq: r.seq,
                 });
                 Ok((rot_id, r.seq))
@@ -454,7 +553,9 @@ impl Factory {
                     Some(seq) => seq,
                     None => self.claim_holder(&rot_id).await?.unwrap_or_default(),
                 };
-                Err(self.duplicate_claim(&rot_id, &known.order, actor, holder).await)
+                Err(self
+                    .duplicate_claim(&rot_id, &known.order, actor, holder)
+                    .await)
             }
             Err(AppendRefusal::Quota { .. }) => Err(Error::Config("quota on a claim".into())),
             Err(AppendRefusal::Failed(s)) => Err(Error::ledger(s)),
@@ -470,7 +571,13 @@ impl Factory {
     }
 
     /// Records a refused second claim and returns the error to send.
-    async fn duplicate_claim(&self, rot_id: &str, order: &Order, actor: &Actor, holder_seq: u64) -> Error {
+    async fn duplicate_claim(
+        &self,
+        rot_id: &str,
+        order: &Order,
+        actor: &Actor,
+        holder_seq: u64,
+    ) -> Error {
         let payload = v1::RejectedPayload {
             operation: "claim".into(),
             reason: "rot is already claimed".into(),
@@ -479,7 +586,14 @@ impl Factory {
             evidence: vec![],
         };
         match self
-            .record_refusal(EventKind::DuplicateRejected, rot_id, "", order, actor, &payload)
+            .record_refusal(
+                EventKind::DuplicateRejected,
+                rot_id,
+                "",
+                order,
+                actor,
+                &payload,
+            )
             .await
         {
             Ok(_) => Error::AlreadyClaimed(rot_id.to_owned()),
@@ -505,11 +619,14 @@ impl Factory {
             .attestation_chain
             .first()
             .ok_or_else(|| corrupt("claim without attestation chain"))?;
-        let attestation_key = spki_of_certificate(die).ok_or_else(|| corrupt("attestation certificate does not parse"))?;
+        let attestation_key = spki_of_certificate(die)
+            .ok_or_else(|| corrupt("attestation certificate does not parse"))?;
         if trustline_proto::identity::rot_id(&attestation_key) != rot_id {
             return Err(corrupt("claim names another rot"));
         }
-        let receipt = payload.receipt.ok_or_else(|| corrupt("claim without receipt"))?;
+        let receipt = payload
+            .receipt
+            .ok_or_else(|| corrupt("claim without receipt"))?;
         Ok(self.claims.remember(ClaimedRot {
             rot_id: rot_id.to_owned(),
             attestation_key,
@@ -550,10 +667,16 @@ impl Factory {
         payload: &v1::RejectedPayload,
     ) -> Result<u64> {
         let draft = draft(kind, rot_id, serial, &order.site, actor, &order.id, payload);
-        match self.ledger.append(append_request(draft, vec![], None)).await {
+        match self
+            .ledger
+            .append(append_request(draft, vec![], None))
+            .await
+        {
             Ok(r) => Ok(r.seq),
             Err(AppendRefusal::Failed(s)) => Err(Error::ledger(s)),
-            Err(other) => Err(Error::Config(format!("unconstrained append refused: {other:?}"))),
+            Err(other) => Err(Error::Config(format!(
+                "unconstrained append refused: {other:?}"
+            ))),
         }
     }
 }
@@ -572,7 +695,11 @@ fn unique(namespace: &str, value: &[u8]) -> v1::UniqueKey {
     }
 }
 
-fn append_request(draft: v1::EntryDraft, unique_keys: Vec<v1::UniqueKey>, quota: Option<v1::QuotaUse>) -> v1::AppendRequest {
+fn append_request(
+    draft: v1::EntryDraft,
+    unique_keys: Vec<v1::UniqueKey>,
+    quota: Option<v1::QuotaUse>,
+) -> v1::AppendRequest {
     v1::AppendRequest {
         draft: Some(draft),
         unique_keys,
@@ -639,11 +766,17 @@ fn spki_of_certificate(der: &[u8]) -> Option<Vec<u8>> {
 
 /// Verifies a RoT's transport-key statement against its attestation key;
 /// returns the transport key.
-fn verify_transport_key(signed: &v1::SignedStatement, rot: &vendors::AuthenticRot) -> Result<Vec<u8>> {
-    let stmt: v1::TransportKeyStatement = trustline_proto::statement::verify(signed, &rot.attestation_key)
-        .map_err(|e| Error::Counterfeit(format!("transport key statement: {e}")))?;
+fn verify_transport_key(
+    signed: &v1::SignedStatement,
+    rot: &vendors::AuthenticRot,
+) -> Result<Vec<u8>> {
+    let stmt: v1::TransportKeyStatement =
+        trustline_proto::statement::verify(signed, &rot.attestation_key)
+            .map_err(|e| Error::Counterfeit(format!("transport key statement: {e}")))?;
     if stmt.rot_id != rot.rot_id {
-        return Err(Error::Counterfeit("transport key statement names another rot".into()));
+        return Err(Error::Counterfeit(
+            "transport key statement names another rot".into(),
+        ));
     }
     trustline_proto::statement::parse_p256_spki(&stmt.public_key)
         .map_err(|e| Error::Counterfeit(format!("transport key: {e}")))?;

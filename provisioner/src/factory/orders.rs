@@ -132,7 +132,9 @@ impl Order {
             )));
         }
         if scheme.first > scheme.last || scheme.digits > MAX_SERIAL_DIGITS {
-            return Err(Error::Invalid("serial scheme range is empty or too wide".into()));
+            return Err(Error::Invalid(
+                "serial scheme range is empty or too wide".into(),
+            ));
         }
         let serials = SerialScheme {
             prefix: scheme.prefix,
@@ -140,7 +142,9 @@ impl Order {
             last: scheme.last,
             digits: scheme.digits,
         };
-        if serials.digits > 0 && serials.format(serials.last).len() - serials.prefix.len() > serials.digits as usize {
+        if serials.digits > 0
+            && serials.format(serials.last).len() - serials.prefix.len() > serials.digits as usize
+        {
             return Err(Error::Invalid(format!(
                 "serial {} does not fit in {} digits",
                 serials.last, serials.digits
@@ -169,9 +173,10 @@ impl Order {
             )));
         }
         let allowed_firmware_sha256: [u8; 32] =
-            raw.allowed_firmware_sha256.as_slice().try_into().map_err(|_| {
-                Error::Invalid("allowed firmware digest must be 32 bytes".into())
-            })?;
+            raw.allowed_firmware_sha256
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Invalid("allowed firmware digest must be 32 bytes".into()))?;
         Ok(Self {
             id: raw.order_id,
             sku: raw.sku,
@@ -221,8 +226,7 @@ fn token(what: &str, s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= MAX_TOKEN_LEN
         && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
@@ -357,7 +361,8 @@ mod tests {
     #[test]
     fn malformed_orders_are_refused() {
         let oem = SoftwareSigner::generate();
-        let cases: Vec<Box<dyn Fn(&mut v1::ProductionOrder)>> = vec![
+        type Edit = Box<dyn Fn(&mut v1::ProductionOrder)>;
+        let cases: Vec<Edit> = vec![
             Box::new(|o| o.quantity = 0),
             Box::new(|o| o.quantity = 101),
             Box::new(|o| o.site = "a/b".into()),
@@ -396,13 +401,12 @@ mod tests {
         };
         assert_eq!(s.format(7), "SN0007");
         assert_eq!(s.parse("SN0007"), Some(7));
-        for bad in ["SN007", "SN0004", "SN0021", "XX0007", "SN00a7", "SN", "SN+007"] {
+        for bad in [
+            "SN007", "SN0004", "SN0021", "XX0007", "SN00a7", "SN", "SN+007",
+        ] {
             assert_eq!(s.parse(bad), None, "{bad}");
         }
-        let free = SerialScheme {
-            digits: 0,
-            ..s
-        };
+        let free = SerialScheme { digits: 0, ..s };
         assert_eq!(free.parse("SN7"), Some(7));
         assert_eq!(free.parse("SN07"), None);
     }
@@ -413,16 +417,32 @@ mod tests {
         let mut o = raw();
         o.not_before_ms = 100;
         o.not_after_ms = 200;
-        let order = Order::verify(&statement::sign(&oem, &o).expect("sign"), oem.public_key_der(), &vendors())
-            .expect("verify");
+        let order = Order::verify(
+            &statement::sign(&oem, &o).expect("sign"),
+            oem.public_key_der(),
+            &vendors(),
+        )
+        .expect("verify");
         let book = OrderBook::default();
         let known = book.insert(order, false);
         assert!(check_usable(&known, Some("site-a"), 150).is_ok());
         assert!(check_usable(&known, None, 150).is_ok());
-        assert!(matches!(check_usable(&known, Some("site-b"), 150), Err(Error::WrongSite { .. })));
-        assert!(matches!(check_usable(&known, Some("site-a"), 99), Err(Error::OrderOutsideWindow { .. })));
-        assert!(matches!(check_usable(&known, Some("site-a"), 200), Err(Error::OrderOutsideWindow { .. })));
+        assert!(matches!(
+            check_usable(&known, Some("site-b"), 150),
+            Err(Error::WrongSite { .. })
+        ));
+        assert!(matches!(
+            check_usable(&known, Some("site-a"), 99),
+            Err(Error::OrderOutsideWindow { .. })
+        ));
+        assert!(matches!(
+            check_usable(&known, Some("site-a"), 200),
+            Err(Error::OrderOutsideWindow { .. })
+        ));
         known.closed.store(true, Ordering::Release);
-        assert!(matches!(check_usable(&known, Some("site-a"), 150), Err(Error::OrderClosed(_))));
+        assert!(matches!(
+            check_usable(&known, Some("site-a"), 150),
+            Err(Error::OrderClosed(_))
+        ));
     }
 }

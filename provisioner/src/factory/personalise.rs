@@ -73,7 +73,12 @@ impl Factory {
     /// Order errors; [`Error::NotClaimed`]; [`Error::Invalid`] or
     /// [`Error::BadSignature`] for a missing or unattested transport key;
     /// [`Error::Backend`].
-    pub async fn deliver_device_key(&self, actor: &Actor, rot_id: &str, order_id: &str) -> Result<DeliveredKey> {
+    pub async fn deliver_device_key(
+        &self,
+        actor: &Actor,
+        rot_id: &str,
+        order_id: &str,
+    ) -> Result<DeliveredKey> {
         let known = self.usable_order(actor, order_id).await?;
         let claim = self.claimed(rot_id).await?;
         if claim.order_id != known.order.id {
@@ -87,7 +92,9 @@ impl Factory {
             .await
             .map_err(Error::ledger)?;
         if used >= known.order.quantity {
-            return Err(self.delivery_over_quota(actor, &known.order, rot_id, used).await);
+            return Err(self
+                .delivery_over_quota(actor, &known.order, rot_id, used)
+                .await);
         }
         let wrapped = self
             .ca
@@ -102,19 +109,36 @@ impl Factory {
             hsm_ephemeral_public_key: wrapped.hsm_ephemeral_public_key.clone(),
             wrapped_key_sha256: Sha256::digest(&wrapped.wrapped_key).to_vec(),
         };
-        let entry = draft(EventKind::KeyDelivered, rot_id, "", &known.order.site, actor, order_id, &payload);
+        let entry = draft(
+            EventKind::KeyDelivered,
+            rot_id,
+            "",
+            &known.order.site,
+            actor,
+            order_id,
+            &payload,
+        );
         let key = unique(keys::DELIVERED_KEY, &key_hash(&wrapped.device_public_key));
-        let seq = match self.ledger.append(append_request(entry, vec![key], None)).await {
+        let seq = match self
+            .ledger
+            .append(append_request(entry, vec![key], None))
+            .await
+        {
             Ok(r) => r.seq,
             // A fresh HSM key pair colliding with a recorded one would mean a
             // broken HSM RNG: refuse to hand it out.
             Err(AppendRefusal::Conflict { .. }) => {
-                return Err(Error::Config("the hsm made a device key that was already delivered".into()))
+                return Err(Error::Config(
+                    "the hsm made a device key that was already delivered".into(),
+                ))
             }
-            Err(AppendRefusal::Quota { .. }) => return Err(Error::Config("quota on a key delivery".into())),
+            Err(AppendRefusal::Quota { .. }) => {
+                return Err(Error::Config("quota on a key delivery".into()))
+            }
             Err(AppendRefusal::Failed(s)) => return Err(Error::ledger(s)),
         };
-        self.delivered.remember(rot_id, wrapped.device_public_key.clone());
+        self.delivered
+            .remember(rot_id, wrapped.device_public_key.clone());
         Ok(DeliveredKey {
             device_public_key: wrapped.device_public_key,
             hsm_ephemeral_public_key: wrapped.hsm_ephemeral_public_key,
@@ -125,10 +149,19 @@ impl Factory {
     }
 
     /// Records a key delivery refused for quota and returns the error.
-    async fn delivery_over_quota(&self, actor: &Actor, order: &super::orders::Order, rot_id: &str, used: u64) -> Error {
+    async fn delivery_over_quota(
+        &self,
+        actor: &Actor,
+        order: &super::orders::Order,
+        rot_id: &str,
+        used: u64,
+    ) -> Error {
         let payload = v1::RejectedPayload {
             operation: "deliver-key".into(),
-            reason: format!("order quota of {} reached ({used} certified)", order.quantity),
+            reason: format!(
+                "order quota of {} reached ({used} certified)",
+                order.quantity
+            ),
             key: None,
             holder_seq: 0,
             evidence: vec![],
@@ -150,7 +183,10 @@ impl Factory {
         if self.delivered.contains(rot_id, device_key) {
             return Ok(true);
         }
-        let Some(seq) = self.lookup(keys::DELIVERED_KEY, &key_hash(device_key)).await? else {
+        let Some(seq) = self
+            .lookup(keys::DELIVERED_KEY, &key_hash(device_key))
+            .await?
+        else {
             return Ok(false);
         };
         let entry = self.entry(seq).await?;

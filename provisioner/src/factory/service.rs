@@ -40,11 +40,18 @@ fn actor<T>(request: &Request<T>) -> Result<Actor, Status> {
     let caller: &Caller = transport::caller(request)?;
     Ok(Actor {
         id: caller.id(),
-        site: caller.role().is_site_scoped().then(|| caller.site().to_owned()),
+        site: caller
+            .role()
+            .is_site_scoped()
+            .then(|| caller.site().to_owned()),
     })
 }
 
-fn require_role<T>(request: &Request<T>, roles: &[Role], operation: &'static str) -> Result<(), Status> {
+fn require_role<T>(
+    request: &Request<T>,
+    roles: &[Role],
+    operation: &'static str,
+) -> Result<(), Status> {
     let caller = transport::caller(request)?;
     if roles.contains(&caller.role()) {
         return Ok(());
@@ -62,25 +69,46 @@ fn missing(field: &str) -> Status {
 
 #[tonic::async_trait]
 impl Provisioning for ProvisioningService {
-    async fn open_order(&self, request: Request<v1::OpenOrderRequest>) -> Result<Response<v1::OpenOrderResponse>, Status> {
+    async fn open_order(
+        &self,
+        request: Request<v1::OpenOrderRequest>,
+    ) -> Result<Response<v1::OpenOrderResponse>, Status> {
         require_role(&request, &[Role::Admin], "open orders")?;
         let actor = actor(&request)?;
-        let signed = request.into_inner().signed_order.ok_or_else(|| missing("signed_order"))?;
+        let signed = request
+            .into_inner()
+            .signed_order
+            .ok_or_else(|| missing("signed_order"))?;
         let (order_id, ledger_seq) = self.factory.open_order(&actor, &signed).await?;
-        Ok(Response::new(v1::OpenOrderResponse { order_id, ledger_seq }))
+        Ok(Response::new(v1::OpenOrderResponse {
+            order_id,
+            ledger_seq,
+        }))
     }
 
-    async fn close_order(&self, request: Request<v1::CloseOrderRequest>) -> Result<Response<v1::CloseOrderResponse>, Status> {
+    async fn close_order(
+        &self,
+        request: Request<v1::CloseOrderRequest>,
+    ) -> Result<Response<v1::CloseOrderResponse>, Status> {
         require_role(&request, &[Role::Admin], "close orders")?;
         let actor = actor(&request)?;
         let r = request.into_inner();
-        let ledger_seq = self.factory.close_order(&actor, &r.order_id, &r.reason).await?;
+        let ledger_seq = self
+            .factory
+            .close_order(&actor, &r.order_id, &r.reason)
+            .await?;
         Ok(Response::new(v1::CloseOrderResponse { ledger_seq }))
     }
 
-    async fn get_order(&self, request: Request<v1::GetOrderRequest>) -> Result<Response<v1::OrderStatus>, Status> {
+    async fn get_order(
+        &self,
+        request: Request<v1::GetOrderRequest>,
+    ) -> Result<Response<v1::OrderStatus>, Status> {
         let actor = actor(&request)?;
-        let progress = self.factory.order_progress(&actor, &request.get_ref().order_id).await?;
+        let progress = self
+            .factory
+            .order_progress(&actor, &request.get_ref().order_id)
+            .await?;
         Ok(Response::new(v1::OrderStatus {
             remaining: progress.order.quantity.saturating_sub(progress.certified),
             order: Some(progress.order.to_proto()),
@@ -89,12 +117,18 @@ impl Provisioning for ProvisioningService {
         }))
     }
 
-    async fn begin_claim(&self, request: Request<v1::BeginClaimRequest>) -> Result<Response<v1::BeginClaimResponse>, Status> {
+    async fn begin_claim(
+        &self,
+        request: Request<v1::BeginClaimRequest>,
+    ) -> Result<Response<v1::BeginClaimResponse>, Status> {
         require_role(&request, &[Role::Station], "claim devices")?;
         let actor = actor(&request)?;
         let r = request.into_inner();
         let attestation = r.attestation.ok_or_else(|| missing("attestation"))?;
-        let c = self.factory.begin_claim(&actor, &r.order_id, &attestation).await?;
+        let c = self
+            .factory
+            .begin_claim(&actor, &r.order_id, &attestation)
+            .await?;
         Ok(Response::new(v1::BeginClaimResponse {
             rot_id: c.rot_id,
             nonce: c.nonce,
@@ -109,9 +143,15 @@ impl Provisioning for ProvisioningService {
     ) -> Result<Response<v1::CompleteClaimResponse>, Status> {
         require_role(&request, &[Role::Station], "claim devices")?;
         let actor = actor(&request)?;
-        let receipt = request.into_inner().receipt.ok_or_else(|| missing("receipt"))?;
+        let receipt = request
+            .into_inner()
+            .receipt
+            .ok_or_else(|| missing("receipt"))?;
         let (rot_id, ledger_seq) = self.factory.complete_claim(&actor, &receipt).await?;
-        Ok(Response::new(v1::CompleteClaimResponse { rot_id, ledger_seq }))
+        Ok(Response::new(v1::CompleteClaimResponse {
+            rot_id,
+            ledger_seq,
+        }))
     }
 
     async fn deliver_device_key(
@@ -121,7 +161,10 @@ impl Provisioning for ProvisioningService {
         require_role(&request, &[Role::Station], "personalise devices")?;
         let actor = actor(&request)?;
         let r = request.into_inner();
-        let k = self.factory.deliver_device_key(&actor, &r.rot_id, &r.order_id).await?;
+        let k = self
+            .factory
+            .deliver_device_key(&actor, &r.rot_id, &r.order_id)
+            .await?;
         Ok(Response::new(v1::DeliverDeviceKeyResponse {
             device_public_key: k.device_public_key,
             hsm_ephemeral_public_key: k.hsm_ephemeral_public_key,
@@ -131,7 +174,10 @@ impl Provisioning for ProvisioningService {
         }))
     }
 
-    async fn certify(&self, request: Request<v1::CertifyRequest>) -> Result<Response<v1::CertifyResponse>, Status> {
+    async fn certify(
+        &self,
+        request: Request<v1::CertifyRequest>,
+    ) -> Result<Response<v1::CertifyResponse>, Status> {
         require_role(&request, &[Role::Station], "certify devices")?;
         let actor = actor(&request)?;
         let r = request.into_inner();
@@ -144,7 +190,9 @@ impl Provisioning for ProvisioningService {
             order_id: r.order_id,
             rot_id: r.rot_id,
             serial: r.serial,
-            key_attestation: r.key_attestation.ok_or_else(|| missing("key_attestation"))?,
+            key_attestation: r
+                .key_attestation
+                .ok_or_else(|| missing("key_attestation"))?,
             subject,
             first_owner: (!r.first_owner_public_key.is_empty()).then_some(r.first_owner_public_key),
         };
@@ -166,7 +214,10 @@ impl Provisioning for ProvisioningService {
         let actor = actor(&request)?;
         let r = request.into_inner();
         let kind = CustodyKind::from_event(r.kind)?;
-        let ledger_seq = self.factory.record_custody(&actor, &r.rot_id, kind, &r.note).await?;
+        let ledger_seq = self
+            .factory
+            .record_custody(&actor, &r.rot_id, kind, &r.note)
+            .await?;
         Ok(Response::new(v1::RecordCustodyResponse { ledger_seq }))
     }
 }

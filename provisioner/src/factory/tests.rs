@@ -34,7 +34,10 @@ impl MemLedger {
         state
             .entries
             .iter()
-            .map(|e| EventKind::try_from(v1::LedgerEntry::decode(e.as_slice()).expect("entry").kind).expect("kind"))
+            .map(|e| {
+                EventKind::try_from(v1::LedgerEntry::decode(e.as_slice()).expect("entry").kind)
+                    .expect("kind")
+            })
             .collect()
     }
 
@@ -44,7 +47,10 @@ impl MemLedger {
 }
 
 impl LedgerApi for MemLedger {
-    fn append(&self, request: v1::AppendRequest) -> BoxFuture<'_, Result<v1::AppendResponse, AppendRefusal>> {
+    fn append(
+        &self,
+        request: v1::AppendRequest,
+    ) -> BoxFuture<'_, Result<v1::AppendResponse, AppendRefusal>> {
         Box::pin(async move {
             let mut state = self.0.lock().expect("lock");
             for key in &request.unique_keys {
@@ -58,11 +64,14 @@ impl LedgerApi for MemLedger {
             if let Some(q) = &request.quota {
                 let used = state.quotas.get(&q.counter).copied().unwrap_or(0);
                 if used >= q.limit {
-                    return Err(AppendRefusal::Quota { used, limit: q.limit });
+                    return Err(AppendRefusal::Quota {
+                        used,
+                        limit: q.limit,
+                    });
                 }
             }
             let seq = state.entries.len() as u64;
-            let draft = request.draft.unwrap_or_default();
+            let draft = request.draft.clone().unwrap_or_default();
             let entry = v1::LedgerEntry {
                 seq,
                 time_ms: now_ms(),
@@ -75,6 +84,8 @@ impl LedgerApi for MemLedger {
                 payload: draft.payload,
                 prev_hash: vec![0; 32],
                 device_prev: vec![],
+                unique_keys: request.unique_keys.clone(),
+                quota: request.quota.clone(),
             }
             .encode_to_vec();
             for key in request.unique_keys {
@@ -93,7 +104,15 @@ impl LedgerApi for MemLedger {
     }
 
     fn lookup_key(&self, key: v1::UniqueKey) -> BoxFuture<'_, Result<Option<u64>, Status>> {
-        Box::pin(async move { Ok(self.0.lock().expect("lock").keys.get(&(key.namespace, key.value)).copied()) })
+        Box::pin(async move {
+            Ok(self
+                .0
+                .lock()
+                .expect("lock")
+                .keys
+                .get(&(key.namespace, key.value))
+                .copied())
+        })
     }
 
     fn get_entry(&self, seq: u64) -> BoxFuture<'_, Result<Vec<u8>, Status>> {
@@ -109,7 +128,16 @@ impl LedgerApi for MemLedger {
     }
 
     fn get_quota(&self, counter: String) -> BoxFuture<'_, Result<u64, Status>> {
-        Box::pin(async move { Ok(self.0.lock().expect("lock").quotas.get(&counter).copied().unwrap_or(0)) })
+        Box::pin(async move {
+            Ok(self
+                .0
+                .lock()
+                .expect("lock")
+                .quotas
+                .get(&counter)
+                .copied()
+                .unwrap_or(0))
+        })
     }
 
     fn publish_checkpoint(&self) -> BoxFuture<'_, Result<v1::Checkpoint, Status>> {
@@ -141,7 +169,10 @@ fn admin() -> Actor {
 
 async fn line(name: &str, fleet: Fleet) -> Line {
     let token = hsm_sim::softhsm::test_token(name).expect("token");
-    let mut config = ca_service::HsmConfig::new(token.label.clone(), ca_service::PinSource::File(token.pin_file.clone()));
+    let mut config = ca_service::HsmConfig::new(
+        token.label.clone(),
+        ca_service::PinSource::File(token.pin_file.clone()),
+    );
     config.module = Some(token.module.clone());
     let hsm = ca_service::Hsm::open(&config).expect("hsm");
     let dir = tempfile::tempdir().expect("dir");
@@ -152,7 +183,10 @@ async fn line(name: &str, fleet: Fleet) -> Line {
     let identity = RequestIdentity::new(
         transport::Caller::new(transport::Role::Provisioner, "hq", "provisioner").expect("caller"),
     );
-    let ca = Arc::new(LocalCa::new(Arc::new(ca_service::CaService::new(Arc::new(ca))), identity));
+    let ca = Arc::new(LocalCa::new(
+        Arc::new(ca_service::CaService::new(Arc::new(ca))),
+        identity,
+    ));
     let ledger = Arc::new(MemLedger::default());
     let vendor_roots = fleet
         .vendor_roots()
@@ -160,7 +194,9 @@ async fn line(name: &str, fleet: Fleet) -> Line {
         .map(|(name, certificate)| VendorRoot { name, certificate })
         .collect();
     let config = FactoryConfig::new(order_signer.public_key_der().to_vec(), vendor_roots);
-    let factory = Factory::start(config, ledger.clone(), ca).await.expect("factory");
+    let factory = Factory::start(config, ledger.clone(), ca)
+        .await
+        .expect("factory");
     Line {
         factory,
         ledger,
@@ -171,7 +207,13 @@ async fn line(name: &str, fleet: Fleet) -> Line {
 }
 
 impl Line {
-    fn order(&self, id: &str, site: &str, quantity: u64, window: (i64, i64)) -> v1::SignedStatement {
+    fn order(
+        &self,
+        id: &str,
+        site: &str,
+        quantity: u64,
+        window: (i64, i64),
+    ) -> v1::SignedStatement {
         let order = v1::ProductionOrder {
             order_id: id.into(),
             sku: "SKU-1".into(),
@@ -185,7 +227,12 @@ impl Line {
             }),
             not_before_ms: window.0,
             not_after_ms: window.1,
-            allowed_ic_vendors: self.fleet.vendor_roots().into_iter().map(|(n, _)| n).collect(),
+            allowed_ic_vendors: self
+                .fleet
+                .vendor_roots()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect(),
             allowed_firmware_sha256: self.fleet.firmware_sha256().to_vec(),
         };
         trustline_proto::statement::sign(&self.order_signer, &order).expect("sign order")
@@ -193,16 +240,31 @@ impl Line {
 
     async fn open(&self, id: &str, quantity: u64) {
         let signed = self.order(id, "site-a", quantity, (0, i64::MAX));
-        self.factory.open_order(&admin(), &signed).await.expect("open order");
+        self.factory
+            .open_order(&admin(), &signed)
+            .await
+            .expect("open order");
     }
 
     /// Claims and personalises `rot` on-device; returns the certify input.
-    async fn prepare(&self, order: &str, rot: &mut SimulatedRot, serial: &str) -> Result<CertifyInput> {
-        let challenge = self.factory.begin_claim(&station(), order, &rot.attestation()).await?;
-        let receipt = rot.claim(&challenge.nonce, &challenge.anchor).expect("device claim");
+    async fn prepare(
+        &self,
+        order: &str,
+        rot: &mut SimulatedRot,
+        serial: &str,
+    ) -> Result<CertifyInput> {
+        let challenge = self
+            .factory
+            .begin_claim(&station(), order, &rot.attestation())
+            .await?;
+        let receipt = rot
+            .claim(&challenge.nonce, &challenge.anchor)
+            .expect("device claim");
         self.factory.complete_claim(&station(), &receipt).await?;
         let (_, ka) = rot.generate_identity_key(&challenge.nonce).expect("keygen");
-        let pop = rot.proof_of_possession(serial, &challenge.nonce).expect("pop");
+        let pop = rot
+            .proof_of_possession(serial, &challenge.nonce)
+            .expect("pop");
         Ok(CertifyInput {
             order_id: order.into(),
             rot_id: challenge.rot_id,
@@ -216,7 +278,16 @@ impl Line {
 
 fn take(fleet: &mut Fleet, i: usize) -> SimulatedRot {
     let devices = fleet.devices_mut();
-    std::mem::replace(&mut devices[i].rot, Fleet::builder().genuine(1).build().expect("spare").into_devices().remove(0).rot)
+    std::mem::replace(
+        &mut devices[i].rot,
+        Fleet::builder()
+            .genuine(1)
+            .build()
+            .expect("spare")
+            .into_devices()
+            .remove(0)
+            .rot,
+    )
 }
 
 #[tokio::test]
@@ -225,13 +296,25 @@ async fn a_device_is_certified_once_and_a_retry_is_replayed() {
     let mut line = line("factory-happy", fleet).await;
     line.open("PO-1", 10).await;
     let mut rot = take(&mut line.fleet, 0);
-    let input = line.prepare("PO-1", &mut rot, "SN000001").await.expect("prepared");
-    let first = line.factory.certify(&station(), input.clone()).await.expect("certified");
+    let input = line
+        .prepare("PO-1", &mut rot, "SN000001")
+        .await
+        .expect("prepared");
+    let first = line
+        .factory
+        .certify(&station(), input.clone())
+        .await
+        .expect("certified");
     assert!(!first.replayed);
     assert_eq!(first.chain.len(), 3);
     assert!(label::matches(&first.label, &input.rot_id));
-    rot.store_certification(&first.chain, &first.voucher).expect("device accepts it");
-    let again = line.factory.certify(&station(), input).await.expect("replayed");
+    rot.store_certification(&first.chain, &first.voucher)
+        .expect("device accepts it");
+    let again = line
+        .factory
+        .certify(&station(), input)
+        .await
+        .expect("replayed");
     assert!(again.replayed);
     assert_eq!(again.chain, first.chain);
     assert_eq!(again.ledger_seq, first.ledger_seq);
@@ -256,22 +339,42 @@ async fn duplicates_clones_counterfeits_and_overproduction_are_refused_and_recor
     let mut b = take(&mut line.fleet, 1);
     let mut c = take(&mut line.fleet, 2);
     let input = line.prepare("PO-2", &mut a, "SN000001").await.expect("a");
-    line.factory.certify(&station(), input).await.expect("a certified");
+    line.factory
+        .certify(&station(), input)
+        .await
+        .expect("a certified");
 
     // Same serial on another device.
     let input = line.prepare("PO-2", &mut b, "SN000001").await.expect("b");
-    let err = line.factory.certify(&station(), input.clone()).await.expect_err("duplicate serial");
-    assert!(matches!(&err, Error::Duplicate { namespace, .. } if namespace == "serial"), "{err}");
+    let err = line
+        .factory
+        .certify(&station(), input.clone())
+        .await
+        .expect_err("duplicate serial");
+    assert!(
+        matches!(&err, Error::Duplicate { namespace, .. } if namespace == "serial"),
+        "{err}"
+    );
     assert_eq!(Status::from(err).code(), tonic::Code::AlreadyExists);
     // The device with a fresh serial goes through; the third exceeds quota 2.
     let input = CertifyInput {
         serial: "SN000002".into(),
-        subject: SubjectKey::Proof(b.proof_of_possession("SN000002", &input_nonce(&input)).expect("pop")),
+        subject: SubjectKey::Proof(
+            b.proof_of_possession("SN000002", &input_nonce(&input))
+                .expect("pop"),
+        ),
         ..input
     };
-    line.factory.certify(&station(), input).await.expect("b certified");
+    line.factory
+        .certify(&station(), input)
+        .await
+        .expect("b certified");
     let input = line.prepare("PO-2", &mut c, "SN000003").await.expect("c");
-    let err = line.factory.certify(&station(), input).await.expect_err("quota");
+    let err = line
+        .factory
+        .certify(&station(), input)
+        .await
+        .expect_err("quota");
     assert_eq!(Status::from(err).code(), tonic::Code::ResourceExhausted);
     assert_eq!(line.ledger.count(EventKind::QuotaRejected), 1);
 
@@ -287,7 +390,11 @@ async fn duplicates_clones_counterfeits_and_overproduction_are_refused_and_recor
     // Impostor (a genuine chain on another key), self-signed, unknown vendor.
     for i in 4..7 {
         let att = line.fleet.devices()[i].rot.attestation();
-        let err = line.factory.begin_claim(&station(), "PO-2", &att).await.expect_err("counterfeit");
+        let err = line
+            .factory
+            .begin_claim(&station(), "PO-2", &att)
+            .await
+            .expect_err("counterfeit");
         assert!(matches!(err, Error::Counterfeit(_)), "device {i}: {err}");
         assert_eq!(Status::from(err).code(), tonic::Code::FailedPrecondition);
     }
@@ -307,20 +414,46 @@ async fn orders_are_checked_for_site_window_and_signature() {
     let fleet = Fleet::builder().seed(3).genuine(1).build().expect("fleet");
     let line = line("factory-orders", fleet).await;
     let att = line.fleet.devices()[0].rot.attestation();
-    let err = line.factory.begin_claim(&station(), "nope", &att).await.expect_err("unknown");
+    let err = line
+        .factory
+        .begin_claim(&station(), "nope", &att)
+        .await
+        .expect_err("unknown");
     assert_eq!(Status::from(err).code(), tonic::Code::NotFound);
     let expired = line.order("PO-old", "site-a", 5, (0, 1000));
-    line.factory.open_order(&admin(), &expired).await.expect("open");
-    let err = line.factory.begin_claim(&station(), "PO-old", &att).await.expect_err("expired");
+    line.factory
+        .open_order(&admin(), &expired)
+        .await
+        .expect("open");
+    let err = line
+        .factory
+        .begin_claim(&station(), "PO-old", &att)
+        .await
+        .expect_err("expired");
     assert_eq!(Status::from(err).code(), tonic::Code::FailedPrecondition);
     let other = line.order("PO-b", "site-b", 5, (0, i64::MAX));
-    line.factory.open_order(&admin(), &other).await.expect("open");
-    let err = line.factory.begin_claim(&station(), "PO-b", &att).await.expect_err("site");
+    line.factory
+        .open_order(&admin(), &other)
+        .await
+        .expect("open");
+    let err = line
+        .factory
+        .begin_claim(&station(), "PO-b", &att)
+        .await
+        .expect_err("site");
     assert_eq!(Status::from(err).code(), tonic::Code::PermissionDenied);
-    let err = line.factory.open_order(&admin(), &other).await.expect_err("twice");
+    let err = line
+        .factory
+        .open_order(&admin(), &other)
+        .await
+        .expect_err("twice");
     assert_eq!(Status::from(err).code(), tonic::Code::AlreadyExists);
     let mut forged = line.order("PO-f", "site-a", 5, (0, i64::MAX));
     forged.signature[10] ^= 1;
-    let err = line.factory.open_order(&admin(), &forged).await.expect_err("forged");
+    let err = line
+        .factory
+        .open_order(&admin(), &forged)
+        .await
+        .expect_err("forged");
     assert_eq!(Status::from(err).code(), tonic::Code::InvalidArgument);
 }

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
-use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ECDSA_WITH_SHA256};
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ECDSA_WITH_SHA256,
+};
 use x509_parser::time::ASN1Time;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
@@ -83,18 +85,30 @@ impl VendorRoots {
     pub fn new(roots: &[VendorRoot]) -> Result<Self> {
         let mut parsed = Vec::with_capacity(roots.len());
         for root in roots {
-            if parsed.iter().any(|r: &Root| &*r.name == root.name) {
-                return Err(Error::Config(format!("vendor {:?} is configured twice", root.name)));
+            if parsed.iter().any(|r: &Root| *r.name == root.name) {
+                return Err(Error::Config(format!(
+                    "vendor {:?} is configured twice",
+                    root.name
+                )));
             }
-            let (_, cert) = x509_parser::parse_x509_certificate(&root.certificate)
-                .map_err(|e| Error::Config(format!("vendor {:?} root does not parse: {e}", root.name)))?;
+            let (_, cert) =
+                x509_parser::parse_x509_certificate(&root.certificate).map_err(|e| {
+                    Error::Config(format!("vendor {:?} root does not parse: {e}", root.name))
+                })?;
             check_p256(cert.public_key())
                 .map_err(|e| Error::Config(format!("vendor {:?} root: {e}", root.name)))?;
             if !cert.is_ca() {
-                return Err(Error::Config(format!("vendor {:?} root is not a CA", root.name)));
+                return Err(Error::Config(format!(
+                    "vendor {:?} root is not a CA",
+                    root.name
+                )));
             }
-            verify_signed_by(&cert, &cert.public_key().subject_public_key.data)
-                .map_err(|e| Error::Config(format!("vendor {:?} root is not self-signed: {e}", root.name)))?;
+            verify_signed_by(&cert, &cert.public_key().subject_public_key.data).map_err(|e| {
+                Error::Config(format!(
+                    "vendor {:?} root is not self-signed: {e}",
+                    root.name
+                ))
+            })?;
             parsed.push(Root {
                 name: root.name.as_str().into(),
                 der: root.certificate.clone(),
@@ -127,7 +141,12 @@ impl VendorRoots {
             return Err(Error::Counterfeit("attestation chain is too large".into()));
         }
         // A chain that carries its root: drop it, the configured copy decides.
-        if chain.len() > 1 && self.roots.iter().any(|r| Some(&r.der.as_slice()) == chain.last()) {
+        if chain.len() > 1
+            && self
+                .roots
+                .iter()
+                .any(|r| Some(&r.der.as_slice()) == chain.last())
+        {
             chain.pop();
         }
         let now = ASN1Time::from_timestamp(now_ms.div_euclid(1000))
@@ -141,7 +160,9 @@ impl VendorRoots {
             return Err(Error::Counterfeit("self-signed die certificate".into()));
         }
         if !die.validity().is_valid_at(now) {
-            return Err(Error::Counterfeit("die certificate is outside its validity".into()));
+            return Err(Error::Counterfeit(
+                "die certificate is outside its validity".into(),
+            ));
         }
         let attestation_key = die.public_key().raw.to_vec();
         if chain.len() == 1 {
@@ -155,7 +176,9 @@ impl VendorRoots {
         }
         let issuer = self.issuer(&chain[1..], now)?;
         if die.issuer().as_raw() != issuer.subject.as_slice() {
-            return Err(Error::Counterfeit("die certificate names another issuer".into()));
+            return Err(Error::Counterfeit(
+                "die certificate names another issuer".into(),
+            ));
         }
         verify_signed_by(&die, &issuer.public_key)
             .map_err(|e| Error::Counterfeit(format!("die certificate: {e}")))?;
@@ -204,7 +227,9 @@ impl VendorRoots {
                 return Err(Error::Counterfeit("an intermediate is not a CA".into()));
             }
             if !cert.validity().is_valid_at(now) {
-                return Err(Error::Counterfeit("an intermediate is outside its validity".into()));
+                return Err(Error::Counterfeit(
+                    "an intermediate is outside its validity".into(),
+                ));
             }
             let vendor = match &signer {
                 None => self.root_of(cert)?,
@@ -239,7 +264,9 @@ impl VendorRoots {
             .filter(|r| r.subject.as_slice() == cert.issuer().as_raw())
             .find(|r| verify_signed_by(cert, &r.public_key).is_ok())
             .map(|r| r.name.clone())
-            .ok_or_else(|| Error::Counterfeit("chain does not end at a configured ic-vendor root".into()))
+            .ok_or_else(|| {
+                Error::Counterfeit("chain does not end at a configured ic-vendor root".into())
+            })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Issuer>> {
@@ -261,7 +288,10 @@ fn check_p256(spki: &SubjectPublicKeyInfo<'_>) -> std::result::Result<(), String
 
 /// Checks `cert`'s ECDSA P-256 / SHA-256 signature with `ring`, given the
 /// issuer's uncompressed public point.
-fn verify_signed_by(cert: &X509Certificate<'_>, issuer_point: &[u8]) -> std::result::Result<(), String> {
+fn verify_signed_by(
+    cert: &X509Certificate<'_>,
+    issuer_point: &[u8],
+) -> std::result::Result<(), String> {
     if cert.signature_algorithm.algorithm != OID_SIG_ECDSA_WITH_SHA256 {
         return Err("signature algorithm is not ecdsa-with-sha256".into());
     }

@@ -14,7 +14,9 @@
 
 use sha2::{Digest, Sha256};
 use trustline_proto::v1;
-use trustline_proto::voucher::{cert_chain_hash, first_entry_payload, Voucher, VoucherHeader, GUID_LEN};
+use trustline_proto::voucher::{
+    cert_chain_hash, first_entry_payload, Voucher, VoucherHeader, GUID_LEN,
+};
 
 use crate::error::{Error, Result};
 use crate::factory::backends::CaApi;

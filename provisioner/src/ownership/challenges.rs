@@ -105,7 +105,12 @@ impl ChallengeBook {
     ///
     /// # Errors
     /// [`Error::Busy`] when the book is full of unexpired challenges.
-    pub fn issue(&self, rot_id: &str, action: Action, now_ms: i64) -> Result<([u8; CHALLENGE_LEN], i64)> {
+    pub fn issue(
+        &self,
+        rot_id: &str,
+        action: Action,
+        now_ms: i64,
+    ) -> Result<([u8; CHALLENGE_LEN], i64)> {
         let mut challenge = [0u8; CHALLENGE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut challenge);
         let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
@@ -200,7 +205,8 @@ mod tests {
             book.issue(ROT, Action::Onboard, 5),
             Err(Error::Busy)
         ));
-        book.issue(ROT, Action::Onboard, 20).expect("expired ones purged");
+        book.issue(ROT, Action::Onboard, 20)
+            .expect("expired ones purged");
         assert_eq!(book.len(), 1);
     }
 

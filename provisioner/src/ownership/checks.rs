@@ -69,11 +69,20 @@ impl Ownership {
     /// manufacturer key), that its chain of owners verifies from the OEM
     /// voucher key, and that a device binding, if present, verifies under
     /// the certified device key.
-    pub(super) fn check_voucher(&self, record: &DeviceRecord, bytes: &[u8]) -> Result<CheckedVoucher> {
+    pub(super) fn check_voucher(
+        &self,
+        record: &DeviceRecord,
+        bytes: &[u8],
+    ) -> Result<CheckedVoucher> {
         let voucher = Voucher::decode(bytes).map_err(voucher_error)?;
         let chain = self.certified_chain(record);
         let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
-        let expected = manufacturer_voucher(&record.rot_id, &record.serial, &refs, &self.chain.voucher_public_key)?;
+        let expected = manufacturer_voucher(
+            &record.rot_id,
+            &record.serial,
+            &refs,
+            &self.chain.voucher_public_key,
+        )?;
         if voucher.header_bytes() != expected.header_bytes() {
             let header = voucher.header();
             let what = if header.rot_id != record.rot_id {
@@ -92,7 +101,9 @@ impl Ownership {
                 record.rot_id, record.certified_seq
             )));
         }
-        let verified = voucher.verify(&self.chain.voucher_public_key).map_err(voucher_error)?;
+        let verified = voucher
+            .verify(&self.chain.voucher_public_key)
+            .map_err(voucher_error)?;
         if voucher.device_binding().is_some() {
             voucher
                 .verify_device_binding(&chain, &record.device_public_key)
@@ -105,11 +116,24 @@ impl Ownership {
     /// recorded for the device (no fork, no truncation), and that it holds
     /// `extra` more (0: none unregistered; 1: the one new transfer this
     /// request registers).
-    pub(super) fn check_recorded(record: &DeviceRecord, checked: &CheckedVoucher, extra: usize) -> Result<()> {
+    pub(super) fn check_recorded(
+        record: &DeviceRecord,
+        checked: &CheckedVoucher,
+        extra: usize,
+    ) -> Result<()> {
         let recorded = record.transfers.len();
         let found = checked.verified.entries.len();
-        checked.verified.ensure_entries(recorded).map_err(voucher_error)?;
-        for (index, (entry, transfer)) in checked.verified.entries.iter().zip(&record.transfers).enumerate() {
+        checked
+            .verified
+            .ensure_entries(recorded)
+            .map_err(voucher_error)?;
+        for (index, (entry, transfer)) in checked
+            .verified
+            .entries
+            .iter()
+            .zip(&record.transfers)
+            .enumerate()
+        {
             if entry.entry_sha256.as_slice() != transfer.entry_sha256.as_slice()
                 || entry.owner_commitment().as_slice() != transfer.commitment.as_slice()
             {
@@ -150,14 +174,18 @@ impl Ownership {
                 "the voucher names no owner yet: the oem makes the first transfer".into(),
             ));
         }
-        let auth: v1::OwnerAuthorization = statement::verify(signed, &checked.verified.current_owner).map_err(|e| match e {
-            trustline_proto::Error::BadSignature(_) => {
-                Error::NotOwner("the owner authorization is not signed by the voucher's current owner key".into())
-            }
-            other => Error::from(other),
-        })?;
+        let auth: v1::OwnerAuthorization =
+            statement::verify(signed, &checked.verified.current_owner).map_err(|e| match e {
+                trustline_proto::Error::BadSignature(_) => Error::NotOwner(
+                    "the owner authorization is not signed by the voucher's current owner key"
+                        .into(),
+                ),
+                other => Error::from(other),
+            })?;
         if auth.rot_id != rot_id || auth.challenge != challenge {
-            return Err(Error::Invalid("the owner authorization names another device or challenge".into()));
+            return Err(Error::Invalid(
+                "the owner authorization names another device or challenge".into(),
+            ));
         }
         if auth.action != action.as_str() {
             return Err(Error::Invalid(format!(
@@ -167,7 +195,9 @@ impl Ownership {
             )));
         }
         if auth.voucher_sha256 != super::sha256(voucher_bytes) {
-            return Err(Error::Invalid("the owner authorization names another voucher".into()));
+            return Err(Error::Invalid(
+                "the owner authorization names another voucher".into(),
+            ));
         }
         Ok(())
     }
@@ -177,7 +207,11 @@ impl Ownership {
     /// configured OEM root, all valid now; the device certificate the very
     /// one recorded in the device's `CERTIFIED` entry; and the chain the one
     /// the voucher header names.
-    pub(super) fn check_device_chain(&self, record: &DeviceRecord, chain: &[Vec<u8>]) -> Result<()> {
+    pub(super) fn check_device_chain(
+        &self,
+        record: &DeviceRecord,
+        chain: &[Vec<u8>],
+    ) -> Result<()> {
         let [device, intermediate, root] = chain else {
             return Err(Error::NotAuthentic(format!(
                 "the device chain has {} certificates, expected device, site intermediate and oem root",
@@ -185,7 +219,9 @@ impl Ownership {
             )));
         };
         if *root != self.chain.root {
-            return Err(Error::NotAuthentic("the device chain does not end at the oem root".into()));
+            return Err(Error::NotAuthentic(
+                "the device chain does not end at the oem root".into(),
+            ));
         }
         verify_chain(device, intermediate, root, crate::factory::now_ms())?;
         if *device != record.certificate {
@@ -195,21 +231,31 @@ impl Ownership {
             )));
         }
         if cert_chain_hash(chain) != cert_chain_hash(&self.certified_chain(record)) {
-            return Err(Error::NotAuthentic("the device chain is not the certified chain".into()));
+            return Err(Error::NotAuthentic(
+                "the device chain is not the certified chain".into(),
+            ));
         }
         Ok(())
     }
 
     /// Verifies a live `IdentityProof` under the certified device key.
-    pub(super) fn check_identity_proof(record: &DeviceRecord, signed: Option<&v1::SignedStatement>, challenge: &[u8]) -> Result<v1::SignedStatement> {
-        let signed = signed.ok_or_else(|| Error::Invalid("device_proof (the device's identity proof) is missing".into()))?;
+    pub(super) fn check_identity_proof(
+        record: &DeviceRecord,
+        signed: Option<&v1::SignedStatement>,
+        challenge: &[u8],
+    ) -> Result<v1::SignedStatement> {
+        let signed = signed.ok_or_else(|| {
+            Error::Invalid("device_proof (the device's identity proof) is missing".into())
+        })?;
         let proof: v1::IdentityProof = statement::verify(signed, &record.device_public_key).map_err(|_| {
             Error::NotAuthentic(
                 "the identity proof does not verify under the certified device key: the device does not hold its identity key (a clone?)".into(),
             )
         })?;
         if proof.rot_id != record.rot_id || proof.challenge != challenge {
-            return Err(Error::NotAuthentic("the identity proof names another device or challenge".into()));
+            return Err(Error::NotAuthentic(
+                "the identity proof names another device or challenge".into(),
+            ));
         }
         Ok(signed.clone())
     }
@@ -226,16 +272,24 @@ impl Ownership {
         expected: v1::DeviceLifecycle,
     ) -> Result<v1::SignedStatement> {
         let signed = signed.ok_or_else(|| {
-            Error::ResetRequired("the request carries no reset proof: reset the device's user data first".into())
+            Error::ResetRequired(
+                "the request carries no reset proof: reset the device's user data first".into(),
+            )
         })?;
-        let proof: v1::ResetProof = statement::verify(signed, &record.device_public_key).map_err(|_| {
-            Error::ResetRequired("the reset proof is not signed by the certified device key".into())
-        })?;
+        let proof: v1::ResetProof =
+            statement::verify(signed, &record.device_public_key).map_err(|_| {
+                Error::ResetRequired(
+                    "the reset proof is not signed by the certified device key".into(),
+                )
+            })?;
         if proof.rot_id != record.rot_id || proof.challenge != challenge {
-            return Err(Error::ResetRequired("the reset proof names another device or challenge".into()));
+            return Err(Error::ResetRequired(
+                "the reset proof names another device or challenge".into(),
+            ));
         }
         if proof.state != expected as i32 {
-            let found = v1::DeviceLifecycle::try_from(proof.state).map_or("an unknown state".to_owned(), |s| format!("{s:?}"));
+            let found = v1::DeviceLifecycle::try_from(proof.state)
+                .map_or("an unknown state".to_owned(), |s| format!("{s:?}"));
             return Err(Error::ResetRequired(format!(
                 "the device reports {found} after its reset, expected {expected:?}"
             )));
@@ -248,7 +302,9 @@ impl Ownership {
         }
         if let Some(erased) = &self.config.erased_user_area_sha256 {
             if proof.user_area_sha256 != erased.as_slice() {
-                return Err(Error::ResetRequired("the device reports a user-data area that is not erased".into()));
+                return Err(Error::ResetRequired(
+                    "the device reports a user-data area that is not erased".into(),
+                ));
             }
         }
         Ok(signed.clone())
@@ -260,7 +316,12 @@ impl Ownership {
 ///
 /// # Errors
 /// [`Error::NotAuthentic`] naming the certificate that fails.
-pub(crate) fn verify_chain(device: &[u8], intermediate: &[u8], root: &[u8], now_ms: i64) -> Result<()> {
+pub(crate) fn verify_chain(
+    device: &[u8],
+    intermediate: &[u8],
+    root: &[u8],
+    now_ms: i64,
+) -> Result<()> {
     let device = parse("device", device)?;
     let intermediate = parse("intermediate", intermediate)?;
     let root = parse("root", root)?;
@@ -272,9 +333,15 @@ pub(crate) fn verify_chain(device: &[u8], intermediate: &[u8], root: &[u8], now_
         ("device", &device, &intermediate),
     ] {
         cert.verify_signature(Some(issuer.public_key()))
-            .map_err(|_| Error::NotAuthentic(format!("the {what} certificate is not signed by its issuer in the chain")))?;
+            .map_err(|_| {
+                Error::NotAuthentic(format!(
+                    "the {what} certificate is not signed by its issuer in the chain"
+                ))
+            })?;
         if !cert.validity().is_valid_at(now) {
-            return Err(Error::NotAuthentic(format!("the {what} certificate is not valid now")));
+            return Err(Error::NotAuthentic(format!(
+                "the {what} certificate is not valid now"
+            )));
         }
     }
     Ok(())
@@ -284,7 +351,9 @@ fn parse<'a>(what: &str, der: &'a [u8]) -> Result<X509Certificate<'a>> {
     let (rest, cert) = X509Certificate::from_der(der)
         .map_err(|e| Error::NotAuthentic(format!("the {what} certificate does not parse: {e}")))?;
     if !rest.is_empty() {
-        return Err(Error::NotAuthentic(format!("the {what} certificate has trailing bytes")));
+        return Err(Error::NotAuthentic(format!(
+            "the {what} certificate has trailing bytes"
+        )));
     }
     Ok(cert)
 }

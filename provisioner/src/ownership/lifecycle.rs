@@ -39,7 +39,7 @@ use super::challenges::Action;
 use super::checks::voucher_error;
 use super::keys;
 use super::state::{field_key, unique, DeviceRecord, FieldState};
-use super::transfer::{check_open, rot_hint};
+use super::transfer::check_open;
 use super::{append_request, draft, LifecycleOutcome, Ownership, StepRequest};
 use crate::error::{Error, Result};
 use crate::factory::backends::AppendRefusal;
@@ -65,11 +65,15 @@ impl Ownership {
     /// # Errors
     /// As [`Ownership::onboard`], with [`Error::ResetRequired`] for a
     /// missing or invalid reset proof instead of the identity checks.
-    pub async fn decommission(&self, actor: &str, request: &StepRequest) -> Result<LifecycleOutcome> {
+    pub async fn decommission(
+        &self,
+        actor: &str,
+        request: &StepRequest,
+    ) -> Result<LifecycleOutcome> {
         match self.decommission_checked(actor, request).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => Err(self
-                .refused(rot_hint(&request.voucher).as_deref(), actor, "decommission", e)
+                .refused(request.rot_hint().as_deref(), actor, "decommission", e)
                 .await),
         }
     }
@@ -78,11 +82,15 @@ impl Ownership {
     ///
     /// # Errors
     /// As [`Ownership::decommission`].
-    pub async fn recommission(&self, actor: &str, request: &StepRequest) -> Result<LifecycleOutcome> {
+    pub async fn recommission(
+        &self,
+        actor: &str,
+        request: &StepRequest,
+    ) -> Result<LifecycleOutcome> {
         match self.recommission_checked(actor, request).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => Err(self
-                .refused(rot_hint(&request.voucher).as_deref(), actor, "recommission", e)
+                .refused(request.rot_hint().as_deref(), actor, "recommission", e)
                 .await),
         }
     }
@@ -95,7 +103,7 @@ impl Ownership {
         match self.retire_checked(actor, request).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => Err(self
-                .refused(rot_hint(&request.voucher).as_deref(), actor, "retire", e)
+                .refused(request.rot_hint().as_deref(), actor, "retire", e)
                 .await),
         }
     }
@@ -103,7 +111,11 @@ impl Ownership {
     /// Spends the request's challenge and loads its device: every step
     /// starts here, so a replayed challenge is refused before anything else
     /// and no challenge survives its first presentation.
-    pub(super) async fn begin_step(&self, request: &StepRequest, action: Action) -> Result<BegunStep> {
+    pub(super) async fn begin_step(
+        &self,
+        request: &StepRequest,
+        action: Action,
+    ) -> Result<BegunStep> {
         let rot_id = Voucher::decode(&request.voucher)
             .map_err(voucher_error)?
             .header()
@@ -114,7 +126,8 @@ impl Ownership {
             .clone()
             .ok_or_else(|| Error::Invalid("owner_authorization is missing".into()))?;
         let named: v1::OwnerAuthorization = statement::decode_unverified(&authorization)?;
-        self.challenges.take(&named.challenge, &rot_id, action, now_ms())?;
+        self.challenges
+            .take(&named.challenge, &rot_id, action, now_ms())?;
         let record = self.record(&rot_id).await?;
         check_open(&record)?;
         Ok(BegunStep {
@@ -134,12 +147,11 @@ impl Ownership {
             .map_err(Error::ledger)?;
         for proven in history.entries {
             let Some(stored) = proven.entry else { continue };
-            let entry = <v1::LedgerEntry as prost::Message>::decode(stored.entry.as_slice()).map_err(|e| {
-                Error::CorruptEntry {
+            let entry = <v1::LedgerEntry as prost::Message>::decode(stored.entry.as_slice())
+                .map_err(|e| Error::CorruptEntry {
                     seq: stored.seq,
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             if entry.kind == EventKind::DuplicateRejected as i32 && entry.rot_id == record.rot_id {
                 return Err(Error::Duplicated {
                     rot_id: record.rot_id.clone(),
@@ -150,7 +162,11 @@ impl Ownership {
         Ok(())
     }
 
-    async fn decommission_checked(&self, actor: &str, request: &StepRequest) -> Result<LifecycleOutcome> {
+    async fn decommission_checked(
+        &self,
+        actor: &str,
+        request: &StepRequest,
+    ) -> Result<LifecycleOutcome> {
         let step = self.begin_step(request, Action::Decommission).await?;
         let record = &step.record;
         if record.state != FieldState::InService {
@@ -177,7 +193,13 @@ impl Ownership {
             v1::DeviceLifecycle::Decommissioned,
         )?;
         let ledger_seq = self
-            .record_step(actor, record, EventKind::Decommissioned, proof, String::new())
+            .record_step(
+                actor,
+                record,
+                EventKind::Decommissioned,
+                proof,
+                String::new(),
+            )
             .await?;
         Ok(LifecycleOutcome {
             rot_id: record.rot_id.clone(),
@@ -186,7 +208,11 @@ impl Ownership {
         })
     }
 
-    async fn recommission_checked(&self, actor: &str, request: &StepRequest) -> Result<LifecycleOutcome> {
+    async fn recommission_checked(
+        &self,
+        actor: &str,
+        request: &StepRequest,
+    ) -> Result<LifecycleOutcome> {
         let step = self.begin_step(request, Action::Recommission).await?;
         let record = &step.record;
         if record.state != FieldState::Decommissioned {
@@ -205,7 +231,8 @@ impl Ownership {
             return Err(Error::Lifecycle {
                 rot_id: record.rot_id.clone(),
                 state: record.state.name(),
-                why: "recommissioning is for a new owner: extend the voucher to the new owner first",
+                why:
+                    "recommissioning is for a new owner: extend the voucher to the new owner first",
             });
         }
         Self::check_authorization(
@@ -242,7 +269,13 @@ impl Ownership {
             step.record.clone()
         };
         let ledger_seq = self
-            .record_step(actor, &record, EventKind::Recommissioned, proof, String::new())
+            .record_step(
+                actor,
+                &record,
+                EventKind::Recommissioned,
+                proof,
+                String::new(),
+            )
             .await?;
         Ok(LifecycleOutcome {
             rot_id: record.rot_id.clone(),
@@ -272,7 +305,13 @@ impl Ownership {
         )?;
         let serial = certificate_serial(record)?;
         let ledger_seq = self
-            .record_step(actor, record, EventKind::Retired, proof, hex::encode(serial))
+            .record_step(
+                actor,
+                record,
+                EventKind::Retired,
+                proof,
+                hex::encode(serial),
+            )
             .await?;
         // The ledger is the truth; a CRL that cannot be signed now is
         // signed on the next request for it.
@@ -299,7 +338,10 @@ impl Ownership {
     ) -> Result<u64> {
         let payload = v1::LifecyclePayload {
             device_proof: Some(device_proof),
-            owner_commitment: record.owner_commitment().map(<[u8]>::to_vec).unwrap_or_default(),
+            owner_commitment: record
+                .owner_commitment()
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default(),
             revoked_certificate_serial,
         };
         let field = field_key(&record.rot_id, record.field_events);
@@ -348,10 +390,11 @@ impl Ownership {
 
 /// The device certificate's serial number (big-endian, no leading zeros).
 pub(super) fn certificate_serial(record: &DeviceRecord) -> Result<Vec<u8>> {
-    let (_, cert) = X509Certificate::from_der(&record.certificate).map_err(|e| Error::CorruptEntry {
-        seq: record.certified_seq,
-        reason: format!("the certified certificate does not parse: {e}"),
-    })?;
+    let (_, cert) =
+        X509Certificate::from_der(&record.certificate).map_err(|e| Error::CorruptEntry {
+            seq: record.certified_seq,
+            reason: format!("the certified certificate does not parse: {e}"),
+        })?;
     let raw = cert.tbs_certificate.raw_serial();
     let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
     if start == raw.len() {

@@ -62,7 +62,9 @@ use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
 
 use crate::error::{Error, Result};
-use crate::factory::backends::{AppendRefusal, CaApi, DirectLedger, LedgerApi, LocalCa, RemoteCa, RemoteLedger, RequestIdentity};
+use crate::factory::backends::{
+    AppendRefusal, CaApi, DirectLedger, LedgerApi, LocalCa, RemoteCa, RemoteLedger, RequestIdentity,
+};
 use crate::factory::now_ms;
 use backends::{CrlApi, LedgerReads, LocalCrl, LocalLedgerReads, RemoteCrl, RemoteLedgerReads};
 use challenges::{Action, ChallengeBook};
@@ -140,12 +142,19 @@ impl OwnershipBackends {
     /// The services of `trustline serve all`: the ledger opened in this
     /// process and the CA, called as `caller` (the provisioner's own
     /// identity).
-    pub fn direct(ledger: &custody_ledger::Ledger, ca: Arc<ca_service::Ca>, caller: transport::Caller) -> Self {
+    pub fn direct(
+        ledger: &custody_ledger::Ledger,
+        ca: Arc<ca_service::Ca>,
+        caller: transport::Caller,
+    ) -> Self {
         let ca_service = Arc::new(ca_service::CaService::new(ca));
         let ledger_service = Arc::new(custody_ledger::service::LedgerService::new(ledger.clone()));
         Self::in_process(
             Arc::new(DirectLedger::new(ledger.clone())),
-            Arc::new(LocalCa::new(ca_service.clone(), RequestIdentity::new(caller.clone()))),
+            Arc::new(LocalCa::new(
+                ca_service.clone(),
+                RequestIdentity::new(caller.clone()),
+            )),
             ledger_service,
             ca_service,
             caller,
@@ -239,6 +248,21 @@ pub struct StepRequest {
     pub device_chain: Vec<Vec<u8>>,
 }
 
+impl StepRequest {
+    /// The device the request names — the voucher header's `rot_id`, else
+    /// the owner authorization's — for recording a refusal; no trust
+    /// implied.
+    fn rot_hint(&self) -> Option<String> {
+        transfer::rot_hint(&self.voucher).or_else(|| {
+            self.owner_authorization.as_ref().and_then(|a| {
+                trustline_proto::statement::decode_unverified::<v1::OwnerAuthorization>(a)
+                    .ok()
+                    .map(|auth| auth.rot_id)
+            })
+        })
+    }
+}
+
 /// The ownership service's policy.
 pub struct Ownership {
     config: OwnershipConfig,
@@ -293,10 +317,19 @@ impl Ownership {
     /// # Errors
     /// [`Error::Invalid`] for a malformed `rot_id` or unknown action;
     /// [`Error::UnknownDevice`]; [`Error::Busy`]; [`Error::Backend`].
-    pub async fn challenge(&self, rot_id: &str, action: &str) -> Result<([u8; CHALLENGE_LEN], i64)> {
+    pub async fn challenge(
+        &self,
+        rot_id: &str,
+        action: &str,
+    ) -> Result<([u8; CHALLENGE_LEN], i64)> {
         let action = Action::parse(action)?;
         check_rot_id(rot_id)?;
-        if self.devices.load(self.ledger.as_ref(), rot_id).await?.is_none() {
+        if self
+            .devices
+            .load(self.ledger.as_ref(), rot_id)
+            .await?
+            .is_none()
+        {
             return Err(Error::UnknownDevice(rot_id.to_owned()));
         }
         self.challenges.issue(rot_id, action, now_ms())
@@ -318,11 +351,19 @@ impl Ownership {
                 transfers: record.transfers.len(),
             });
         }
-        let claimed = state::lookup(self.ledger.as_ref(), state::unique(crate::factory::keys::CLAIM, rot_id.as_bytes().to_vec())).await?;
+        let claimed = state::lookup(
+            self.ledger.as_ref(),
+            state::unique(crate::factory::keys::CLAIM, rot_id.as_bytes().to_vec()),
+        )
+        .await?;
         if claimed.is_none() {
             return Err(Error::UnknownDevice(rot_id.to_owned()));
         }
-        let scrapped = state::lookup(self.ledger.as_ref(), state::unique(crate::factory::keys::SCRAPPED, rot_id.as_bytes().to_vec())).await?;
+        let scrapped = state::lookup(
+            self.ledger.as_ref(),
+            state::unique(crate::factory::keys::SCRAPPED, rot_id.as_bytes().to_vec()),
+        )
+        .await?;
         Ok(DeviceStatus {
             rot_id: rot_id.to_owned(),
             state: v1::DeviceLifecycle::Claimed,
@@ -350,7 +391,11 @@ impl Ownership {
         if let Some(record) = self.devices.load(self.ledger.as_ref(), rot_id).await? {
             return Ok(record);
         }
-        let scrapped = state::lookup(self.ledger.as_ref(), state::unique(crate::factory::keys::SCRAPPED, rot_id.as_bytes().to_vec())).await?;
+        let scrapped = state::lookup(
+            self.ledger.as_ref(),
+            state::unique(crate::factory::keys::SCRAPPED, rot_id.as_bytes().to_vec()),
+        )
+        .await?;
         if scrapped.is_some() {
             return Err(Error::Scrapped(rot_id.to_owned()));
         }
@@ -358,24 +403,39 @@ impl Ownership {
     }
 
     /// Appends one ownership entry with its constraints.
-    async fn append(&self, request: v1::AppendRequest) -> std::result::Result<v1::AppendResponse, AppendRefusal> {
+    async fn append(
+        &self,
+        request: v1::AppendRequest,
+    ) -> std::result::Result<v1::AppendResponse, AppendRefusal> {
         self.ledger.append(request).await
     }
 
     /// Records a refusal about the device `rot_hint` (when it has ledger
     /// history) and returns the error to send. Failures of the line itself
     /// (backend, corrupt entry) are returned as they are.
-    async fn refused(&self, rot_hint: Option<&str>, actor: &str, operation: &str, error: Error) -> Error {
+    async fn refused(
+        &self,
+        rot_hint: Option<&str>,
+        actor: &str,
+        operation: &str,
+        error: Error,
+    ) -> Error {
         if !error.is_expected_refusal() {
             return error;
         }
-        let Some(rot_id) = rot_hint.filter(|r| trustline_proto::identity::is_well_formed_rot_id(r)) else {
+        let Some(rot_id) = rot_hint.filter(|r| trustline_proto::identity::is_well_formed_rot_id(r))
+        else {
             return error;
         };
         let serial = match self.devices.load(self.ledger.as_ref(), rot_id).await {
             Ok(Some(record)) => record.serial,
             Ok(None) => {
-                match state::lookup(self.ledger.as_ref(), state::unique(crate::factory::keys::CLAIM, rot_id.as_bytes().to_vec())).await {
+                match state::lookup(
+                    self.ledger.as_ref(),
+                    state::unique(crate::factory::keys::CLAIM, rot_id.as_bytes().to_vec()),
+                )
+                .await
+                {
                     Ok(Some(_)) => String::new(),
                     Ok(None) => return error,
                     Err(e) => return e,
@@ -384,7 +444,9 @@ impl Ownership {
             Err(e) => return e,
         };
         let (key, holder_seq) = match &error {
-            Error::TransferRecorded { index, holder_seq, .. } => (Some(state::voucher_entry_key(rot_id, *index)), *holder_seq),
+            Error::TransferRecorded {
+                index, holder_seq, ..
+            } => (Some(state::voucher_entry_key(rot_id, *index)), *holder_seq),
             Error::Duplicated { seq, .. } => (None, *seq),
             _ => (None, 0),
         };
@@ -407,14 +469,22 @@ impl Ownership {
 /// Refuses a malformed `rot_id`.
 fn check_rot_id(rot_id: &str) -> Result<()> {
     if !trustline_proto::identity::is_well_formed_rot_id(rot_id) {
-        return Err(Error::Invalid(format!("{rot_id:?} is not a rot_id (64 lowercase hex characters)")));
+        return Err(Error::Invalid(format!(
+            "{rot_id:?} is not a rot_id (64 lowercase hex characters)"
+        )));
     }
     Ok(())
 }
 
 /// An ownership entry: the actor is the caller's role only, and no site or
 /// order is named (invariant 6).
-fn draft(kind: EventKind, rot_id: &str, serial: &str, actor: &str, payload: &impl Message) -> v1::EntryDraft {
+fn draft(
+    kind: EventKind,
+    rot_id: &str,
+    serial: &str,
+    actor: &str,
+    payload: &impl Message,
+) -> v1::EntryDraft {
     v1::EntryDraft {
         kind: kind as i32,
         rot_id: rot_id.to_owned(),
@@ -426,7 +496,11 @@ fn draft(kind: EventKind, rot_id: &str, serial: &str, actor: &str, payload: &imp
     }
 }
 
-fn append_request(draft: v1::EntryDraft, unique_keys: Vec<v1::UniqueKey>, quota: Option<v1::QuotaUse>) -> v1::AppendRequest {
+fn append_request(
+    draft: v1::EntryDraft,
+    unique_keys: Vec<v1::UniqueKey>,
+    quota: Option<v1::QuotaUse>,
+) -> v1::AppendRequest {
     v1::AppendRequest {
         draft: Some(draft),
         unique_keys,

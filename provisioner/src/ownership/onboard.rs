@@ -26,7 +26,6 @@ use trustline_proto::v1::EventKind;
 
 use super::challenges::Action;
 use super::state::FieldState;
-use super::transfer::rot_hint;
 use super::{LifecycleOutcome, Ownership, StepRequest};
 use crate::error::{Error, Result};
 
@@ -44,12 +43,16 @@ impl Ownership {
         match self.onboard_checked(actor, request).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => Err(self
-                .refused(rot_hint(&request.voucher).as_deref(), actor, "onboard", e)
+                .refused(request.rot_hint().as_deref(), actor, "onboard", e)
                 .await),
         }
     }
 
-    async fn onboard_checked(&self, actor: &str, request: &StepRequest) -> Result<LifecycleOutcome> {
+    async fn onboard_checked(
+        &self,
+        actor: &str,
+        request: &StepRequest,
+    ) -> Result<LifecycleOutcome> {
         let step = self.begin_step(request, Action::Onboard).await?;
         let record = &step.record;
         match record.state {
@@ -81,7 +84,8 @@ impl Ownership {
             &request.voucher,
         )?;
         self.check_device_chain(record, &request.device_chain)?;
-        let proof = Self::check_identity_proof(record, request.device_proof.as_ref(), &step.challenge)?;
+        let proof =
+            Self::check_identity_proof(record, request.device_proof.as_ref(), &step.challenge)?;
         let ledger_seq = self
             .record_step(actor, record, EventKind::Onboarded, proof, String::new())
             .await?;

@@ -94,7 +94,9 @@ impl Revocations {
                 return Ok(crl.clone());
             }
         }
-        let number = u64::try_from(now).unwrap_or(0).max(state.number.saturating_add(1));
+        let number = u64::try_from(now)
+            .unwrap_or(0)
+            .max(state.number.saturating_add(1));
         let request = v1::SignCrlRequest {
             revoked: state
                 .revoked
@@ -138,9 +140,12 @@ async fn read_revocation(ledger: &dyn LedgerApi, k: u64) -> Result<Revoked> {
         reason: reason.to_owned(),
     };
     if entry.kind != EventKind::Retired as i32 {
-        return Err(corrupt("a revocation key is held by an entry that is not RETIRED"));
+        return Err(corrupt(
+            "a revocation key is held by an entry that is not RETIRED",
+        ));
     }
-    let payload = v1::LifecyclePayload::decode(entry.payload.as_slice()).map_err(|e| corrupt(&e.to_string()))?;
+    let payload = v1::LifecyclePayload::decode(entry.payload.as_slice())
+        .map_err(|e| corrupt(&e.to_string()))?;
     let serial = hex::decode(&payload.revoked_certificate_serial)
         .ok()
         .filter(|s| !s.is_empty() && s.len() <= 20)

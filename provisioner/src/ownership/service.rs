@@ -40,13 +40,20 @@ impl OwnershipService {
 
 /// The `Ownership` gRPC server over `ownership`, with the transport's
 /// message size limits.
-pub fn server(ownership: Arc<Ownership>, limits: &transport::Limits) -> OwnershipServer<OwnershipService> {
+pub fn server(
+    ownership: Arc<Ownership>,
+    limits: &transport::Limits,
+) -> OwnershipServer<OwnershipService> {
     use transport::MessageLimits;
     OwnershipServer::new(OwnershipService::new(ownership)).with_message_limits(limits)
 }
 
 /// The caller's role, if it is one of `roles`: the ledger's actor.
-fn actor<T>(request: &Request<T>, roles: &[Role], operation: &'static str) -> Result<&'static str, Status> {
+fn actor<T>(
+    request: &Request<T>,
+    roles: &[Role],
+    operation: &'static str,
+) -> Result<&'static str, Status> {
     let caller = transport::caller(request)?;
     if roles.contains(&caller.role()) {
         return Ok(caller.role().as_str());
@@ -64,7 +71,11 @@ impl OwnershipRpc for OwnershipService {
         &self,
         request: Request<v1::TransferFromManufacturerRequest>,
     ) -> Result<Response<v1::TransferResponse>, Status> {
-        let actor = actor(&request, &[Role::Admin], "make the first transfer from the manufacturer")?;
+        let actor = actor(
+            &request,
+            &[Role::Admin],
+            "make the first transfer from the manufacturer",
+        )?;
         let r = request.into_inner();
         let outcome = self
             .ownership
@@ -93,7 +104,10 @@ impl OwnershipRpc for OwnershipService {
         }))
     }
 
-    async fn get_challenge(&self, request: Request<v1::GetChallengeRequest>) -> Result<Response<v1::Challenge>, Status> {
+    async fn get_challenge(
+        &self,
+        request: Request<v1::GetChallengeRequest>,
+    ) -> Result<Response<v1::Challenge>, Status> {
         actor(&request, &[Role::Operator], "request ownership challenges")?;
         let r = request.into_inner();
         let (challenge, expires_at_ms) = self.ownership.challenge(&r.rot_id, &r.action).await?;
@@ -103,7 +117,10 @@ impl OwnershipRpc for OwnershipService {
         }))
     }
 
-    async fn onboard(&self, request: Request<v1::OnboardRequest>) -> Result<Response<v1::LifecycleResponse>, Status> {
+    async fn onboard(
+        &self,
+        request: Request<v1::OnboardRequest>,
+    ) -> Result<Response<v1::LifecycleResponse>, Status> {
         let actor = actor(&request, &[Role::Operator], "onboard devices")?;
         let r = request.into_inner();
         let step = StepRequest {
@@ -116,7 +133,10 @@ impl OwnershipRpc for OwnershipService {
         Ok(lifecycle_response(outcome))
     }
 
-    async fn decommission(&self, request: Request<v1::DecommissionRequest>) -> Result<Response<v1::LifecycleResponse>, Status> {
+    async fn decommission(
+        &self,
+        request: Request<v1::DecommissionRequest>,
+    ) -> Result<Response<v1::LifecycleResponse>, Status> {
         let actor = actor(&request, &[Role::Operator], "decommission devices")?;
         let r = request.into_inner();
         let step = StepRequest {
@@ -129,7 +149,10 @@ impl OwnershipRpc for OwnershipService {
         Ok(lifecycle_response(outcome))
     }
 
-    async fn recommission(&self, request: Request<v1::RecommissionRequest>) -> Result<Response<v1::LifecycleResponse>, Status> {
+    async fn recommission(
+        &self,
+        request: Request<v1::RecommissionRequest>,
+    ) -> Result<Response<v1::LifecycleResponse>, Status> {
         let actor = actor(&request, &[Role::Operator], "recommission devices")?;
         let r = request.into_inner();
         let step = StepRequest {
@@ -142,7 +165,10 @@ impl OwnershipRpc for OwnershipService {
         Ok(lifecycle_response(outcome))
     }
 
-    async fn retire(&self, request: Request<v1::RetireRequest>) -> Result<Response<v1::LifecycleResponse>, Status> {
+    async fn retire(
+        &self,
+        request: Request<v1::RetireRequest>,
+    ) -> Result<Response<v1::LifecycleResponse>, Status> {
         let actor = actor(&request, &[Role::Operator], "retire devices")?;
         let r = request.into_inner();
         let step = StepRequest {
@@ -164,9 +190,19 @@ impl OwnershipRpc for OwnershipService {
         Ok(Response::new(v1::RevocationList { crl }))
     }
 
-    async fn get_device_state(&self, request: Request<v1::GetDeviceStateRequest>) -> Result<Response<v1::DeviceState>, Status> {
-        actor(&request, &[Role::Operator, Role::Auditor, Role::Admin], "read device state")?;
-        let status = self.ownership.device_status(&request.get_ref().rot_id).await?;
+    async fn get_device_state(
+        &self,
+        request: Request<v1::GetDeviceStateRequest>,
+    ) -> Result<Response<v1::DeviceState>, Status> {
+        actor(
+            &request,
+            &[Role::Operator, Role::Auditor, Role::Admin],
+            "read device state",
+        )?;
+        let status = self
+            .ownership
+            .device_status(&request.get_ref().rot_id)
+            .await?;
         Ok(Response::new(v1::DeviceState {
             rot_id: status.rot_id,
             state: status.state as i32,

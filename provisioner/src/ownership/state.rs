@@ -129,10 +129,12 @@ impl DeviceRecord {
                 self.rot_id, entry.rot_id
             )));
         }
-        let kind = EventKind::try_from(entry.kind).map_err(|_| corrupt(format!("unknown kind {}", entry.kind)))?;
+        let kind = EventKind::try_from(entry.kind)
+            .map_err(|_| corrupt(format!("unknown kind {}", entry.kind)))?;
         match kind {
             EventKind::OwnershipTransferred => {
-                let p = v1::OwnershipPayload::decode(entry.payload.as_slice()).map_err(|e| corrupt(e.to_string()))?;
+                let p = v1::OwnershipPayload::decode(entry.payload.as_slice())
+                    .map_err(|e| corrupt(e.to_string()))?;
                 if p.voucher_entry_index as usize != self.transfers.len() {
                     return Err(corrupt(format!(
                         "transfer {} recorded after {} transfers",
@@ -146,10 +148,16 @@ impl DeviceRecord {
                     entry_sha256: p.voucher_entry_sha256,
                 });
             }
-            EventKind::Onboarded | EventKind::Decommissioned | EventKind::Recommissioned | EventKind::Retired => {
-                let p = v1::LifecyclePayload::decode(entry.payload.as_slice()).map_err(|e| corrupt(e.to_string()))?;
+            EventKind::Onboarded
+            | EventKind::Decommissioned
+            | EventKind::Recommissioned
+            | EventKind::Retired => {
+                let p = v1::LifecyclePayload::decode(entry.payload.as_slice())
+                    .map_err(|e| corrupt(e.to_string()))?;
                 if let Some(proof) = &p.device_proof {
-                    if let Ok(reset) = trustline_proto::statement::decode_unverified::<v1::ResetProof>(proof) {
+                    if let Ok(reset) =
+                        trustline_proto::statement::decode_unverified::<v1::ResetProof>(proof)
+                    {
                         self.last_reset_counter = self.last_reset_counter.max(reset.reset_counter);
                     }
                 }
@@ -175,7 +183,10 @@ pub fn field_key(rot_id: &str, n: u64) -> v1::UniqueKey {
 
 /// The unique key of a device's voucher entry `index`.
 pub fn voucher_entry_key(rot_id: &str, index: usize) -> v1::UniqueKey {
-    unique(keys::VOUCHER_ENTRY, format!("{rot_id}/{index}").into_bytes())
+    unique(
+        keys::VOUCHER_ENTRY,
+        format!("{rot_id}/{index}").into_bytes(),
+    )
 }
 
 pub(crate) fn unique(namespace: &str, value: Vec<u8>) -> v1::UniqueKey {
@@ -218,7 +229,11 @@ impl DeviceCache {
             },
         };
         if record.scrapped.is_none() {
-            record.scrapped = lookup(ledger, unique(factory_keys::SCRAPPED, rot_id.as_bytes().to_vec())).await?;
+            record.scrapped = lookup(
+                ledger,
+                unique(factory_keys::SCRAPPED, rot_id.as_bytes().to_vec()),
+            )
+            .await?;
         }
         loop {
             let n = record.field_events;
@@ -248,15 +263,23 @@ impl DeviceCache {
 }
 
 async fn read_certified(ledger: &dyn LedgerApi, rot_id: &str) -> Result<Option<DeviceRecord>> {
-    let Some(seq) = lookup(ledger, unique(factory_keys::ROT, rot_id.as_bytes().to_vec())).await? else {
+    let Some(seq) = lookup(
+        ledger,
+        unique(factory_keys::ROT, rot_id.as_bytes().to_vec()),
+    )
+    .await?
+    else {
         return Ok(None);
     };
     let entry = read_entry(ledger, seq).await?;
     let corrupt = |reason: String| Error::CorruptEntry { seq, reason };
     if entry.kind != EventKind::Certified as i32 || entry.rot_id != rot_id {
-        return Err(corrupt(format!("the rot key of {rot_id} does not lead to its certification")));
+        return Err(corrupt(format!(
+            "the rot key of {rot_id} does not lead to its certification"
+        )));
     }
-    let payload = v1::CertifiedPayload::decode(entry.payload.as_slice()).map_err(|e| corrupt(e.to_string()))?;
+    let payload = v1::CertifiedPayload::decode(entry.payload.as_slice())
+        .map_err(|e| corrupt(e.to_string()))?;
     let transfers = payload
         .first_owner
         .map(|first| Transfer {

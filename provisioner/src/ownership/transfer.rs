@@ -23,7 +23,9 @@ use crate::factory::backends::AppendRefusal;
 /// The `rot_id` a voucher names, if it decodes (for recording a refusal;
 /// no trust implied).
 pub(super) fn rot_hint(voucher: &[u8]) -> Option<String> {
-    Voucher::decode(voucher).ok().map(|v| v.header().rot_id.clone())
+    Voucher::decode(voucher)
+        .ok()
+        .map(|v| v.header().rot_id.clone())
 }
 
 impl Ownership {
@@ -37,11 +39,21 @@ impl Ownership {
     /// [`Error::Scrapped`], [`Error::Retired`], [`Error::TransferRecorded`]
     /// (a first owner is already recorded), [`Error::Concurrent`],
     /// [`Error::Backend`]. Refusals are recorded.
-    pub async fn transfer_from_manufacturer(&self, actor: &str, voucher: &[u8], next_owner: &[u8]) -> Result<TransferOutcome> {
+    pub async fn transfer_from_manufacturer(
+        &self,
+        actor: &str,
+        voucher: &[u8],
+        next_owner: &[u8],
+    ) -> Result<TransferOutcome> {
         match self.first_transfer(actor, voucher, next_owner).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => Err(self
-                .refused(rot_hint(voucher).as_deref(), actor, "transfer-from-manufacturer", e)
+                .refused(
+                    rot_hint(voucher).as_deref(),
+                    actor,
+                    "transfer-from-manufacturer",
+                    e,
+                )
                 .await),
         }
     }
@@ -68,7 +80,12 @@ impl Ownership {
         }
     }
 
-    async fn first_transfer(&self, actor: &str, voucher: &[u8], next_owner: &[u8]) -> Result<TransferOutcome> {
+    async fn first_transfer(
+        &self,
+        actor: &str,
+        voucher: &[u8],
+        next_owner: &[u8],
+    ) -> Result<TransferOutcome> {
         let decoded = Voucher::decode(voucher).map_err(voucher_error)?;
         if !decoded.is_empty() {
             return Err(Error::Invalid(
@@ -88,7 +105,11 @@ impl Ownership {
         }
         let mut voucher = self.check_voucher(&record, voucher)?.voucher;
         let payload = first_entry_payload(voucher.header(), next_owner)?;
-        let cose = self.ca.sign_voucher_entry(payload).await.map_err(Error::ca)?;
+        let cose = self
+            .ca
+            .sign_voucher_entry(payload)
+            .await
+            .map_err(Error::ca)?;
         let entry = voucher
             .push_entry(&cose)
             .map_err(|e| Error::Config(format!("the ca's voucher entry does not verify: {e}")))?;
@@ -104,7 +125,11 @@ impl Ownership {
     }
 
     async fn next_transfer(&self, actor: &str, voucher: &[u8]) -> Result<TransferOutcome> {
-        let rot_id = Voucher::decode(voucher).map_err(voucher_error)?.header().rot_id.clone();
+        let rot_id = Voucher::decode(voucher)
+            .map_err(voucher_error)?
+            .header()
+            .rot_id
+            .clone();
         let record = self.record(&rot_id).await?;
         check_open(&record)?;
         let Some(last) = record.transfers.last() else {
@@ -134,7 +159,13 @@ impl Ownership {
         let entry = &checked.verified.entries[recorded];
         let commitment = entry.owner_commitment().to_vec();
         let ledger_seq = self
-            .record_transfer(actor, &record, recorded, commitment.clone(), entry.entry_sha256.to_vec())
+            .record_transfer(
+                actor,
+                &record,
+                recorded,
+                commitment.clone(),
+                entry.entry_sha256.to_vec(),
+            )
             .await?;
         Ok(TransferOutcome {
             voucher: voucher.to_vec(),
@@ -156,10 +187,17 @@ impl Ownership {
     ) -> Result<u64> {
         let payload = v1::OwnershipPayload {
             owner_commitment,
-            voucher_entry_index: u32::try_from(index).map_err(|_| Error::Invalid("voucher entry index out of range".into()))?,
+            voucher_entry_index: u32::try_from(index)
+                .map_err(|_| Error::Invalid("voucher entry index out of range".into()))?,
             voucher_entry_sha256: entry_sha256.clone(),
         };
-        let entry = draft(EventKind::OwnershipTransferred, &record.rot_id, &record.serial, actor, &payload);
+        let entry = draft(
+            EventKind::OwnershipTransferred,
+            &record.rot_id,
+            &record.serial,
+            actor,
+            &payload,
+        );
         let keys = vec![
             voucher_entry_key(&record.rot_id, index),
             field_key(&record.rot_id, record.field_events),

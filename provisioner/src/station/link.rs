@@ -33,7 +33,11 @@ pub trait DeviceLink: Send {
 
     /// Installs the OEM trust anchor in the RoT's one-time claim slot and
     /// returns its signed claim receipt over `nonce`.
-    fn claim(&mut self, nonce: &[u8], anchor: &[u8]) -> impl Future<Output = Result<v1::SignedStatement>> + Send;
+    fn claim(
+        &mut self,
+        nonce: &[u8],
+        anchor: &[u8],
+    ) -> impl Future<Output = Result<v1::SignedStatement>> + Send;
 
     /// Locks debug and readout interfaces (before personalisation, so that
     /// the key attestation can report it; 2.4.14.16).
@@ -41,7 +45,10 @@ pub trait DeviceLink: Send {
 
     /// On-device personalisation: the RoT generates its identity key and
     /// returns the signed key attestation answering `challenge`.
-    fn generate_key(&mut self, challenge: &[u8]) -> impl Future<Output = Result<v1::SignedStatement>> + Send;
+    fn generate_key(
+        &mut self,
+        challenge: &[u8],
+    ) -> impl Future<Output = Result<v1::SignedStatement>> + Send;
 
     /// HSM personalisation: the RoT unwraps `key` and returns the signed key
     /// attestation answering `challenge`.

@@ -345,7 +345,11 @@ pub async fn run<L: DeviceLink + 'static>(
     Ok((Report { outcomes, elapsed }, links))
 }
 
-async fn worker<L: DeviceLink>(shared: Arc<Shared<L>>, client: ProvisioningClient<Channel>, progress: ProgressBar) {
+async fn worker<L: DeviceLink>(
+    shared: Arc<Shared<L>>,
+    client: ProvisioningClient<Channel>,
+    progress: ProgressBar,
+) {
     loop {
         let next = shared
             .queue
@@ -381,7 +385,12 @@ async fn worker<L: DeviceLink>(shared: Arc<Shared<L>>, client: ProvisioningClien
 fn refused(stage: &'static str, status: Status) -> Outcome {
     let reason = refusal_reason(&status).map(str::to_owned);
     match reason {
-        Some(reason) if !matches!(reason.as_str(), "backend" | "busy" | "config" | "corrupt-entry") => {
+        Some(reason)
+            if !matches!(
+                reason.as_str(),
+                "backend" | "busy" | "config" | "corrupt-entry"
+            ) =>
+        {
             Outcome::Refused {
                 stage,
                 code: status.code(),
@@ -429,7 +438,10 @@ async fn provision<L: DeviceLink>(
 ) -> std::result::Result<Provisioned, Outcome> {
     let config = &shared.config;
     let link = &mut job.link;
-    let attestation = link.read_attestation().await.map_err(failed("read-attestation"))?;
+    let attestation = link
+        .read_attestation()
+        .await
+        .map_err(failed("read-attestation"))?;
     let begin = client
         .begin_claim(v1::BeginClaimRequest {
             order_id: config.order_id.clone(),
@@ -438,7 +450,10 @@ async fn provision<L: DeviceLink>(
         .await
         .map_err(|s| refused("claim", s))?
         .into_inner();
-    let receipt = link.claim(&begin.nonce, &begin.anchor).await.map_err(failed("install-anchor"))?;
+    let receipt = link
+        .claim(&begin.nonce, &begin.anchor)
+        .await
+        .map_err(failed("install-anchor"))?;
     client
         .complete_claim(v1::CompleteClaimRequest {
             receipt: Some(receipt),
@@ -447,7 +462,10 @@ async fn provision<L: DeviceLink>(
         .map_err(|s| refused("complete-claim", s))?;
     link.lock_readout().await.map_err(failed("lock"))?;
     let key_attestation = match config.mode {
-        Mode::OnDevice => link.generate_key(&begin.nonce).await.map_err(failed("generate-key"))?,
+        Mode::OnDevice => link
+            .generate_key(&begin.nonce)
+            .await
+            .map_err(failed("generate-key"))?,
         Mode::Hsm => {
             let request = v1::DeliverDeviceKeyRequest {
                 rot_id: begin.rot_id.clone(),

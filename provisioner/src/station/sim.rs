@@ -55,7 +55,11 @@ impl DeviceLink for SimLink {
             .map_err(device)
     }
 
-    async fn install_wrapped_key(&mut self, key: &WrappedKey, challenge: &[u8]) -> Result<v1::SignedStatement> {
+    async fn install_wrapped_key(
+        &mut self,
+        key: &WrappedKey,
+        challenge: &[u8],
+    ) -> Result<v1::SignedStatement> {
         self.rot
             .install_wrapped_key(
                 &key.device_public_key,
@@ -67,8 +71,14 @@ impl DeviceLink for SimLink {
             .map_err(device)
     }
 
-    async fn prove_possession(&mut self, serial: &str, challenge: &[u8]) -> Result<v1::SignedStatement> {
-        self.rot.proof_of_possession(serial, challenge).map_err(device)
+    async fn prove_possession(
+        &mut self,
+        serial: &str,
+        challenge: &[u8],
+    ) -> Result<v1::SignedStatement> {
+        self.rot
+            .proof_of_possession(serial, challenge)
+            .map_err(device)
     }
 
     async fn store_certification(&mut self, chain: &[Vec<u8>], voucher: &[u8]) -> Result<Vec<u8>> {

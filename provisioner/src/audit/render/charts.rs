@@ -74,7 +74,7 @@ pub(super) fn orders_chart(orders: &[OrderSummary]) -> Result<String, String> {
                 Rectangle::new([(x, 0), (x + 1, o.certified)], colour.filled())
             }))
             .map_err(err)?
-            .label("certified")
+            .label("certified (red: beyond authorised)")
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], CERTIFIED.filled()));
         chart
             .configure_series_labels()

@@ -29,7 +29,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}\
 td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}\
 .ok{color:#1a7f37;font-weight:bold}.bad{color:#c62828;font-weight:bold}\
-.over{background:#fde2e2}.chart svg{max-width:100%;height:auto}.small{color:#666;font-size:.9em}";
+.over{background:#fde2e2}td.w{white-space:nowrap}.chart svg{max-width:100%;height:auto}.small{color:#666;font-size:.9em}";
 
 /// The report as HTML.
 pub fn html(r: &AuditReport) -> String {
@@ -102,7 +102,8 @@ fn write_html(r: &AuditReport, out: &mut String) -> std::fmt::Result {
                 "invalid order signature".to_owned()
             };
             let window = if o.signature_valid {
-                format!("{} to {}", when(o.not_before_ms), when(o.not_after_ms))
+                let day = |ms: i64| when(ms).chars().take(10).collect::<String>();
+                format!("{} to {}", day(o.not_before_ms), day(o.not_after_ms))
             } else {
                 "-".to_owned()
             };
@@ -111,7 +112,7 @@ fn write_html(r: &AuditReport, out: &mut String) -> std::fmt::Result {
                 "<tr{row} data-order=\"{id}\"><td>{id}</td><td>{}</td><td>{}</td><td class=\"n authorised\">{auth}</td>\
 <td class=\"n certified\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
 <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-<td class=\"n\">{}</td><td>{window}{}</td></tr>",
+<td class=\"n\">{}</td><td class=\"w\">{window}{}</td></tr>",
                 esc(&o.site),
                 esc(&o.sku),
                 o.certified,
