@@ -6,14 +6,14 @@
 #
 #   scripts/fuzz-smoke.sh            # every target, FUZZ_SECONDS each (default 6)
 #   scripts/fuzz-smoke.sh voucher    # only the named targets
-#   FUZZ_SECONDS=60 scripts/fuzz-smoke.sh
+#   FUZZ_SECONDS=60 FUZZ_RELEASE=1 scripts/fuzz-smoke.sh   # a longer, optimised run
 #
 # Runs on the stable toolchain with `--sanitizer none` (libFuzzer still
 # catches panics and the overflow checks the fuzz profile keeps on). New
 # inputs the fuzzer finds go to a scratch directory, so the committed
 # corpus stays as make-corpus wrote it. A crashing input is saved under
 # fuzz/artifacts/<target>/ (gitignored); reproduce it with
-# `cargo fuzz run --sanitizer none --codegen-units 16 <target> <file>`.
+# `cargo fuzz run --dev --sanitizer none --fuzz-dir fuzz <target> <file>`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,10 +27,15 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version '^0.13'
 fi
 
-# The same options for build and run, so `run` does not rebuild. Sixteen
-# codegen units instead of cargo-fuzz's default of one keeps the build of
-# the whole instrumented dependency graph within the CI budget.
-opts=(--sanitizer none --codegen-units 16 --fuzz-dir fuzz)
+# The same options for build and run, so `run` does not rebuild. The dev
+# profile of fuzz/Cargo.toml (hot crates optimised, the rest not) keeps the
+# build of the whole instrumented dependency graph within the CI budget;
+# FUZZ_RELEASE=1 builds the optimised profile instead, for longer runs.
+if [ "${FUZZ_RELEASE:-0}" = 1 ]; then
+  opts=(--release --codegen-units 16 --sanitizer none --fuzz-dir fuzz)
+else
+  opts=(--dev --sanitizer none --fuzz-dir fuzz)
+fi
 
 if [ "$#" -gt 0 ]; then
   targets=("$@")

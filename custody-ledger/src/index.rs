@@ -317,12 +317,14 @@ impl Index {
     /// One device's last indexed entry.
     pub(crate) fn device_last(&self, rot_id: &str) -> Result<Option<(u64, Hash)>> {
         let prefix = device_prefix(rot_id);
-        match self.db.scan_prefix(&prefix).next_back() {
-            None => Ok(None),
-            Some(kv) => {
-                let (k, v) = kv?;
+        let mut upper = prefix.clone();
+        upper.extend_from_slice(&u64::MAX.to_be_bytes());
+        // The greatest key below (prefix, u64::MAX): one descent, no iterator.
+        match self.db.get_lt(&upper)? {
+            Some((k, v)) if k.starts_with(&prefix) && k.len() == prefix.len() + 8 => {
                 Ok(Some(Self::device_item(&prefix, &k, &v)?))
             }
+            _ => Ok(None),
         }
     }
 

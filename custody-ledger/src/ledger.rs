@@ -90,7 +90,7 @@ impl LedgerConfig {
             max_batch: 2048,
             overlay_limit: 256 * 1024,
             tail_check: 4096,
-            index_cache_bytes: 256 << 20,
+            index_cache_bytes: 128 << 20,
         }
     }
 

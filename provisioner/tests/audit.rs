@@ -61,7 +61,16 @@ fn audit_json(s: &Scenario) -> (i32, serde_json::Value) {
     let data = s.data_dir.to_str().expect("utf-8 path");
     let field = s.field_dir.to_str().expect("utf-8 path");
     let out = Command::new(env!("CARGO_BIN_EXE_trustline"))
-        .args(["audit", "--data-dir", data, "--field", field, "--format", "json", "--no-progress"])
+        .args([
+            "audit",
+            "--data-dir",
+            data,
+            "--field",
+            field,
+            "--format",
+            "json",
+            "--no-progress",
+        ])
         .args(["--in-flight-grace", "0"])
         .output()
         .expect("run trustline");
@@ -74,7 +83,8 @@ fn audit_json(s: &Scenario) -> (i32, serde_json::Value) {
 fn a_clean_ledger_has_no_findings() {
     let dir = tempfile::tempdir().expect("tmp");
     let s = seed_scenario(dir.path(), &Plant::default()).expect("seed");
-    let report = audit::run(&LedgerSource::DataDir(s.data_dir.clone()), &options(&s)).expect("audit");
+    let report =
+        audit::run(&LedgerSource::DataDir(s.data_dir.clone()), &options(&s)).expect("audit");
     assert!(report.ledger.verified, "{}", report.ledger.verify_message);
     assert!(report.findings.is_empty(), "{:#?}", report.findings.items);
     assert_eq!(report.ledger.entries, s.entries);
@@ -83,12 +93,27 @@ fn a_clean_ledger_has_no_findings() {
     // 6 claimed: five certified (3 shipped, 1 scrapped, 1 on site) and one
     // refused over quota and scrapped.
     assert_eq!(
-        (a.authorised, a.claimed, a.certified, a.shipped, a.scrapped, a.on_site, a.quota_rejected),
+        (
+            a.authorised,
+            a.claimed,
+            a.certified,
+            a.shipped,
+            a.scrapped,
+            a.on_site,
+            a.quota_rejected
+        ),
         (Some(5), 6, 5, 3, 1, 1, 1)
     );
     let b = &report.orders[1];
     assert_eq!(
-        (b.authorised, b.claimed, b.certified, b.shipped, b.on_site, b.duplicate_rejected),
+        (
+            b.authorised,
+            b.claimed,
+            b.certified,
+            b.shipped,
+            b.on_site,
+            b.duplicate_rejected
+        ),
         (Some(5), 4, 3, 1, 2, 1)
     );
     let field = report.field.as_ref().expect("field");
@@ -110,10 +135,14 @@ fn planted_anomalies_are_reported_exactly() {
     };
     let s = seed_scenario(dir.path(), &plant).expect("seed");
     let export = dir.path().join("ledger.export");
-    let storage = custody_ledger::storage::FileStorage::open(&s.data_dir.join("ledger")).expect("storage");
+    let storage =
+        custody_ledger::storage::FileStorage::open(&s.data_dir.join("ledger")).expect("storage");
     custody_ledger::export::export(&storage, &export).expect("export");
 
-    for source in [LedgerSource::DataDir(s.data_dir.clone()), LedgerSource::Export(export.clone())] {
+    for source in [
+        LedgerSource::DataDir(s.data_dir.clone()),
+        LedgerSource::Export(export.clone()),
+    ] {
         let report = audit::run(&source, &options(&s)).expect("audit");
         assert!(report.ledger.verified, "{}", report.ledger.verify_message);
         assert_eq!(
@@ -127,7 +156,14 @@ fn planted_anomalies_are_reported_exactly() {
             source.describe(),
             report.findings.items
         );
-        let find = |k: FindingKind| report.findings.items.iter().find(|f| f.kind == k).expect("finding");
+        let find = |k: FindingKind| {
+            report
+                .findings
+                .items
+                .iter()
+                .find(|f| f.kind == k)
+                .expect("finding")
+        };
         let over = find(FindingKind::OverQuota);
         assert_eq!(over.entries, vec![s.over_quota_entry.expect("planted")]);
         assert_eq!(over.order_id, "PO-A");
@@ -137,16 +173,30 @@ fn planted_anomalies_are_reported_exactly() {
         assert_eq!(dup.serial, s.duplicate_serial);
         assert_eq!(dup.site, "site-a,site-b");
         let field = find(FindingKind::FieldUnrecorded);
-        assert_eq!(field.file, s.unrecorded_file.as_ref().expect("planted").display().to_string());
-        assert!(field.message.contains("chains to the oem ca"), "{}", field.message);
+        assert_eq!(
+            field.file,
+            s.unrecorded_file
+                .as_ref()
+                .expect("planted")
+                .display()
+                .to_string()
+        );
+        assert!(
+            field.message.contains("chains to the oem ca"),
+            "{}",
+            field.message
+        );
         // The per-order figures show the overproduction.
         let figures: Vec<(String, Option<u64>, u64)> = report
             .orders
             .iter()
             .map(|o| (o.order_id.clone(), o.authorised, o.certified))
             .collect();
-        let expected: Vec<(String, Option<u64>, u64)> =
-            s.orders.iter().map(|(id, a, c)| (id.clone(), Some(*a), *c)).collect();
+        let expected: Vec<(String, Option<u64>, u64)> = s
+            .orders
+            .iter()
+            .map(|(id, a, c)| (id.clone(), Some(*a), *c))
+            .collect();
         assert_eq!(figures, expected);
     }
 
@@ -182,7 +232,8 @@ fn tamper_serial(ledger_dir: &Path, seq: u64, to: &str) {
             let is_target = record[format::RECORD_KIND] == format::KIND_ENTRY
                 && u64::from_le_bytes(body[..8].try_into().expect("seq")) == seq;
             if is_target {
-                let mut entry = v1::LedgerEntry::decode(&body[format::ENTRY_BYTES..]).expect("entry");
+                let mut entry =
+                    v1::LedgerEntry::decode(&body[format::ENTRY_BYTES..]).expect("entry");
                 assert_eq!(entry.serial.len(), to.len(), "keep the length");
                 entry.serial = to.to_owned();
                 format::encode_entry(seq, &entry.encode_to_vec(), &mut out);
@@ -206,9 +257,13 @@ fn a_tampered_entry_is_the_only_finding_and_stops_the_audit() {
     let s = seed_scenario(dir.path(), &Plant::default()).expect("seed");
     let victim = s.certified_entries[1];
     tamper_serial(&s.data_dir.join("ledger"), victim, "SN-000000999");
-    let report = audit::run(&LedgerSource::DataDir(s.data_dir.clone()), &options(&s)).expect("audit");
+    let report =
+        audit::run(&LedgerSource::DataDir(s.data_dir.clone()), &options(&s)).expect("audit");
     assert!(!report.ledger.verified);
-    assert_eq!(kinds(&report), BTreeMap::from([(FindingKind::LedgerVerifyFailed, 1)]));
+    assert_eq!(
+        kinds(&report),
+        BTreeMap::from([(FindingKind::LedgerVerifyFailed, 1)])
+    );
     let f = &report.findings.items[0];
     // The next entry's prev_hash no longer matches the altered one.
     assert_eq!(f.entries, vec![victim + 1], "{}", f.message);
@@ -219,8 +274,16 @@ fn a_tampered_entry_is_the_only_finding_and_stops_the_audit() {
 
     let (code, json) = audit_json(&s);
     assert_eq!(code, 1);
-    assert_eq!(json["findings"]["counts"], serde_json::json!({"ledger-verify-failed": 1}));
-    let (code, text) = cli(&["audit", "--data-dir", s.data_dir.to_str().expect("utf-8"), "--no-progress"]);
+    assert_eq!(
+        json["findings"]["counts"],
+        serde_json::json!({"ledger-verify-failed": 1})
+    );
+    let (code, text) = cli(&[
+        "audit",
+        "--data-dir",
+        s.data_dir.to_str().expect("utf-8"),
+        "--no-progress",
+    ]);
     assert_eq!(code, 1);
     assert!(text.contains("NOT VERIFIED"), "{text}");
 }

@@ -72,7 +72,10 @@ fn run_chromium(page: &Path, mode: &str, profile: &Path) -> Vec<u8> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    reader.join().expect("reader").expect("read chromium output")
+    reader
+        .join()
+        .expect("reader")
+        .expect("read chromium output")
 }
 
 /// The text of the first `<td>` with class `class` in the table row that
@@ -88,7 +91,9 @@ fn cell(dom: &str, order: &str, class: &str) -> String {
         .find(&marker)
         .unwrap_or_else(|| panic!("no {class} cell for {order}: {row}"))
         + marker.len();
-    row[at..row[at..].find('<').expect("cell end") + at].trim().to_owned()
+    row[at..row[at..].find('<').expect("cell end") + at]
+        .trim()
+        .to_owned()
 }
 
 #[test]
@@ -102,7 +107,14 @@ fn the_html_report_renders_in_chromium_with_every_orders_figures() {
     let s = seed_scenario(&dir.path().join("data"), &plant).expect("seed");
     let page = dir.path().join("report.html");
     let status = Command::new(env!("CARGO_BIN_EXE_trustline"))
-        .args(["audit", "--no-progress", "--format", "html", "--in-flight-grace", "0"])
+        .args([
+            "audit",
+            "--no-progress",
+            "--format",
+            "html",
+            "--in-flight-grace",
+            "0",
+        ])
         .arg("--data-dir")
         .arg(&s.data_dir)
         .arg("--field")
@@ -114,30 +126,57 @@ fn the_html_report_renders_in_chromium_with_every_orders_figures() {
     assert_eq!(status.code(), Some(1), "the planted anomalies are findings");
     let html = std::fs::read_to_string(&page).expect("report");
     // Self-contained: no script, no external resource.
-    assert!(!html.contains("<script"), "the report must not need scripts");
+    assert!(
+        !html.contains("<script"),
+        "the report must not need scripts"
+    );
     assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
 
     let profile = tempfile::tempdir().expect("profile");
-    let dom = String::from_utf8(run_chromium(&page, "--dump-dom", profile.path())).expect("utf-8 dom");
-    assert!(dom.contains("Trustline custody ledger audit"), "not the report: {dom:.400}");
+    let dom =
+        String::from_utf8(run_chromium(&page, "--dump-dom", profile.path())).expect("utf-8 dom");
+    assert!(
+        dom.contains("Trustline custody ledger audit"),
+        "not the report: {dom:.400}"
+    );
     for (order, authorised, certified) in &s.orders {
-        assert_eq!(cell(&dom, order, "authorised"), authorised.to_string(), "{order} authorised");
-        assert_eq!(cell(&dom, order, "certified"), certified.to_string(), "{order} certified");
+        assert_eq!(
+            cell(&dom, order, "authorised"),
+            authorised.to_string(),
+            "{order} authorised"
+        );
+        assert_eq!(
+            cell(&dom, order, "certified"),
+            certified.to_string(),
+            "{order} certified"
+        );
     }
     assert!(dom.contains("3 finding(s)"));
     // Both charts were drawn (SVG inline) and label the orders and kinds.
     for (id, label) in [("orders-chart", "PO-A"), ("refusals-chart", "counterfeit")] {
-        let at = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no {id}"));
+        let at = dom
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no {id}"));
         let chart = &dom[at..];
-        let chart = &chart[..chart.find("</svg>").unwrap_or_else(|| panic!("{id} has no svg"))];
+        let chart = &chart[..chart
+            .find("</svg>")
+            .unwrap_or_else(|| panic!("{id} has no svg"))];
         assert!(chart.contains("<svg"), "{id} has no svg");
         assert!(chart.contains(label), "{id} does not show {label}");
     }
 
     // And it paints: a screenshot of a page this size is far from empty.
     let shot = dir.path().join("report.png");
-    run_chromium(&page, &format!("--screenshot={}", shot.display()), profile.path());
+    run_chromium(
+        &page,
+        &format!("--screenshot={}", shot.display()),
+        profile.path(),
+    );
     let png = std::fs::read(&shot).expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"), "not a png");
-    assert!(png.len() > 20_000, "screenshot of {} bytes looks blank", png.len());
+    assert!(
+        png.len() > 20_000,
+        "screenshot of {} bytes looks blank",
+        png.len()
+    );
 }

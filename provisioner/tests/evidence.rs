@@ -18,8 +18,15 @@ fn evidence(args: &[&str]) -> (i32, String) {
         .args(args)
         .output()
         .expect("run trustline");
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).expect("utf-8"))
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).expect("utf-8"),
+    )
 }
 
 /// Whether `source` defines a test function `name`: `fn name(` with a
@@ -28,13 +35,14 @@ fn defines_test(source: &str, name: &str) -> bool {
     let lines: Vec<&str> = source.lines().collect();
     lines.iter().enumerate().any(|(i, line)| {
         let t = line.trim_start();
-        let defines = ["fn ", "async fn "]
-            .iter()
-            .any(|p| t.strip_prefix(p).is_some_and(|rest| rest.starts_with(&format!("{name}("))));
+        let defines = ["fn ", "async fn "].iter().any(|p| {
+            t.strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with(&format!("{name}(")))
+        });
         defines
-            && lines[i.saturating_sub(4)..i]
-                .iter()
-                .any(|l| l.trim_start().starts_with("#[test]") || l.trim_start().starts_with("#[tokio::test"))
+            && lines[i.saturating_sub(4)..i].iter().any(|l| {
+                l.trim_start().starts_with("#[test]") || l.trim_start().starts_with("#[tokio::test")
+            })
     })
 }
 
@@ -42,7 +50,14 @@ fn defines_test(source: &str, name: &str) -> bool {
 fn every_test_the_evidence_names_exists() {
     let dir = tempfile::tempdir().expect("tmp");
     let s = seed_scenario(dir.path(), &Plant::default()).expect("seed");
-    let (code, out) = evidence(&["--class", "2", "--format", "json", "--data-dir", s.data_dir.to_str().expect("utf-8")]);
+    let (code, out) = evidence(&[
+        "--class",
+        "2",
+        "--format",
+        "json",
+        "--data-dir",
+        s.data_dir.to_str().expect("utf-8"),
+    ]);
     assert_eq!(code, 0);
     let json: serde_json::Value = serde_json::from_str(&out).expect("json");
     let rows = json["rows"].as_array().expect("rows");
@@ -63,16 +78,28 @@ fn every_test_the_evidence_names_exists() {
         // Rows Trustline answers carry the live evidence; the others say
         // what the OEM must supply.
         match row["status"].as_str().expect("status") {
-            "oem" => assert!(!row["oem_must_supply"].as_str().unwrap_or_default().is_empty(), "{req}"),
+            "oem" => assert!(
+                !row["oem_must_supply"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty(),
+                "{req}"
+            ),
             _ => {
                 let live = row["live"].as_str().expect("live");
-                assert!(live.contains(&format!("latest checkpoint size {}", s.entries)), "{req}: {live}");
+                assert!(
+                    live.contains(&format!("latest checkpoint size {}", s.entries)),
+                    "{req}: {live}"
+                );
                 assert!(live.contains("ledger verified"), "{req}: {live}");
             }
         }
     }
     assert!(named > 40, "only {named} tests named");
-    assert!(missing.is_empty(), "rows name tests that do not exist: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "rows name tests that do not exist: {missing:#?}"
+    );
 }
 
 #[test]
@@ -82,17 +109,31 @@ fn applicability_and_every_format_follow_the_class() {
     let data = s.data_dir.to_str().expect("utf-8");
     let (_, csv) = evidence(&["--class", "1", "--format", "csv", "--data-dir", data]);
     // 2.4.14.22 is "Mandatory for Class 2 and above": not applicable at 1.
-    let row = csv.lines().find(|l| l.starts_with("2.4.14.22,")).expect("row");
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("2.4.14.22,"))
+        .expect("row");
     assert!(row.contains("not applicable at class 1"), "{row}");
     assert!(row.contains("8 devices certified"), "{row}");
     let (_, md) = evidence(&["--class", "3", "--format", "md"]);
-    let row = md.lines().find(|l| l.starts_with("| 2.4.14.22 |")).expect("row");
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| 2.4.14.22 |"))
+        .expect("row");
     assert!(row.contains("mandatory at class 3"), "{row}");
     assert!(row.contains("no ledger given"), "{row}");
     assert!(md.contains("CC BY 4.0"), "attribution");
     let out = dir.path().join("evidence.json");
-    let (code, _) = evidence(&["--class", "4", "--format", "json", "--out", out.to_str().expect("utf-8")]);
+    let (code, _) = evidence(&[
+        "--class",
+        "4",
+        "--format",
+        "json",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
     assert_eq!(code, 0);
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).expect("out")).expect("json");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&out).expect("out")).expect("json");
     assert_eq!(json["class"], 4);
 }

@@ -58,7 +58,10 @@ async fn the_audit_of_a_running_line_over_mtls_matches_what_the_line_did() {
         progress: false,
         retries: 0,
     };
-    let channel = stack.channel(&station(SITE, "st-01")).await.expect("channel");
+    let channel = stack
+        .channel(&station(SITE, "st-01"))
+        .await
+        .expect("channel");
     let (report, _) = run::run(channel, config, jobs).await.expect("run");
     assert_eq!(report.provisioned(), 5, "{:?}", report.outcomes);
 
@@ -132,7 +135,9 @@ async fn the_audit_of_a_running_line_over_mtls_matches_what_the_line_did() {
     let groups = json["refusals"]["groups"].as_array().expect("groups");
     assert!(!groups.is_empty());
     assert!(
-        groups.iter().all(|g| g["site"] == SITE && g["actor"].as_str().is_some_and(|a| a.contains("st-01"))),
+        groups
+            .iter()
+            .all(|g| g["site"] == SITE && g["actor"].as_str().is_some_and(|a| a.contains("st-01"))),
         "{groups:?}"
     );
     assert!(snapshot.exists(), "the signed snapshot is kept");

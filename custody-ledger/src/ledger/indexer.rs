@@ -32,7 +32,8 @@ pub(crate) fn run(shared: &Arc<Shared>, mut state: IndexState) {
             let mut overlay = shared.overlay();
             loop {
                 let stopping = overlay.indexer_stopping();
-                if (stopping && overlay.is_idle()) || (!stopping && shared.check_running().is_err()) {
+                if (stopping && overlay.is_idle()) || (!stopping && shared.check_running().is_err())
+                {
                     // Closing with nothing left, or stopped after a failure
                     // (reopening replays the overlay from the segments).
                     return;
@@ -49,7 +50,11 @@ pub(crate) fn run(shared: &Arc<Shared>, mut state: IndexState) {
                 if stopping || overlay.len() >= high || quiet {
                     break;
                 }
-                let idle_for = if idle_for >= IDLE { Duration::ZERO } else { idle_for };
+                let idle_for = if idle_for >= IDLE {
+                    Duration::ZERO
+                } else {
+                    idle_for
+                };
                 overlay = shared
                     .overlay_changed
                     .wait_timeout(overlay, IDLE - idle_for)

@@ -179,34 +179,44 @@ impl Writer {
     /// Makes the batch visible and acknowledges it. Runs only after the
     /// batch is durable.
     fn publish(&mut self, outcomes: Vec<Outcome>) {
+        enum Reply {
+            Append(oneshot::Sender<Result<Appended>>, Result<Appended>),
+            Checkpoint(oneshot::Sender<Result<()>>),
+        }
+        let mut replies = Vec::with_capacity(outcomes.len());
         {
             let mut overlay = self.shared.overlay();
             let mut quotas = self.shared.quotas();
-            for o in &outcomes {
+            for o in outcomes {
                 match o {
-                    Outcome::Appended(_, s) => {
-                        overlay.push_entry(s.overlay.clone());
-                        if let Some(q) = &s.quota {
-                            *quotas.entry(q.clone()).or_default() += 1;
+                    Outcome::Appended(r, s) => {
+                        let Staged {
+                            overlay: entry,
+                            appended,
+                            quota,
+                        } = *s;
+                        overlay.push_entry(entry);
+                        if let Some(q) = quota {
+                            *quotas.entry(q).or_default() += 1;
                         }
+                        replies.push(Reply::Append(r, Ok(appended)));
                     }
-                    Outcome::Checkpoint(_, c) => overlay.push_checkpoint(c.clone()),
-                    Outcome::Refused(..) => {}
+                    Outcome::Checkpoint(r, c) => {
+                        overlay.push_checkpoint(c);
+                        replies.push(Reply::Checkpoint(r));
+                    }
+                    Outcome::Refused(r, e) => replies.push(Reply::Append(r, Err(e))),
                 }
             }
         }
         self.shared.overlay_changed.notify_all();
-        for o in outcomes {
-            match o {
-                Outcome::Appended(r, s) => {
+        for r in replies {
+            match r {
+                Reply::Append(r, result) => {
                     answered(&self.shared);
-                    let _ = r.send(Ok(s.appended));
+                    let _ = r.send(result);
                 }
-                Outcome::Refused(r, e) => {
-                    answered(&self.shared);
-                    let _ = r.send(Err(e));
-                }
-                Outcome::Checkpoint(r, _) => {
+                Reply::Checkpoint(r) => {
                     let _ = r.send(Ok(()));
                 }
             }
@@ -385,7 +395,9 @@ impl Writer {
 
 /// Counts one append as answered.
 fn answered(shared: &Shared) {
-    shared.pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    shared
+        .pending
+        .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
 }
 
 fn clone_stop(e: &Error) -> Error {

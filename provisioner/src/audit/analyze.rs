@@ -96,7 +96,10 @@ pub fn check_certificate(ca: &CaSet, job: &CertJob) -> Option<Finding> {
             }
             // 2.4.9.5, 2.4.9.10: ECDSA P-256 with SHA-256 only.
             if cert.signature_algorithm != OID_ECDSA_WITH_SHA256 {
-                problems.push(format!("signature algorithm {} is not ecdsa-with-SHA256", cert.signature_algorithm));
+                problems.push(format!(
+                    "signature algorithm {} is not ecdsa-with-SHA256",
+                    cert.signature_algorithm
+                ));
             }
             if statement::parse_p256_spki(&cert.spki).is_err() {
                 problems.push("device key is not a P-256 key".into());
@@ -319,7 +322,10 @@ struct OrderState {
 }
 
 /// Checks an `ORDER_OPENED` payload against the OEM order key.
-fn verify_order(entry: &v1::LedgerEntry, order_key: &[u8]) -> Result<(v1::ProductionOrder, Terms), String> {
+fn verify_order(
+    entry: &v1::LedgerEntry,
+    order_key: &[u8],
+) -> Result<(v1::ProductionOrder, Terms), String> {
     let payload = v1::OrderOpenedPayload::decode(entry.payload.as_slice())
         .map_err(|e| format!("payload does not decode: {e}"))?;
     let signed = payload
@@ -337,7 +343,10 @@ fn verify_order(entry: &v1::LedgerEntry, order_key: &[u8]) -> Result<(v1::Produc
         .serial_scheme
         .clone()
         .ok_or_else(|| "signed order has no serial scheme".to_owned())?;
-    if order.quantity == 0 || order.not_before_ms >= order.not_after_ms || scheme.first > scheme.last {
+    if order.quantity == 0
+        || order.not_before_ms >= order.not_after_ms
+        || scheme.first > scheme.last
+    {
         return Err("signed order has no quantity, window or serial range".into());
     }
     let terms = Terms {
@@ -397,7 +406,9 @@ impl RefusalAcc {
             _ => None,
         };
         if let Some(c) = column {
-            self.hours.entry(e.time_ms.div_euclid(HOUR_MS)).or_insert([0; 3])[c] += 1;
+            self.hours
+                .entry(e.time_ms.div_euclid(HOUR_MS))
+                .or_insert([0; 3])[c] += 1;
         }
         if self.recent.len() == MAX_LISTED_REFUSALS {
             self.recent.pop_front();
@@ -564,7 +575,8 @@ impl Analysis {
             EventKind::Certified => job = self.certified(entry, order),
             _ => {
                 if let Some(name) = refusal_kind(kind) {
-                    let payload = v1::RejectedPayload::decode(entry.payload.as_slice()).unwrap_or_default();
+                    let payload =
+                        v1::RejectedPayload::decode(entry.payload.as_slice()).unwrap_or_default();
                     operation_is_claim = payload.operation == "claim";
                     self.refusals.add(entry, name, &payload);
                     if let Some(o) = self.orders.get_mut(order as usize) {
@@ -580,7 +592,10 @@ impl Analysis {
         }
         if !entry.rot_id.is_empty() && is_device_event(kind) {
             let (fp, tag) = rot_key(&entry.rot_id);
-            let refusal = matches!(kind, EventKind::DuplicateRejected | EventKind::QuotaRejected);
+            let refusal = matches!(
+                kind,
+                EventKind::DuplicateRejected | EventKind::QuotaRejected
+            );
             let state = if refusal {
                 self.devices.get_mut(&fp)
             } else {
@@ -643,7 +658,10 @@ impl Analysis {
                 o.summary.site = entry.site.clone();
                 let f = finding_at(
                     FindingKind::OrderSignatureInvalid,
-                    format!("order {} is not authorised by the oem order key: {why}", entry.order_id),
+                    format!(
+                        "order {} is not authorised by the oem order key: {why}",
+                        entry.order_id
+                    ),
                     entry,
                 );
                 self.findings.push(f);
@@ -666,7 +684,12 @@ impl Analysis {
         self.serial_fps.push(serial_fp(&entry.serial));
         self.key_fps.push(key_fp(&payload.device_public_key));
         if let Some(field) = &mut self.field {
-            field.observe_recorded(entry.seq, &payload.certificate, &entry.serial, &payload.device_public_key);
+            field.observe_recorded(
+                entry.seq,
+                &payload.certificate,
+                &entry.serial,
+                &payload.device_public_key,
+            );
         }
         let mut found = Vec::new();
         match self.orders.get_mut(order as usize) {
@@ -679,11 +702,17 @@ impl Analysis {
                 match (&o.terms, o.opened_seq) {
                     (_, None) => found.push((
                         FindingKind::CertifiedWithoutValidOrder,
-                        format!("order {} was not opened before this certification", entry.order_id),
+                        format!(
+                            "order {} was not opened before this certification",
+                            entry.order_id
+                        ),
                     )),
                     (None, Some(_)) => found.push((
                         FindingKind::CertifiedWithoutValidOrder,
-                        format!("order {} is not authorised by the oem order key", entry.order_id),
+                        format!(
+                            "order {} is not authorised by the oem order key",
+                            entry.order_id
+                        ),
                     )),
                     (Some(t), Some(_)) => {
                         if entry.time_ms < t.not_before_ms || entry.time_ms >= t.not_after_ms {
@@ -713,7 +742,10 @@ impl Analysis {
                         if t.serials.parse(&entry.serial).is_none() {
                             found.push((
                                 FindingKind::SerialOutsideScheme,
-                                format!("serial {:?} is not in order {}'s serial scheme", entry.serial, entry.order_id),
+                                format!(
+                                    "serial {:?} is not in order {}'s serial scheme",
+                                    entry.serial, entry.order_id
+                                ),
                             ));
                         }
                         if o.summary.certified > t.quantity {
@@ -783,10 +815,26 @@ impl Analysis {
                 tally(&mut o.summary, *s, st);
             }
             let wanted = [
-                (s.has(flag::A_NO_CLAIM), FindingKind::CertifiedWithoutClaim, emit::NO_CLAIM),
-                (s.has(flag::A_CUSTODY), FindingKind::CustodyWithoutCertificate, emit::CUSTODY),
-                (s.has(flag::A_AFTER_SCRAP), FindingKind::ShippedAfterScrapped, emit::AFTER_SCRAP),
-                (st == Standing::Gap, FindingKind::ClaimedNotCertified, emit::GAP),
+                (
+                    s.has(flag::A_NO_CLAIM),
+                    FindingKind::CertifiedWithoutClaim,
+                    emit::NO_CLAIM,
+                ),
+                (
+                    s.has(flag::A_CUSTODY),
+                    FindingKind::CustodyWithoutCertificate,
+                    emit::CUSTODY,
+                ),
+                (
+                    s.has(flag::A_AFTER_SCRAP),
+                    FindingKind::ShippedAfterScrapped,
+                    emit::AFTER_SCRAP,
+                ),
+                (
+                    st == Standing::Gap,
+                    FindingKind::ClaimedNotCertified,
+                    emit::GAP,
+                ),
             ];
             for (present, kind, bit) in wanted {
                 if !present {
@@ -806,7 +854,10 @@ impl Analysis {
         }
         let exact_budget = MAX_EXACT_SUSPECTS;
         let mut by_fingerprint_only = 0u64;
-        for (set, kind) in [(&mut serials, FindingKind::DuplicateSerial), (&mut keys, FindingKind::DuplicateDeviceKey)] {
+        for (set, kind) in [
+            (&mut serials, FindingKind::DuplicateSerial),
+            (&mut keys, FindingKind::DuplicateDeviceKey),
+        ] {
             if set.len() > exact_budget {
                 let extra: Vec<Fp> = set.iter().copied().skip(exact_budget).collect();
                 for fp in extra {
@@ -843,14 +894,14 @@ impl Analysis {
         for (kind, n) in extra.counts {
             *self.findings.counts.entry(kind).or_insert(0) += n;
         }
-        let kept: BTreeMap<FindingKind, usize> = self
-            .findings
-            .items
-            .iter()
-            .fold(BTreeMap::new(), |mut m, f| {
-                *m.entry(f.kind).or_insert(0) += 1;
-                m
-            });
+        let kept: BTreeMap<FindingKind, usize> =
+            self.findings
+                .items
+                .iter()
+                .fold(BTreeMap::new(), |mut m, f| {
+                    *m.entry(f.kind).or_insert(0) += 1;
+                    m
+                });
         let mut room = kept;
         for f in extra.items {
             let n = room.entry(f.kind).or_insert(0);
@@ -859,7 +910,10 @@ impl Analysis {
                 self.findings.items.push(f);
             }
         }
-        let field = self.field.take().map(|field| self.field_findings(&field, &exact_states));
+        let field = self
+            .field
+            .take()
+            .map(|field| self.field_findings(&field, &exact_states));
         // Ledger order; findings about field sightings (no entry) last.
         let at = |f: &Finding| (f.entries.first().copied().unwrap_or(u64::MAX), f.kind);
         self.findings.items.sort_by_key(at);
@@ -915,7 +969,10 @@ impl Analysis {
                     summary.scrapped += 1;
                     self.findings.push(f(
                         FindingKind::FieldScrapped,
-                        format!("certificate of a device recorded as scrapped seen in the field ({})", s.file),
+                        format!(
+                            "certificate of a device recorded as scrapped seen in the field ({})",
+                            s.file
+                        ),
                         vec![seq],
                     ));
                 }
@@ -943,7 +1000,10 @@ impl Analysis {
             };
             self.findings.push(f(
                 FindingKind::FieldUnrecorded,
-                format!("certificate seen in the field was never recorded; {how} ({})", s.file),
+                format!(
+                    "certificate seen in the field was never recorded; {how} ({})",
+                    s.file
+                ),
                 Vec::new(),
             ));
         }
@@ -1038,12 +1098,18 @@ impl Resolver {
         let kind = EventKind::try_from(entry.kind).unwrap_or(EventKind::Unspecified);
         if kind == EventKind::Certified {
             if self.serials.contains(&serial_fp(&entry.serial)) {
-                self.serial_hits.entry(entry.serial.clone()).or_default().push(Hit::of(entry));
+                self.serial_hits
+                    .entry(entry.serial.clone())
+                    .or_default()
+                    .push(Hit::of(entry));
             }
             if !self.keys.is_empty() {
                 if let Ok(p) = v1::CertifiedPayload::decode(entry.payload.as_slice()) {
                     if self.keys.contains(&key_fp(&p.device_public_key)) {
-                        self.key_hits.entry(p.device_public_key).or_default().push(Hit::of(entry));
+                        self.key_hits
+                            .entry(p.device_public_key)
+                            .or_default()
+                            .push(Hit::of(entry));
                     }
                 }
             }
@@ -1055,25 +1121,36 @@ impl Resolver {
         let Some(emit_bits) = self.replay.get(&fp).copied() else {
             return;
         };
-        let refusal = matches!(kind, EventKind::DuplicateRejected | EventKind::QuotaRejected);
+        let refusal = matches!(
+            kind,
+            EventKind::DuplicateRejected | EventKind::QuotaRejected
+        );
         if refusal && !self.exact.contains_key(&entry.rot_id) {
             return;
         }
         let operation_is_claim = refusal
-            && v1::RejectedPayload::decode(entry.payload.as_slice()).is_ok_and(|p| p.operation == "claim");
+            && v1::RejectedPayload::decode(entry.payload.as_slice())
+                .is_ok_and(|p| p.operation == "claim");
         let order = if entry.order_id.is_empty() {
             NO_ORDER
         } else {
-            analysis.order_index.get(&entry.order_id).copied().unwrap_or(NO_ORDER)
+            analysis
+                .order_index
+                .get(&entry.order_id)
+                .copied()
+                .unwrap_or(NO_ORDER)
         };
-        let d = self.exact.entry(entry.rot_id.clone()).or_insert_with(|| ExactDevice {
-            fp,
-            emit: emit_bits,
-            state: DeviceState::default(),
-            claim: None,
-            cert: None,
-            scrap: None,
-        });
+        let d = self
+            .exact
+            .entry(entry.rot_id.clone())
+            .or_insert_with(|| ExactDevice {
+                fp,
+                emit: emit_bits,
+                state: DeviceState::default(),
+                claim: None,
+                cert: None,
+                scrap: None,
+            });
         let found = d.state.step(kind, order, entry.time_ms, operation_is_claim);
         let mut out = Vec::new();
         let earlier = |seq: Option<u64>| seq.into_iter().chain([entry.seq]).collect::<Vec<_>>();
@@ -1093,22 +1170,39 @@ impl Resolver {
         }
         if found & anomaly::NO_CLAIM != 0 && d.emit & emit::NO_CLAIM != 0 {
             let why = match &d.claim {
-                Some(c) => format!("its rot was claimed under order {}, not {}", c.order_id, entry.order_id),
+                Some(c) => format!(
+                    "its rot was claimed under order {}, not {}",
+                    c.order_id, entry.order_id
+                ),
                 None => "its rot was never claimed".to_owned(),
             };
-            out.push((FindingKind::CertifiedWithoutClaim, format!("device certified but {why}"), vec![entry.seq]));
+            out.push((
+                FindingKind::CertifiedWithoutClaim,
+                format!("device certified but {why}"),
+                vec![entry.seq],
+            ));
         }
         if found & anomaly::CUSTODY != 0 && d.emit & emit::CUSTODY != 0 {
             out.push((
                 FindingKind::CustodyWithoutCertificate,
-                format!("{} recorded for a device that was not certified", kind.as_str_name().trim_start_matches("EVENT_KIND_").to_lowercase()),
+                format!(
+                    "{} recorded for a device that was not certified",
+                    kind.as_str_name()
+                        .trim_start_matches("EVENT_KIND_")
+                        .to_lowercase()
+                ),
                 vec![entry.seq],
             ));
         }
         if found & anomaly::AFTER_SCRAP != 0 && d.emit & emit::AFTER_SCRAP != 0 {
             out.push((
                 FindingKind::ShippedAfterScrapped,
-                format!("{} recorded after the device was scrapped", kind.as_str_name().trim_start_matches("EVENT_KIND_").to_lowercase()),
+                format!(
+                    "{} recorded after the device was scrapped",
+                    kind.as_str_name()
+                        .trim_start_matches("EVENT_KIND_")
+                        .to_lowercase()
+                ),
                 earlier(d.scrap),
             ));
         }
@@ -1143,7 +1237,10 @@ impl Resolver {
                 if let Some(c) = &d.claim {
                     let mut f = Finding::new(
                         FindingKind::ClaimedNotCertified,
-                        format!("rot claimed under order {} but never certified, refused or scrapped", c.order_id),
+                        format!(
+                            "rot claimed under order {} but never certified, refused or scrapped",
+                            c.order_id
+                        ),
                     );
                     f.entries = vec![c.seq];
                     f.time_ms = Some(c.time_ms);
@@ -1160,11 +1257,13 @@ impl Resolver {
             .serial_hits
             .into_iter()
             .map(|(v, h)| (FindingKind::DuplicateSerial, format!("serial {v:?}"), h))
-            .chain(
-                self.key_hits
-                    .into_values()
-                    .map(|h| (FindingKind::DuplicateDeviceKey, "one device key".to_owned(), h)),
-            );
+            .chain(self.key_hits.into_values().map(|h| {
+                (
+                    FindingKind::DuplicateDeviceKey,
+                    "one device key".to_owned(),
+                    h,
+                )
+            }));
         for (kind, what, hits) in groups {
             if hits.len() < 2 {
                 continue;

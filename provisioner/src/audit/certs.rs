@@ -192,7 +192,8 @@ impl CaSet {
     /// # Errors
     /// Why not, in words.
     pub fn check_issued(&self, der: &[u8]) -> std::result::Result<(), String> {
-        let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("does not parse: {e}"))?;
+        let (_, cert) =
+            X509Certificate::from_der(der).map_err(|e| format!("does not parse: {e}"))?;
         let issuer_name = cert.issuer().as_raw();
         let mut named = false;
         for issuer in self.issuers.iter().filter(|i| i.subject == issuer_name) {

@@ -101,7 +101,10 @@ impl FieldIndex {
         let i = self.sightings.len();
         let key_sha256: [u8; 32] = Sha256::digest(&cert.spki).into();
         self.by_sha.entry(cert.sha256).or_default().push(i);
-        self.by_serial.entry(cert.serial.clone()).or_default().push(i);
+        self.by_serial
+            .entry(cert.serial.clone())
+            .or_default()
+            .push(i);
         self.by_key.entry(key_sha256).or_default().push(i);
         self.sightings.push(Sighting {
             file,
@@ -183,7 +186,10 @@ fn is_ca_certificate(der: &[u8]) -> bool {
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        Error::Config(format!("cannot read field sightings {}: {e}", dir.display()))
+        Error::Config(format!(
+            "cannot read field sightings {}: {e}",
+            dir.display()
+        ))
     })?;
     for entry in entries.flatten() {
         if out.len() >= MAX_FIELD_FILES {

@@ -97,7 +97,11 @@ pub fn run(source: &LedgerSource, options: &AuditOptions) -> Result<AuditReport>
         anchors: options.anchors.clone(),
     };
     let mut analysis = Analysis::new(ctx, field);
-    let bar = progress_bar(options.progress, source.size_hint(), "verifying and auditing");
+    let bar = progress_bar(
+        options.progress,
+        source.size_hint(),
+        "verifying and auditing",
+    );
 
     // Pass 1: the verifier's pass, with the analysis as its visitor and
     // certificates checked by worker threads.
@@ -196,7 +200,11 @@ pub fn run(source: &LedgerSource, options: &AuditOptions) -> Result<AuditReport>
             Some(resolver)
         }
     };
-    let second_pass_ms = if passes == 2 { elapsed_ms(second_started) } else { 0 };
+    let second_pass_ms = if passes == 2 {
+        elapsed_ms(second_started)
+    } else {
+        0
+    };
     let cert_findings = std::mem::take(&mut *lock(&cert_findings));
     let outcome = analysis.finish(resolver, cert_findings);
     report.ledger.by_kind = outcome.ledger.by_kind;

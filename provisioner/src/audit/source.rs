@@ -83,7 +83,10 @@ impl LedgerSource {
             LedgerSource::DataDir(dir) => {
                 let ledger_dir = Self::ledger_dir(dir);
                 if !ledger_dir.is_dir() {
-                    return Err(Error::Config(format!("{} is not a directory", dir.display())));
+                    return Err(Error::Config(format!(
+                        "{} is not a directory",
+                        dir.display()
+                    )));
                 }
                 let storage = custody_ledger::storage::FileStorage::open(&ledger_dir)
                     .map_err(|e| Error::Config(format!("opening {}: {e}", ledger_dir.display())))?;
@@ -135,11 +138,9 @@ pub async fn snapshot(
         .await
         .map_err(backend)?
         .into_inner();
-    let root: [u8; 32] = checkpoint
-        .root_hash
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::Config("the service sent a checkpoint root that is not 32 bytes".into()))?;
+    let root: [u8; 32] = checkpoint.root_hash.as_slice().try_into().map_err(|_| {
+        Error::Config("the service sent a checkpoint root that is not 32 bytes".into())
+    })?;
     let file_err = |e: std::io::Error| Error::Config(format!("writing {}: {e}", out.display()));
     let file = std::fs::File::create(out).map_err(file_err)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);

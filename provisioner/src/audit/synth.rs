@@ -139,17 +139,25 @@ impl SyntheticOem {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Synthetic OEM");
-        let printable = rcgen::string::PrintableString::try_from(serial)
-            .map_err(|e| synth_err("serial", e))?;
-        dn.push(DnType::CommonName, DnValue::PrintableString(printable.clone()));
-        dn.push(DnType::CustomDnType(vec![2, 5, 4, 5]), DnValue::PrintableString(printable));
+        let printable =
+            rcgen::string::PrintableString::try_from(serial).map_err(|e| synth_err("serial", e))?;
+        dn.push(
+            DnType::CommonName,
+            DnValue::PrintableString(printable.clone()),
+        );
+        dn.push(
+            DnType::CustomDnType(vec![2, 5, 4, 5]),
+            DnValue::PrintableString(printable),
+        );
         params.distinguished_name = dn;
         let uri = rcgen::string::Ia5String::try_from(format!("{ROT_URI_PREFIX}{rot_id}"))
             .map_err(|e| synth_err("rot uri", e))?;
         params.subject_alt_names = vec![SanType::URI(uri)];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let cert = params.signed_by(key, issuer).map_err(|e| synth_err("certificate", e))?;
+        let cert = params
+            .signed_by(key, issuer)
+            .map_err(|e| synth_err("certificate", e))?;
         Ok(cert.der().to_vec())
     }
 
@@ -258,7 +266,15 @@ impl Append {
     }
 }
 
-fn draft(kind: EventKind, rot_id: &str, serial: &str, site: &str, actor: &str, order_id: &str, payload: &impl Message) -> Draft {
+fn draft(
+    kind: EventKind,
+    rot_id: &str,
+    serial: &str,
+    site: &str,
+    actor: &str,
+    order_id: &str,
+    payload: &impl Message,
+) -> Draft {
     Draft {
         kind,
         rot_id: rot_id.to_owned(),
@@ -276,8 +292,19 @@ pub fn order_opened(order: &v1::ProductionOrder, signed: v1::SignedStatement) ->
         signed_order: Some(signed),
     };
     Append {
-        draft: draft(EventKind::OrderOpened, "", "", &order.site, OEM_ACTOR, &order.order_id, &payload),
-        keys: vec![UniqueKey::new(keys::ORDER, order.order_id.as_bytes().to_vec())],
+        draft: draft(
+            EventKind::OrderOpened,
+            "",
+            "",
+            &order.site,
+            OEM_ACTOR,
+            &order.order_id,
+            &payload,
+        ),
+        keys: vec![UniqueKey::new(
+            keys::ORDER,
+            order.order_id.as_bytes().to_vec(),
+        )],
         quota: None,
     }
 }
@@ -291,8 +318,19 @@ pub fn claimed(order: &v1::ProductionOrder, device: &SyntheticDevice, station: &
         transport_key: None,
     };
     Append {
-        draft: draft(EventKind::Claimed, &device.rot_id, "", &order.site, station, &order.order_id, &payload),
-        keys: vec![UniqueKey::new(keys::CLAIM, device.rot_id.as_bytes().to_vec())],
+        draft: draft(
+            EventKind::Claimed,
+            &device.rot_id,
+            "",
+            &order.site,
+            station,
+            &order.order_id,
+            &payload,
+        ),
+        keys: vec![UniqueKey::new(
+            keys::CLAIM,
+            device.rot_id.as_bytes().to_vec(),
+        )],
         quota: None,
     }
 }
@@ -317,26 +355,56 @@ pub fn certified(
         first_owner: None,
     };
     Append {
-        draft: draft(EventKind::Certified, &device.rot_id, &device.serial, site, station, &order.order_id, &payload),
+        draft: draft(
+            EventKind::Certified,
+            &device.rot_id,
+            &device.serial,
+            site,
+            station,
+            &order.order_id,
+            &payload,
+        ),
         keys: vec![
             UniqueKey::new(keys::SERIAL, device.serial.as_bytes().to_vec()),
             UniqueKey::new(keys::ROT, device.rot_id.as_bytes().to_vec()),
             UniqueKey::new(keys::DEVICE_KEY, Sha256::digest(&spki).to_vec()),
         ],
-        quota: Some(QuotaUse::new(orders::quota_counter(&order.order_id), order.quantity)),
+        quota: Some(QuotaUse::new(
+            orders::quota_counter(&order.order_id),
+            order.quantity,
+        )),
     }
 }
 
 /// `SHIPPED`, `RECEIVED` or `SCRAPPED` of a device.
-pub fn custody(kind: EventKind, order: &v1::ProductionOrder, device: &SyntheticDevice, station: &str, note: &str) -> Append {
-    let payload = v1::CustodyPayload { note: note.to_owned() };
+pub fn custody(
+    kind: EventKind,
+    order: &v1::ProductionOrder,
+    device: &SyntheticDevice,
+    station: &str,
+    note: &str,
+) -> Append {
+    let payload = v1::CustodyPayload {
+        note: note.to_owned(),
+    };
     let keys = if kind == EventKind::Scrapped {
-        vec![UniqueKey::new(keys::SCRAPPED, device.rot_id.as_bytes().to_vec())]
+        vec![UniqueKey::new(
+            keys::SCRAPPED,
+            device.rot_id.as_bytes().to_vec(),
+        )]
     } else {
         Vec::new()
     };
     Append {
-        draft: draft(kind, &device.rot_id, &device.serial, &order.site, station, &order.order_id, &payload),
+        draft: draft(
+            kind,
+            &device.rot_id,
+            &device.serial,
+            &order.site,
+            station,
+            &order.order_id,
+            &payload,
+        ),
         keys,
         quota: None,
     }
@@ -361,14 +429,28 @@ pub fn rejected(
         evidence: Vec::new(),
     };
     Append {
-        draft: draft(kind, rot_id, serial, &order.site, station, &order.order_id, &payload),
+        draft: draft(
+            kind,
+            rot_id,
+            serial,
+            &order.site,
+            station,
+            &order.order_id,
+            &payload,
+        ),
         keys: Vec::new(),
         quota: None,
     }
 }
 
 /// A production order in the synthetic OEM's shape.
-pub fn order(id: &str, site: &str, quantity: u64, prefix: &str, window_ms: (i64, i64)) -> v1::ProductionOrder {
+pub fn order(
+    id: &str,
+    site: &str,
+    quantity: u64,
+    prefix: &str,
+    window_ms: (i64, i64),
+) -> v1::ProductionOrder {
     v1::ProductionOrder {
         order_id: id.to_owned(),
         sku: "SKU-SYN".into(),
@@ -394,7 +476,8 @@ pub fn order(id: &str, site: &str, quantity: u64, prefix: &str, window_ms: (i64,
 /// [`Error::Config`] when the ledger cannot be opened.
 pub fn open_ledger(data_dir: &Path) -> Result<Ledger> {
     let signer: Arc<dyn Signer> = Arc::new(SoftwareSigner::generate());
-    Ledger::open(LedgerConfig::new(data_dir.join("ledger")), signer).map_err(|e| synth_err("ledger", e))
+    Ledger::open(LedgerConfig::new(data_dir.join("ledger")), signer)
+        .map_err(|e| synth_err("ledger", e))
 }
 
 /// What [`generate`] made.
@@ -431,7 +514,10 @@ const IN_FLIGHT: usize = 512;
 pub fn generate(data_dir: &Path, entries: u64, progress: bool) -> Result<Generated> {
     let started = Instant::now();
     if entries < ORDERS + 3 {
-        return Err(Error::Config(format!("a synthetic ledger needs at least {} entries", ORDERS + 3)));
+        return Err(Error::Config(format!(
+            "a synthetic ledger needs at least {} entries",
+            ORDERS + 3
+        )));
     }
     let refusals_wanted = entries / 100;
     let devices = (entries - ORDERS - refusals_wanted) / 3;
@@ -445,7 +531,13 @@ pub fn generate(data_dir: &Path, entries: u64, progress: bool) -> Result<Generat
     let orders: Vec<v1::ProductionOrder> = (0..ORDERS)
         .map(|i| {
             let site = SITES[(i % 3) as usize];
-            order(&format!("PO-{:03}", i + 1), site, per_order, &format!("SN{}-", i + 1), window)
+            order(
+                &format!("PO-{:03}", i + 1),
+                site,
+                per_order,
+                &format!("SN{}-", i + 1),
+                window,
+            )
         })
         .collect();
     for o in &orders {
@@ -456,7 +548,8 @@ pub fn generate(data_dir: &Path, entries: u64, progress: bool) -> Result<Generat
 
     // Two threads make keys and certificates; the runtime appends them with
     // many appends in flight, each device's entries in order.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, SyntheticDevice, Vec<u8>)>(4 * IN_FLIGHT);
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<(usize, SyntheticDevice, Vec<u8>)>(4 * IN_FLIGHT);
     let makers: Vec<std::thread::JoinHandle<Result<()>>> = (0..2u64)
         .map(|t| {
             let tx = tx.clone();
@@ -474,7 +567,8 @@ pub fn generate(data_dir: &Path, entries: u64, progress: bool) -> Result<Generat
                     }
                     .format(number);
                     let device = SyntheticDevice::new(serial)?;
-                    let cert = oem.device_certificate(&device.serial, &device.rot_id, &device.key)?;
+                    let cert =
+                        oem.device_certificate(&device.serial, &device.rot_id, &device.key)?;
                     if tx.blocking_send((o, device, cert)).is_err() {
                         return Ok(());
                     }
@@ -514,20 +608,28 @@ pub fn generate(data_dir: &Path, entries: u64, progress: bool) -> Result<Generat
             tasks.spawn(async move {
                 let site = order.site.clone();
                 claimed(&order, &device, &station).append(&ledger).await?;
-                certified(&order, &device, cert, &site, &station).append(&ledger).await?;
+                certified(&order, &device, cert, &site, &station)
+                    .append(&ledger)
+                    .await?;
                 let (kind, note) = if scrap {
                     (EventKind::Scrapped, "failed final test; crushed, witnessed")
                 } else {
                     (EventKind::Shipped, "pallet to distribution")
                 };
-                custody(kind, &order, &device, &station, note).append(&ledger).await?;
+                custody(kind, &order, &device, &station, note)
+                    .append(&ledger)
+                    .await?;
                 let mut n = 3;
                 if let Some(r) = refusal {
                     let mut clone_die = [0u8; 32];
                     rand::thread_rng().fill_bytes(&mut clone_die);
                     let rot = trustline_proto::identity::rot_id(&clone_die);
                     let (kind, operation, reason) = if r % 2 == 0 {
-                        (EventKind::DuplicateRejected, "certify", "serial is already certified")
+                        (
+                            EventKind::DuplicateRejected,
+                            "certify",
+                            "serial is already certified",
+                        )
                     } else {
                         (
                             EventKind::CounterfeitRejected,
@@ -535,8 +637,14 @@ pub fn generate(data_dir: &Path, entries: u64, progress: bool) -> Result<Generat
                             "attestation does not chain to a configured ic vendor",
                         )
                     };
-                    let serial = if kind == EventKind::DuplicateRejected { device.serial.clone() } else { String::new() };
-                    rejected(kind, &order, &rot, &serial, &station, operation, reason).append(&ledger).await?;
+                    let serial = if kind == EventKind::DuplicateRejected {
+                        device.serial.clone()
+                    } else {
+                        String::new()
+                    };
+                    rejected(kind, &order, &rot, &serial, &station, operation, reason)
+                        .append(&ledger)
+                        .await?;
                     n += 1;
                 }
                 bar.inc(n);
@@ -568,10 +676,13 @@ pub fn generate(data_dir: &Path, entries: u64, progress: bool) -> Result<Generat
         Ok::<u64, Error>(made)
     })?;
     for m in makers {
-        m.join().map_err(|_| synth_err("certificate thread", "panicked"))??;
+        m.join()
+            .map_err(|_| synth_err("certificate thread", "panicked"))??;
     }
     bar.finish_and_clear();
-    ledger.publish_checkpoint_blocking().map_err(|e| synth_err("checkpoint", e))?;
+    ledger
+        .publish_checkpoint_blocking()
+        .map_err(|e| synth_err("checkpoint", e))?;
     let appended = ledger.size();
     match Arc::try_unwrap(ledger) {
         Ok(ledger) => ledger.close(),
@@ -657,7 +768,11 @@ pub fn seed_scenario(data_dir: &Path, plant: &Plant) -> Result<Scenario> {
     let a2 = "station/site-a/st-02";
     let b1 = "station/site-b/st-01";
     let mut certified_entries = Vec::new();
-    let mut build = |o: &v1::ProductionOrder, serial: &str, station: &str, forced: bool| -> Result<(SyntheticDevice, u64, Vec<u8>)> {
+    let mut build = |o: &v1::ProductionOrder,
+                     serial: &str,
+                     station: &str,
+                     forced: bool|
+     -> Result<(SyntheticDevice, u64, Vec<u8>)> {
         let d = SyntheticDevice::new(serial)?;
         claimed(o, &d, station).append_blocking(&ledger)?;
         let der = oem.device_certificate(&d.serial, &d.rot_id, &d.key)?;
@@ -668,17 +783,37 @@ pub fn seed_scenario(data_dir: &Path, plant: &Plant) -> Result<Scenario> {
     };
     let mut site_a = Vec::new();
     for n in 1..=5 {
-        site_a.push(build(&po_a, &format!("SN-{n:09}"), if n % 2 == 0 { a2 } else { a1 }, false)?);
+        site_a.push(build(
+            &po_a,
+            &format!("SN-{n:09}"),
+            if n % 2 == 0 { a2 } else { a1 },
+            false,
+        )?);
     }
     let mut site_b = Vec::new();
     for n in 101..=103 {
         site_b.push(build(&po_b, &format!("SN-{n:09}"), b1, false)?);
     }
     for (d, _, _) in &site_a[..3] {
-        custody(EventKind::Shipped, &po_a, d, a1, "pallet 1 to distribution").append_blocking(&ledger)?;
+        custody(EventKind::Shipped, &po_a, d, a1, "pallet 1 to distribution")
+            .append_blocking(&ledger)?;
     }
-    custody(EventKind::Received, &po_a, &site_a[0].0, "station/dc-1/rx-01", "received at dc-1").append_blocking(&ledger)?;
-    custody(EventKind::Scrapped, &po_a, &site_a[4].0, a1, "failed final test; crushed").append_blocking(&ledger)?;
+    custody(
+        EventKind::Received,
+        &po_a,
+        &site_a[0].0,
+        "station/dc-1/rx-01",
+        "received at dc-1",
+    )
+    .append_blocking(&ledger)?;
+    custody(
+        EventKind::Scrapped,
+        &po_a,
+        &site_a[4].0,
+        a1,
+        "failed final test; crushed",
+    )
+    .append_blocking(&ledger)?;
     custody(EventKind::Shipped, &po_b, &site_b[0].0, b1, "pallet 9").append_blocking(&ledger)?;
     // Caught by the line: a counterfeit, a clone, one device over quota.
     let mut die = [0u8; 32];
@@ -695,14 +830,44 @@ pub fn seed_scenario(data_dir: &Path, plant: &Plant) -> Result<Scenario> {
     .append_blocking(&ledger)?;
     let clone = SyntheticDevice::new("SN-000000101")?;
     claimed(&po_b, &clone, b1).append_blocking(&ledger)?;
-    rejected(EventKind::DuplicateRejected, &po_b, &clone.rot_id, &clone.serial, b1, "certify", "serial is already certified")
-        .append_blocking(&ledger)?;
-    custody(EventKind::Scrapped, &po_b, &clone, b1, "clone destroyed (2.4.14.4)").append_blocking(&ledger)?;
+    rejected(
+        EventKind::DuplicateRejected,
+        &po_b,
+        &clone.rot_id,
+        &clone.serial,
+        b1,
+        "certify",
+        "serial is already certified",
+    )
+    .append_blocking(&ledger)?;
+    custody(
+        EventKind::Scrapped,
+        &po_b,
+        &clone,
+        b1,
+        "clone destroyed (2.4.14.4)",
+    )
+    .append_blocking(&ledger)?;
     let sixth = SyntheticDevice::new("SN-000000006")?;
     claimed(&po_a, &sixth, a1).append_blocking(&ledger)?;
-    rejected(EventKind::QuotaRejected, &po_a, &sixth.rot_id, &sixth.serial, a1, "certify", "order PO-A has certified its quantity of 5")
-        .append_blocking(&ledger)?;
-    custody(EventKind::Scrapped, &po_a, &sixth, a1, "over quota; crushed").append_blocking(&ledger)?;
+    rejected(
+        EventKind::QuotaRejected,
+        &po_a,
+        &sixth.rot_id,
+        &sixth.serial,
+        a1,
+        "certify",
+        "order PO-A has certified its quantity of 5",
+    )
+    .append_blocking(&ledger)?;
+    custody(
+        EventKind::Scrapped,
+        &po_a,
+        &sixth,
+        a1,
+        "over quota; crushed",
+    )
+    .append_blocking(&ledger)?;
 
     let mut scenario = Scenario {
         data_dir: data_dir.to_path_buf(),
@@ -728,13 +893,21 @@ pub fn seed_scenario(data_dir: &Path, plant: &Plant) -> Result<Scenario> {
     let field = &scenario.field_dir;
     std::fs::create_dir_all(field.join("onboarding")).map_err(|e| synth_err("field dir", e))?;
     let pem_of = |der: &[u8]| pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()));
-    let write = |path: PathBuf, text: String| std::fs::write(&path, text).map_err(|e| synth_err("field file", e));
+    let write = |path: PathBuf, text: String| {
+        std::fs::write(&path, text).map_err(|e| synth_err("field file", e))
+    };
     // A chain file: device certificate then the OEM CA certificates.
     write(
         field.join("onboarding/device-1-chain.pem"),
-        format!("{}{}{}", pem_of(&site_a[0].2), pem_of(&oem.intermediate_der()), pem_of(&oem.root_der())),
+        format!(
+            "{}{}{}",
+            pem_of(&site_a[0].2),
+            pem_of(&oem.intermediate_der()),
+            pem_of(&oem.root_der())
+        ),
     )?;
-    std::fs::write(field.join("device-b1.der"), &site_b[0].2).map_err(|e| synth_err("field file", e))?;
+    std::fs::write(field.join("device-b1.der"), &site_b[0].2)
+        .map_err(|e| synth_err("field file", e))?;
     if plant.unrecorded_in_field {
         let d = SyntheticDevice::new("SN-000000777")?;
         let der = oem.device_certificate(&d.serial, &d.rot_id, &d.key)?;
@@ -742,7 +915,9 @@ pub fn seed_scenario(data_dir: &Path, plant: &Plant) -> Result<Scenario> {
         write(path.clone(), pem_of(&der))?;
         scenario.unrecorded_file = Some(path);
     }
-    ledger.publish_checkpoint_blocking().map_err(|e| synth_err("checkpoint", e))?;
+    ledger
+        .publish_checkpoint_blocking()
+        .map_err(|e| synth_err("checkpoint", e))?;
     scenario.entries = ledger.size();
     ledger.close();
     let a_count = 5 + u64::from(plant.over_quota);

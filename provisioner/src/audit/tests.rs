@@ -51,7 +51,13 @@ impl Entries {
     }
 
     fn order(&mut self, id: &str, site: &str, quantity: u64) -> v1::ProductionOrder {
-        let o = synth::order(id, site, quantity, &format!("{id}-"), (T0 - HOUR, T0 + 100 * HOUR));
+        let o = synth::order(
+            id,
+            site,
+            quantity,
+            &format!("{id}-"),
+            (T0 - HOUR, T0 + 100 * HOUR),
+        );
         let signed = self.oem.sign_order(&o).expect("sign");
         self.push(synth::order_opened(&o, signed));
         o
@@ -64,7 +70,10 @@ impl Entries {
     /// Claims and certifies; returns the CERTIFIED entry.
     fn build(&mut self, o: &v1::ProductionOrder, d: &SyntheticDevice, station: &str) -> u64 {
         self.push(synth::claimed(o, d, station));
-        let cert = self.oem.device_certificate(&d.serial, &d.rot_id, &d.key).expect("cert");
+        let cert = self
+            .oem
+            .device_certificate(&d.serial, &d.rot_id, &d.key)
+            .expect("cert");
         self.push(synth::certified(o, d, cert, &o.site, station))
     }
 
@@ -122,14 +131,39 @@ fn a_clean_history_has_no_findings_and_counts_every_device() {
     for d in &devices {
         e.build(&o, d, ST1);
     }
-    e.push(synth::custody(EventKind::Shipped, &o, &devices[0], ST1, "out"));
-    e.push(synth::custody(EventKind::Received, &o, &devices[0], "station/site-b/st-01", "in"));
-    e.push(synth::custody(EventKind::Scrapped, &o, &devices[1], ST1, "crushed"));
+    e.push(synth::custody(
+        EventKind::Shipped,
+        &o,
+        &devices[0],
+        ST1,
+        "out",
+    ));
+    e.push(synth::custody(
+        EventKind::Received,
+        &o,
+        &devices[0],
+        "station/site-b/st-01",
+        "in",
+    ));
+    e.push(synth::custody(
+        EventKind::Scrapped,
+        &o,
+        &devices[1],
+        ST1,
+        "crushed",
+    ));
     let out = e.analyse(0, None);
     assert!(out.findings.is_empty(), "{:#?}", out.findings.items);
     let s = &out.orders[0];
     assert_eq!(
-        (s.authorised, s.claimed, s.certified, s.shipped, s.scrapped, s.on_site),
+        (
+            s.authorised,
+            s.claimed,
+            s.certified,
+            s.shipped,
+            s.scrapped,
+            s.on_site
+        ),
         (Some(5), 4, 4, 1, 1, 2)
     );
     assert!(s.signature_valid);
@@ -150,7 +184,10 @@ fn duplicate_rots_keys_and_custody_anomalies_are_found_exactly() {
         rot_id: a.rot_id.clone(),
         ..again
     };
-    let cert = e.oem.device_certificate(&again.serial, &again.rot_id, &again.key).expect("cert");
+    let cert = e
+        .oem
+        .device_certificate(&again.serial, &again.rot_id, &again.key)
+        .expect("cert");
     let second = e.push(synth::certified(&o, &again, cert, "site-a", ST2).forced());
     // Another device carrying device a's key (a cloned key).
     let b = e.device(&o, 3);
@@ -165,7 +202,10 @@ fn duplicate_rots_keys_and_custody_anomalies_are_found_exactly() {
     let ghost = e.device(&o, 4);
     let shipped = e.push(synth::custody(EventKind::Shipped, &o, &ghost, ST1, "?"));
     let c = e.device(&o, 5);
-    let cert = e.oem.device_certificate(&c.serial, &c.rot_id, &c.key).expect("cert");
+    let cert = e
+        .oem
+        .device_certificate(&c.serial, &c.rot_id, &c.key)
+        .expect("cert");
     let unclaimed = e.push(synth::certified(&o, &c, cert, "site-a", ST1));
 
     let out = e.analyse(0, None);
@@ -180,10 +220,22 @@ fn duplicate_rots_keys_and_custody_anomalies_are_found_exactly() {
         "{:#?}",
         out.findings.items
     );
-    assert_eq!(entries_of(&out, FindingKind::DuplicateRot), vec![vec![first, second]]);
-    assert_eq!(entries_of(&out, FindingKind::DuplicateDeviceKey), vec![vec![first, b_cert]]);
-    assert_eq!(entries_of(&out, FindingKind::CustodyWithoutCertificate), vec![vec![shipped]]);
-    assert_eq!(entries_of(&out, FindingKind::CertifiedWithoutClaim), vec![vec![unclaimed]]);
+    assert_eq!(
+        entries_of(&out, FindingKind::DuplicateRot),
+        vec![vec![first, second]]
+    );
+    assert_eq!(
+        entries_of(&out, FindingKind::DuplicateDeviceKey),
+        vec![vec![first, b_cert]]
+    );
+    assert_eq!(
+        entries_of(&out, FindingKind::CustodyWithoutCertificate),
+        vec![vec![shipped]]
+    );
+    assert_eq!(
+        entries_of(&out, FindingKind::CertifiedWithoutClaim),
+        vec![vec![unclaimed]]
+    );
     // The re-certified RoT is one device on site, counted once.
     let s = &out.orders[0];
     assert_eq!((s.certified, s.on_site), (4, 3));
@@ -200,19 +252,32 @@ fn scrapped_devices_that_reappear_are_findings() {
     // b is scrapped, and its very certificate turns up in the field.
     let b = e.device(&o, 2);
     e.push(synth::claimed(&o, &b, ST1));
-    let b_der = e.oem.device_certificate(&b.serial, &b.rot_id, &b.key).expect("cert");
+    let b_der = e
+        .oem
+        .device_certificate(&b.serial, &b.rot_id, &b.key)
+        .expect("cert");
     e.push(synth::certified(&o, &b, b_der.clone(), "site-a", ST1));
     e.push(synth::custody(EventKind::Scrapped, &o, &b, ST1, "crushed"));
     let mut field = FieldIndex::default();
-    field.add("seen/b.der".into(), DeviceCert::parse(&b_der).expect("parse"), true);
+    field.add(
+        "seen/b.der".into(),
+        DeviceCert::parse(&b_der).expect("parse"),
+        true,
+    );
     let out = e.analyse(0, Some(field));
     assert_eq!(
         kinds(&out),
-        BTreeMap::from([(FindingKind::ShippedAfterScrapped, 1), (FindingKind::FieldScrapped, 1)]),
+        BTreeMap::from([
+            (FindingKind::ShippedAfterScrapped, 1),
+            (FindingKind::FieldScrapped, 1)
+        ]),
         "{:#?}",
         out.findings.items
     );
-    assert_eq!(entries_of(&out, FindingKind::ShippedAfterScrapped)[0], vec![scrapped, shipped]);
+    assert_eq!(
+        entries_of(&out, FindingKind::ShippedAfterScrapped)[0],
+        vec![scrapped, shipped]
+    );
 }
 
 #[test]
@@ -222,24 +287,41 @@ fn certificates_and_orders_are_checked_against_the_oem_keys() {
     // An order signed by someone else's key.
     let forged = synth::order("PO-X", "site-a", 10, "PO-X-", (T0 - HOUR, T0 + HOUR));
     let stranger = SyntheticOem::generate().expect("stranger");
-    let forged_entry = e.push(synth::order_opened(&forged, stranger.sign_order(&forged).expect("sign")));
+    let forged_entry = e.push(synth::order_opened(
+        &forged,
+        stranger.sign_order(&forged).expect("sign"),
+    ));
     let x = e.device(&forged, 1);
     let under_forged = e.build(&forged, &x, ST1);
     // A certificate from another CA; one naming another serial.
     let d1 = e.device(&good, 1);
     e.push(synth::claimed(&good, &d1, ST1));
-    let foreign = stranger.device_certificate(&d1.serial, &d1.rot_id, &d1.key).expect("cert");
+    let foreign = stranger
+        .device_certificate(&d1.serial, &d1.rot_id, &d1.key)
+        .expect("cert");
     let foreign_entry = e.push(synth::certified(&good, &d1, foreign, "site-a", ST1));
     let d2 = e.device(&good, 2);
     e.push(synth::claimed(&good, &d2, ST1));
-    let wrong = e.oem.device_certificate("PO-1-000000099", &d2.rot_id, &d2.key).expect("cert");
+    let wrong = e
+        .oem
+        .device_certificate("PO-1-000000099", &d2.rot_id, &d2.key)
+        .expect("cert");
     let wrong_entry = e.push(synth::certified(&good, &d2, wrong, "site-a", ST1));
     // Built at the wrong site, with a serial outside the scheme, and after
     // the window.
     let d3 = e.device(&good, 3);
     e.push(synth::claimed(&good, &d3, ST1));
-    let cert = e.oem.device_certificate(&d3.serial, &d3.rot_id, &d3.key).expect("cert");
-    let wrong_site = e.push(synth::certified(&good, &d3, cert, "site-b", "station/site-b/st-01"));
+    let cert = e
+        .oem
+        .device_certificate(&d3.serial, &d3.rot_id, &d3.key)
+        .expect("cert");
+    let wrong_site = e.push(synth::certified(
+        &good,
+        &d3,
+        cert,
+        "site-b",
+        "station/site-b/st-01",
+    ));
     let d4 = SyntheticDevice {
         serial: "ZZ-1".into(),
         ..e.device(&good, 4)
@@ -263,16 +345,35 @@ fn certificates_and_orders_are_checked_against_the_oem_keys() {
         "{:#?}",
         out.findings.items
     );
-    assert_eq!(entries_of(&out, FindingKind::OrderSignatureInvalid), vec![vec![forged_entry]]);
-    assert_eq!(entries_of(&out, FindingKind::CertifiedWithoutValidOrder), vec![vec![under_forged]]);
+    assert_eq!(
+        entries_of(&out, FindingKind::OrderSignatureInvalid),
+        vec![vec![forged_entry]]
+    );
+    assert_eq!(
+        entries_of(&out, FindingKind::CertifiedWithoutValidOrder),
+        vec![vec![under_forged]]
+    );
     assert_eq!(
         entries_of(&out, FindingKind::CertificateInvalid),
         vec![vec![foreign_entry], vec![wrong_entry]]
     );
-    assert_eq!(entries_of(&out, FindingKind::CertifiedAtWrongSite), vec![vec![wrong_site]]);
-    assert_eq!(entries_of(&out, FindingKind::SerialOutsideScheme), vec![vec![outside_scheme]]);
-    assert_eq!(entries_of(&out, FindingKind::CertifiedOutsideWindow), vec![vec![late]]);
-    let forged_summary = out.orders.iter().find(|o| o.order_id == "PO-X").expect("order");
+    assert_eq!(
+        entries_of(&out, FindingKind::CertifiedAtWrongSite),
+        vec![vec![wrong_site]]
+    );
+    assert_eq!(
+        entries_of(&out, FindingKind::SerialOutsideScheme),
+        vec![vec![outside_scheme]]
+    );
+    assert_eq!(
+        entries_of(&out, FindingKind::CertifiedOutsideWindow),
+        vec![vec![late]]
+    );
+    let forged_summary = out
+        .orders
+        .iter()
+        .find(|o| o.order_id == "PO-X")
+        .expect("order");
     assert!(!forged_summary.signature_valid);
     assert_eq!(forged_summary.authorised, None);
 }
@@ -292,9 +393,19 @@ fn weak_algorithms_in_recorded_certificates_are_findings() {
     };
     let weak = e.build(&o, &d, ST1);
     let out = e.analyse(0, None);
-    assert_eq!(kinds(&out), BTreeMap::from([(FindingKind::CertificateInvalid, 1)]));
-    assert_eq!(entries_of(&out, FindingKind::CertificateInvalid), vec![vec![weak]]);
-    assert!(out.findings.items[0].message.contains("not a P-256 key"), "{}", out.findings.items[0].message);
+    assert_eq!(
+        kinds(&out),
+        BTreeMap::from([(FindingKind::CertificateInvalid, 1)])
+    );
+    assert_eq!(
+        entries_of(&out, FindingKind::CertificateInvalid),
+        vec![vec![weak]]
+    );
+    assert!(
+        out.findings.items[0].message.contains("not a P-256 key"),
+        "{}",
+        out.findings.items[0].message
+    );
 }
 
 #[test]
@@ -323,9 +434,20 @@ fn gaps_respect_the_in_flight_grace_and_refusals_explain_them() {
         kinds(&strict),
         BTreeMap::from([(FindingKind::ClaimedNotCertified, 1)])
     );
-    assert_eq!(entries_of(&strict, FindingKind::ClaimedNotCertified), vec![vec![claim]]);
+    assert_eq!(
+        entries_of(&strict, FindingKind::ClaimedNotCertified),
+        vec![vec![claim]]
+    );
     let s = &strict.orders[0];
-    assert_eq!((s.claimed, s.claimed_not_certified, s.refused_after_claim, s.in_flight), (3, 1, 1, 0));
+    assert_eq!(
+        (
+            s.claimed,
+            s.claimed_not_certified,
+            s.refused_after_claim,
+            s.in_flight
+        ),
+        (3, 1, 1, 0)
+    );
 
     let lenient = e.analyse(2 * HOUR, None);
     assert!(lenient.findings.is_empty());
@@ -343,8 +465,14 @@ fn over_quota_names_the_entries_beyond_the_quantity() {
     }
     let out = e.analyse(0, None);
     assert_eq!(kinds(&out), BTreeMap::from([(FindingKind::OverQuota, 1)]));
-    assert_eq!(entries_of(&out, FindingKind::OverQuota), vec![last[2..].to_vec()]);
-    assert_eq!((out.orders[0].authorised, out.orders[0].certified), (Some(2), 4));
+    assert_eq!(
+        entries_of(&out, FindingKind::OverQuota),
+        vec![last[2..].to_vec()]
+    );
+    assert_eq!(
+        (out.orders[0].authorised, out.orders[0].certified),
+        (Some(2), 4)
+    );
 }
 
 #[test]
@@ -371,17 +499,29 @@ fn refusals_are_grouped_by_site_and_station_and_bucketed_by_time() {
         .iter()
         .map(|g| (g.kind, g.actor.as_str(), g.count))
         .collect();
-    assert_eq!(groups, vec![("counterfeit", ST1, 2), ("counterfeit", ST2, 1)]);
+    assert_eq!(
+        groups,
+        vec![("counterfeit", ST1, 2), ("counterfeit", ST2, 1)]
+    );
     let total: u64 = out.refusals.timeline.iter().map(|b| b.counterfeit).sum();
     assert_eq!(total, 3);
-    assert_eq!(out.refusals.timeline.len(), 11, "hourly buckets over 10 hours");
+    assert_eq!(
+        out.refusals.timeline.len(),
+        11,
+        "hourly buckets over 10 hours"
+    );
     assert_eq!(out.orders[0].counterfeit_rejected, 3);
 }
 
 #[test]
 fn fingerprints_find_repeats_only() {
     use super::fingerprint::{repeated, serial_fp};
-    let mut fps = vec![serial_fp("a"), serial_fp("b"), serial_fp("a"), serial_fp("c")];
+    let mut fps = vec![
+        serial_fp("a"),
+        serial_fp("b"),
+        serial_fp("a"),
+        serial_fp("c"),
+    ];
     let r = repeated(&mut fps);
     assert_eq!(r.len(), 1);
     assert!(r.contains(&serial_fp("a")));

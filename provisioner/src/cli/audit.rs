@@ -196,7 +196,11 @@ fn read_spki(path: &Path) -> anyhow::Result<Vec<u8>> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let block = pem::parse(&text).with_context(|| format!("{} is not PEM", path.display()))?;
     if block.tag() != "PUBLIC KEY" {
-        bail!("{} holds a {}, not a PUBLIC KEY", path.display(), block.tag());
+        bail!(
+            "{} holds a {}, not a PUBLIC KEY",
+            path.display(),
+            block.tag()
+        );
     }
     Ok(block.into_contents())
 }
@@ -228,7 +232,8 @@ fn audit(args: AuditArgs) -> anyhow::Result<Outcome> {
     }
     let mut anchors = Vec::new();
     for p in &args.checkpoints {
-        anchors.push(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?);
+        anchors
+            .push(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?);
     }
     let ledger_key = args.ledger_key.as_deref().map(read_spki).transpose()?;
     let mut options = AuditOptions {
@@ -237,7 +242,8 @@ fn audit(args: AuditArgs) -> anyhow::Result<Outcome> {
         ca_certificates,
         anchors,
         field_dir: args.field.clone(),
-        in_flight_grace_ms: i64::try_from(args.in_flight_grace.saturating_mul(1000)).unwrap_or(i64::MAX),
+        in_flight_grace_ms: i64::try_from(args.in_flight_grace.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
         jobs: args
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
@@ -245,7 +251,11 @@ fn audit(args: AuditArgs) -> anyhow::Result<Outcome> {
     };
     // Kept alive until the audit is done when the snapshot is temporary.
     let mut _temp_dir = None;
-    let source = match (&args.source.data_dir, &args.source.export, &args.source.endpoint) {
+    let source = match (
+        &args.source.data_dir,
+        &args.source.export,
+        &args.source.endpoint,
+    ) {
         (Some(dir), None, None) => LedgerSource::DataDir(dir.clone()),
         (None, Some(file), None) => {
             if options.ledger_key.is_none() {
@@ -282,7 +292,8 @@ fn audit(args: AuditArgs) -> anyhow::Result<Outcome> {
     };
     match &args.out {
         Some(path) => {
-            std::fs::write(path, rendered).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(path, rendered)
+                .with_context(|| format!("writing {}", path.display()))?;
             eprintln!(
                 "{}: {} entries, {} finding(s); report written to {}",
                 report.ledger.source,
@@ -300,14 +311,27 @@ fn audit(args: AuditArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-fn fetch_snapshot(endpoint: &str, args: &AuditArgs, out: &Path) -> anyhow::Result<audit::source::Snapshot> {
+fn fetch_snapshot(
+    endpoint: &str,
+    args: &AuditArgs,
+    out: &Path,
+) -> anyhow::Result<audit::source::Snapshot> {
     let pki = args
         .pki
         .clone()
         .or_else(|| args.source.data_dir.as_ref().map(|d| d.join("pki")))
-        .context("--pki is required with --endpoint (the directory holding the auditor certificate)")?;
-    let tls = transport::ClientTls::from_files(&transport::CredentialPaths::in_dir(&pki, &args.name))
-        .with_context(|| format!("loading client certificate {:?} from {}", args.name, pki.display()))?;
+        .context(
+            "--pki is required with --endpoint (the directory holding the auditor certificate)",
+        )?;
+    let tls =
+        transport::ClientTls::from_files(&transport::CredentialPaths::in_dir(&pki, &args.name))
+            .with_context(|| {
+                format!(
+                    "loading client certificate {:?} from {}",
+                    args.name,
+                    pki.display()
+                )
+            })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

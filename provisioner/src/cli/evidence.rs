@@ -84,7 +84,9 @@ pub fn run(args: EvidenceArgs) -> anyhow::Result<Outcome> {
         Format::Md => evidence::markdown(&e),
     };
     match &args.out {
-        Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?,
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
         None => print!("{text}"),
     }
     Ok(if verified {

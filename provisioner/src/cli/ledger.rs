@@ -196,7 +196,7 @@ fn run_verifier(
     let mut count = 0u64;
     let mut tick = |e: &VerifiedEntry<'_>| {
         count += 1;
-        if count % 65_536 == 0 {
+        if count.is_multiple_of(65_536) {
             if let Some(b) = &bar {
                 b.set_message(format!("verified {count} entries"));
             }

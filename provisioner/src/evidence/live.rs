@@ -82,7 +82,8 @@ pub fn collect(source: &LedgerSource, ledger_key: Option<Vec<u8>>) -> Result<Liv
     live.by_kind = by_kind
         .into_iter()
         .map(|(k, n)| {
-            let name = EventKind::try_from(k).map_or_else(|_| format!("KIND_{k}"), |k| kind_name(k).to_owned());
+            let name = EventKind::try_from(k)
+                .map_or_else(|_| format!("KIND_{k}"), |k| kind_name(k).to_owned());
             (name, n)
         })
         .collect();

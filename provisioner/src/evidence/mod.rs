@@ -97,7 +97,11 @@ const UNMAPPED: Control = Control {
 
 fn row(r: &Requirement, class: u8, ledger: Option<&LiveEvidence>) -> EvidenceRow {
     let c = controls::control(r.number).unwrap_or(&UNMAPPED);
-    let tests: Vec<String> = c.tests.iter().map(|t| format!("{}::{}", t.file, t.function)).collect();
+    let tests: Vec<String> = c
+        .tests
+        .iter()
+        .map(|t| format!("{}::{}", t.file, t.function))
+        .collect();
     let live = if c.status == Status::Oem {
         String::new()
     } else {
@@ -150,10 +154,22 @@ fn live_text(items: &[Live], ledger: Option<&LiveEvidence>) -> String {
             ),
             Live::Claims => format!("{} RoTs claimed", n(EventKind::Claimed)),
             Live::Certified => format!("{} devices certified", n(EventKind::Certified)),
-            Live::KeysDelivered => format!("{} HSM-made keys delivered wrapped", n(EventKind::KeyDelivered)),
-            Live::Duplicates => format!("{} duplicate attempts refused", n(EventKind::DuplicateRejected)),
-            Live::Counterfeits => format!("{} counterfeit attempts refused", n(EventKind::CounterfeitRejected)),
-            Live::QuotaRefusals => format!("{} over-quota attempts refused", n(EventKind::QuotaRejected)),
+            Live::KeysDelivered => format!(
+                "{} HSM-made keys delivered wrapped",
+                n(EventKind::KeyDelivered)
+            ),
+            Live::Duplicates => format!(
+                "{} duplicate attempts refused",
+                n(EventKind::DuplicateRejected)
+            ),
+            Live::Counterfeits => format!(
+                "{} counterfeit attempts refused",
+                n(EventKind::CounterfeitRejected)
+            ),
+            Live::QuotaRefusals => format!(
+                "{} over-quota attempts refused",
+                n(EventKind::QuotaRejected)
+            ),
             Live::Custody => format!(
                 "{} shipped, {} received, {} scrapped",
                 n(EventKind::Shipped),
@@ -180,7 +196,11 @@ fn live_text(items: &[Live], ledger: Option<&LiveEvidence>) -> String {
     parts.push(checkpoint);
     parts.push(format!(
         "ledger {} at {}: {}",
-        if l.verified { "verified" } else { "FAILED verification" },
+        if l.verified {
+            "verified"
+        } else {
+            "FAILED verification"
+        },
         crate::audit::render::when(l.verified_at_ms),
         l.verify_message
     ));

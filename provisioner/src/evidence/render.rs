@@ -21,7 +21,12 @@ fn cells(e: &Evidence) -> Vec<[String; 6]> {
             [
                 r.req_no.to_owned(),
                 r.requirement.to_owned(),
-                format!("{} at class {} ({})", r.applicability.as_str(), e.class, r.applicability_rule),
+                format!(
+                    "{} at class {} ({})",
+                    r.applicability.as_str(),
+                    e.class,
+                    r.applicability_rule
+                ),
                 r.how_met.clone(),
                 r.evidence.clone(),
                 r.responsibility.clone(),

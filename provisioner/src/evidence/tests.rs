@@ -13,7 +13,11 @@ fn every_requirement_has_exactly_one_control_and_no_control_is_orphaned() {
         assert_eq!(n, 1, "{} has {n} controls", r.number);
     }
     for c in CONTROLS {
-        assert!(reqs.iter().any(|r| r.number == c.req), "control for unknown row {}", c.req);
+        assert!(
+            reqs.iter().any(|r| r.number == c.req),
+            "control for unknown row {}",
+            c.req
+        );
     }
 }
 
@@ -22,14 +26,35 @@ fn rows_say_who_supplies_what() {
     for c in CONTROLS {
         match c.status {
             Status::Trustline => {
-                assert!(!c.tests.is_empty(), "{} claims Trustline meets it but names no test", c.req);
-                assert!(c.oem.is_empty(), "{} is Trustline's alone but asks the oem for {}", c.req, c.oem);
+                assert!(
+                    !c.tests.is_empty(),
+                    "{} claims Trustline meets it but names no test",
+                    c.req
+                );
+                assert!(
+                    c.oem.is_empty(),
+                    "{} is Trustline's alone but asks the oem for {}",
+                    c.req,
+                    c.oem
+                );
             }
             Status::Shared => {
-                assert!(!c.tests.is_empty(), "{} claims a Trustline part but names no test", c.req);
-                assert!(!c.oem.is_empty(), "{} is shared but says nothing of the oem's part", c.req);
+                assert!(
+                    !c.tests.is_empty(),
+                    "{} claims a Trustline part but names no test",
+                    c.req
+                );
+                assert!(
+                    !c.oem.is_empty(),
+                    "{} is shared but says nothing of the oem's part",
+                    c.req
+                );
             }
-            Status::Oem => assert!(!c.oem.is_empty(), "{} must say what the oem supplies", c.req),
+            Status::Oem => assert!(
+                !c.oem.is_empty(),
+                "{} must say what the oem supplies",
+                c.req
+            ),
         }
     }
 }
@@ -71,12 +96,26 @@ fn every_format_carries_every_row() {
     let csv = csv(&e);
     // Header plus one record per row; quoted newlines never occur.
     assert_eq!(csv.matches("\r\n").count(), e.rows.len() + 1);
-    assert!(csv.starts_with("Req No,Requirement,Applicability,How it is met,Evidence,Responsibility\r\n"));
+    assert!(csv
+        .starts_with("Req No,Requirement,Applicability,How it is met,Evidence,Responsibility\r\n"));
     let md = markdown(&e);
-    assert_eq!(md.lines().filter(|l| l.starts_with("| 2.4.")).count(), e.rows.len());
+    assert_eq!(
+        md.lines().filter(|l| l.starts_with("| 2.4.")).count(),
+        e.rows.len()
+    );
     let json: serde_json::Value = serde_json::from_str(&json(&e)).expect("json");
     assert_eq!(json["rows"].as_array().map(Vec::len), Some(e.rows.len()));
-    let quota = e.rows.iter().find(|r| r.req_no == "2.4.14.22").expect("row");
-    assert!(quota.live.contains("latest checkpoint size 3"), "{}", quota.live);
-    assert!(quota.evidence.contains("provisioner/tests/audit.rs::planted_anomalies_are_reported_exactly"));
+    let quota = e
+        .rows
+        .iter()
+        .find(|r| r.req_no == "2.4.14.22")
+        .expect("row");
+    assert!(
+        quota.live.contains("latest checkpoint size 3"),
+        "{}",
+        quota.live
+    );
+    assert!(quota
+        .evidence
+        .contains("provisioner/tests/audit.rs::planted_anomalies_are_reported_exactly"));
 }

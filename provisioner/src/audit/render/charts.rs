@@ -35,7 +35,10 @@ pub(super) fn orders_chart(orders: &[OrderSummary]) -> Result<String, String> {
             .max(1);
         let labels: Vec<String> = orders.iter().map(|o| o.order_id.clone()).collect();
         let mut chart = ChartBuilder::on(&root)
-            .caption("Devices authorised vs certified, per order", ("sans-serif", 18))
+            .caption(
+                "Devices authorised vs certified, per order",
+                ("sans-serif", 18),
+            )
             .margin(14)
             .x_label_area_size(42)
             .y_label_area_size(60)
@@ -61,7 +64,10 @@ pub(super) fn orders_chart(orders: &[OrderSummary]) -> Result<String, String> {
         chart
             .draw_series(orders.iter().enumerate().map(|(i, o)| {
                 let x = i32::try_from(i).unwrap_or(0) * 3;
-                Rectangle::new([(x, 0), (x + 1, o.authorised.unwrap_or(0))], AUTHORISED.filled())
+                Rectangle::new(
+                    [(x, 0), (x + 1, o.authorised.unwrap_or(0))],
+                    AUTHORISED.filled(),
+                )
             }))
             .map_err(err)?
             .label("authorised")
@@ -125,19 +131,27 @@ pub(super) fn refusals_chart(refusals: &Refusals) -> Result<String, String> {
             .y_desc("refusals")
             .draw()
             .map_err(err)?;
-        let stacks: [(&str, RGBColor); 3] =
-            [("duplicate", DUPLICATE), ("counterfeit", COUNTERFEIT), ("quota", QUOTA)];
+        let stacks: [(&str, RGBColor); 3] = [
+            ("duplicate", DUPLICATE),
+            ("counterfeit", COUNTERFEIT),
+            ("quota", QUOTA),
+        ];
         for (layer, (name, colour)) in stacks.into_iter().enumerate() {
             chart
                 .draw_series(buckets.iter().enumerate().map(|(i, b)| {
                     let x = i32::try_from(i).unwrap_or(0);
                     let values = [b.duplicate, b.counterfeit, b.quota];
                     let below: u64 = values[..layer].iter().sum();
-                    Rectangle::new([(x, below), (x + 1, below + values[layer])], colour.filled())
+                    Rectangle::new(
+                        [(x, below), (x + 1, below + values[layer])],
+                        colour.filled(),
+                    )
                 }))
                 .map_err(err)?
                 .label(name)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
+                });
         }
         chart
             .configure_series_labels()

@@ -42,7 +42,10 @@ pub fn html(r: &AuditReport) -> String {
 fn write_html(r: &AuditReport, out: &mut String) -> std::fmt::Result {
     let l = &r.ledger;
     let total = r.findings.total();
-    writeln!(out, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">")?;
+    writeln!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    )?;
     writeln!(out, "<title>Trustline audit: {}</title>", esc(&l.source))?;
     writeln!(out, "<style>{STYLE}</style></head><body>")?;
     writeln!(out, "<h1>Trustline custody ledger audit</h1>")?;
@@ -60,7 +63,11 @@ fn write_html(r: &AuditReport, out: &mut String) -> std::fmt::Result {
     writeln!(out, "<p id=\"verdict\" class=\"{class}\">{verdict}</p>")?;
 
     writeln!(out, "<h2>Ledger</h2><table id=\"ledger\">")?;
-    let (vclass, vword) = if l.verified { ("ok", "verified") } else { ("bad", "NOT verified") };
+    let (vclass, vword) = if l.verified {
+        ("ok", "verified")
+    } else {
+        ("bad", "NOT verified")
+    };
     writeln!(
         out,
         "<tr><th>entries</th><td class=\"n\">{}</td></tr><tr><th>verification</th><td><span class=\"{vclass}\">{vword}</span>: {}</td></tr>",
@@ -75,10 +82,23 @@ fn write_html(r: &AuditReport, out: &mut String) -> std::fmt::Result {
         )?;
     }
     if let (Some(first), Some(last)) = (l.first_ms, l.last_ms) {
-        writeln!(out, "<tr><th>time span</th><td>{} to {}</td></tr>", when(first), when(last))?;
+        writeln!(
+            out,
+            "<tr><th>time span</th><td>{} to {}</td></tr>",
+            when(first),
+            when(last)
+        )?;
     }
-    let kinds: Vec<String> = l.by_kind.iter().map(|(k, n)| format!("{} {n}", esc(k))).collect();
-    writeln!(out, "<tr><th>entries by kind</th><td>{}</td></tr></table>", kinds.join(", "))?;
+    let kinds: Vec<String> = l
+        .by_kind
+        .iter()
+        .map(|(k, n)| format!("{} {n}", esc(k)))
+        .collect();
+    writeln!(
+        out,
+        "<tr><th>entries by kind</th><td>{}</td></tr></table>",
+        kinds.join(", ")
+    )?;
 
     if !r.orders.is_empty() {
         writeln!(out, "<h2>Orders (2.4.14.22)</h2>")?;
@@ -138,7 +158,10 @@ fn write_html(r: &AuditReport, out: &mut String) -> std::fmt::Result {
         writeln!(out, "<p>No refusals recorded.</p>")?;
     } else {
         match refusals_chart(&r.refusals) {
-            Ok(svg) => writeln!(out, "<div class=\"chart\" id=\"refusals-chart\">{svg}</div>")?,
+            Ok(svg) => writeln!(
+                out,
+                "<div class=\"chart\" id=\"refusals-chart\">{svg}</div>"
+            )?,
             Err(e) => writeln!(out, "<p class=\"bad\">{}</p>", esc(&e))?,
         }
         writeln!(
@@ -165,9 +188,15 @@ fn write_html(r: &AuditReport, out: &mut String) -> std::fmt::Result {
         for (name, n) in [
             ("certificates", f.certificates),
             ("recorded in the ledger", f.recorded),
-            ("clones (recorded serial or key, other certificate)", f.clones),
+            (
+                "clones (recorded serial or key, other certificate)",
+                f.clones,
+            ),
             ("never recorded", f.unrecorded),
-            ("never recorded but issued by the OEM CA", f.issued_by_oem_ca_unrecorded),
+            (
+                "never recorded but issued by the OEM CA",
+                f.issued_by_oem_ca_unrecorded,
+            ),
             ("of devices recorded as scrapped", f.scrapped),
         ] {
             writeln!(out, "<tr><th>{name}</th><td class=\"n\">{n}</td></tr>")?;
@@ -179,7 +208,10 @@ fn write_html(r: &AuditReport, out: &mut String) -> std::fmt::Result {
     if total == 0 {
         writeln!(out, "<p class=\"ok\">None.</p>")?;
     } else {
-        writeln!(out, "<table id=\"finding-counts\"><tr><th>kind</th><th>requirement</th><th>count</th></tr>")?;
+        writeln!(
+            out,
+            "<table id=\"finding-counts\"><tr><th>kind</th><th>requirement</th><th>count</th></tr>"
+        )?;
         for (k, n) in &r.findings.counts {
             writeln!(
                 out,

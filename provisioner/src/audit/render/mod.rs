@@ -22,7 +22,8 @@ pub fn when(ms: i64) -> String {
     let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
         return format!("{ms} ms");
     };
-    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     t.format(&format).unwrap_or_else(|_| format!("{ms} ms"))
 }
 

@@ -17,10 +17,22 @@ pub fn text(r: &AuditReport) -> String {
 fn write_text(r: &AuditReport, out: &mut String) -> std::fmt::Result {
     let l = &r.ledger;
     writeln!(out, "trustline audit of {}", l.source)?;
-    let verdict = if l.verified { "verified" } else { "NOT VERIFIED" };
-    writeln!(out, "ledger: {} entries, {verdict}: {}", l.entries, l.verify_message)?;
+    let verdict = if l.verified {
+        "verified"
+    } else {
+        "NOT VERIFIED"
+    };
+    writeln!(
+        out,
+        "ledger: {} entries, {verdict}: {}",
+        l.entries, l.verify_message
+    )?;
     if let Some(size) = l.checkpoint_size {
-        writeln!(out, "latest checkpoint: size {size}, root {}", l.checkpoint_root)?;
+        writeln!(
+            out,
+            "latest checkpoint: size {size}, root {}",
+            l.checkpoint_root
+        )?;
     }
     if let (Some(first), Some(last)) = (l.first_ms, l.last_ms) {
         writeln!(out, "entries from {} to {}", when(first), when(last))?;
@@ -34,7 +46,11 @@ fn write_text(r: &AuditReport, out: &mut String) -> std::fmt::Result {
             "dup", "cft", "quota"
         )?;
         for o in &r.orders {
-            let auth = if o.signature_valid { opt(o.authorised) } else { "BAD".to_owned() };
+            let auth = if o.signature_valid {
+                opt(o.authorised)
+            } else {
+                "BAD".to_owned()
+            };
             writeln!(
                 out,
                 "  {:<16} {:<10} {:<10} {:>7} {:>7} {:>9} {:>7} {:>8} {:>7} {:>7} {:>5} {:>5} {:>5} {:>5}",
@@ -56,8 +72,15 @@ fn write_text(r: &AuditReport, out: &mut String) -> std::fmt::Result {
         }
     }
     if !r.refusals.groups.is_empty() {
-        writeln!(out, "\nrefused attempts by site and station (caught by the line)")?;
-        writeln!(out, "  {:<12} {:<10} {:<28} {:>6}  {:<20}  {:<20}", "kind", "site", "station", "count", "first", "last")?;
+        writeln!(
+            out,
+            "\nrefused attempts by site and station (caught by the line)"
+        )?;
+        writeln!(
+            out,
+            "  {:<12} {:<10} {:<28} {:>6}  {:<20}  {:<20}",
+            "kind", "site", "station", "count", "first", "last"
+        )?;
         for g in &r.refusals.groups {
             writeln!(
                 out,
@@ -109,7 +132,11 @@ fn write_text(r: &AuditReport, out: &mut String) -> std::fmt::Result {
         }
         let kept = r.findings.items.len() as u64;
         if kept < total {
-            writeln!(out, "  ({} more not listed; see the counts above)", total - kept)?;
+            writeln!(
+                out,
+                "  ({} more not listed; see the counts above)",
+                total - kept
+            )?;
         }
     }
     let s = &r.stats;
