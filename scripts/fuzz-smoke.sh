@@ -4,7 +4,7 @@
 # from its committed seed corpus, and fails on any crash (panic, overflow,
 # failed assertion, timeout or memory blow-up).
 #
-#   scripts/fuzz-smoke.sh            # every target, FUZZ_SECONDS each (default 6)
+#   scripts/fuzz-smoke.sh            # every target, FUZZ_SECONDS each (default 5)
 #   scripts/fuzz-smoke.sh voucher    # only the named targets
 #   FUZZ_SECONDS=60 FUZZ_RELEASE=1 scripts/fuzz-smoke.sh   # a longer, optimised run
 #
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds="${FUZZ_SECONDS:-6}"
+seconds="${FUZZ_SECONDS:-5}"
 # The fuzz crate is not a workspace member: it has its own target dir.
 export CARGO_TARGET_DIR="$PWD/fuzz/target"
 started=$(date +%s)
@@ -46,15 +46,33 @@ echo "fuzz-smoke: building ${#targets[@]} targets"
 cargo fuzz build "${opts[@]}"
 built=$(date +%s)
 
+# Fuzz runs are single-threaded: run as many at once as there are cores.
+jobs="${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-failed=()
-for t in "${targets[@]}"; do
+run_one() {
+  local t=$1
   mkdir -p "$scratch/$t"
-  log="$scratch/$t.log"
   if cargo fuzz run "${opts[@]}" "$t" "$scratch/$t" "fuzz/corpus/$t" -- \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-      -print_final_stats=1 >"$log" 2>&1; then
+      -print_final_stats=1 >"$scratch/$t.log" 2>&1; then
+    echo ok >"$scratch/$t.status"
+  else
+    echo failed >"$scratch/$t.status"
+  fi
+}
+for t in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+    wait -n || true
+  done
+  run_one "$t" &
+done
+wait
+
+failed=()
+for t in "${targets[@]}"; do
+  log="$scratch/$t.log"
+  if [ "$(cat "$scratch/$t.status" 2>/dev/null)" = ok ]; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
     printf 'fuzz-smoke: %-16s ok   %8s runs  %s\n' "$t" "${execs:-?}" "$cov"

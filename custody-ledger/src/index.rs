@@ -14,21 +14,24 @@
 //! ```text
 //! M "format"                          → u32 LE index format
 //! M "state"                           → watermark (IndexState::encode)
-//! T tile u64 BE                       → 256 entry locations and the tile's
-//!                                       Merkle nodes of levels 0..=8
-//! N level u8, index u64 BE            → node hash (levels above 8)
+//! T tile u64 BE                       → 16 entry locations and the tile's
+//!                                       Merkle nodes of levels 0..=4
+//! N level u8, index u64 BE            → node hash (levels above 4)
 //! K ns_len u8, namespace, value       → holder seq u64 BE
 //! Q counter                           → count u64 BE
 //! D len u8, rot_id, seq u64 BE        → leaf hash of that entry
 //! C size u64 BE                       → root hash ‖ signed note
 //! ```
 //!
-//! Tiles keep the sequential, per-entry data to one sled write per 256
-//! entries: sled manages about 50k random inserts a second here, so the
-//! remaining per-entry writes are the unique keys and the device list.
+//! Tiles keep the sequential, per-entry data to one sled write per 16
+//! entries (small values: sled rewrites whole nodes, so large values cost
+//! write amplification and slow reads): sled manages about 50k random
+//! inserts a second here, so the remaining per-entry writes are the unique
+//! keys and the device list.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result};
 use crate::merkle::{CompletedNode, Hash, NodeReader};
@@ -42,16 +45,16 @@ const TAG_DEVICE: u8 = b'D';
 const TAG_CHECKPOINT: u8 = b'C';
 
 /// Version of this layout; an index of another version is rebuilt.
-const INDEX_FORMAT: u32 = 1;
+const INDEX_FORMAT: u32 = 2;
 
 /// Height of a tile: it holds the nodes of levels `0..=TILE_HEIGHT`.
-pub(crate) const TILE_HEIGHT: u8 = 8;
+pub(crate) const TILE_HEIGHT: u8 = 4;
 /// Entries per tile.
 pub(crate) const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
 const LOCATION_LEN: usize = 20;
 const TILE_LOCATIONS: usize = 2;
 const TILE_NODES: usize = TILE_LOCATIONS + TILE_WIDTH as usize * LOCATION_LEN;
-/// Nodes in a full tile: 256 + 128 + … + 1.
+/// Nodes in a full tile: 16 + 8 + 4 + 2 + 1.
 const TILE_NODE_COUNT: usize = 2 * TILE_WIDTH as usize - 1;
 const TILE_LEN: usize = TILE_NODES + TILE_NODE_COUNT * 32;
 
@@ -141,6 +144,10 @@ pub(crate) struct IndexedCheckpoint {
 #[derive(Debug, Clone)]
 pub(crate) struct Index {
     db: sled::Db,
+    /// The nodes above the tiles (one per 16 entries and fewer), also kept
+    /// in memory: every proof needs a dozen of them, and sled reads of
+    /// scattered small values are slow once the index outgrows its cache.
+    upper: Arc<RwLock<HashMap<(u8, u64), Hash>>>,
 }
 
 fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -167,7 +174,7 @@ fn hash_of(b: &[u8]) -> Option<Hash> {
 
 /// Byte offset of node `(level, j)` (j relative to the tile) in a tile.
 fn tile_node_offset(level: u8, j: u64) -> usize {
-    // Levels 0..level come first: 256 + 128 + … nodes.
+    // Levels 0..level come first: 16 + 8 + … nodes.
     let before: u64 = (0..level).map(|l| TILE_WIDTH >> l).sum();
     TILE_NODES + ((before + j) as usize) * 32
 }
@@ -181,12 +188,15 @@ impl Index {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            // Durability comes from the segments; sled flushing on a timer
-            // only competes with the writer's fdatasync for the disk. The
-            // indexer flushes when it has caught up, and close flushes.
-            .flush_every_ms(None)
+            // Durability comes from the segments. Frequent small flushes keep
+            // sled's dirty data (which an ext4 journal commit may have to
+            // write out before the writer's fdatasync returns) small.
+            .flush_every_ms(Some(1000))
             .open()?;
-        let index = Self { db };
+        let index = Self {
+            db,
+            upper: Arc::new(RwLock::new(HashMap::new())),
+        };
         match index.db.get(key(TAG_META, &[b"format"]))? {
             None => {
                 if index.db.iter().next().is_some() {
@@ -198,6 +208,18 @@ impl Index {
             }
             Some(v) if v.as_ref() == INDEX_FORMAT.to_le_bytes() => {}
             Some(_) => return Err(Error::Index("index format is not this version's".into())),
+        }
+        {
+            let mut upper = index.upper.write().unwrap_or_else(|p| p.into_inner());
+            for kv in index.db.scan_prefix([TAG_NODE]) {
+                let (k, v) = kv?;
+                let (Some(&level), Some(i), Some(h)) =
+                    (k.get(1), k.get(2..).and_then(be_u64), hash_of(&v))
+                else {
+                    return Err(Error::Index("node record is malformed".into()));
+                };
+                upper.insert((level, i), h);
+            }
         }
         Ok(index)
     }
@@ -368,6 +390,7 @@ impl Index {
         let mut batch = sled::Batch::default();
         let mut tiles: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let mut quotas: HashMap<&str, u64> = HashMap::new();
+        let mut upper = Vec::new();
         for e in entries {
             let tile_no = e.seq / TILE_WIDTH;
             let tile = match tiles.entry(tile_no) {
@@ -395,6 +418,7 @@ impl Index {
             for &(level, index, hash) in &e.nodes {
                 if level > TILE_HEIGHT {
                     batch.insert(key(TAG_NODE, &[&[level], &index.to_be_bytes()]), &hash[..]);
+                    upper.push(((level, index), hash));
                 } else {
                     let per_tile = TILE_WIDTH >> level;
                     let off = tile_node_offset(level, index % per_tile);
@@ -428,6 +452,10 @@ impl Index {
         }
         batch.insert(key(TAG_META, &[b"state"]), state.encode());
         self.db.apply_batch(batch)?;
+        self.upper
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(upper);
         Ok(())
     }
 

@@ -25,7 +25,7 @@ mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -158,6 +158,9 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     /// Appends submitted and not yet answered: the indexer waits for zero.
     pub(crate) pending: AtomicUsize,
+    /// Entries in sled (the indexer's watermark): readers of older data
+    /// go straight to sled without taking the overlay lock.
+    pub(crate) indexed: AtomicU64,
     pub(crate) latest: RwLock<Option<SignedCheckpoint>>,
     pub(crate) checkpoint_size: watch::Sender<u64>,
     pub(crate) writer_tx: mpsc::Sender<WriterMsg>,
@@ -232,6 +235,10 @@ pub(crate) struct LiveNodes<'a>(pub(crate) &'a Shared);
 
 impl NodeReader for LiveNodes<'_> {
     fn node(&self, level: u8, index: u64) -> Result<Hash> {
+        let end = (index + 1) << level;
+        if end <= self.0.indexed.load(Ordering::Acquire) {
+            return NodeReader::node(&self.0.index, level, index);
+        }
         if let Some(h) = self.0.overlay().node(level, index) {
             return Ok(h);
         }
@@ -345,6 +352,7 @@ impl Ledger {
             stopped: Mutex::new(None),
             closed: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
+            indexed: AtomicU64::new(rec.size),
             latest: RwLock::new(rec.latest.clone()),
             checkpoint_size,
             writer_tx,

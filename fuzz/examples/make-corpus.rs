@@ -269,7 +269,8 @@ fn order_seeds(c: &mut Corpus) {
         factory::WIRE,
         &signed(key(KeyName::Forger), &order_proto()).encode_to_vec(),
     );
-    let variants: [(&str, fn(&mut v1::ProductionOrder)); 7] = [
+    type Change = fn(&mut v1::ProductionOrder);
+    let variants: [(&str, Change); 7] = [
         ("bad-empty-window", |o| o.not_after_ms = o.not_before_ms),
         ("bad-unknown-vendor", |o| {
             o.allowed_ic_vendors.push("Nobody Semiconductor".into())

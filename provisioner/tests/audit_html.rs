@@ -15,7 +15,13 @@ const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn chromium() -> PathBuf {
     if let Some(p) = std::env::var_os("TRUSTLINE_CHROMIUM") {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "TRUSTLINE_CHROMIUM={} is not a file",
+            p.display()
+        );
+        return p;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {

@@ -12,7 +12,11 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if path.is_dir() {
-            if name.starts_with('.') || name.starts_with("target") || name == "corpus" || name == "artifacts" {
+            if name.starts_with('.')
+                || name.starts_with("target")
+                || name == "corpus"
+                || name == "artifacts"
+            {
                 continue;
             }
             rust_files(&path, out);
@@ -27,7 +31,12 @@ fn every_module_starts_with_a_doc_comment() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
     rust_files(&root, &mut files);
-    assert!(files.len() > 10, "found only {} Rust files under {}", files.len(), root.display());
+    assert!(
+        files.len() > 10,
+        "found only {} Rust files under {}",
+        files.len(),
+        root.display()
+    );
     let missing: Vec<_> = files
         .iter()
         .filter(|f| {
@@ -35,5 +44,8 @@ fn every_module_starts_with_a_doc_comment() {
             !text.trim_start().starts_with("//!")
         })
         .collect();
-    assert!(missing.is_empty(), "modules without a //! doc: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "modules without a //! doc: {missing:#?}"
+    );
 }

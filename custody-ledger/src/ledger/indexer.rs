@@ -17,7 +17,7 @@ use super::Shared;
 use crate::index::{IndexState, IndexedCheckpoint, IndexedEntry};
 
 /// Entries per sled batch.
-const CHUNK: usize = 8192;
+const CHUNK: usize = 4096;
 /// How often a caught-up indexer flushes sled.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// How long the writer must have been idle before indexing starts.
@@ -83,6 +83,7 @@ pub(crate) fn run(shared: &Arc<Shared>, mut state: IndexState) {
         let caught_up = {
             let mut overlay = shared.overlay();
             overlay.pop(n_entries, n_checkpoints);
+            shared.indexed.store(state.entries, Ordering::Release);
             overlay.is_idle()
         };
         shared.overlay_changed.notify_all();

@@ -61,7 +61,8 @@ impl FieldIndex {
     /// DER certificates. CA certificates in them are skipped.
     ///
     /// # Errors
-    /// [`Error::Config`] when the directory cannot be read.
+    /// [`Error::Io`] when the directory cannot be read; [`Error::Config`]
+    /// when it holds more than [`MAX_FIELD_FILES`] files.
     pub fn load(dir: &Path, ca: &CaSet) -> Result<Self> {
         let mut files = Vec::new();
         collect_files(dir, &mut files)?;

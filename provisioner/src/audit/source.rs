@@ -89,7 +89,7 @@ impl LedgerSource {
                     )));
                 }
                 let storage = custody_ledger::storage::FileStorage::open(&ledger_dir)
-                    .map_err(|e| Error::Config(format!("opening {}: {e}", ledger_dir.display())))?;
+                    .map_err(|e| Error::io(&ledger_dir, e))?;
                 verify::verify_dir(&storage, options, visit)
                     .map_err(|e| Error::Config(format!("verifying {}: {e}", ledger_dir.display())))
             }
@@ -117,8 +117,8 @@ pub struct Snapshot {
 /// reported).
 ///
 /// # Errors
-/// [`Error::Backend`] when the service refuses or fails; [`Error::Config`]
-/// for a local file problem or a stream that ends early.
+/// [`Error::Backend`] when the service refuses or fails; [`Error::Io`] for
+/// a local file problem; [`Error::Config`] for a stream that ends early.
 pub async fn snapshot(
     client: &mut CustodyLedgerClient<tonic::transport::Channel>,
     out: &Path,
@@ -141,7 +141,7 @@ pub async fn snapshot(
     let root: [u8; 32] = checkpoint.root_hash.as_slice().try_into().map_err(|_| {
         Error::Config("the service sent a checkpoint root that is not 32 bytes".into())
     })?;
-    let file_err = |e: std::io::Error| Error::Config(format!("writing {}: {e}", out.display()));
+    let file_err = |e: std::io::Error| Error::io(out, e);
     let file = std::fs::File::create(out).map_err(file_err)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut buf = format::encode_header(format::EXPORT_MAGIC, 0).to_vec();

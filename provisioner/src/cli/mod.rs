@@ -20,10 +20,10 @@ pub mod hsm_args;
 pub mod inspect;
 pub mod ledger;
 pub mod order;
+pub mod pki;
 pub mod serve;
 pub mod station;
 pub mod voucher;
-pub mod pki;
 
 /// Trustline: claims, personalises, certifies and records devices on the
 /// factory line, and carries their ownership afterwards.

@@ -94,6 +94,8 @@ const MTLS: &str = "transport/tests/mtls.rs";
 const LIMITS: &str = "transport/tests/limits.rs";
 const VOUCHER: &str = "proto/src/voucher/tests.rs";
 const CRASH: &str = "tests/tests/provisioner_crash.rs";
+const AUDIT_E2E: &str = "tests/tests/audit_line.rs";
+const AUDIT_LINE: &str = "the_audit_of_a_running_line_over_mtls_matches_what_the_line_did";
 
 /// The table, in framework order.
 pub static CONTROLS: &[Control] = &[
@@ -328,6 +330,7 @@ pub static CONTROLS: &[Control] = &[
         tests: &[
             t(AUDIT, "planted_anomalies_are_reported_exactly"),
             t(AUDIT, "a_tampered_entry_is_the_only_finding_and_stops_the_audit"),
+            t(AUDIT_E2E, AUDIT_LINE),
             t(TAMPER, "every_edited_byte_of_an_entry_is_caught_even_with_a_fixed_checksum"),
             t(KILL9, "sigkill_at_random_moments_loses_nothing_acknowledged"),
             t(FACTORY_E2E, "duplicates_are_refused_with_already_exists_recorded_and_nothing_issued"),
@@ -541,6 +544,7 @@ pub static CONTROLS: &[Control] = &[
             t(FACTORY_E2E, "an_order_of_n_certifies_n_devices_even_across_a_restart"),
             t(CRASH, "a_provisioner_killed_mid_run_loses_no_acknowledged_device"),
             t(AUDIT, "planted_anomalies_are_reported_exactly"),
+            t(AUDIT_E2E, AUDIT_LINE),
         ],
         live: &[Live::Orders, Live::Certified, Live::QuotaRefusals],
         oem: "",

@@ -42,11 +42,12 @@ pub(super) fn orders_chart(orders: &[OrderSummary]) -> Result<String, String> {
             .margin(14)
             .x_label_area_size(42)
             .y_label_area_size(60)
-            .build_cartesian_2d(0i32..n * 3, 0u64..max + max / 8 + 1)
+            .build_cartesian_2d(0i32..n * 3, 0u64..max + max / 3 + 1)
             .map_err(err)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(WHITE)
             .x_labels(usize::try_from(n * 3).unwrap_or(3))
             .x_label_formatter(&|x| {
                 if x.rem_euclid(3) == 1 {
@@ -115,12 +116,13 @@ pub(super) fn refusals_chart(refusals: &Refusals) -> Result<String, String> {
             .margin(14)
             .x_label_area_size(42)
             .y_label_area_size(60)
-            .build_cartesian_2d(0i32..n, 0u64..max + max / 8 + 1)
+            .build_cartesian_2d(0i32..n, 0u64..max + max / 3 + 1)
             .map_err(err)?;
         let starts: Vec<i64> = buckets.iter().map(|b| b.start_ms).collect();
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(WHITE)
             .x_labels(6)
             .x_label_formatter(&|x| {
                 starts
