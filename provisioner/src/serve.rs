@@ -274,8 +274,26 @@ pub async fn factory(
     Ok(Arc::new(Factory::start(factory_config, ledger, ca).await?))
 }
 
-fn guard(config: &Config) -> Guard {
-    Guard::new(config.transport.clone(), Metrics::global().clone())
+/// The guard of one server process. Its lockouts persist in
+/// `<data>/lockouts/<server>.json`, so restarting a server does not clear a
+/// station locked out for repeated refusals (2.4.14.21): only an admin's
+/// `ClearLockout` does. One file per server, since `serve ca|ledger|provisioner`
+/// may run as separate processes over one data directory.
+fn guard(data_dir: &Path, config: &Config, server: &str) -> Result<Guard> {
+    let dir = data_dir.join(setup::LOCKOUTS_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let path = dir.join(format!("{server}.json"));
+    let lockouts = transport::LockoutTracker::open(config.transport.lockout.clone(), &path)
+        .map_err(|e| Error::Config(format!("lockout state {}: {e}", path.display())))?;
+    let count = lockouts.count();
+    if count > 0 {
+        tracing::warn!(count, path = %path.display(), "callers still locked out from an earlier run");
+    }
+    Ok(Guard::with_lockouts(
+        config.transport.clone(),
+        Metrics::global().clone(),
+        Arc::new(lockouts),
+    ))
 }
 
 fn server_tls(data_dir: &Path, name: &str) -> Result<ServerTls> {
@@ -321,7 +339,7 @@ pub async fn serve_ca(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let ca = open_ca(data_dir, hsm)?;
-    let guard = guard(config);
+    let guard = guard(data_dir, config, setup::CA_SERVER)?;
     let (mut routes, _health) =
         transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
     routes.add_service(
@@ -370,7 +388,7 @@ pub async fn serve_provisioner(
         Arc::new(RemoteCa::new(ca_channel)),
     )
     .await?;
-    let guard = guard(config);
+    let guard = guard(data_dir, config, setup::PROVISIONER)?;
     let (mut routes, _health) =
         transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
     routes.add_service(
@@ -468,7 +486,7 @@ pub async fn serve_ledger(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let ledger = open_ledger(data_dir, hsm)?;
-    let guard = guard(config);
+    let guard = guard(data_dir, config, setup::LEDGER_SERVER)?;
     let (mut routes, _health) =
         transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
     routes.add_service(
@@ -515,7 +533,7 @@ pub async fn serve_all(
             local_ca(ca),
         )
         .await?;
-        let guard = guard(config);
+        let guard = guard(data_dir, config, setup::ALL_SERVER)?;
         let mut routes = provisioning_routes(&guard, factory)?;
         routes.add_service(crate::ownership::service::server(
             Arc::new(ownership),

@@ -36,6 +36,11 @@ pub const PROVISIONER: &str = "provisioner";
 pub const CA_SERVER: &str = "ca";
 /// The ledger server's credential name.
 pub const LEDGER_SERVER: &str = "ledger";
+/// Lockout state of each server process, under the data directory
+/// (`<server>.json`).
+pub const LOCKOUTS_DIR: &str = "lockouts";
+/// The name `serve all` keeps its lockout state under.
+pub const ALL_SERVER: &str = "all";
 /// The OEM administrator's credential name.
 pub const ADMIN: &str = "admin";
 /// The auditor's credential name.

@@ -95,6 +95,14 @@ const LIMITS: &str = "transport/tests/limits.rs";
 const VOUCHER: &str = "proto/src/voucher/tests.rs";
 const CRASH: &str = "tests/tests/provisioner_crash.rs";
 const AUDIT_E2E: &str = "tests/tests/audit_line.rs";
+const OWNERSHIP: &str = "tests/tests/ownership.rs";
+const DEVICE: &str = "hsm-sim/src/rot/tests.rs";
+const LIFE: &str =
+    "a_device_lives_from_the_factory_to_retirement_with_every_step_recorded_and_proven";
+const FORGED: &str =
+    "forged_reordered_forked_and_unauthorised_transfers_are_refused_and_only_the_refusal_recorded";
+const ONBOARD: &str =
+    "onboarding_refuses_replays_clones_scrapped_devices_and_steps_without_a_user_reset";
 const AUDIT_LINE: &str = "the_audit_of_a_running_line_over_mtls_matches_what_the_line_did";
 
 /// The table, in framework order.
@@ -377,6 +385,8 @@ pub static CONTROLS: &[Control] = &[
             t(VOUCHER, "a_chain_of_three_owners_verifies"),
             t(VOUCHER, "a_forged_entry_is_refused"),
             t(VOUCHER, "a_voucher_cut_back_to_an_earlier_owner_is_caught_against_the_ledger"),
+            t(OWNERSHIP, LIFE),
+            t(OWNERSHIP, FORGED),
         ],
         live: &[Live::Ownership],
         oem: "",
@@ -405,11 +415,14 @@ pub static CONTROLS: &[Control] = &[
     Control {
         req: "2.4.14.10",
         status: Status::Shared,
-        how: "The device certificate binds the identity key to the rot_id (SAN URI), so an authorised actor who has \
-              the device sign a fresh challenge with that key authenticates its RoT-backed identity (no end-to-end \
-              test of the inspection path is named here yet).",
-        tests: &[t(CA, "every_certificate_issued_verifies_with_openssl_and_follows_the_profile")],
-        live: &[],
+        how: "`trustline inspect` has the device sign a fresh challenge with its identity key, checks the signature \
+              against the certificate, the chain against the OEM root and the rot_id in the SAN URI, and shows the \
+              device's custody history with an inclusion proof for each entry; a wrong root is reported inauthentic.",
+        tests: &[
+            t(CA, "every_certificate_issued_verifies_with_openssl_and_follows_the_profile"),
+            t(OWNERSHIP, LIFE),
+        ],
+        live: &[Live::Custody],
         oem: "the inspection tool or connection that reaches the device.",
     },
     Control {
@@ -467,11 +480,11 @@ pub static CONTROLS: &[Control] = &[
     },
     Control {
         req: "2.4.14.16",
-        status: Status::Oem,
-        how: "Trustline checks, at certification, the firmware digest and readout lock that the RoT attests against \
-              the order (no end-to-end test of that refusal is named here yet).",
-        tests: &[],
-        live: &[],
+        status: Status::Shared,
+        how: "At certification the RoT's key attestation must name the order's one allowed firmware digest and a \
+              locked readout; otherwise no certificate is issued (FAILED_PRECONDITION).",
+        tests: &[t(FACTORY_UNIT, "wrong_firmware_and_an_unlocked_readout_are_refused_before_issuance")],
+        live: &[Live::Certified],
         oem: "protection of firmware images and configuration in the programming environment.",
     },
     Control {
@@ -490,13 +503,14 @@ pub static CONTROLS: &[Control] = &[
         status: Status::Trustline,
         how: "Counterfeit silicon is refused at claiming; certification requires a claim under the order; the audit \
               re-checks every recorded certificate against the OEM CA and its entry, and flags certificates without \
-              a claim or a valid order.",
+              a claim or a valid order; onboarding refuses cloned, scrapped, retired and revoked devices.",
         tests: &[
             t(FACTORY_E2E, "each_refusal_has_its_own_status"),
             t(FACTORY_UNIT, "duplicates_clones_counterfeits_and_overproduction_are_refused_and_recorded"),
             t(AUDIT_UNIT, "certificates_and_orders_are_checked_against_the_oem_keys"),
+            t(OWNERSHIP, ONBOARD),
         ],
-        live: &[Live::Counterfeits, Live::Certified],
+        live: &[Live::Counterfeits, Live::Certified, Live::Ownership],
         oem: "",
     },
     Control {
@@ -524,10 +538,11 @@ pub static CONTROLS: &[Control] = &[
         req: "2.4.14.21",
         status: Status::Shared,
         how: "Refusals, lockouts and RPC outcomes are exported as metrics on loopback, and repeated refusals lock a \
-              caller out until an admin clears it.",
+              caller out until an admin clears it; a lockout persists across a restart.",
         tests: &[
             t(MTLS, "metrics_are_served_on_loopback_only"),
             t(LIMITS, "a_flooding_station_is_limited_then_locked_out_until_an_admin_clears_it"),
+            t("tests/tests/lockout.rs", "a_lockout_survives_a_restart_until_an_admin_clears_it"),
         ],
         live: &[],
         oem: "patching of production hosts and monitoring of the metrics for compromise.",
@@ -560,8 +575,13 @@ pub static CONTROLS: &[Control] = &[
     Control {
         req: "2.4.14.24",
         status: Status::Shared,
-        how: "Retirement is final and revokes the device certificate in a signed CRL.",
-        tests: &[t(CA, "crls_list_the_serials_and_verify_with_openssl")],
+        how: "Retirement needs the device's signed reset proof, is final (later onboarding is refused) and revokes \
+              the device certificate in an HSM-signed CRL that `openssl crl -verify` accepts.",
+        tests: &[
+            t(CA, "crls_list_the_serials_and_verify_with_openssl"),
+            t(OWNERSHIP, LIFE),
+            t(DEVICE, "the_device_refuses_steps_backwards_and_after_retirement"),
+        ],
         live: &[Live::Lifecycle],
         oem: "disconnection from cloud services and erasure of user data on the device and in the cloud.",
     },
@@ -592,20 +612,24 @@ pub static CONTROLS: &[Control] = &[
     },
     Control {
         req: "2.4.16.3",
-        status: Status::Oem,
+        status: Status::Shared,
         how: "The ledger and voucher entries hold owner commitments (SHA-256 of a fresh salt and the owner key), \
-              never owner identities, so the service cannot map a device to its owner (no test of the ledger \
-              side is named here yet).",
-        tests: &[],
+              never owner identities; refusals record no owner data; a scan of the ledger files, index, token and \
+              PKI after a whole life finds no owner key.",
+        tests: &[t(OWNERSHIP, LIFE), t(OWNERSHIP, FORGED)],
         live: &[Live::Ownership],
         oem: "service-provider processes that keep no owner mapping elsewhere.",
     },
     Control {
         req: "2.4.16.4",
-        status: Status::Oem,
-        how: "Trustline records decommissioning and recommissioning as one-way steps that need the device's reset \
-              proof (no test of that path is named here yet).",
-        tests: &[],
+        status: Status::Shared,
+        how: "Decommissioning and recommissioning are one-way steps that need the device's signed reset proof; the \
+              simulated device's state machine cannot be walked backwards, and the service refuses steps out of order.",
+        tests: &[
+            t(OWNERSHIP, LIFE),
+            t(OWNERSHIP, ONBOARD),
+            t(DEVICE, "the_device_refuses_steps_backwards_and_after_retirement"),
+        ],
         live: &[Live::Lifecycle],
         oem: "the device's irrevocable decommissioning mechanism.",
     },
@@ -622,19 +646,23 @@ pub static CONTROLS: &[Control] = &[
     },
     Control {
         req: "2.4.16.6",
-        status: Status::Oem,
-        how: "The exposed identity (rot_id, certificate) is linked in Trustline only to owner commitments (no test \
-              of the ledger side is named here yet).",
-        tests: &[],
-        live: &[],
+        status: Status::Shared,
+        how: "The exposed identity (rot_id, certificate) is linked in Trustline only to per-transfer salted owner \
+              commitments, so one owner's transfer cannot be linked to a later owner's from ledger data; no owner \
+              key is stored anywhere.",
+        tests: &[t(VOUCHER, "a_chain_of_three_owners_verifies"), t(OWNERSHIP, LIFE)],
+        live: &[Live::Ownership],
         oem: "the privacy policy and GDPR compliance of the services around the device.",
     },
     Control {
         req: "2.4.16.7",
-        status: Status::Oem,
-        how: "Trustline requires the device's signed reset proof to decommission (no test of that path is named here \
-              yet).",
-        tests: &[],
+        status: Status::Shared,
+        how: "Decommissioning, recommissioning and retirement need the device's signed proof of a user-data reset; \
+              a step without one, or with a stale one, is refused and only the refusal recorded.",
+        tests: &[
+            t(OWNERSHIP, ONBOARD),
+            t(DEVICE, "user_reset_erases_the_area_and_bumps_the_counter"),
+        ],
         live: &[],
         oem: "the device's user-reset function that erases user settings and data.",
     },

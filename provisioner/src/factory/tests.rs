@@ -457,3 +457,57 @@ async fn orders_are_checked_for_site_window_and_signature() {
         .expect_err("forged");
     assert_eq!(Status::from(err).code(), tonic::Code::InvalidArgument);
 }
+
+/// 2.4.14.16: the firmware the RoT attests must be the order's, and its
+/// readout must be locked, before a certificate is issued.
+#[tokio::test]
+async fn wrong_firmware_and_an_unlocked_readout_are_refused_before_issuance() {
+    let fleet = Fleet::builder()
+        .seed(4)
+        .genuine(1)
+        .wrong_firmware(1)
+        .readout_unlocked(1)
+        .build()
+        .expect("fleet");
+    let mut line = line("factory-firmware", fleet).await;
+    line.open("PO-4", 3).await;
+    let mut genuine = take(&mut line.fleet, 0);
+    let mut tampered = take(&mut line.fleet, 1);
+    let mut unlocked = take(&mut line.fleet, 2);
+
+    let input = line
+        .prepare("PO-4", &mut tampered, "SN000001")
+        .await
+        .expect("claimed");
+    let err = line
+        .factory
+        .certify(&station(), input)
+        .await
+        .expect_err("tampered firmware");
+    assert!(matches!(err, Error::FirmwareNotAllowed { .. }), "{err}");
+    assert_eq!(Status::from(err).code(), tonic::Code::FailedPrecondition);
+
+    let input = line
+        .prepare("PO-4", &mut unlocked, "SN000002")
+        .await
+        .expect("claimed");
+    let err = line
+        .factory
+        .certify(&station(), input)
+        .await
+        .expect_err("readout unlocked");
+    assert!(matches!(err, Error::ReadoutNotLocked), "{err}");
+    assert_eq!(Status::from(err).code(), tonic::Code::FailedPrecondition);
+    assert_eq!(line.ledger.count(EventKind::Certified), 0);
+
+    // The same order still certifies a genuine, locked device.
+    let input = line
+        .prepare("PO-4", &mut genuine, "SN000003")
+        .await
+        .expect("claimed");
+    line.factory
+        .certify(&station(), input)
+        .await
+        .expect("genuine certified");
+    assert_eq!(line.ledger.count(EventKind::Certified), 1);
+}
