@@ -21,6 +21,8 @@ struct MemState {
     entries: Vec<Vec<u8>>,
     keys: HashMap<(String, Vec<u8>), u64>,
     quotas: HashMap<String, u64>,
+    /// While set, every append fails as an unreachable ledger would.
+    down: bool,
 }
 
 /// Unique keys and quotas checked and applied under one lock, like the
@@ -44,6 +46,10 @@ impl MemLedger {
     fn count(&self, kind: EventKind) -> usize {
         self.kinds().into_iter().filter(|k| *k == kind).count()
     }
+
+    fn set_down(&self, down: bool) {
+        self.0.lock().expect("lock").down = down;
+    }
 }
 
 impl LedgerApi for MemLedger {
@@ -53,6 +59,9 @@ impl LedgerApi for MemLedger {
     ) -> BoxFuture<'_, Result<v1::AppendResponse, AppendRefusal>> {
         Box::pin(async move {
             let mut state = self.0.lock().expect("lock");
+            if state.down {
+                return Err(AppendRefusal::Failed(Status::unavailable("ledger down")));
+            }
             for key in &request.unique_keys {
                 if let Some(seq) = state.keys.get(&(key.namespace.clone(), key.value.clone())) {
                     return Err(AppendRefusal::Conflict {
@@ -509,5 +518,44 @@ async fn wrong_firmware_and_an_unlocked_readout_are_refused_before_issuance() {
         .certify(&station(), input)
         .await
         .expect("genuine certified");
+    assert_eq!(line.ledger.count(EventKind::Certified), 1);
+}
+
+/// Invariant 1: a certificate the ledger did not record is never released —
+/// with the ledger down, certify fails and returns no chain; once it is back,
+/// the same device certifies with its (new) certificate recorded.
+#[tokio::test]
+async fn nothing_is_released_when_the_ledger_cannot_record_it() {
+    let fleet = Fleet::builder().seed(5).genuine(1).build().expect("fleet");
+    let mut line = line("factory-ledger-down", fleet).await;
+    line.open("PO-5", 1).await;
+    let mut rot = take(&mut line.fleet, 0);
+    let input = line
+        .prepare("PO-5", &mut rot, "SN000001")
+        .await
+        .expect("claimed");
+
+    line.ledger.set_down(true);
+    let err = line
+        .factory
+        .certify(&station(), input.clone())
+        .await
+        .expect_err("nothing without the ledger");
+    assert!(matches!(err, Error::Backend { .. }), "{err}");
+    assert_eq!(Status::from(err).code(), tonic::Code::Unavailable);
+    line.ledger.set_down(false);
+    assert_eq!(line.ledger.count(EventKind::Certified), 0);
+
+    let certified = line
+        .factory
+        .certify(&station(), input)
+        .await
+        .expect("certified once the ledger is back");
+    assert!(!certified.replayed);
+    let entry = v1::LedgerEntry::decode(
+        line.ledger.0.lock().expect("lock").entries[certified.ledger_seq as usize].as_slice(),
+    )
+    .expect("entry");
+    assert_eq!(entry.kind, EventKind::Certified as i32);
     assert_eq!(line.ledger.count(EventKind::Certified), 1);
 }
