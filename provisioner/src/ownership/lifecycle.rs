@@ -60,6 +60,36 @@ pub(super) struct BegunStep {
 }
 
 impl Ownership {
+    /// The checks a step by the recorded current owner shares: the voucher
+    /// is the device's, holds no unrecorded transfer, and its last key
+    /// signed the challenge for `action`; the device proves a user reset
+    /// into `target` (2.4.16.7). Returns the reset proof to record.
+    fn check_owner_and_reset(
+        &self,
+        step: &BegunStep,
+        request: &StepRequest,
+        action: Action,
+        target: v1::DeviceLifecycle,
+    ) -> Result<v1::SignedStatement> {
+        let record = &step.record;
+        let checked = self.check_voucher(record, &request.voucher)?;
+        Self::check_recorded(record, &checked, 0)?;
+        Self::check_authorization(
+            &step.authorization,
+            &checked,
+            &record.rot_id,
+            &step.challenge,
+            action,
+            &request.voucher,
+        )?;
+        self.check_reset_proof(
+            record,
+            request.device_proof.as_ref(),
+            &step.challenge,
+            target,
+        )
+    }
+
     /// Takes a device out of service after a user reset.
     ///
     /// # Errors
@@ -176,20 +206,10 @@ impl Ownership {
                 why: "only a device in service can be decommissioned",
             });
         }
-        let checked = self.check_voucher(record, &request.voucher)?;
-        Self::check_recorded(record, &checked, 0)?;
-        Self::check_authorization(
-            &step.authorization,
-            &checked,
-            &record.rot_id,
-            &step.challenge,
+        let proof = self.check_owner_and_reset(
+            &step,
+            request,
             Action::Decommission,
-            &request.voucher,
-        )?;
-        let proof = self.check_reset_proof(
-            record,
-            request.device_proof.as_ref(),
-            &step.challenge,
             v1::DeviceLifecycle::Decommissioned,
         )?;
         let ledger_seq = self
@@ -287,20 +307,10 @@ impl Ownership {
     async fn retire_checked(&self, actor: &str, request: &StepRequest) -> Result<LifecycleOutcome> {
         let step = self.begin_step(request, Action::Retire).await?;
         let record = &step.record;
-        let checked = self.check_voucher(record, &request.voucher)?;
-        Self::check_recorded(record, &checked, 0)?;
-        Self::check_authorization(
-            &step.authorization,
-            &checked,
-            &record.rot_id,
-            &step.challenge,
+        let proof = self.check_owner_and_reset(
+            &step,
+            request,
             Action::Retire,
-            &request.voucher,
-        )?;
-        let proof = self.check_reset_proof(
-            record,
-            request.device_proof.as_ref(),
-            &step.challenge,
             v1::DeviceLifecycle::Retired,
         )?;
         let serial = certificate_serial(record)?;

@@ -139,12 +139,7 @@ impl OwnershipRpc for OwnershipService {
     ) -> Result<Response<v1::LifecycleResponse>, Status> {
         let actor = actor(&request, &[Role::Operator], "decommission devices")?;
         let r = request.into_inner();
-        let step = StepRequest {
-            voucher: r.voucher,
-            owner_authorization: r.owner_authorization,
-            device_proof: r.reset_proof,
-            device_chain: vec![],
-        };
+        let step = reset_step(r.voucher, r.owner_authorization, r.reset_proof);
         let outcome = self.ownership.decommission(actor, &step).await?;
         Ok(lifecycle_response(outcome))
     }
@@ -155,12 +150,7 @@ impl OwnershipRpc for OwnershipService {
     ) -> Result<Response<v1::LifecycleResponse>, Status> {
         let actor = actor(&request, &[Role::Operator], "recommission devices")?;
         let r = request.into_inner();
-        let step = StepRequest {
-            voucher: r.voucher,
-            owner_authorization: r.owner_authorization,
-            device_proof: r.reset_proof,
-            device_chain: vec![],
-        };
+        let step = reset_step(r.voucher, r.owner_authorization, r.reset_proof);
         let outcome = self.ownership.recommission(actor, &step).await?;
         Ok(lifecycle_response(outcome))
     }
@@ -171,12 +161,7 @@ impl OwnershipRpc for OwnershipService {
     ) -> Result<Response<v1::LifecycleResponse>, Status> {
         let actor = actor(&request, &[Role::Operator], "retire devices")?;
         let r = request.into_inner();
-        let step = StepRequest {
-            voucher: r.voucher,
-            owner_authorization: r.owner_authorization,
-            device_proof: r.reset_proof,
-            device_chain: vec![],
-        };
+        let step = reset_step(r.voucher, r.owner_authorization, r.reset_proof);
         let outcome = self.ownership.retire(actor, &step).await?;
         Ok(lifecycle_response(outcome))
     }
@@ -219,4 +204,19 @@ fn lifecycle_response(outcome: super::LifecycleOutcome) -> Response<v1::Lifecycl
         state: outcome.state.to_proto() as i32,
         ledger_seq: outcome.ledger_seq,
     })
+}
+
+/// A lifecycle step the device proves with its signed reset proof (the
+/// chain is already known from certification).
+fn reset_step(
+    voucher: Vec<u8>,
+    owner_authorization: Option<v1::SignedStatement>,
+    reset_proof: Option<v1::SignedStatement>,
+) -> StepRequest {
+    StepRequest {
+        voucher,
+        owner_authorization,
+        device_proof: reset_proof,
+        device_chain: vec![],
+    }
 }
