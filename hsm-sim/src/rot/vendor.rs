@@ -154,26 +154,7 @@ impl IcVendor {
     /// # Errors
     /// [`Error::Certificate`] or [`Error::Proto`] if issuing fails.
     pub fn manufacture(&mut self) -> Result<SimulatedRot, Error> {
-        let chip_serial = format!("{}-{:010}", self.serial_prefix, self.next_die);
-        self.next_die += 1;
-        let attestation_key = new_key(&mut self.rng);
-        let transport_key = p256::SecretKey::random(&mut self.rng);
-        let leaf = self.issue_attestation_cert(&chip_serial, &attestation_key)?;
-        let mut chain = vec![leaf];
-        if let Some(intermediate) = &self.intermediate {
-            chain.push(intermediate.der.clone());
-        }
-        let attestation = SoftwareSigner::from_key(attestation_key);
-        let certified_spki = attestation.public_key_der().to_vec();
-        SimulatedRot::assemble(DieParts {
-            vendor: self.name.clone(),
-            chip_serial,
-            attestation,
-            certified_spki,
-            chain,
-            transport_key,
-            rng: StdRng::seed_from_u64(self.rng.gen()),
-        })
+        self.die(None)
     }
 
     /// Manufactures a die whose on-device entropy source is seeded with
@@ -186,6 +167,12 @@ impl IcVendor {
     /// # Errors
     /// As [`IcVendor::manufacture`].
     pub fn manufacture_weak_entropy(&mut self, die_seed: u64) -> Result<SimulatedRot, Error> {
+        self.die(Some(die_seed))
+    }
+
+    /// One die; its on-device entropy is seeded with `die_seed`, or from the
+    /// vendor's generator when `None`.
+    fn die(&mut self, die_seed: Option<u64>) -> Result<SimulatedRot, Error> {
         let chip_serial = format!("{}-{:010}", self.serial_prefix, self.next_die);
         self.next_die += 1;
         let attestation_key = new_key(&mut self.rng);
@@ -197,6 +184,7 @@ impl IcVendor {
         }
         let attestation = SoftwareSigner::from_key(attestation_key);
         let certified_spki = attestation.public_key_der().to_vec();
+        let die_seed = die_seed.unwrap_or_else(|| self.rng.gen());
         SimulatedRot::assemble(DieParts {
             vendor: self.name.clone(),
             chip_serial,

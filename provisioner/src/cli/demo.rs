@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use ca_service::keys::KeyLabels;
 use ca_service::Hsm;
 use clap::Args;
@@ -78,19 +78,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         args.devices > 0 && args.stations > 0,
         "--devices and --stations must be at least 1"
     );
-    let dir = &args.dir;
-    if dir.exists()
-        && std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .next()
-            .is_some()
-    {
-        bail!(
-            "{} is not empty: remove it or choose another --dir",
-            dir.display()
-        );
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    super::fresh_dir(&args.dir)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(demo(&args))
 }

@@ -73,19 +73,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<Outcome> {
         "only the simulated device link exists: pass --sim (a hardware probe implements \
          provisioner::inspect::InspectLink)"
     );
-    let dir = &args.dir;
-    if dir.exists()
-        && std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .next()
-            .is_some()
-    {
-        bail!(
-            "{} is not empty: remove it or choose another --dir",
-            dir.display()
-        );
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    super::fresh_dir(&args.dir)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(simulated(&args))
 }

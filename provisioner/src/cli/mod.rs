@@ -131,3 +131,21 @@ fn init_logging(filter: &str) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Makes `dir` for a run's artifacts: it may not exist yet, or be empty, so
+/// that a run never mixes its files with (or overwrites) an earlier one's.
+fn fresh_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .next()
+            .is_some()
+    {
+        anyhow::bail!(
+            "{} is not empty: remove it or choose another --dir",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
