@@ -21,11 +21,13 @@
 //! wrapped keys/s); and the ratio of devices/s to that bound.
 //!
 //! SoftHSM2 runs inside the server process, so its CPU is part of the
-//! server's. The report also gives an estimate of that share (the CPU time
-//! of the HSM work per device, from the single-session rates measured at
-//! the start, where one operation keeps one core busy) and the server CPU
-//! without it: what the server itself would spend in front of a hardware
-//! HSM. The estimate is labelled as such; the measured figure is the first.
+//! server's. For on-device mode the report also gives an estimate of that
+//! share (signatures per device × the CPU time of one signature, from the
+//! single-session rate measured at the start, where one signature keeps one
+//! core busy) and the server CPU without it: what the server itself would
+//! spend in front of a hardware HSM. HSM mode gets no estimate: the wrapped
+//! key rate is measured with several threads on a shared machine, which
+//! gives no sound CPU time per key. The measured figure is the first.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -90,8 +92,8 @@ struct ModeReport {
     devices_per_second: f64,
     server_cpu_ms_per_device: f64,
     station_and_devices_cpu_ms_per_device: f64,
-    hsm_cpu_ms_per_device_estimate: f64,
-    server_cpu_ms_per_device_without_hsm_estimate: f64,
+    hsm_cpu_ms_per_device_estimate: Option<f64>,
+    server_cpu_ms_per_device_without_hsm_estimate: Option<f64>,
     hsm_signatures_per_device: u32,
     hsm_wrapped_keys_per_device: u32,
     hsm_bound_devices_per_second: f64,
@@ -215,13 +217,9 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
         .per_second
         .max(hsm_report.raw_signatures_1.per_second);
     let wrapped = hsm_report.wrapped_keys_n.map(|c| c.rate.per_second);
-    // CPU time of one HSM operation: one thread runs one operation at a
-    // time, so wall time per operation per thread (an upper bound on a
-    // loaded machine).
+    // CPU time of one signature: one session runs one at a time, so wall
+    // time per signature (an upper bound on a loaded machine).
     let sign_cpu_ms = 1000.0 / hsm_report.raw_signatures_1.per_second.max(1e-9);
-    let wrap_cpu_ms = hsm_report
-        .wrapped_keys_n
-        .map(|c| 1000.0 * c.rate.threads as f64 / c.rate.per_second.max(1e-9));
     // The bench names no first owner, so no voucher entry is HSM-signed.
     let first_owner: Option<Vec<u8>> = None;
     let signatures_per_device: u32 = 1 + u32::from(first_owner.is_some());
@@ -348,8 +346,8 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
             _ => (0, 1.0 / sign_seconds),
         };
         let server_cpu_ms = cpu * 1000.0 / certified.max(1) as f64;
-        let hsm_cpu_ms = f64::from(signatures_per_device) * sign_cpu_ms
-            + f64::from(wrapped_per_device) * wrap_cpu_ms.unwrap_or(0.0);
+        let hsm_cpu_ms =
+            (wrapped_per_device == 0).then(|| f64::from(signatures_per_device) * sign_cpu_ms);
         modes.push(ModeReport {
             mode: *mode,
             devices: args.devices,
@@ -362,7 +360,8 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
             server_cpu_ms_per_device: server_cpu_ms,
             station_and_devices_cpu_ms_per_device: own * 1000.0 / certified.max(1) as f64,
             hsm_cpu_ms_per_device_estimate: hsm_cpu_ms,
-            server_cpu_ms_per_device_without_hsm_estimate: (server_cpu_ms - hsm_cpu_ms).max(0.0),
+            server_cpu_ms_per_device_without_hsm_estimate: hsm_cpu_ms
+                .map(|h| (server_cpu_ms - h).max(0.0)),
             hsm_signatures_per_device: signatures_per_device,
             hsm_wrapped_keys_per_device: wrapped_per_device,
             hsm_bound_devices_per_second: bound,
@@ -390,17 +389,19 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
         );
         for m in &report.modes {
             println!(
-                "{:?}: {} of {} certified in {:.2} s = {:.0} devices/s; server CPU {:.3} ms/device \
-                 (of which in-process HSM ~{:.3}, so ~{:.3} without it; stations and simulated \
-                 devices {:.3}); HSM bound {:.0}/s; ratio {:.2}",
+                "{:?}: {} of {} certified in {:.2} s = {:.0} devices/s; server CPU {:.3} ms/device{} \
+                 (stations and simulated devices {:.3}); HSM bound {:.0}/s; ratio {:.2}",
                 m.mode,
                 m.certified,
                 m.devices,
                 m.seconds,
                 m.devices_per_second,
                 m.server_cpu_ms_per_device,
-                m.hsm_cpu_ms_per_device_estimate,
-                m.server_cpu_ms_per_device_without_hsm_estimate,
+                m.hsm_cpu_ms_per_device_estimate
+                    .zip(m.server_cpu_ms_per_device_without_hsm_estimate)
+                    .map_or(String::new(), |(h, w)| format!(
+                        " (of which in-process HSM ~{h:.3}, ~{w:.3} without it)"
+                    )),
                 m.station_and_devices_cpu_ms_per_device,
                 m.hsm_bound_devices_per_second,
                 m.ratio_to_hsm_bound
