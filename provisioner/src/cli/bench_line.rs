@@ -14,9 +14,20 @@
 //! device = (utime + stime of the server process, from
 //! `/proc/<pid>/stat`, after − before) ÷ devices certified — the server's
 //! own CPU only, not the simulated devices' or stations'; the HSM bound =
-//! HSM signatures/s ÷ HSM signatures per device (one: the certificate; in
-//! HSM mode also bounded by the wrapped keys/s the HSM makes); and the ratio
-//! of devices/s to that bound.
+//! HSM signatures/s ÷ HSM signatures per device (the certificate, plus the
+//! first voucher entry when the run names a first owner — this bench names
+//! none, so one); in HSM mode the same HSM also makes one wrapped key per
+//! device, so the bound is 1 ÷ (signatures per device ÷ signatures/s + 1 ÷
+//! wrapped keys/s); and the ratio of devices/s to that bound.
+//!
+//! SoftHSM2 runs inside the server process, so its CPU is part of the
+//! server's. For on-device mode the report also gives an estimate of that
+//! share (signatures per device × the CPU time of one signature, from the
+//! single-session rate measured at the start, where one signature keeps one
+//! core busy) and the server CPU without it: what the server itself would
+//! spend in front of a hardware HSM. HSM mode gets no estimate: the wrapped
+//! key rate is measured with several threads on a shared machine, which
+//! gives no sound CPU time per key. The measured figure is the first.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -81,7 +92,10 @@ struct ModeReport {
     devices_per_second: f64,
     server_cpu_ms_per_device: f64,
     station_and_devices_cpu_ms_per_device: f64,
+    hsm_cpu_ms_per_device_estimate: Option<f64>,
+    server_cpu_ms_per_device_without_hsm_estimate: Option<f64>,
     hsm_signatures_per_device: u32,
+    hsm_wrapped_keys_per_device: u32,
     hsm_bound_devices_per_second: f64,
     ratio_to_hsm_bound: f64,
 }
@@ -203,6 +217,12 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
         .per_second
         .max(hsm_report.raw_signatures_1.per_second);
     let wrapped = hsm_report.wrapped_keys_n.map(|c| c.rate.per_second);
+    // CPU time of one signature: one session runs one at a time, so wall
+    // time per signature (an upper bound on a loaded machine).
+    let sign_cpu_ms = 1000.0 / hsm_report.raw_signatures_1.per_second.max(1e-9);
+    // The bench names no first owner, so no voucher entry is HSM-signed.
+    let first_owner: Option<Vec<u8>> = None;
+    let signatures_per_device: u32 = 1 + u32::from(first_owner.is_some());
 
     let mut fleet = sim_vendors(rand::random())?;
     crate::serve::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots())?;
@@ -301,7 +321,7 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
                 mode: *mode,
                 concurrency: args.concurrency,
                 out_dir: None,
-                first_owner: None,
+                first_owner: first_owner.clone(),
                 first_serial: Some(1 + (i * per) as u64),
                 progress: false,
                 retries: 0,
@@ -319,10 +339,15 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
         let cpu = process_cpu_seconds(pid)? - cpu_before;
         let own = process_cpu_seconds(std::process::id())? - own_before;
         let devices_per_second = certified as f64 / seconds;
-        let bound = match mode {
-            Mode::OnDevice => raw,
-            Mode::Hsm => wrapped.map_or(raw, |w| w.min(raw)),
+        let sign_seconds = f64::from(signatures_per_device) / raw.max(1e-9);
+        let (wrapped_per_device, bound) = match (mode, wrapped) {
+            (Mode::Hsm, Some(w)) => (1, 1.0 / (sign_seconds + 1.0 / w.max(1e-9))),
+            // A token without key delivery fails HSM mode anyway.
+            _ => (0, 1.0 / sign_seconds),
         };
+        let server_cpu_ms = cpu * 1000.0 / certified.max(1) as f64;
+        let hsm_cpu_ms =
+            (wrapped_per_device == 0).then(|| f64::from(signatures_per_device) * sign_cpu_ms);
         modes.push(ModeReport {
             mode: *mode,
             devices: args.devices,
@@ -332,9 +357,13 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
             failed,
             seconds,
             devices_per_second,
-            server_cpu_ms_per_device: cpu * 1000.0 / certified.max(1) as f64,
+            server_cpu_ms_per_device: server_cpu_ms,
             station_and_devices_cpu_ms_per_device: own * 1000.0 / certified.max(1) as f64,
-            hsm_signatures_per_device: 1,
+            hsm_cpu_ms_per_device_estimate: hsm_cpu_ms,
+            server_cpu_ms_per_device_without_hsm_estimate: hsm_cpu_ms
+                .map(|h| (server_cpu_ms - h).max(0.0)),
+            hsm_signatures_per_device: signatures_per_device,
+            hsm_wrapped_keys_per_device: wrapped_per_device,
             hsm_bound_devices_per_second: bound,
             ratio_to_hsm_bound: devices_per_second / bound.max(1e-9),
         });
@@ -360,7 +389,7 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
         );
         for m in &report.modes {
             println!(
-                "{:?}: {} of {} certified in {:.2} s = {:.0} devices/s; server CPU {:.3} ms/device \
+                "{:?}: {} of {} certified in {:.2} s = {:.0} devices/s; server CPU {:.3} ms/device{} \
                  (stations and simulated devices {:.3}); HSM bound {:.0}/s; ratio {:.2}",
                 m.mode,
                 m.certified,
@@ -368,6 +397,11 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
                 m.seconds,
                 m.devices_per_second,
                 m.server_cpu_ms_per_device,
+                m.hsm_cpu_ms_per_device_estimate
+                    .zip(m.server_cpu_ms_per_device_without_hsm_estimate)
+                    .map_or(String::new(), |(h, w)| format!(
+                        " (of which in-process HSM ~{h:.3}, ~{w:.3} without it)"
+                    )),
                 m.station_and_devices_cpu_ms_per_device,
                 m.hsm_bound_devices_per_second,
                 m.ratio_to_hsm_bound
