@@ -579,7 +579,7 @@ mod tests {
         }
         out.flush().unwrap();
         assert!(out.is_closed());
-        assert_eq!(out.inner.got, b"line 0\nline");
+        assert_eq!(out.inner.got, b"line 0\nlin");
     }
 
     #[test]
