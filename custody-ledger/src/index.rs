@@ -269,17 +269,14 @@ impl Index {
     /// A stored subtree hash, if indexed.
     pub(crate) fn node(&self, level: u8, index: u64) -> Result<Option<Hash>> {
         if level > TILE_HEIGHT {
-            return Ok(
-                match self
-                    .db
-                    .get(key(TAG_NODE, &[&[level], &index.to_be_bytes()]))?
-                {
-                    Some(v) => Some(
-                        hash_of(&v).ok_or_else(|| Error::Index("node is not 32 bytes".into()))?,
-                    ),
-                    None => None,
-                },
-            );
+            // From memory: `upper` holds every stored node above the tiles
+            // (loaded on open, extended by `apply` after sled has them).
+            return Ok(self
+                .upper
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(level, index))
+                .copied());
         }
         let per_tile = TILE_WIDTH >> level;
         let (tile, j) = (index / per_tile, index % per_tile);
@@ -381,9 +378,9 @@ impl Index {
     ///
     /// # Errors
     /// [`Error::Index`].
-    pub(crate) fn apply(
+    pub(crate) fn apply<'e>(
         &self,
-        entries: &[IndexedEntry],
+        entries: impl IntoIterator<Item = &'e IndexedEntry>,
         checkpoints: &[IndexedCheckpoint],
         state: &IndexState,
     ) -> Result<()> {
