@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use crate::index::{IndexState, IndexedCheckpoint};
 
-/// Entries per sled batch.
-const CHUNK: usize = 4096;
+/// Entries per sled batch. Larger batches do not index faster, and sled's
+/// memory balloons while it absorbs them back to back: with 4096 the
+/// process grew by about 1 GB draining a 122k-entry backlog, with 512 by
+/// under 0.2 GB at the same rate (`trustline bench ledger`).
+const CHUNK: usize = 512;
 /// Entries dropped from the overlay per lock hold.
 const POP_SLICE: usize = 256;
 /// How often a caught-up indexer flushes sled.
