@@ -388,8 +388,10 @@ impl Ledger {
             Box::new(move || publisher::run(&s, publisher_rx)),
         )?);
         let s = shared.clone();
-        let w = writer::Writer::new(s, &rec);
+        let (w, syncer) = writer::Writer::new(s, &rec);
         handles.push(spawn("writer", Box::new(move || w.run(writer_rx)))?);
+        // Ends once the writer has gone and every written batch is answered.
+        handles.push(spawn("syncer", Box::new(move || syncer.run()))?);
         let s = shared.clone();
         handles.push(spawn("indexer", Box::new(move || indexer::run(&s, state)))?);
         tracing::info!(
