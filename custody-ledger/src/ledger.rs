@@ -74,15 +74,20 @@ pub struct LedgerConfig {
     /// until it is half full (or appends pause), so a burst of about
     /// `overlay_limit / 2` entries runs at full speed; past that the indexer
     /// competes for the CPU, and at the limit appends go at sled's sustained
-    /// rate (about 5k/s on the 2-vCPU reference machine). The memory cost is
-    /// about 1.3 KB per held entry (the entry's index data plus the overlay's
-    /// key, node and device maps), so the default 256k entries hold at most
-    /// about 330 MB. Measured with `trustline bench ledger` (100k appends,
-    /// 256 appenders, after 22k earlier ones): 256k → 21k–29k appends/s,
-    /// 128k → 11k–13k/s, 64k → 7k–9k/s; peak RSS of that phase 0.37 GB
-    /// with 256k and 0.30 GB with 128k. The 2.8 GB peak once seen at 1M
-    /// entries came from indexing in 4096-entry sled batches (now 512, see
-    /// the indexer), not from the overlay, so the default stays 256k.
+    /// rate (about 5k/s on the 2-vCPU reference machine). Each held entry
+    /// costs about 1.3 KB (its index data plus the overlay's key, node and
+    /// device maps), so 256k hold at most about 330 MB; a full overlay also
+    /// means a long catch-up for the indexer, during which the process
+    /// grows further and proofs are slower.
+    ///
+    /// Measured with `trustline bench ledger` (2-vCPU, noisy disk), 100k
+    /// appends by 256 appenders after 22k earlier ones: 256k → 39k–42k/s,
+    /// p99 19 ms; 192k → 26k–33k/s, p99 35–44 ms; 128k → 18k–21k/s, p99
+    /// 41–45 ms. Peak RSS over a whole run with a one-million-entry phase:
+    /// 2.2 GB with 256k, 1.6 GB with 128k, 1.2 GB with 32k (the 2.9 GB seen
+    /// before came mostly from indexing in 4096-entry sled batches, now
+    /// 512). Every smaller default cost burst throughput, so it stays 256k;
+    /// lower it where memory matters more than bursts.
     pub overlay_limit: usize,
     /// Entries before the last checkpoint re-read and re-hashed on open.
     pub tail_check: u64,
