@@ -10,6 +10,7 @@
 //! 4. Optionally at N entries (default one million): the sustained fill
 //!    rate, inclusion and consistency proofs/s, and the time of a full
 //!    offline verify of the data directory.
+//! 5. The process's peak resident memory over the run.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +41,9 @@ pub struct BenchConfig {
     pub proof_time: Duration,
     /// The checkpoint cadence of the measured ledgers.
     pub checkpoint_interval: Duration,
+    /// The measured ledgers' [`LedgerConfig::overlay_limit`] (to weigh
+    /// memory against burst throughput).
+    pub overlay_limit: usize,
 }
 
 impl BenchConfig {
@@ -53,6 +57,7 @@ impl BenchConfig {
             large_entries: 1_000_000,
             proof_time: Duration::from_secs(2),
             checkpoint_interval: LedgerConfig::new(".").checkpoint_interval,
+            overlay_limit: LedgerConfig::new(".").overlay_limit,
         }
     }
 }
@@ -108,6 +113,23 @@ pub struct BenchReport {
     pub checkpoint_latency_ms: Vec<f64>,
     /// The large-ledger part, if run.
     pub large: Option<LargeReport>,
+    /// The process's peak resident memory over the whole run, in bytes
+    /// (`VmHWM`; `None` where the platform does not say).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The process's peak resident set size, from `/proc/self/status`.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// A sample `Certified`-like append number `n` of run `run`.
@@ -200,6 +222,7 @@ async fn append_load(
 fn ledger_config(dir: &Path, cfg: &BenchConfig) -> LedgerConfig {
     let mut c = LedgerConfig::new(dir);
     c.checkpoint_interval = cfg.checkpoint_interval;
+    c.overlay_limit = cfg.overlay_limit;
     c
 }
 
@@ -282,6 +305,7 @@ pub fn run(cfg: &BenchConfig, progress: &(dyn Fn(&str) + Send + Sync)) -> Result
         levels,
         checkpoint_latency_ms,
         large,
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }
 

@@ -125,6 +125,46 @@ impl Draft {
     }
 }
 
+/// The checks one stored entry must pass on its own, whoever reads it back:
+/// it decodes as a `LedgerEntry` whose encoding is canonical (re-encoding
+/// gives the same bytes, so the hashed bytes have one meaning), it carries
+/// the expected `seq`, a known event kind, an empty or well-formed `rot_id`
+/// (2.4.14.12) and no unique key twice (2.4.14.4).
+///
+/// The offline verifier ([`crate::verify`]) and the live ledger on open
+/// (replay and self-check) both call this one function, so the ledger never
+/// serves an entry that `trustline ledger verify` refuses. Checks that need
+/// the entries before this one (chain, device chain, held keys, quotas) are
+/// made by each caller against its own state.
+///
+/// # Errors
+/// What is wrong, in words; the caller adds where.
+pub(crate) fn check_stored(seq: u64, bytes: &[u8]) -> std::result::Result<v1::LedgerEntry, String> {
+    let e = v1::LedgerEntry::decode(bytes).map_err(|err| format!("not a LedgerEntry: {err}"))?;
+    if e.encoded_len() != bytes.len() || e.encode_to_vec() != bytes {
+        return Err("the entry is not canonically encoded".into());
+    }
+    if e.seq != seq {
+        return Err(format!("the entry says seq {}", e.seq));
+    }
+    match EventKind::try_from(e.kind) {
+        Ok(EventKind::Unspecified) | Err(_) => {
+            return Err(format!("unknown event kind {}", e.kind));
+        }
+        Ok(_) => {}
+    }
+    if !e.rot_id.is_empty() && !trustline_proto::identity::is_well_formed_rot_id(&e.rot_id) {
+        return Err("rot_id is malformed".into());
+    }
+    for (i, k) in e.unique_keys.iter().enumerate() {
+        if e.unique_keys[..i].contains(k) {
+            let key = UniqueKey::new(k.namespace.clone(), k.value.clone());
+            return Err(format!("unique key {key} is declared twice"));
+        }
+    }
+    Ok(e)
+}
+
 /// A key that at most one entry may ever hold, e.g. `("serial", "SN-0001")`
 /// (invariant 2, 2.4.14.4).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

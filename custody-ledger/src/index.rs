@@ -269,17 +269,14 @@ impl Index {
     /// A stored subtree hash, if indexed.
     pub(crate) fn node(&self, level: u8, index: u64) -> Result<Option<Hash>> {
         if level > TILE_HEIGHT {
-            return Ok(
-                match self
-                    .db
-                    .get(key(TAG_NODE, &[&[level], &index.to_be_bytes()]))?
-                {
-                    Some(v) => Some(
-                        hash_of(&v).ok_or_else(|| Error::Index("node is not 32 bytes".into()))?,
-                    ),
-                    None => None,
-                },
-            );
+            // From memory: `upper` holds every stored node above the tiles
+            // (loaded on open, extended by `apply` after sled has them).
+            return Ok(self
+                .upper
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(level, index))
+                .copied());
         }
         let per_tile = TILE_WIDTH >> level;
         let (tile, j) = (index / per_tile, index % per_tile);
@@ -381,9 +378,9 @@ impl Index {
     ///
     /// # Errors
     /// [`Error::Index`].
-    pub(crate) fn apply(
+    pub(crate) fn apply<'e>(
         &self,
-        entries: &[IndexedEntry],
+        entries: impl IntoIterator<Item = &'e IndexedEntry>,
         checkpoints: &[IndexedCheckpoint],
         state: &IndexState,
     ) -> Result<()> {
@@ -527,5 +524,59 @@ mod tests {
         assert_eq!(index.key_holder(&77u64.to_le_bytes()).unwrap(), Some(77));
         assert_eq!(index.quotas().unwrap().get("q"), Some(&seq));
         assert_eq!(Frontier::from_reader(&index, seq).unwrap(), frontier);
+    }
+
+    #[test]
+    fn nodes_above_the_tiles_are_served_from_memory_and_reloaded_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut frontier = Frontier::new();
+        let mut mem = MemoryTree::new();
+        let n = 1000u64;
+        {
+            let index = Index::open(dir.path(), 8 << 20).unwrap();
+            let mut entries = Vec::new();
+            for seq in 0..n {
+                let leaf = leaf_hash(&seq.to_be_bytes());
+                let mut nodes = Vec::new();
+                frontier.push(leaf, &mut |c| nodes.push(c));
+                mem.push(leaf);
+                entries.push(IndexedEntry {
+                    seq,
+                    location: Location {
+                        segment: 0,
+                        offset: seq,
+                        len: 1,
+                    },
+                    nodes,
+                    rot_id: String::new(),
+                    leaf,
+                    keys: vec![],
+                    quota: None,
+                });
+            }
+            let state = IndexState {
+                entries: n,
+                resume: Position::default(),
+                head: [0; 32],
+                last_time_ms: 0,
+            };
+            index.apply(&entries, &[], &state).unwrap();
+            // Level 9 covers 512 leaves: above the tiles, from the map.
+            assert_eq!(index.node(9, 0).unwrap(), Some(mem.node(9, 0).unwrap()));
+            assert_eq!(index.node(9, 1).unwrap(), None, "not complete");
+            index.flush().unwrap();
+        }
+        let index = Index::open(dir.path(), 8 << 20).unwrap();
+        for level in TILE_HEIGHT + 1..=9 {
+            for i in 0..(n >> level) {
+                assert_eq!(
+                    index.node(level, i).unwrap(),
+                    Some(mem.node(level, i).unwrap()),
+                    "({level}, {i})"
+                );
+            }
+        }
+        assert_eq!(root(&index, n).unwrap(), mem.root());
+        assert_eq!(Frontier::from_reader(&index, n).unwrap(), frontier);
     }
 }

@@ -5,10 +5,12 @@
 //! In one pass over the records, in order, it checks:
 //! - framing and checksums, and that sequence numbers run 0, 1, 2, … with
 //!   no gap, repeat or reordering;
-//! - every entry decodes as a canonical `LedgerEntry` whose `seq`,
+//! - every entry passes the per-entry checks it shares with the live
+//!   ledger's open (`entry::check_stored`: canonical `LedgerEntry`, right
+//!   `seq`, known kind, well-formed `rot_id`, no key declared twice); its
 //!   `prev_hash` (the chain head before it) and `device_prev` (the leaf hash
-//!   of the same device's previous entry) are right, and whose time does
-//!   not go backwards;
+//!   of the same device's previous entry) are right, and its time does not
+//!   go backwards;
 //! - unique keys are held by one entry only, and no entry counted against a
 //!   quota already at its declared limit;
 //! - every checkpoint's signature verifies with the given key, its sizes
@@ -29,12 +31,11 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use prost::Message;
 use sha2::{Digest, Sha256};
-use trustline_proto::v1::{EventKind, LedgerEntry};
+use trustline_proto::v1::LedgerEntry;
 
 use crate::checkpoint::{self, SignedCheckpoint};
-use crate::entry::Constraints;
+use crate::entry::{self, Constraints};
 use crate::error::{Error, Result};
 use crate::format::{
     self, EntryRecord, Record, UnverifiedRecord, EXPORT_MAGIC, HEADER_LEN, RECORD_HEADER_LEN,
@@ -199,28 +200,12 @@ impl<'v> Checker<'v> {
                 rec.seq
             )));
         }
-        let e = LedgerEntry::decode(rec.entry.as_slice())
-            .map_err(|err| bad(format!("not a LedgerEntry: {err}")))?;
-        if e.encode_to_vec() != rec.entry {
-            return Err(bad("the entry is not canonically encoded".into()));
-        }
-        if e.seq != seq {
-            return Err(bad(format!("the entry says seq {}", e.seq)));
-        }
-        match EventKind::try_from(e.kind) {
-            Ok(EventKind::Unspecified) | Err(_) => {
-                return Err(bad(format!("unknown event kind {}", e.kind)));
-            }
-            Ok(_) => {}
-        }
+        let e = entry::check_stored(seq, &rec.entry).map_err(bad)?;
         if e.prev_hash != self.head {
             return Err(bad("prev_hash does not match the hash chain: this entry or the one before it was altered".into()));
         }
         if e.time_ms < self.last_time_ms {
             return Err(bad("time goes backwards".into()));
-        }
-        if !e.rot_id.is_empty() && !trustline_proto::identity::is_well_formed_rot_id(&e.rot_id) {
-            return Err(bad("rot_id is malformed".into()));
         }
         let device = (!e.rot_id.is_empty()).then(|| short_hash(e.rot_id.as_bytes()));
         let expected_prev = device
@@ -240,9 +225,6 @@ impl<'v> Checker<'v> {
                 return Err(bad(format!(
                     "unique key {k} is already held by entry {holder}"
                 )));
-            }
-            if new_keys.contains(&h) {
-                return Err(bad(format!("unique key {k} is declared twice")));
             }
             new_keys.push(h);
         }

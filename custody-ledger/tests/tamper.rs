@@ -17,7 +17,8 @@ use custody_ledger::storage::{SimStorage, Storage};
 use custody_ledger::verify::{self, Options, Report};
 use custody_ledger::{export, EventKind, Ledger, LedgerConfig, SignedCheckpoint};
 use prost::Message;
-use trustline_proto::v1::LedgerEntry;
+use trustline_proto::signer::Signer;
+use trustline_proto::v1::{self, LedgerEntry};
 
 const SEGMENT: &str = "00000000000000000000.seg";
 
@@ -26,7 +27,10 @@ struct Fixture {
     spki: Vec<u8>,
     /// A checkpoint an auditor kept: the last one.
     kept: SignedCheckpoint,
-    _index: tempfile::TempDir,
+    /// The checkpoint key, to reopen the ledger.
+    signer: Arc<dyn Signer>,
+    /// Holds the index the fixture's ledger left behind (in `index/`).
+    index_dir: tempfile::TempDir,
 }
 
 /// A ledger of 60 entries over 12 devices, checkpointed every 15.
@@ -66,7 +70,8 @@ fn fixture() -> Fixture {
         files,
         spki: signer.public_key_der().to_vec(),
         kept: kept.unwrap(),
-        _index: index,
+        signer,
+        index_dir: index,
     }
 }
 
@@ -103,6 +108,33 @@ impl Fixture {
 
     fn verify(&self, segment: Vec<u8>) -> Report {
         self.verify_with(segment, vec![])
+    }
+
+    /// Opens the live ledger on the fixture's files with the segment
+    /// replaced by `segment`: with the index the fixture's ledger left
+    /// behind (`own_index`: only what follows its watermark is replayed) or
+    /// with none (everything is replayed into a new one).
+    fn open_with(&self, segment: Vec<u8>, own_index: bool) -> custody_ledger::Result<Ledger> {
+        let s = Arc::new(SimStorage::new());
+        for (n, b) in &self.files {
+            s.set_file(
+                n,
+                if n == SEGMENT {
+                    segment.clone()
+                } else {
+                    b.clone()
+                },
+            );
+        }
+        let fresh = tempfile::tempdir().unwrap();
+        let mut config = LedgerConfig::new(self.index_dir.path().join("unused"));
+        config.index_dir = Some(if own_index {
+            self.index_dir.path().join("index")
+        } else {
+            fresh.path().join("index")
+        });
+        config.checkpoint_interval = Duration::from_secs(3600);
+        Ledger::open_with_storage(config, self.signer.clone(), s)
     }
 }
 
@@ -258,7 +290,8 @@ fn a_rewritten_history_is_caught_by_the_signed_checkpoints() {
         files,
         spki: f.spki.clone(),
         kept: f.kept.clone(),
-        _index: tempfile::tempdir().unwrap(),
+        signer: f.signer.clone(),
+        index_dir: tempfile::tempdir().unwrap(),
     };
     assert!(
         f2.verify(bad.clone()).is_ok(),
@@ -334,4 +367,135 @@ fn an_export_verifies_alone_and_catches_tampering() {
     };
     let p = check(&bytes, &other).problem.expect("wrong key");
     assert!(p.what.contains("another ledger key"), "{p}");
+}
+
+/// Entry 60 as the ledger would have placed it after the fixture's 60
+/// entries — right seq, chain head, device chain and time — for a new
+/// device, with two unique keys and no quota.
+fn next_entry(seg: &[u8]) -> LedgerEntry {
+    let mut head = GENESIS_HEAD;
+    let mut time_ms = 0;
+    for r in entry_recs(seg) {
+        let Record::Entry(e) = r.record else {
+            unreachable!()
+        };
+        head = chain_head(&head, &leaf_hash(&e.entry));
+        time_ms = LedgerEntry::decode(e.entry.as_slice()).unwrap().time_ms;
+    }
+    let (draft, keys, _) = certified(1000, "PO-T", 30);
+    LedgerEntry {
+        seq: 60,
+        time_ms,
+        kind: draft.kind as i32,
+        rot_id: draft.rot_id,
+        serial: draft.serial,
+        site: draft.site,
+        actor: draft.actor,
+        order_id: draft.order_id,
+        payload: draft.payload,
+        prev_hash: head.to_vec(),
+        device_prev: Vec::new(),
+        unique_keys: keys
+            .into_iter()
+            .map(|k| v1::UniqueKey {
+                namespace: k.namespace,
+                value: k.value,
+            })
+            .collect(),
+        quota: None,
+    }
+}
+
+/// The fixture's segment with `entry` appended as entry 60, in a record
+/// with a correct length and checksum: only a check of the entry itself can
+/// refuse it.
+fn planted(f: &Fixture, entry: &[u8]) -> Vec<u8> {
+    let mut seg = f.segment();
+    seg.extend(entry_record(60, entry));
+    seg
+}
+
+/// Both the live ledger's open (with and without its index) and the offline
+/// verifier refuse `entry` as entry 60, saying `what` (2.4.14.3: open must
+/// refuse what verify refuses).
+fn assert_refused_as_entry_60(entry: &[u8], what: &str) {
+    let f = fixture();
+    let seg = planted(&f, entry);
+    let p = f.verify(seg.clone()).problem.expect("verify refuses it");
+    assert_eq!(p.seq, Some(60), "{p}");
+    assert!(p.what.contains(what), "{p}");
+    for own_index in [true, false] {
+        let err = f
+            .open_with(seg.clone(), own_index)
+            .expect_err("open refuses it");
+        let msg = err.to_string();
+        assert!(
+            matches!(err, custody_ledger::Error::Corrupt { .. }),
+            "own index {own_index}: {msg}"
+        );
+        assert!(
+            msg.contains("entry 60 ") && msg.contains(what),
+            "own index {own_index}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn a_well_formed_planted_entry_is_accepted_by_open_and_verify() {
+    // The control for the refusals below: the planting itself is sound.
+    let f = fixture();
+    let seg = planted(&f, &next_entry(&f.segment()).encode_to_vec());
+    let r = f.verify(seg.clone());
+    assert!(r.is_ok(), "{:?}", r.problem);
+    assert_eq!(r.entries, 61);
+    for own_index in [true, false] {
+        let ledger = f.open_with(seg.clone(), own_index).unwrap();
+        assert_eq!(ledger.size(), 61);
+        ledger.close();
+    }
+}
+
+#[test]
+fn open_and_verify_refuse_a_malformed_rot_id() {
+    for rot_id in ["ABC", &"A".repeat(64), &"0".repeat(63)] {
+        let mut e = next_entry(&fixture().segment());
+        e.rot_id = rot_id.to_string();
+        assert_refused_as_entry_60(&e.encode_to_vec(), "rot_id is malformed");
+    }
+}
+
+#[test]
+fn open_and_verify_refuse_an_unknown_event_kind() {
+    for kind in [0, 9999] {
+        let mut e = next_entry(&fixture().segment());
+        e.kind = kind;
+        assert_refused_as_entry_60(&e.encode_to_vec(), "unknown event kind");
+    }
+}
+
+#[test]
+fn open_and_verify_refuse_a_unique_key_declared_twice() {
+    let mut e = next_entry(&fixture().segment());
+    let k = e.unique_keys[0].clone();
+    e.unique_keys.push(k);
+    assert_refused_as_entry_60(&e.encode_to_vec(), "declared twice");
+}
+
+#[test]
+fn open_and_verify_refuse_a_non_canonical_encoding() {
+    let canonical = next_entry(&fixture().segment()).encode_to_vec();
+    // Field 1 (seq = 60) is `08 3c`: the same message with it moved to the
+    // end decodes identically but is not the bytes that re-encode.
+    assert_eq!(&canonical[..2], &[0x08, 0x3c]);
+    let mut moved = canonical[2..].to_vec();
+    moved.extend_from_slice(&canonical[..2]);
+    assert_eq!(
+        LedgerEntry::decode(moved.as_slice()).unwrap(),
+        LedgerEntry::decode(canonical.as_slice()).unwrap()
+    );
+    assert_refused_as_entry_60(&moved, "not canonically encoded");
+    // An unknown field (99, varint 1), which decoding would silently drop.
+    let mut unknown = canonical.clone();
+    unknown.extend_from_slice(&[0x98, 0x06, 0x01]);
+    assert_refused_as_entry_60(&unknown, "not canonically encoded");
 }

@@ -14,10 +14,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Shared;
-use crate::index::{IndexState, IndexedCheckpoint, IndexedEntry};
+use crate::index::{IndexState, IndexedCheckpoint};
 
-/// Entries per sled batch.
-const CHUNK: usize = 4096;
+/// Entries per sled batch. Larger batches do not index faster, and sled's
+/// memory balloons while it absorbs them back to back: with 4096 the
+/// process grew by about 1 GB draining a 122k-entry backlog, with 512 by
+/// under 0.2 GB at the same rate (`trustline bench ledger`).
+const CHUNK: usize = 512;
+/// Entries dropped from the overlay per lock hold.
+const POP_SLICE: usize = 256;
 /// How often a caught-up indexer flushes sled.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// How long the writer must have been idle before indexing starts.
@@ -73,18 +78,29 @@ pub(crate) fn run(shared: &Arc<Shared>, mut state: IndexState) {
         if let Some(c) = taken.checkpoints.last() {
             state.resume = state.resume.max(c.end);
         }
-        let entries: Vec<IndexedEntry> = taken.entries.into_iter().map(|e| e.data).collect();
         let checkpoints: Vec<IndexedCheckpoint> =
             taken.checkpoints.into_iter().map(|c| c.data).collect();
-        if let Err(e) = shared.index.apply(&entries, &checkpoints, &state) {
+        let entries = taken.entries.iter().map(|e| &e.data);
+        if let Err(e) = shared.index.apply(entries, &checkpoints, &state) {
             shared.stop(format!("updating the index: {e}"));
             return;
         }
-        let caught_up = {
+        drop(taken.entries);
+        // sled has them now: readers of these seqs may go straight to it.
+        shared.indexed.store(state.entries, Ordering::Release);
+        // Drop them from the overlay a slice at a time, so that readers
+        // (proofs, lookups) and the writer never wait for a whole chunk.
+        let mut left = n_entries;
+        let mut checkpoints_left = n_checkpoints;
+        let caught_up = loop {
+            let n = left.min(POP_SLICE);
             let mut overlay = shared.overlay();
-            overlay.pop(n_entries, n_checkpoints);
-            shared.indexed.store(state.entries, Ordering::Release);
-            overlay.is_idle()
+            overlay.pop(n, checkpoints_left);
+            checkpoints_left = 0;
+            left -= n;
+            if left == 0 {
+                break overlay.is_idle();
+            }
         };
         shared.overlay_changed.notify_all();
         // sled's own timer is off; hand its buffers to the OS now and then

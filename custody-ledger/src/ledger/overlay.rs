@@ -7,6 +7,7 @@
 //! sled has it, no reader can miss it in between.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::index::{IndexedCheckpoint, IndexedEntry, Location, Position};
@@ -37,7 +38,9 @@ pub(crate) struct OverlayCheckpoint {
 pub(crate) struct Overlay {
     /// The seq of `entries[0]`: everything below is in sled.
     base: u64,
-    entries: VecDeque<OverlayEntry>,
+    /// Shared with the indexer's [`Taken`], so taking a chunk copies
+    /// pointers, not entries, while the lock is held.
+    entries: VecDeque<Arc<OverlayEntry>>,
     checkpoints: VecDeque<OverlayCheckpoint>,
     keys: HashMap<Vec<u8>, u64>,
     nodes: HashMap<(u8, u64), Hash>,
@@ -48,7 +51,7 @@ pub(crate) struct Overlay {
 
 /// What the indexer takes in one go.
 pub(crate) struct Taken {
-    pub(crate) entries: Vec<OverlayEntry>,
+    pub(crate) entries: Vec<Arc<OverlayEntry>>,
     pub(crate) checkpoints: Vec<OverlayCheckpoint>,
 }
 
@@ -111,7 +114,7 @@ impl Overlay {
                 .or_default()
                 .push_back((e.data.seq, e.data.leaf));
         }
-        self.entries.push_back(e);
+        self.entries.push_back(Arc::new(e));
     }
 
     /// Adds a durable checkpoint record.
@@ -123,7 +126,7 @@ impl Overlay {
     /// Copies up to `max` entries, and the checkpoint records written among
     /// them, for the indexer.
     pub(crate) fn take(&self, max: usize) -> Taken {
-        let entries: Vec<OverlayEntry> = self.entries.iter().take(max).cloned().collect();
+        let entries: Vec<Arc<OverlayEntry>> = self.entries.iter().take(max).cloned().collect();
         let upto = self.base + entries.len() as u64;
         let checkpoints = self
             .checkpoints

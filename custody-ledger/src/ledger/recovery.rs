@@ -8,13 +8,17 @@
 //! 2. The index is opened; when sled cannot open it, it is deleted and
 //!    rebuilt. An index that covers more entries than the segments hold
 //!    means segment data was lost: refused.
-//! 3. Records past the index watermark are replayed into the index, with
-//!    the hash chain, device chains, unique keys and quotas checked.
+//! 3. Records past the index watermark are replayed into the index. Each
+//!    entry passes the same per-entry checks as the offline verifier
+//!    (`entry::check_stored`: canonical encoding, seq, known kind,
+//!    well-formed `rot_id`, no key declared twice), and the hash chain,
+//!    device chains, unique keys and quotas are checked.
 //! 4. Self-check: the last checkpoint (from the segments, and from
 //!    `checkpoint.latest`, which must not be ahead of them) verifies with the
 //!    ledger key, its root matches the tree, and the last `tail_check`
 //!    entries before it and every entry after it are re-read from the
-//!    segments and re-hashed against the index and the chain.
+//!    segments, re-checked with `entry::check_stored` and re-hashed against
+//!    the index and the chain.
 //!
 //! When steps 3–4 fail on an existing index, the index is rebuilt from the
 //! segments once and the checks run again; if they still fail the ledger
@@ -24,12 +28,9 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
-use prost::Message;
-use trustline_proto::v1::LedgerEntry;
-
 use super::{LedgerConfig, LATEST_CHECKPOINT_FILE, PUBLIC_KEY_FILE};
 use crate::checkpoint::{self, LedgerKey, SignedCheckpoint};
-use crate::entry::Constraints;
+use crate::entry::{self, Constraints};
 use crate::error::{Error, Result};
 use crate::format::{self, CheckedRecord, Record, HEADER_LEN, SEGMENT_MAGIC};
 use crate::index::{Index, IndexState, IndexedCheckpoint, IndexedEntry, Location, Position};
@@ -431,8 +432,8 @@ fn self_check(
                 loc.offset
             )
         };
-        let decoded = LedgerEntry::decode(entry.as_slice())
-            .map_err(|e| Error::corrupt(where_(), format!("not a LedgerEntry: {e}")))?;
+        let decoded =
+            entry::check_stored(seq, &entry).map_err(|what| Error::corrupt(where_(), what))?;
         let leaf = leaf_hash(&entry);
         if Some(leaf) != index.node(0, seq)? {
             return Err(Error::corrupt(
@@ -585,11 +586,8 @@ impl<'a> Replayer<'a> {
                 e.seq
             )));
         }
-        let decoded = LedgerEntry::decode(e.entry.as_slice())
-            .map_err(|err| at(format!("not a LedgerEntry: {err}")))?;
-        if decoded.seq != seq {
-            return Err(at(format!("entry says seq {}", decoded.seq)));
-        }
+        // The same per-entry checks as `trustline ledger verify`.
+        let decoded = entry::check_stored(seq, &e.entry).map_err(at)?;
         if decoded.prev_hash != self.state.head {
             return Err(at("prev_hash does not match the hash chain: this entry or the one before it was altered".into()));
         }

@@ -46,6 +46,10 @@ pub struct LedgerBenchArgs {
     /// Multiplies the appends per concurrency level (2k, 20k, 100k).
     #[arg(long, value_name = "X", default_value_t = 1.0)]
     pub scale: f64,
+    /// The measured ledgers' overlay limit (durable entries held in memory
+    /// ahead of the index) [default: the ledger's default].
+    #[arg(long, value_name = "N")]
+    pub overlay_limit: Option<usize>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -169,6 +173,12 @@ fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
         level.1 = ((level.1 as f64 * args.scale) as u64).max(level.0 as u64);
     }
     config.large_entries = args.entries;
+    if let Some(n) = args.overlay_limit {
+        if n == 0 {
+            bail!("--overlay-limit must be at least 1");
+        }
+        config.overlay_limit = n;
+    }
     let spinner = (!args.json).then(|| {
         let s = indicatif::ProgressBar::new_spinner();
         s.enable_steady_tick(Duration::from_millis(120));
@@ -218,6 +228,8 @@ fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
             "appends": levels,
             "checkpoint_lag_ms": { "median": lag_median, "max": lag_max, "samples": report.checkpoint_latency_ms },
             "large": large,
+            "overlay_limit": config.overlay_limit,
+            "peak_rss_bytes": report.peak_rss_bytes,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -257,6 +269,13 @@ fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
                 g.reopen_seconds
             );
             println!("  full offline verify: {:.2} s", g.verify_seconds);
+        }
+        if let Some(b) = report.peak_rss_bytes {
+            println!(
+                "peak resident memory: {} MB (overlay limit {} entries)",
+                b >> 20,
+                config.overlay_limit
+            );
         }
     }
     drop(temp);

@@ -9,6 +9,7 @@
 //! checkpoint it checked. Exit codes: 0 verified, 1 a problem was found
 //! (the first bad entry is named), 2 usage or I/O error.
 
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -137,11 +138,70 @@ pub struct HistoryArgs {
 /// # Errors
 /// Usage and I/O errors; problems in the data are an [`Outcome::Findings`].
 pub fn run(command: LedgerCommand) -> anyhow::Result<Outcome> {
-    match command {
-        LedgerCommand::Verify(a) => verify_cmd(&a),
-        LedgerCommand::Export(a) => export_cmd(&a),
-        LedgerCommand::Proof(a) => proof_cmd(&a),
-        LedgerCommand::History(a) => history_cmd(&a),
+    let stdout = std::io::stdout();
+    let mut out = QuietPipe::new(BufWriter::new(stdout.lock()));
+    let outcome = match command {
+        LedgerCommand::Verify(a) => verify_cmd(&a, &mut out),
+        LedgerCommand::Export(a) => export_cmd(&a, &mut out),
+        LedgerCommand::Proof(a) => proof_cmd(&a, &mut out),
+        LedgerCommand::History(a) => history_cmd(&a, &mut out),
+    }?;
+    out.flush().context("writing to standard output")?;
+    Ok(outcome)
+}
+
+/// Standard output as the `ledger` subcommands write it: one lock for the
+/// whole command, and a reader that goes away early (`… | head`) is not an
+/// error. The first `BrokenPipe` closes the writer quietly: the rest of the
+/// output is discarded and the command ends with its own outcome (the
+/// verification it already did still decides the exit code). Every other
+/// write error is returned.
+pub(crate) struct QuietPipe<W: Write> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: Write> QuietPipe<W> {
+    /// Wraps `inner`.
+    pub(crate) fn new(inner: W) -> Self {
+        Self {
+            inner,
+            closed: false,
+        }
+    }
+
+    /// Whether the reader went away.
+    #[cfg(test)]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn quiet<T>(&mut self, r: io::Result<T>, discarded: T) -> io::Result<T> {
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(discarded)
+            }
+            other => other,
+        }
+    }
+}
+
+impl<W: Write> Write for QuietPipe<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        let r = self.inner.write(buf);
+        self.quiet(r, buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let r = self.inner.flush();
+        self.quiet(r, ())
     }
 }
 
@@ -248,43 +308,47 @@ fn report_json(r: &Report, seconds: f64) -> serde_json::Value {
     })
 }
 
-fn verify_cmd(a: &VerifyArgs) -> anyhow::Result<Outcome> {
+fn verify_cmd(a: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let start = Instant::now();
     let v = run_verifier(&a.source, &a.trust, a.json, &mut |_| {})?;
     let seconds = start.elapsed().as_secs_f64();
     let r = &v.report;
     if a.json {
-        println!(
+        writeln!(
+            out,
             "{}",
             serde_json::to_string_pretty(&report_json(r, seconds))?
-        );
+        )?;
     } else if let Some(p) = &r.problem {
-        println!(
+        writeln!(
+            out,
             "ledger verification FAILED after {} good entries",
             r.entries
-        );
-        println!("first problem: {p}");
+        )?;
+        writeln!(out, "first problem: {p}")?;
     } else {
-        println!(
+        writeln!(
+            out,
             "ledger verified: {} entries, {} checkpoints (latest covers {}), {} devices, {} unique keys, in {seconds:.2} s",
             r.entries,
             r.checkpoints,
             r.latest_checkpoint.as_ref().map_or(0, |c| c.size),
             r.devices,
             r.unique_keys
-        );
-        println!("root {}  head {}", hex32(&r.root), hex32(&r.head));
+        )?;
+        writeln!(out, "root {}  head {}", hex32(&r.root), hex32(&r.head))?;
         for (counter, used) in &r.quotas {
-            println!("quota {counter}: {used}");
+            writeln!(out, "quota {counter}: {used}")?;
         }
         if r.uncovered > 0 {
-            println!(
+            writeln!(
+                out,
                 "note: the last {} entries are not yet covered by a checkpoint",
                 r.uncovered
-            );
+            )?;
         }
         if a.trust.key.is_none() && a.source.data_dir.is_some() {
-            println!("note: checked with the directory's own ledger-key.pub.pem; pass --key to use one you trust");
+            writeln!(out, "note: checked with the directory's own ledger-key.pub.pem; pass --key to use one you trust")?;
         }
     }
     Ok(if r.is_ok() {
@@ -294,7 +358,7 @@ fn verify_cmd(a: &VerifyArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-fn export_cmd(a: &ExportArgs) -> anyhow::Result<Outcome> {
+fn export_cmd(a: &ExportArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let dir = ledger_dir(&a.data_dir);
     let storage = FileStorage::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
     let s = custody_ledger::export::export(&storage, &a.out)
@@ -307,38 +371,44 @@ fn export_cmd(a: &ExportArgs) -> anyhow::Result<Outcome> {
             "head": hex32(&s.head),
             "bytes": s.bytes,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        println!(
+        writeln!(
+            out,
             "exported {} entries and {} checkpoints ({} bytes) to {}",
             s.entries,
             s.checkpoints,
             s.bytes,
             a.out.display()
-        );
+        )?;
     }
     Ok(Outcome::Success)
 }
 
 /// Refuses to prove anything from a ledger that does not verify.
-fn require_ok(v: &Verified, json: bool) -> Option<Outcome> {
-    let p = v.report.problem.as_ref()?;
+fn require_ok(v: &Verified, json: bool, out: &mut dyn Write) -> io::Result<Option<Outcome>> {
+    let Some(p) = v.report.problem.as_ref() else {
+        return Ok(None);
+    };
     if json {
-        println!("{}", json!({ "ok": false, "problem": p.to_string() }));
+        writeln!(out, "{}", json!({ "ok": false, "problem": p.to_string() }))?;
     } else {
-        println!("the ledger does not verify, so nothing is proven from it: {p}");
+        writeln!(
+            out,
+            "the ledger does not verify, so nothing is proven from it: {p}"
+        )?;
     }
-    Some(Outcome::Findings)
+    Ok(Some(Outcome::Findings))
 }
 
-fn proof_cmd(a: &ProofArgs) -> anyhow::Result<Outcome> {
+fn proof_cmd(a: &ProofArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let mut entry = None;
     let v = run_verifier(&a.source, &a.trust, a.json, &mut |e| {
         if e.seq == a.seq {
             entry = Some((e.bytes.to_vec(), e.leaf));
         }
     })?;
-    if let Some(o) = require_ok(&v, a.json) {
+    if let Some(o) = require_ok(&v, a.json, out)? {
         return Ok(o);
     }
     let Some(cp) = &v.report.latest_checkpoint else {
@@ -362,7 +432,7 @@ fn proof_cmd(a: &ProofArgs) -> anyhow::Result<Outcome> {
     merkle::verify_inclusion(&leaf, &proof, &cp.root)?;
     let path: Vec<String> = proof.path.iter().map(hex32).collect();
     if a.json {
-        let out = json!({
+        let doc = json!({
             "seq": a.seq,
             "entry": B64.encode(&bytes),
             "leaf_hash": hex32(&leaf),
@@ -371,23 +441,24 @@ fn proof_cmd(a: &ProofArgs) -> anyhow::Result<Outcome> {
             "path": path,
             "checkpoint": cp.note,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
-        println!("entry {} leaf {}", a.seq, hex32(&leaf));
-        println!(
+        writeln!(out, "entry {} leaf {}", a.seq, hex32(&leaf))?;
+        writeln!(
+            out,
             "included in the tree of {} entries, root {}",
             proof.tree_size,
             hex32(&cp.root)
-        );
+        )?;
         for (i, h) in path.iter().enumerate() {
-            println!("  path[{i}] {h}");
+            writeln!(out, "  path[{i}] {h}")?;
         }
-        print!("{}", cp.note);
+        write!(out, "{}", cp.note)?;
     }
     Ok(Outcome::Success)
 }
 
-fn history_cmd(a: &HistoryArgs) -> anyhow::Result<Outcome> {
+fn history_cmd(a: &HistoryArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     if !trustline_proto::identity::is_well_formed_rot_id(&a.rot_id) {
         bail!("--rot-id must be 64 lowercase hex characters");
     }
@@ -397,7 +468,7 @@ fn history_cmd(a: &HistoryArgs) -> anyhow::Result<Outcome> {
             entries.push((e.seq, e.leaf, e.entry.clone(), e.bytes.to_vec()));
         }
     })?;
-    if let Some(o) = require_ok(&v, a.json) {
+    if let Some(o) = require_ok(&v, a.json, out)? {
         return Ok(o);
     }
     let cp = v.report.latest_checkpoint.clone();
@@ -438,14 +509,14 @@ fn history_cmd(a: &HistoryArgs) -> anyhow::Result<Outcome> {
                 })
             })
             .collect();
-        let out = json!({
+        let doc = json!({
             "rot_id": a.rot_id,
             "checkpoint": cp.as_ref().map(|c| json!({ "size": c.size, "root": hex32(&c.root), "note": c.note })),
             "entries": list,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
-        println!("device {}: {} entries", a.rot_id, items.len());
+        writeln!(out, "device {}: {} entries", a.rot_id, items.len())?;
         for (seq, _, e, _, kind, proof) in &items {
             let proven = match proof {
                 Some(p) => format!(
@@ -455,11 +526,71 @@ fn history_cmd(a: &HistoryArgs) -> anyhow::Result<Outcome> {
                 ),
                 None => "not yet covered by a checkpoint".to_string(),
             };
-            println!(
+            writeln!(
+                out,
                 "  #{seq:<8} {kind:<22} t={} site={} actor={} serial={} order={} — {proven}",
                 e.time_ms, e.site, e.actor, e.serial, e.order_id
-            );
+            )?;
         }
     }
     Ok(Outcome::Success)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap (ARCHITECTURE.md).
+mod tests {
+    use super::*;
+
+    /// A reader that has gone away after `room` bytes.
+    struct ClosedAfter {
+        room: usize,
+        got: Vec<u8>,
+        kind: io::ErrorKind,
+    }
+
+    impl Write for ClosedAfter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::from(self.kind));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            if self.room == 0 {
+                return Err(io::Error::from(self.kind));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_broken_pipe_ends_the_output_quietly() {
+        let mut out = QuietPipe::new(ClosedAfter {
+            room: 10,
+            got: Vec::new(),
+            kind: io::ErrorKind::BrokenPipe,
+        });
+        for i in 0..100 {
+            writeln!(out, "line {i}").unwrap();
+        }
+        out.flush().unwrap();
+        assert!(out.is_closed());
+        assert_eq!(out.inner.got, b"line 0\nlin");
+    }
+
+    #[test]
+    fn other_write_errors_are_reported() {
+        let mut out = QuietPipe::new(ClosedAfter {
+            room: 0,
+            got: Vec::new(),
+            kind: io::ErrorKind::StorageFull,
+        });
+        let err = writeln!(out, "x").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert!(!out.is_closed());
+    }
 }
