@@ -430,6 +430,11 @@ impl Ledger {
         self.shared.size()
     }
 
+    /// Entries the sled index holds (the rest are in the overlay).
+    pub(crate) fn indexed(&self) -> u64 {
+        self.shared.indexed.load(Ordering::Acquire)
+    }
+
     fn submit(
         &self,
         draft: Draft,

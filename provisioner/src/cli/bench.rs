@@ -215,6 +215,7 @@ fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
             serde_json::json!({
                 "entries": g.entries,
                 "fill_per_second": g.fill_per_second,
+                "index_catch_up_seconds": g.index_catch_up_seconds,
                 "inclusion_proofs_per_second": g.inclusion_proofs_per_second,
                 "consistency_proofs_per_second": g.consistency_proofs_per_second,
                 "reopen_seconds": g.reopen_seconds,
@@ -258,6 +259,10 @@ fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
             println!(
                 "  sustained fill (256 appenders, index keeping up): {:.0} appends/s",
                 g.fill_per_second
+            );
+            println!(
+                "  index caught up {:.1} s after the fill; then:",
+                g.index_catch_up_seconds
             );
             println!("  inclusion proofs: {:.0}/s", g.inclusion_proofs_per_second);
             println!(
