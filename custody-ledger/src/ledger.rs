@@ -1,14 +1,13 @@
 //! The live ledger: open, append, read, prove, checkpoint, close.
 //!
-//! Four threads do the work behind [`Ledger`]:
+//! Three threads do the work behind [`Ledger`]:
 //!
 //! - the **writer** (`writer.rs`) owns the segment files. It takes every
-//!   queued request, checks constraints, places entries and writes the
-//!   batch; its **syncer** calls `fdatasync` and only then acknowledges
-//!   each append (invariant 1, "recorded before released"), while the
-//!   writer already prepares the next batch. The first write or sync
-//!   failure is latched: every later call fails with [`Error::Stopped`]
-//!   until the ledger is reopened.
+//!   queued request, checks constraints, places entries, writes the batch,
+//!   calls `fdatasync` once, and only then acknowledges each append
+//!   (invariant 1, "recorded before released"). The first write or sync
+//!   failure is latched: every later call fails with
+//!   [`Error::Stopped`] until the ledger is reopened.
 //! - the **indexer** (`indexer.rs`) moves durable entries from the
 //!   in-memory overlay into sled in large atomic batches, behind the writer.
 //!   Acknowledgement never waits for sled.
@@ -161,7 +160,7 @@ pub(crate) enum PublisherMsg {
     Shutdown,
 }
 
-/// State shared by the handle and the threads.
+/// State shared by the handle and the three threads.
 pub(crate) struct Shared {
     pub(crate) config: LedgerConfig,
     pub(crate) storage: Arc<dyn Storage>,
@@ -394,10 +393,8 @@ impl Ledger {
             Box::new(move || publisher::run(&s, publisher_rx)),
         )?);
         let s = shared.clone();
-        let (w, syncer) = writer::Writer::new(s, &rec);
+        let w = writer::Writer::new(s, &rec);
         handles.push(spawn("writer", Box::new(move || w.run(writer_rx)))?);
-        // Ends once the writer has gone and every written batch is answered.
-        handles.push(spawn("syncer", Box::new(move || syncer.run()))?);
         let s = shared.clone();
         handles.push(spawn("indexer", Box::new(move || indexer::run(&s, state)))?);
         tracing::info!(

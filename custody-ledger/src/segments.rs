@@ -9,11 +9,9 @@ use crate::storage::Storage;
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 
 /// How far from the end of the last segment a bad record may be and still
-/// count as a torn write. The batches in flight together (one being
-/// synced, the next being written) never hold more than one batch budget,
-/// [`MAX_BATCH_BYTES`] plus one entry, unsynced, and a segment is wholly
-/// synced before the next one starts; a bad record further from the end
-/// than this sits under data that
+/// count as a torn write. The writer never has more than one batch
+/// unsynced, and a batch stops growing at [`MAX_BATCH_BYTES`] plus one
+/// entry; a bad record further from the end than this sits under data that
 /// a successful `fdatasync` made durable, so it is corruption, not a tear.
 pub(crate) const TORN_WINDOW: u64 = 2 * MAX_BATCH_BYTES + format::MAX_BODY_LEN as u64;
 

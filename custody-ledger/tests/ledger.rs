@@ -247,10 +247,10 @@ async fn sixty_four_racers_over_a_quota_of_ten_and_the_count_survives_restarts()
     ledger.close();
 }
 
-/// One request per batch, so that each append is checked while earlier
-/// batches are still being synced (the writer and the syncer are
-/// pipelined): unique keys, quotas and device chains must still see the
-/// in-flight batches (invariants 2 and 4, 2.4.14.4, 2.4.14.12, 2.4.14.22).
+/// One request per batch, so that each append is checked against earlier
+/// batches that are durable but may not be indexed yet (still in the
+/// overlay): unique keys, quotas and device chains must see them
+/// (invariants 2 and 4, 2.4.14.4, 2.4.14.12, 2.4.14.22).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn constraints_hold_across_batches_in_flight() {
     let dir = tempfile::tempdir().unwrap();

@@ -30,7 +30,7 @@ struct Fixture {
     /// The checkpoint key, to reopen the ledger.
     signer: Arc<dyn Signer>,
     /// Holds the index the fixture's ledger left behind (in `index/`).
-    index_dir: tempfile::TempDir,
+    _index: tempfile::TempDir,
 }
 
 /// A ledger of 60 entries over 12 devices, checkpointed every 15.
@@ -71,7 +71,7 @@ fn fixture() -> Fixture {
         spki: signer.public_key_der().to_vec(),
         kept: kept.unwrap(),
         signer,
-        index_dir: index,
+        _index: index,
     }
 }
 
@@ -127,9 +127,9 @@ impl Fixture {
             );
         }
         let fresh = tempfile::tempdir().unwrap();
-        let mut config = LedgerConfig::new(self.index_dir.path().join("unused"));
+        let mut config = LedgerConfig::new(self._index.path().join("unused"));
         config.index_dir = Some(if own_index {
-            self.index_dir.path().join("index")
+            self._index.path().join("index")
         } else {
             fresh.path().join("index")
         });
@@ -291,7 +291,7 @@ fn a_rewritten_history_is_caught_by_the_signed_checkpoints() {
         spki: f.spki.clone(),
         kept: f.kept.clone(),
         signer: f.signer.clone(),
-        index_dir: tempfile::tempdir().unwrap(),
+        _index: tempfile::tempdir().unwrap(),
     };
     assert!(
         f2.verify(bad.clone()).is_ok(),

@@ -1,26 +1,16 @@
-//! The one group-commit writer, and its syncer.
+//! The one group-commit writer.
 //!
-//! The writer takes every request queued since its last batch (up to a
-//! count and byte budget), checks each append's constraints against the
-//! batches still in flight, the overlay, the index and the batch itself,
-//! places the accepted entries and writes the batch with one `write`. The
-//! syncer makes it durable with one `fdatasync` and only then acknowledges
-//! each append (invariant 1) — and the refusals too, since a refusal may
-//! name a holder from the same or an earlier in-flight batch.
-//!
-//! The two are pipelined: while the syncer waits for `fdatasync`, the
-//! writer already checks and writes the next batch; the syncer then covers
-//! every batch written since with one more `fdatasync` and acknowledges
-//! them in order. Unsynced bytes never exceed one batch's budget
-//! ([`MAX_BATCH_BYTES`] plus one entry), so a crash leaves no more torn
-//! tail than before. The first write or sync failure stops the ledger:
-//! nothing after it is known to be durable, and nothing after it is
-//! acknowledged.
+//! It takes every request queued since its last commit (up to a count and
+//! byte budget), checks each append's constraints against the index, the
+//! overlay and the batch itself, places the accepted entries, writes the
+//! batch with one `write` and makes it durable with one `fdatasync`. Only
+//! then are the appends acknowledged — and the refusals too, since a
+//! refusal may name a holder from the same batch. The first write or sync
+//! failure stops the ledger: nothing after it is known to be durable.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
@@ -45,49 +35,9 @@ pub(crate) struct Writer {
     frontier: Frontier,
     segment: u64,
     segment_len: u64,
-    /// Entries per quota counter, durable or written (the shared counts
-    /// are the durable ones only).
-    quotas: HashMap<String, u64>,
     /// The batch buffer, kept between commits: a fresh 64 KiB allocation per
     /// commit made the allocator consolidate its free lists every time.
     buf: Vec<u8>,
-    /// Constraint views of written batches the writer has not yet seen
-    /// acknowledged, oldest first, each with the seq after its last entry.
-    inflight: VecDeque<(u64, BatchView)>,
-    sync: Arc<SyncState>,
-    to_syncer: mpsc::Sender<SyncJob>,
-}
-
-/// What the writer and the syncer share.
-struct SyncState {
-    /// The seq after the last acknowledged entry: batches below it are in
-    /// the overlay.
-    published: AtomicU64,
-    /// Bytes written and not yet synced.
-    unsynced: Mutex<u64>,
-    unsynced_changed: Condvar,
-}
-
-impl SyncState {
-    fn unsynced(&self) -> std::sync::MutexGuard<'_, u64> {
-        self.unsynced.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// A written batch on its way to durability.
-struct SyncJob {
-    segment: String,
-    bytes: u64,
-    /// The seq after its last entry.
-    end_seq: u64,
-    outcomes: Vec<Outcome>,
-}
-
-/// The syncer thread: makes written batches durable and acknowledges them.
-pub(crate) struct Syncer {
-    shared: Arc<Shared>,
-    sync: Arc<SyncState>,
-    jobs: mpsc::Receiver<SyncJob>,
 }
 
 /// Initial capacity of the batch buffer.
@@ -107,11 +57,11 @@ enum Outcome {
     Checkpoint(oneshot::Sender<Result<()>>, OverlayCheckpoint),
 }
 
-/// Constraint state of a batch written but not yet known acknowledged
-/// (quotas are counted in [`Writer::quotas`]).
+/// Constraint state of the batch in flight.
 #[derive(Default)]
 struct BatchView {
     keys: HashMap<Vec<u8>, u64>,
+    quotas: HashMap<String, u64>,
     devices: HashMap<String, Hash>,
 }
 
@@ -123,20 +73,8 @@ fn now_ms() -> i64 {
 }
 
 impl Writer {
-    /// The writer and its syncer, to run on two threads.
-    pub(crate) fn new(shared: Arc<Shared>, rec: &Recovered) -> (Self, Syncer) {
-        let (to_syncer, jobs) = mpsc::channel();
-        let sync = Arc::new(SyncState {
-            published: AtomicU64::new(rec.size),
-            unsynced: Mutex::new(0),
-            unsynced_changed: Condvar::new(),
-        });
-        let syncer = Syncer {
-            shared: shared.clone(),
-            sync: sync.clone(),
-            jobs,
-        };
-        let writer = Self {
+    pub(crate) fn new(shared: Arc<Shared>, rec: &Recovered) -> Self {
+        Self {
             shared,
             next_seq: rec.size,
             head: rec.head,
@@ -144,13 +82,8 @@ impl Writer {
             frontier: rec.frontier.clone(),
             segment: rec.segment,
             segment_len: rec.segment_len,
-            quotas: rec.quotas.clone(),
             buf: Vec::with_capacity(BATCH_BUFFER),
-            inflight: VecDeque::new(),
-            sync,
-            to_syncer,
-        };
-        (writer, syncer)
+        }
     }
 
     /// The thread body: commit batches until told to stop.
@@ -185,25 +118,7 @@ impl Writer {
             return;
         }
         self.wait_for_room();
-        let budget = self.wait_for_budget();
-        if let Err(e) = self.shared.check_running() {
-            for m in batch {
-                refuse(&self.shared, m, || clone_stop(&e));
-            }
-            return;
-        }
-        let published = self.sync.published.load(Ordering::Acquire);
-        while self
-            .inflight
-            .front()
-            .is_some_and(|(end, _)| *end <= published)
-        {
-            self.inflight.pop_front();
-        }
         if self.segment_len >= self.shared.config.segment_max_bytes {
-            // Only the last segment may end in a torn write: the old one
-            // must be wholly synced before the next one starts.
-            self.wait_for_unsynced(0);
             if let Err(e) = self.rotate() {
                 self.fail(batch, e);
                 return;
@@ -215,7 +130,7 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut leftover = Vec::new();
         for m in batch {
-            if buf.len() as u64 >= budget {
+            if buf.len() as u64 >= MAX_BATCH_BYTES {
                 leftover.push(m);
                 continue;
             }
@@ -235,172 +150,90 @@ impl Writer {
                 WriterMsg::Shutdown => {}
             }
         }
-        let name = segment_name(self.segment);
         if !buf.is_empty() {
-            if let Err(e) = self.shared.storage.append(&name, &buf) {
-                let reason = format!("writing {name}: {e}");
+            let name = segment_name(self.segment);
+            let written = self
+                .shared
+                .storage
+                .append(&name, &buf)
+                .and_then(|()| self.shared.storage.sync(&name));
+            if let Err(e) = written {
+                let reason = format!("writing and syncing {name}: {e}");
                 self.shared.stop(reason.clone());
-                refuse_outcomes(&self.shared, outcomes, &reason);
+                for o in outcomes {
+                    match o {
+                        Outcome::Appended(r, _) | Outcome::Refused(r, _) => {
+                            answered(&self.shared);
+                            let _ = r.send(Err(Error::Stopped(reason.clone())));
+                        }
+                        Outcome::Checkpoint(r, _) => {
+                            let _ = r.send(Err(Error::Stopped(reason.clone())));
+                        }
+                    }
+                }
                 for m in leftover {
                     refuse(&self.shared, m, || Error::Stopped(reason.clone()));
                 }
                 return;
             }
             self.segment_len += buf.len() as u64;
-            *self.sync.unsynced() += buf.len() as u64;
         }
-        self.inflight.push_back((self.next_seq, view));
-        let job = SyncJob {
-            segment: name,
-            bytes: buf.len() as u64,
-            end_seq: self.next_seq,
-            outcomes,
-        };
         if buf.capacity() <= MAX_BATCH_BYTES as usize * 2 {
             self.buf = buf;
         }
-        if let Err(mpsc::SendError(job)) = self.to_syncer.send(job) {
-            let reason = "the syncer thread is gone".to_string();
-            self.shared.stop(reason.clone());
-            refuse_outcomes(&self.shared, job.outcomes, &reason);
-        }
+        self.publish(outcomes);
         if !leftover.is_empty() {
             self.commit(leftover);
         }
     }
 
-    /// Waits until less than a batch's worth of bytes is unsynced; returns
-    /// how many bytes the next batch may take, so that unsynced data never
-    /// exceeds one batch budget (plus one entry) and a torn tail stays
-    /// within [`crate::segments::TORN_WINDOW`].
-    fn wait_for_budget(&self) -> u64 {
-        let unsynced = self.wait_for_unsynced(MAX_BATCH_BYTES - 1);
-        MAX_BATCH_BYTES.saturating_sub(unsynced).max(1)
-    }
-
-    /// Waits until at most `most` bytes are unsynced (or the ledger
-    /// stopped); returns how many are.
-    fn wait_for_unsynced(&self, most: u64) -> u64 {
-        let mut unsynced = self.sync.unsynced();
-        while *unsynced > most && self.shared.check_running().is_ok() {
-            unsynced = self
-                .sync
-                .unsynced_changed
-                .wait(unsynced)
-                .unwrap_or_else(|p| p.into_inner());
+    /// Makes the batch visible and acknowledges it. Runs only after the
+    /// batch is durable.
+    fn publish(&mut self, outcomes: Vec<Outcome>) {
+        enum Reply {
+            Append(oneshot::Sender<Result<Appended>>, Result<Appended>),
+            Checkpoint(oneshot::Sender<Result<()>>),
         }
-        *unsynced
-    }
-}
-
-impl Syncer {
-    /// The thread body: sync and acknowledge batches in order until the
-    /// writer is gone.
-    pub(crate) fn run(self) {
-        while let Ok(first) = self.jobs.recv() {
-            // Every batch written by now is covered by one fdatasync.
-            let mut jobs = vec![first];
-            while let Ok(j) = self.jobs.try_recv() {
-                jobs.push(j);
-            }
-            let mut synced: Result<(), String> =
-                self.shared.check_running().map_err(|e| e.to_string());
-            if synced.is_ok() {
-                let mut done: Vec<&str> = Vec::new();
-                for j in jobs.iter().filter(|j| j.bytes > 0) {
-                    if done.contains(&j.segment.as_str()) {
-                        continue;
+        let mut replies = Vec::with_capacity(outcomes.len());
+        {
+            let mut overlay = self.shared.overlay();
+            let mut quotas = self.shared.quotas();
+            for o in outcomes {
+                match o {
+                    Outcome::Appended(r, s) => {
+                        let Staged {
+                            overlay: entry,
+                            appended,
+                            quota,
+                        } = *s;
+                        overlay.push_entry(entry);
+                        if let Some(q) = quota {
+                            *quotas.entry(q).or_default() += 1;
+                        }
+                        replies.push(Reply::Append(r, Ok(appended)));
                     }
-                    if let Err(e) = self.shared.storage.sync(&j.segment) {
-                        let reason = format!("syncing {}: {e}", j.segment);
-                        self.shared.stop(reason.clone());
-                        synced = Err(reason);
-                        break;
+                    Outcome::Checkpoint(r, c) => {
+                        overlay.push_checkpoint(c);
+                        replies.push(Reply::Checkpoint(r));
                     }
-                    done.push(&j.segment);
+                    Outcome::Refused(r, e) => replies.push(Reply::Append(r, Err(e))),
                 }
             }
-            let bytes: u64 = jobs.iter().map(|j| j.bytes).sum();
-            for j in jobs {
-                match &synced {
-                    Ok(()) => {
-                        publish(&self.shared, j.outcomes);
-                        self.sync.published.store(j.end_seq, Ordering::Release);
-                    }
-                    Err(reason) => refuse_outcomes(&self.shared, j.outcomes, reason),
+        }
+        self.shared.overlay_changed.notify_all();
+        for r in replies {
+            match r {
+                Reply::Append(r, result) => {
+                    answered(&self.shared);
+                    let _ = r.send(result);
+                }
+                Reply::Checkpoint(r) => {
+                    let _ = r.send(Ok(()));
                 }
             }
-            *self.sync.unsynced() -= bytes;
-            self.sync.unsynced_changed.notify_all();
         }
     }
-}
 
-/// Answers every outcome of a batch that did not become durable.
-fn refuse_outcomes(shared: &Shared, outcomes: Vec<Outcome>, reason: &str) {
-    for o in outcomes {
-        match o {
-            Outcome::Appended(r, _) | Outcome::Refused(r, _) => {
-                answered(shared);
-                let _ = r.send(Err(Error::Stopped(reason.to_string())));
-            }
-            Outcome::Checkpoint(r, _) => {
-                let _ = r.send(Err(Error::Stopped(reason.to_string())));
-            }
-        }
-    }
-}
-
-impl Writer {}
-
-/// Makes a batch visible and acknowledges it. Runs only after the batch is
-/// durable.
-fn publish(shared: &Shared, outcomes: Vec<Outcome>) {
-    enum Reply {
-        Append(oneshot::Sender<Result<Appended>>, Result<Appended>),
-        Checkpoint(oneshot::Sender<Result<()>>),
-    }
-    let mut replies = Vec::with_capacity(outcomes.len());
-    {
-        let mut overlay = shared.overlay();
-        let mut quotas = shared.quotas();
-        for o in outcomes {
-            match o {
-                Outcome::Appended(r, s) => {
-                    let Staged {
-                        overlay: entry,
-                        appended,
-                        quota,
-                    } = *s;
-                    overlay.push_entry(entry);
-                    if let Some(q) = quota {
-                        *quotas.entry(q).or_default() += 1;
-                    }
-                    replies.push(Reply::Append(r, Ok(appended)));
-                }
-                Outcome::Checkpoint(r, c) => {
-                    overlay.push_checkpoint(c);
-                    replies.push(Reply::Checkpoint(r));
-                }
-                Outcome::Refused(r, e) => replies.push(Reply::Append(r, Err(e))),
-            }
-        }
-    }
-    shared.overlay_changed.notify_all();
-    for r in replies {
-        match r {
-            Reply::Append(r, result) => {
-                answered(shared);
-                let _ = r.send(result);
-            }
-            Reply::Checkpoint(r) => {
-                let _ = r.send(Ok(()));
-            }
-        }
-    }
-}
-
-impl Writer {
     fn fail(&self, batch: Vec<WriterMsg>, e: Error) {
         let reason = e.to_string();
         self.shared.stop(reason.clone());
@@ -460,7 +293,6 @@ impl Writer {
                 let holder = match view
                     .keys
                     .get(enc)
-                    .or_else(|| self.inflight.iter().find_map(|(_, v)| v.keys.get(enc)))
                     .copied()
                     .or_else(|| overlay.key_holder(enc))
                 {
@@ -475,13 +307,7 @@ impl Writer {
                 }
             }
             if !draft.rot_id.is_empty() {
-                let staged = view.devices.get(&draft.rot_id).or_else(|| {
-                    self.inflight
-                        .iter()
-                        .rev()
-                        .find_map(|(_, v)| v.devices.get(&draft.rot_id))
-                });
-                device_prev = match staged {
+                device_prev = match view.devices.get(&draft.rot_id) {
                     Some(h) => Some(*h),
                     None => match overlay.device_last(&draft.rot_id) {
                         Some((_, h)) => Some(h),
@@ -491,7 +317,8 @@ impl Writer {
             }
         }
         if let Some(q) = &constraints.quota {
-            let used = self.quotas.get(&q.counter).copied().unwrap_or(0);
+            let used = sh.quotas().get(&q.counter).copied().unwrap_or(0)
+                + view.quotas.get(&q.counter).copied().unwrap_or(0);
             if used >= q.limit {
                 return Err(Error::QuotaExhausted {
                     counter: q.counter.clone(),
@@ -522,7 +349,7 @@ impl Writer {
             view.keys.insert(enc.clone(), seq);
         }
         if let Some(q) = &constraints.quota {
-            *self.quotas.entry(q.counter.clone()).or_default() += 1;
+            *view.quotas.entry(q.counter.clone()).or_default() += 1;
         }
         if !draft.rot_id.is_empty() {
             view.devices.insert(draft.rot_id.clone(), leaf);
