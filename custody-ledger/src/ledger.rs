@@ -80,10 +80,11 @@ pub struct LedgerConfig {
     /// means a long catch-up for the indexer, during which the process
     /// grows further and proofs are slower.
     ///
-    /// Measured with `trustline bench ledger` (2-vCPU, noisy disk), 100k
-    /// appends by 256 appenders after 22k earlier ones: 256k → 39k–42k/s,
-    /// p99 19 ms; 192k → 26k–33k/s, p99 35–44 ms; 128k → 18k–21k/s, p99
-    /// 41–45 ms. Peak RSS over a whole run with a one-million-entry phase:
+    /// Measured with `trustline bench ledger` (2-vCPU, noisy disk; absolute
+    /// rates vary by a third from run to run, the ordering held in every
+    /// run), 100k appends by 256 appenders after 22k earlier ones: 256k →
+    /// 39k–42k/s, p99 19 ms; 192k → 26k–33k/s, p99 35–44 ms; 128k →
+    /// 18k–21k/s, p99 41–45 ms. Peak RSS over a whole run with a one-million-entry phase:
     /// 2.2 GB with 256k, 1.6 GB with 128k, 1.2 GB with 32k (the 2.9 GB seen
     /// before came mostly from indexing in 4096-entry sled batches, now
     /// 512). Every smaller default cost burst throughput, so it stays 256k;
