@@ -695,7 +695,8 @@ fn unique(namespace: &str, value: &[u8]) -> v1::UniqueKey {
     }
 }
 
-fn append_request(
+/// An append of `draft` with its constraints (shared with ownership).
+pub(crate) fn append_request(
     draft: v1::EntryDraft,
     unique_keys: Vec<v1::UniqueKey>,
     quota: Option<v1::QuotaUse>,

@@ -40,8 +40,9 @@ use super::checks::voucher_error;
 use super::keys;
 use super::state::{field_key, unique, DeviceRecord, FieldState};
 use super::transfer::check_open;
-use super::{append_request, draft, LifecycleOutcome, Ownership, StepRequest};
+use super::{draft, LifecycleOutcome, Ownership, StepRequest};
 use crate::error::{Error, Result};
+use crate::factory::append_request;
 use crate::factory::backends::AppendRefusal;
 use crate::factory::now_ms;
 

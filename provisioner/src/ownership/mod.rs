@@ -65,7 +65,7 @@ use crate::error::{Error, Result};
 use crate::factory::backends::{
     AppendRefusal, CaApi, DirectLedger, LedgerApi, LocalCa, RemoteCa, RemoteLedger, RequestIdentity,
 };
-use crate::factory::now_ms;
+use crate::factory::{append_request, now_ms};
 use backends::{CrlApi, LedgerReads, LocalCrl, LocalLedgerReads, RemoteCrl, RemoteLedgerReads};
 use challenges::{Action, ChallengeBook};
 use revocation::Revocations;
@@ -493,18 +493,6 @@ fn draft(
         actor: actor.to_owned(),
         order_id: String::new(),
         payload: payload.encode_to_vec(),
-    }
-}
-
-fn append_request(
-    draft: v1::EntryDraft,
-    unique_keys: Vec<v1::UniqueKey>,
-    quota: Option<v1::QuotaUse>,
-) -> v1::AppendRequest {
-    v1::AppendRequest {
-        draft: Some(draft),
-        unique_keys,
-        quota,
     }
 }
 

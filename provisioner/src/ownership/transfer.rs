@@ -16,8 +16,9 @@ use trustline_proto::voucher::{first_entry_payload, Voucher};
 
 use super::checks::voucher_error;
 use super::state::{field_key, voucher_entry_key, DeviceRecord, FieldState};
-use super::{append_request, draft, sha256, Ownership, TransferOutcome};
+use super::{draft, sha256, Ownership, TransferOutcome};
 use crate::error::{Error, Result};
+use crate::factory::append_request;
 use crate::factory::backends::AppendRefusal;
 
 /// The `rot_id` a voucher names, if it decodes (for recording a refusal;
