@@ -37,7 +37,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use ca_service::bench::BenchConfig;
 use ca_service::keys::KeyLabels;
-use ca_service::Hsm;
 use clap::Args;
 use serde::Serialize;
 use transport::ClientTls;
@@ -185,15 +184,7 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
             eprintln!("{s}");
         }
     };
-    let hsm_args = HsmArgs {
-        pkcs11_module: None,
-        token_label: None,
-        pin_file: None,
-        pin_env: ca_service::hsm::DEFAULT_PIN_ENV.to_owned(),
-        pool_size: 4,
-        key_delivery_kdf: Default::default(),
-    };
-    let hsm = Hsm::open(&hsm_args.config(Some(dir))?).context("opening the embedded token")?;
+    let hsm = HsmArgs::open_embedded(dir, 4)?;
     setup::init_ca(&hsm, dir, SITE)?;
     let stations: Vec<(String, String)> = (1..=args.stations)
         .map(|i| (SITE.to_owned(), format!("st-{i:02}")))

@@ -18,7 +18,6 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context};
 use ca_service::keys::KeyLabels;
-use ca_service::Hsm;
 use clap::Args;
 use hsm_sim::rot::Fleet;
 use serde::Serialize;
@@ -106,15 +105,7 @@ fn demo_limits() -> Limits {
 async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
     transport::install_crypto_provider();
     let dir = args.dir.as_path();
-    let hsm_args = HsmArgs {
-        pkcs11_module: None,
-        token_label: None,
-        pin_file: None,
-        pin_env: ca_service::hsm::DEFAULT_PIN_ENV.to_owned(),
-        pool_size: 4,
-        key_delivery_kdf: Default::default(),
-    };
-    let hsm = Hsm::open(&hsm_args.config(Some(dir))?).context("opening the embedded token")?;
+    let hsm = HsmArgs::open_embedded(dir, 4)?;
     setup::init_ca(&hsm, dir, SITE)?;
     let stations: Vec<(String, String)> = (1..=args.stations)
         .map(|i| (SITE.to_owned(), format!("st-{i:02}")))

@@ -46,6 +46,24 @@ pub struct HsmArgs {
 }
 
 impl HsmArgs {
+    /// Opens (creating it on first use) the embedded SoftHSM2 token under
+    /// `<dir>/hsm` with a pool of `pool_size` sessions: what the demo, the
+    /// simulated inspection and the line bench run on.
+    ///
+    /// # Errors
+    /// When the token cannot be created, initialised or opened.
+    pub fn open_embedded(dir: &Path, pool_size: usize) -> anyhow::Result<ca_service::Hsm> {
+        let args = Self {
+            pkcs11_module: None,
+            token_label: None,
+            pin_file: None,
+            pin_env: ca_service::hsm::DEFAULT_PIN_ENV.to_owned(),
+            pool_size,
+            key_delivery_kdf: KeyDeliveryKdf::default(),
+        };
+        ca_service::Hsm::open(&args.config(Some(dir))?).context("opening the embedded token")
+    }
+
     /// Whether any option names an HSM explicitly (rather than the
     /// embedded token).
     pub fn is_explicit(&self) -> bool {

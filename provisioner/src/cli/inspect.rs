@@ -22,7 +22,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, ensure, Context};
 use ca_service::keys::KeyLabels;
-use ca_service::Hsm;
 use clap::Args;
 use hsm_sim::rot::Fleet;
 use transport::ClientTls;
@@ -81,15 +80,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<Outcome> {
 async fn simulated(args: &InspectArgs) -> anyhow::Result<Outcome> {
     transport::install_crypto_provider();
     let dir = args.dir.as_path();
-    let hsm_args = HsmArgs {
-        pkcs11_module: None,
-        token_label: None,
-        pin_file: None,
-        pin_env: ca_service::hsm::DEFAULT_PIN_ENV.to_owned(),
-        pool_size: 2,
-        key_delivery_kdf: Default::default(),
-    };
-    let hsm = Hsm::open(&hsm_args.config(Some(dir))?).context("opening the embedded token")?;
+    let hsm = HsmArgs::open_embedded(dir, 2)?;
     setup::init_ca(&hsm, dir, SITE)?;
     setup::init_pki(&hsm, dir, &[(SITE.to_owned(), STATION.to_owned())])?;
     let fleet = Fleet::builder()

@@ -61,17 +61,15 @@ pub(super) struct BegunStep {
 }
 
 impl Ownership {
-    /// The checks a step by the recorded current owner shares: the voucher
-    /// is the device's, holds no unrecorded transfer, and its last key
-    /// signed the challenge for `action`; the device proves a user reset
-    /// into `target` (2.4.16.7). Returns the reset proof to record.
-    fn check_owner_and_reset(
+    /// The checks every step by the recorded current owner shares: the
+    /// voucher is the device's and holds no unrecorded transfer, and its
+    /// last key signed the challenge for `action` (2.4.14.7).
+    pub(super) fn check_current_owner(
         &self,
         step: &BegunStep,
         request: &StepRequest,
         action: Action,
-        target: v1::DeviceLifecycle,
-    ) -> Result<v1::SignedStatement> {
+    ) -> Result<()> {
         let record = &step.record;
         let checked = self.check_voucher(record, &request.voucher)?;
         Self::check_recorded(record, &checked, 0)?;
@@ -82,9 +80,21 @@ impl Ownership {
             &step.challenge,
             action,
             &request.voucher,
-        )?;
+        )
+    }
+
+    /// [`Self::check_current_owner`], then the device's proof of a user
+    /// reset into `target` (2.4.16.7). Returns the reset proof to record.
+    fn check_owner_and_reset(
+        &self,
+        step: &BegunStep,
+        request: &StepRequest,
+        action: Action,
+        target: v1::DeviceLifecycle,
+    ) -> Result<v1::SignedStatement> {
+        self.check_current_owner(step, request, action)?;
         self.check_reset_proof(
-            record,
+            &step.record,
             request.device_proof.as_ref(),
             &step.challenge,
             target,

@@ -73,16 +73,7 @@ impl Ownership {
             }
         }
         self.check_not_duplicated(record).await?;
-        let checked = self.check_voucher(record, &request.voucher)?;
-        Self::check_recorded(record, &checked, 0)?;
-        Self::check_authorization(
-            &step.authorization,
-            &checked,
-            &record.rot_id,
-            &step.challenge,
-            Action::Onboard,
-            &request.voucher,
-        )?;
+        self.check_current_owner(&step, request, Action::Onboard)?;
         self.check_device_chain(record, &request.device_chain)?;
         let proof =
             Self::check_identity_proof(record, request.device_proof.as_ref(), &step.challenge)?;
