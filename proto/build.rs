@@ -1,4 +1,5 @@
-//! Generates the tonic/prost code for `trustline.v1` with a vendored `protoc`,
+//! Generates the tonic/prost code for `trustline.v1` and the device
+//! protocol's `trustline.device.v1` with a vendored `protoc`,
 //! so a fresh machine needs nothing but cargo.
 
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ const PROTOS: &[&str] = &[
     "trustline/v1/provisioning.proto",
     "trustline/v1/ownership.proto",
     "trustline/v1/admin.proto",
+    "trustline/device/v1/device.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

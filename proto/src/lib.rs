@@ -4,7 +4,8 @@
 //! services and messages of package `trustline.v1` (generated from
 //! `proto/trustline/v1/*.proto`), the signed-statement format that devices,
 //! owners and the OEM use ([`statement`]), how a root of trust is named
-//! ([`identity`]), the ownership voucher format ([`voucher`]), and the
+//! ([`identity`]), the ownership voucher format ([`voucher`]), the framed
+//! station ↔ device protocol of `trustline.device.v1` ([`device`]), and the
 //! [`signer::Signer`] trait that puts every signing key
 //! — HSM-backed in production, software in tests — behind one interface.
 //!
@@ -13,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod device;
 pub mod identity;
 pub mod signer;
 pub mod statement;
@@ -142,4 +144,28 @@ pub enum Error {
     /// Caller misuse: the voucher already carries a device binding.
     #[error("voucher is already bound to its device")]
     VoucherAlreadyBound,
+    /// A device-protocol frame header announces an empty frame or one larger
+    /// than [`device::MAX_FRAME_LEN`]; nothing was allocated. The stream is
+    /// out of step and the session must end.
+    #[error("frame of {len} bytes is outside 1 to {max}")]
+    FrameLength {
+        /// The announced length.
+        len: u32,
+        /// The limit.
+        max: usize,
+    },
+    /// The link ended inside a frame (the peer died or the line dropped).
+    #[error("link ended inside a frame: {got} of {expected} bytes")]
+    FrameTruncated {
+        /// Bytes the frame part needed.
+        expected: usize,
+        /// Bytes received.
+        got: usize,
+    },
+    /// Reading or writing the link failed.
+    #[error("device link i/o: {0}")]
+    FrameIo(std::io::Error),
+    /// A frame's body is not the expected device-protocol message.
+    #[error("frame does not decode: {0}")]
+    FrameDecode(prost::DecodeError),
 }
