@@ -3,10 +3,12 @@
 //!
 //! Two halves: a SoftHSM2 token lifecycle (a token in a directory of its own,
 //! initialised over PKCS#11), and simulated device roots of trust with their
-//! IC vendors, including adversarial fleets (clones, counterfeits, replays).
+//! IC vendors, including adversarial fleets (clones, counterfeits, replays),
+//! which also answer the framed device protocol ([`device_session`]).
 
 #![forbid(unsafe_code)]
 
+pub mod device_session;
 pub mod key_delivery;
 pub mod rot;
 pub mod softhsm;

@@ -8,20 +8,30 @@
 //! one-time (2.4.14.17). The lifecycle only goes forward (2.4.16.4), and
 //! every step out of service erases the user-data area and signs a proof of
 //! it (2.4.16.7).
+//!
+//! This module holds what a die is made of and what it says about itself;
+//! each group of steps has its own submodule: [`claim`] (claim slot,
+//! firmware, readout lock), [`personalise`] (identity key and its
+//! attestation), [`certification`] (proofs, CSR, stored chain and voucher),
+//! [`field`] (user data, resets, lifecycle) and [`adversary`] (fleet-only
+//! misbehaviour).
+
+mod adversary;
+mod certification;
+mod claim;
+mod field;
+mod personalise;
 
 use p256::ecdsa::SigningKey;
 use rand::rngs::StdRng;
-use rcgen::{CertificateParams, DistinguishedName, DnType, DnValue};
+use rand::SeedableRng;
 use sha2::{Digest, Sha256};
 use trustline_proto::identity::rot_id;
 use trustline_proto::signer::{Signer, SoftwareSigner};
 use trustline_proto::statement::{p256_spki, sign};
 use trustline_proto::v1;
-use trustline_proto::voucher::{cert_chain_hash, Voucher};
-use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::keys::RcgenKey;
-use super::lifecycle::{Lifecycle, Step};
+use super::lifecycle::Lifecycle;
 use crate::Error;
 
 /// Size of the user-data area, in bytes.
@@ -56,6 +66,28 @@ pub(crate) struct DieParts {
     pub(crate) rng: StdRng,
 }
 
+/// The keys of a die built from fixed values rather than by a vendor: for the
+/// device protocol's test vectors (`docs/device-protocol.md`), where every
+/// byte a die signs must be reproducible. Signatures are RFC 6979
+/// deterministic, so equal inputs give equal outputs.
+pub struct FixedDie {
+    /// The vendor name the die reports.
+    pub vendor: String,
+    /// The chip serial.
+    pub chip_serial: String,
+    /// The attestation key.
+    pub attestation_key: SigningKey,
+    /// The attestation chain, leaf first (may be empty when only statements
+    /// matter; a provisioner would refuse such a die).
+    pub chain: Vec<Vec<u8>>,
+    /// The transport key HSM-made keys are wrapped to.
+    pub transport_key: p256::SecretKey,
+    /// The identity key an on-device key generation will "generate".
+    pub on_device_identity_key: SigningKey,
+    /// The firmware digest the die reports.
+    pub firmware_sha256: [u8; 32],
+}
+
 struct Identity {
     signer: SoftwareSigner,
     mode: v1::PersonalisationMode,
@@ -83,6 +115,12 @@ pub struct SimulatedRot {
     reset_counter: u64,
     lifecycle: Lifecycle,
     rng: StdRng,
+    /// The receipt signed at the claim, kept for `StatusResponse`.
+    claim_receipt: Option<v1::SignedStatement>,
+    /// The key attestation signed at personalisation, kept likewise.
+    key_attestation: Option<v1::SignedStatement>,
+    /// A fixed key for the next on-device generation ([`FixedDie`]).
+    next_identity_key: Option<SigningKey>,
 }
 
 impl SimulatedRot {
@@ -117,7 +155,31 @@ impl SimulatedRot {
             reset_counter: 0,
             lifecycle: Lifecycle::Blank,
             rng: parts.rng,
+            claim_receipt: None,
+            key_attestation: None,
+            next_identity_key: None,
         })
+    }
+
+    /// A blank die from fixed keys (see [`FixedDie`]).
+    ///
+    /// # Errors
+    /// [`Error::Proto`] if the transport-key statement cannot be signed.
+    pub fn from_fixed(die: FixedDie) -> Result<Self, Error> {
+        let attestation = SoftwareSigner::from_key(die.attestation_key);
+        let certified_spki = attestation.public_key_der().to_vec();
+        let mut rot = Self::assemble(DieParts {
+            vendor: die.vendor,
+            chip_serial: die.chip_serial,
+            attestation,
+            certified_spki,
+            chain: die.chain,
+            transport_key: die.transport_key,
+            rng: StdRng::seed_from_u64(0),
+        })?;
+        rot.firmware_sha256 = die.firmware_sha256;
+        rot.next_identity_key = Some(die.on_device_identity_key);
+        Ok(rot)
     }
 
     // -----------------------------------------------------------------
@@ -171,174 +233,13 @@ impl SimulatedRot {
         self.lifecycle
     }
 
-    // -----------------------------------------------------------------
-    // Factory: claim, measurement, personalisation, certification.
-    // -----------------------------------------------------------------
-
-    /// Installs the OEM trust anchor in the one-time claim slot and signs a
-    /// receipt over (rot_id, nonce, SHA-256 of the anchor) with the
-    /// attestation key (2.4.14.17).
-    ///
-    /// # Errors
-    /// [`Error::AlreadyClaimed`] for any second claim, even with the same
-    /// anchor; [`Error::InvalidInput`] for an empty or oversized nonce or
-    /// anchor.
-    pub fn claim(&mut self, nonce: &[u8], anchor: &[u8]) -> Result<v1::SignedStatement, Error> {
-        check_challenge(nonce)?;
-        if anchor.is_empty() || anchor.len() > MAX_ANCHOR_LEN {
-            return Err(Error::InvalidInput(format!(
-                "trust anchor must be 1 to {MAX_ANCHOR_LEN} bytes"
-            )));
-        }
-        if let Some(replayed) = &self.replayed_receipt {
-            // Adversarial firmware: answers with a recorded receipt and
-            // installs nothing.
-            return Ok(replayed.clone());
-        }
-        if self.anchor.is_some() {
-            return Err(Error::AlreadyClaimed);
-        }
-        let next = self.lifecycle.after(Step::Claim)?;
-        let receipt = sign(
-            &self.attestation,
-            &v1::ClaimReceipt {
-                rot_id: self.rot_id.clone(),
-                nonce: nonce.to_vec(),
-                anchor_sha256: Sha256::digest(anchor).to_vec(),
-            },
-        )?;
-        self.anchor = Some(anchor.to_vec());
-        self.lifecycle = next;
-        Ok(receipt)
+    /// The receipt this die signed when it was claimed (the same bytes; a
+    /// replaying die has none).
+    pub fn claim_receipt(&self) -> Option<&v1::SignedStatement> {
+        self.claim_receipt.as_ref()
     }
 
-    /// The installed trust anchor, once claimed.
-    pub fn anchor(&self) -> Option<&[u8]> {
-        self.anchor.as_deref()
-    }
-
-    /// Records the digest of the firmware image the RoT measured (as
-    /// programming a new image would).
-    pub fn set_firmware(&mut self, firmware_sha256: [u8; 32]) {
-        self.firmware_sha256 = firmware_sha256;
-    }
-
-    /// The measured firmware digest.
-    pub fn firmware_sha256(&self) -> [u8; 32] {
-        self.firmware_sha256
-    }
-
-    /// Locks the debug and readout interfaces (one-way; 2.4.14.16). On a die
-    /// whose lock fuse does not take (an adversarial fleet member) the flag
-    /// stays clear, and its key attestations say so.
-    pub fn lock_readout(&mut self) {
-        if self.readout_lock_effective {
-            self.readout_locked = true;
-        }
-    }
-
-    /// Whether readout is locked.
-    pub fn readout_locked(&self) -> bool {
-        self.readout_locked
-    }
-
-    /// Generates the identity key on the device and attests it with the
-    /// attestation key (on-device personalisation). Returns the key's SPKI
-    /// and the signed `KeyAttestation`.
-    ///
-    /// # Errors
-    /// [`Error::NotClaimed`] before a claim, [`Error::AlreadyPersonalised`]
-    /// when a key exists, [`Error::InvalidInput`] for a bad challenge.
-    pub fn generate_identity_key(
-        &mut self,
-        challenge: &[u8],
-    ) -> Result<(Vec<u8>, v1::SignedStatement), Error> {
-        self.ready_to_personalise(challenge)?;
-        let key = SigningKey::random(&mut self.rng);
-        let signer = SoftwareSigner::from_key(key);
-        let spki = signer.public_key_der().to_vec();
-        let attestation = self.personalise(signer, v1::PersonalisationMode::OnDevice, challenge)?;
-        Ok((spki, attestation))
-    }
-
-    /// Installs an identity key the HSM made and wrapped to this RoT's
-    /// transport key (HSM personalisation). The RoT refuses a key that does
-    /// not unwrap to `device_public_key`, then attests it.
-    ///
-    /// # Errors
-    /// [`Error::NotClaimed`], [`Error::AlreadyPersonalised`],
-    /// [`Error::InvalidInput`]; [`Error::KeyDelivery`] (or the unwrap's own
-    /// error) when the blob does not unwrap; [`Error::KeyMismatch`] when it
-    /// unwraps to another key.
-    pub fn install_wrapped_key(
-        &mut self,
-        device_public_key: &[u8],
-        hsm_ephemeral_public_key: &[u8],
-        wrapped: &[u8],
-        kdf: &str,
-        challenge: &[u8],
-    ) -> Result<v1::SignedStatement, Error> {
-        self.ready_to_personalise(challenge)?;
-        let secret = crate::key_delivery::unwrap_device_key(
-            &self.transport_key,
-            hsm_ephemeral_public_key,
-            wrapped,
-            kdf,
-        )?;
-        let signer = SoftwareSigner::from_key(SigningKey::from(&secret));
-        if signer.public_key_der() != device_public_key {
-            return Err(Error::KeyMismatch);
-        }
-        self.personalise(signer, v1::PersonalisationMode::Hsm, challenge)
-    }
-
-    fn ready_to_personalise(&self, challenge: &[u8]) -> Result<(), Error> {
-        check_challenge(challenge)?;
-        if self.anchor.is_none() {
-            return Err(Error::NotClaimed);
-        }
-        if self.identity.is_some() {
-            return Err(Error::AlreadyPersonalised);
-        }
-        Ok(())
-    }
-
-    fn personalise(
-        &mut self,
-        signer: SoftwareSigner,
-        mode: v1::PersonalisationMode,
-        challenge: &[u8],
-    ) -> Result<v1::SignedStatement, Error> {
-        let next = self.lifecycle.after(Step::Personalise)?;
-        let statement = v1::KeyAttestation {
-            rot_id: self.rot_id.clone(),
-            device_public_key: signer.public_key_der().to_vec(),
-            challenge: challenge.to_vec(),
-            firmware_sha256: self.firmware_sha256.to_vec(),
-            readout_locked: self.readout_locked,
-            anchor_sha256: self
-                .anchor
-                .as_deref()
-                .map(|a| Sha256::digest(a).to_vec())
-                .unwrap_or_default(),
-            mode: mode as i32,
-        };
-        let signed = sign(&self.attestation, &statement)?;
-        self.identity = Some(Identity { signer, mode });
-        self.lifecycle = next;
-        Ok(signed)
-    }
-
-    /// SPKI DER of the identity key, once personalised.
-    pub fn identity_public_key(&self) -> Option<&[u8]> {
-        self.identity.as_ref().map(|i| i.signer.public_key_der())
-    }
-
-    /// How the identity key came to be, once personalised.
-    pub fn personalisation_mode(&self) -> Option<v1::PersonalisationMode> {
-        self.identity.as_ref().map(|i| i.mode)
-    }
-
+    /// The identity key, or [`Error::NotPersonalised`].
     fn identity(&self) -> Result<&SoftwareSigner, Error> {
         self.identity
             .as_ref()
@@ -346,297 +247,12 @@ impl SimulatedRot {
             .ok_or(Error::NotPersonalised)
     }
 
-    /// Proves possession of the identity key for a certificate request for
-    /// `serial` (signed by the identity key).
-    ///
-    /// # Errors
-    /// [`Error::NotPersonalised`], [`Error::InvalidInput`].
-    pub fn proof_of_possession(
-        &self,
-        serial: &str,
-        challenge: &[u8],
-    ) -> Result<v1::SignedStatement, Error> {
-        check_challenge(challenge)?;
-        check_serial(serial)?;
-        let identity = self.identity()?;
-        Ok(sign(
-            identity,
-            &v1::ProofOfPossession {
-                rot_id: self.rot_id.clone(),
-                serial: serial.to_owned(),
-                device_public_key: identity.public_key_der().to_vec(),
-                challenge: challenge.to_vec(),
-            },
-        )?)
-    }
-
-    /// A PKCS#10 CSR (DER) for `serial`, signed by the identity key; the
-    /// subject carries the serial as X.520 serialNumber.
-    ///
-    /// # Errors
-    /// [`Error::NotPersonalised`], [`Error::InvalidInput`],
-    /// [`Error::Certificate`].
-    pub fn csr(&self, serial: &str) -> Result<Vec<u8>, Error> {
-        check_serial(serial)?;
-        let identity = self.identity()?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        let value = serial
-            .try_into()
-            .map(DnValue::PrintableString)
-            .unwrap_or_else(|_| DnValue::Utf8String(serial.to_owned()));
-        dn.push(DnType::CustomDnType(vec![2, 5, 4, 5]), value);
-        params.distinguished_name = dn;
-        let csr = params
-            .serialize_request(&RcgenKey::new(identity.key()))
-            .map_err(super::vendor::cert_err)?;
-        Ok(csr.der().to_vec())
-    }
-
-    /// Answers a live challenge with the identity key (onboarding, physical
-    /// inspection, 2.4.14.10).
-    ///
-    /// # Errors
-    /// [`Error::NotPersonalised`], [`Error::InvalidInput`].
-    pub fn identity_proof(&self, challenge: &[u8]) -> Result<v1::SignedStatement, Error> {
-        check_challenge(challenge)?;
-        Ok(sign(
-            self.identity()?,
-            &v1::IdentityProof {
-                rot_id: self.rot_id.clone(),
-                challenge: challenge.to_vec(),
-            },
-        )?)
-    }
-
-    /// Stores the certificate chain (leaf first) and the ownership voucher
-    /// returned by `Certify`, and binds the voucher header with the identity
-    /// key (as FDO binds it with a device secret). Returns the bound voucher.
-    /// The device refuses a chain whose leaf does not certify its identity
-    /// key, and a voucher that names another device or chain. Storing the
-    /// same certification again (a retry) returns the same voucher.
-    ///
-    /// # Errors
-    /// [`Error::NotPersonalised`], [`Error::WrongCertification`],
-    /// [`Error::InvalidInput`], [`Error::Proto`] (voucher decoding).
-    pub fn store_certification(
-        &mut self,
-        chain: &[Vec<u8>],
-        voucher: &[u8],
-    ) -> Result<Vec<u8>, Error> {
-        let identity = self.identity()?;
-        if chain.is_empty() || chain.len() > MAX_STORED_CHAIN {
-            return Err(Error::InvalidInput(format!(
-                "certificate chain must hold 1 to {MAX_STORED_CHAIN} certificates"
-            )));
-        }
-        let (_, leaf) = X509Certificate::from_der(&chain[0])
-            .map_err(|e| Error::WrongCertification(format!("leaf does not parse: {e}")))?;
-        if leaf.public_key().raw != identity.public_key_der() {
-            return Err(Error::WrongCertification(
-                "leaf certificate names another key".to_owned(),
-            ));
-        }
-        let mut voucher = Voucher::decode(voucher)?;
-        if voucher.header().rot_id != self.rot_id {
-            return Err(Error::WrongCertification(
-                "voucher names another device".to_owned(),
-            ));
-        }
-        if voucher.header().cert_chain_sha256 != cert_chain_hash(chain) {
-            return Err(Error::WrongCertification(
-                "voucher names another certificate chain".to_owned(),
-            ));
-        }
-        match voucher.device_binding() {
-            Some(_) => voucher.verify_device_binding(chain, identity.public_key_der())?,
-            None => voucher.bind_to_device(identity)?,
-        }
-        let bound = voucher.encode();
-        self.certificate_chain = chain.to_vec();
-        self.voucher = Some(bound.clone());
-        Ok(bound)
-    }
-
-    /// The stored certificate chain (empty before certification).
-    pub fn certificate_chain(&self) -> &[Vec<u8>] {
-        &self.certificate_chain
-    }
-
-    /// The stored (device-bound) voucher.
-    pub fn voucher(&self) -> Option<&[u8]> {
-        self.voucher.as_deref()
-    }
-
-    // -----------------------------------------------------------------
-    // Field life: user data, resets, the one-way lifecycle.
-    // -----------------------------------------------------------------
-
-    /// Writes `data` into the user-data area at `offset`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`] when the write does not fit the area;
-    /// [`Error::IllegalTransition`] on a retired device.
-    pub fn write_user_data(&mut self, offset: usize, data: &[u8]) -> Result<(), Error> {
-        if self.lifecycle == Lifecycle::Retired {
-            return Err(Error::IllegalTransition {
-                from: self.lifecycle.name(),
-                step: "write user data",
-            });
-        }
-        let end = offset
-            .checked_add(data.len())
-            .filter(|end| *end <= USER_AREA_LEN)
-            .ok_or_else(|| {
-                Error::InvalidInput(format!("user-data write past {USER_AREA_LEN} bytes"))
-            })?;
-        self.user_area[offset..end].copy_from_slice(data);
-        Ok(())
-    }
-
-    /// The whole user-data area.
-    pub fn user_data(&self) -> &[u8] {
-        &self.user_area
-    }
-
-    /// Resets completed so far (monotonic).
-    pub fn reset_counter(&self) -> u64 {
-        self.reset_counter
-    }
-
-    /// Erases the user-data area and signs a `ResetProof` with the identity
-    /// key carrying the SHA-256 of the erased area, the bumped reset counter
-    /// and the current state (2.4.16.7).
-    ///
-    /// # Errors
-    /// [`Error::NotPersonalised`], [`Error::InvalidInput`].
-    pub fn user_reset(&mut self, challenge: &[u8]) -> Result<v1::SignedStatement, Error> {
-        self.reset_and_prove(challenge, None)
-    }
-
-    /// First onboarding: a personalised device enters service.
-    ///
-    /// # Errors
-    /// [`Error::IllegalTransition`] from any other state.
-    pub fn enter_service(&mut self) -> Result<(), Error> {
-        self.lifecycle = self.lifecycle.after(Step::EnterService)?;
-        Ok(())
-    }
-
-    /// Takes the device out of service: erases the user data and signs the
-    /// reset proof (state decommissioned) over `challenge` (2.4.16.4).
-    ///
-    /// # Errors
-    /// [`Error::IllegalTransition`] unless in service;
-    /// [`Error::NotPersonalised`], [`Error::InvalidInput`].
-    pub fn decommission(&mut self, challenge: &[u8]) -> Result<v1::SignedStatement, Error> {
-        self.reset_and_prove(challenge, Some(Step::Decommission))
-    }
-
-    /// Returns a decommissioned device to service for a new owner, erasing
-    /// the user data again and signing the proof (state in service).
-    ///
-    /// # Errors
-    /// [`Error::IllegalTransition`] unless decommissioned;
-    /// [`Error::NotPersonalised`], [`Error::InvalidInput`].
-    pub fn recommission(&mut self, challenge: &[u8]) -> Result<v1::SignedStatement, Error> {
-        self.reset_and_prove(challenge, Some(Step::Recommission))
-    }
-
-    /// Retires the device for good, erasing the user data and signing the
-    /// proof (state retired, 2.4.14.24). Nothing moves it afterwards.
-    ///
-    /// # Errors
-    /// [`Error::IllegalTransition`] when blank, claimed or already retired;
-    /// [`Error::NotPersonalised`], [`Error::InvalidInput`].
-    pub fn retire(&mut self, challenge: &[u8]) -> Result<v1::SignedStatement, Error> {
-        self.reset_and_prove(challenge, Some(Step::Retire))
-    }
-
-    /// Checks everything first, then erases, steps and signs: a refusal
-    /// changes nothing.
-    fn reset_and_prove(
-        &mut self,
-        challenge: &[u8],
-        step: Option<Step>,
-    ) -> Result<v1::SignedStatement, Error> {
-        check_challenge(challenge)?;
-        let next = match step {
-            Some(step) => self.lifecycle.after(step)?,
-            None => self.lifecycle,
-        };
-        self.identity()?;
-        self.user_area.fill(ERASED_BYTE);
-        self.reset_counter += 1;
-        self.lifecycle = next;
-        let proof = v1::ResetProof {
-            rot_id: self.rot_id.clone(),
-            challenge: challenge.to_vec(),
-            reset_counter: self.reset_counter,
-            user_area_sha256: Sha256::digest(&self.user_area).to_vec(),
-            state: next.to_proto() as i32,
-        };
-        Ok(sign(self.identity()?, &proof)?)
-    }
-
-    // -----------------------------------------------------------------
-    // Adversarial behaviour (fleets only).
-    // -----------------------------------------------------------------
-
-    /// Makes this die answer every later claim with `receipt` (a receipt
-    /// recorded from an earlier claim) instead of claiming: a replay.
-    pub fn replay_claim_receipt(&mut self, receipt: v1::SignedStatement) {
-        self.replayed_receipt = Some(receipt);
-    }
-
-    /// A die whose readout-lock fuse does not take.
-    pub(crate) fn break_readout_lock(&mut self) {
-        self.readout_lock_effective = false;
-        self.readout_locked = false;
-    }
-
-    /// An exact copy of this die's secrets and certificate (same `rot_id`,
-    /// valid signatures) in a blank die with its own transport key.
-    pub(crate) fn copy_die(
-        &self,
-        transport_key: p256::SecretKey,
-        rng: StdRng,
-    ) -> Result<Self, Error> {
-        let attestation = SoftwareSigner::from_key(self.attestation.key().clone());
-        let mut copy = Self::assemble(DieParts {
-            vendor: self.vendor.clone(),
-            chip_serial: self.chip_serial.clone(),
-            attestation,
-            certified_spki: self.certified_spki.clone(),
-            chain: self.chain.clone(),
-            transport_key,
-            rng,
-        })?;
-        copy.firmware_sha256 = self.firmware_sha256;
-        Ok(copy)
-    }
-
-    /// This die's certificate chain and claimed identity on a different
-    /// key: its signatures do not verify under the certificate.
-    pub(crate) fn impersonate(
-        &self,
-        own_key: SigningKey,
-        transport_key: p256::SecretKey,
-        rng: StdRng,
-    ) -> Result<Self, Error> {
-        let mut impostor = Self::assemble(DieParts {
-            vendor: self.vendor.clone(),
-            chip_serial: self.chip_serial.clone(),
-            attestation: SoftwareSigner::from_key(own_key),
-            certified_spki: self.certified_spki.clone(),
-            chain: self.chain.clone(),
-            transport_key,
-            rng,
-        })?;
-        impostor.firmware_sha256 = self.firmware_sha256;
-        Ok(impostor)
+    /// The key attestation this die signed at personalisation.
+    pub fn key_attestation(&self) -> Option<&v1::SignedStatement> {
+        self.key_attestation.as_ref()
     }
 }
+
 
 fn check_challenge(challenge: &[u8]) -> Result<(), Error> {
     if challenge.is_empty() || challenge.len() > MAX_CHALLENGE_LEN {

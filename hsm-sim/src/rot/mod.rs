@@ -22,6 +22,7 @@ mod lifecycle;
 mod vendor;
 
 pub use die::{
+    FixedDie,
     erased_user_area_sha256, SimulatedRot, ERASED_BYTE, MAX_ANCHOR_LEN, MAX_CHALLENGE_LEN,
     MAX_STORED_CHAIN, USER_AREA_LEN,
 };
