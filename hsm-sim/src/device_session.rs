@@ -61,8 +61,9 @@ impl DeviceSession {
     /// Answers one request.
     pub fn handle(&mut self, request: &dv1::DeviceRequest) -> dv1::DeviceResponse {
         let id = request.id;
+        // An unknown step field decodes as no step at all.
         let Some(step) = &request.step else {
-            return error(id, ErrorCode::Malformed, "the request names no step");
+            return error(id, ErrorCode::Unsupported, "the request names no step this device knows");
         };
         if let Step::Hello(hello) = step {
             return self.hello(id, hello);
