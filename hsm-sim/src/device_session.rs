@@ -63,7 +63,11 @@ impl DeviceSession {
         let id = request.id;
         // An unknown step field decodes as no step at all.
         let Some(step) = &request.step else {
-            return error(id, ErrorCode::Unsupported, "the request names no step this device knows");
+            return error(
+                id,
+                ErrorCode::Unsupported,
+                "the request names no step this device knows",
+            );
         };
         if let Step::Hello(hello) = step {
             return self.hello(id, hello);
@@ -86,7 +90,11 @@ impl DeviceSession {
     /// [`Error::Proto`] with the framing error that ended the session (after
     /// answering it with `ERROR_CODE_MALFORMED` where the link still
     /// writes), or a write error.
-    pub fn serve<R: Read, W: Write>(&mut self, reader: &mut R, writer: &mut W) -> Result<(), Error> {
+    pub fn serve<R: Read, W: Write>(
+        &mut self,
+        reader: &mut R,
+        writer: &mut W,
+    ) -> Result<(), Error> {
         loop {
             let body = match read_frame(reader) {
                 Ok(Some(body)) => body,
@@ -159,10 +167,7 @@ impl DeviceSession {
             }
             Step::InstallWrappedKey(r) => {
                 if r.kdf != KDF_ECDH_X_COORDINATE && r.kdf != KDF_ECDH_SHA256 {
-                    return Err((
-                        ErrorCode::Unsupported,
-                        format!("unknown kdf {:?}", r.kdf),
-                    ));
+                    return Err((ErrorCode::Unsupported, format!("unknown kdf {:?}", r.kdf)));
                 }
                 let attestation = rot
                     .install_wrapped_key(
@@ -267,5 +272,169 @@ fn error(id: u32, code: ErrorCode, reason: impl Into<String>) -> dv1::DeviceResp
             code: code as i32,
             reason,
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use trustline_proto::device::encode_frame;
+
+    use crate::rot::{Fleet, Lifecycle, VendorShape};
+
+    fn session() -> DeviceSession {
+        let fleet = Fleet::builder()
+            .seed(15)
+            .vendor("Acme Silicon", VendorShape::RootOnly)
+            .genuine(1)
+            .build()
+            .expect("fleet");
+        let rot = fleet.into_devices().remove(0).rot;
+        DeviceSession::new(rot)
+    }
+
+    fn req(id: u32, step: Step) -> dv1::DeviceRequest {
+        dv1::DeviceRequest {
+            id,
+            step: Some(step),
+        }
+    }
+
+    fn hello(versions: Vec<u32>) -> Step {
+        Step::Hello(dv1::HelloRequest {
+            versions,
+            station: "st".into(),
+        })
+    }
+
+    fn code(response: &dv1::DeviceResponse) -> Option<ErrorCode> {
+        match &response.result {
+            Some(Answer::Error(e)) => ErrorCode::try_from(e.code).ok(),
+            _ => None,
+        }
+    }
+
+    fn claim(id: u32) -> dv1::DeviceRequest {
+        req(
+            id,
+            Step::Claim(dv1::ClaimRequest {
+                nonce: vec![1; 32],
+                anchor: b"anchor".to_vec(),
+            }),
+        )
+    }
+
+    #[test]
+    fn hello_comes_first_and_needs_version_1() {
+        let mut s = session();
+        let r = s.handle(&req(1, Step::Status(dv1::StatusRequest {})));
+        assert_eq!((r.id, code(&r)), (1, Some(ErrorCode::Protocol)));
+        let r = s.handle(&req(2, hello(vec![2])));
+        assert_eq!(code(&r), Some(ErrorCode::Protocol));
+        let r = s.handle(&req(3, hello(vec![2, 1])));
+        let Some(Answer::Hello(h)) = r.result else {
+            panic!("no hello answer: {r:?}");
+        };
+        assert_eq!(h.version, 1);
+        assert_eq!(h.steps, STEPS.to_vec());
+        assert_eq!(h.kdfs, [KDF_ECDH_X_COORDINATE, KDF_ECDH_SHA256]);
+        let r = s.handle(&req(4, Step::Status(dv1::StatusRequest {})));
+        assert!(matches!(r.result, Some(Answer::Status(_))), "{r:?}");
+    }
+
+    #[test]
+    fn unknown_steps_and_garbage_are_refused_by_code() {
+        let mut s = session();
+        s.handle(&req(1, hello(vec![1])));
+        // Field 40 is no step of version 1: prost keeps it as unknown.
+        let unknown = [0x08, 0x07, 0xc2, 0x02, 0x00];
+        let r = s.handle_frame(&unknown);
+        assert_eq!((r.id, code(&r)), (7, Some(ErrorCode::Unsupported)));
+        let r = s.handle_frame(&[0xff, 0xff, 0xff]);
+        assert_eq!((r.id, code(&r)), (0, Some(ErrorCode::Malformed)));
+    }
+
+    #[test]
+    fn refusals_change_nothing_and_status_returns_the_signed_receipt() {
+        let mut s = session();
+        s.handle(&req(1, hello(vec![1])));
+        let Some(Answer::Claim(first)) = s.handle(&claim(2)).result else {
+            panic!("claim refused");
+        };
+        assert_eq!(code(&s.handle(&claim(3))), Some(ErrorCode::AlreadyClaimed));
+        let bad_kdf = req(
+            4,
+            Step::InstallWrappedKey(dv1::InstallWrappedKeyRequest {
+                kdf: "hkdf".into(),
+                challenge: vec![1; 32],
+                ..Default::default()
+            }),
+        );
+        assert_eq!(code(&s.handle(&bad_kdf)), Some(ErrorCode::Unsupported));
+        let garbage_key = req(
+            5,
+            Step::InstallWrappedKey(dv1::InstallWrappedKeyRequest {
+                kdf: KDF_ECDH_X_COORDINATE.into(),
+                hsm_ephemeral_public_key: b"not a key".to_vec(),
+                wrapped_key: vec![0; 40],
+                challenge: vec![1; 32],
+                ..Default::default()
+            }),
+        );
+        assert_eq!(
+            code(&s.handle(&garbage_key)),
+            Some(ErrorCode::KeyDeliveryFailed)
+        );
+        let early = req(
+            6,
+            Step::ProvePossession(dv1::ProvePossessionRequest {
+                serial: "SN-1".into(),
+                challenge: vec![1; 32],
+            }),
+        );
+        assert_eq!(code(&s.handle(&early)), Some(ErrorCode::NotPersonalised));
+        let Some(Answer::Status(status)) = s
+            .handle(&req(7, Step::Status(dv1::StatusRequest {})))
+            .result
+        else {
+            panic!("no status");
+        };
+        assert_eq!(status.claim_receipt, first.receipt);
+        assert_eq!(status.key_attestation, None);
+        assert_eq!(s.rot().lifecycle(), Lifecycle::Claimed);
+    }
+
+    #[test]
+    fn serve_answers_until_a_clean_end_and_stops_at_a_bad_frame() {
+        let mut s = session();
+        let mut input = encode_frame(&req(1, hello(vec![1]))).expect("frame");
+        input.extend(encode_frame(&claim(2)).expect("frame"));
+        let mut output = Vec::new();
+        s.serve(&mut input.as_slice(), &mut output)
+            .expect("clean end");
+        let mut reader = output.as_slice();
+        let mut ids = Vec::new();
+        while let Some(body) = trustline_proto::device::read_frame(&mut reader).expect("frame") {
+            let r = dv1::DeviceResponse::decode(body.as_slice()).expect("response");
+            assert_eq!(code(&r), None, "{r:?}");
+            ids.push(r.id);
+        }
+        assert_eq!(ids, [1, 2]);
+
+        let mut output = Vec::new();
+        let bad = [0xff, 0xff, 0xff, 0xff, 0x00];
+        let err = s
+            .serve(&mut bad.as_slice(), &mut output)
+            .expect_err("bad length");
+        assert!(matches!(
+            err,
+            Error::Proto(trustline_proto::Error::FrameLength { .. })
+        ));
+        let body = trustline_proto::device::read_frame(&mut output.as_slice())
+            .expect("frame")
+            .expect("an answer");
+        let r = dv1::DeviceResponse::decode(body.as_slice()).expect("response");
+        assert_eq!((r.id, code(&r)), (0, Some(ErrorCode::Malformed)));
     }
 }

@@ -52,14 +52,21 @@ fn every_documented_vector_is_what_the_code_computes() {
     }
 }
 
-fn check<S: Statement>(doc: &std::collections::BTreeMap<String, Val>, prefix: &str, key: &str) -> S {
+fn check<S: Statement>(
+    doc: &std::collections::BTreeMap<String, Val>,
+    prefix: &str,
+    key: &str,
+) -> S {
     let signed = v1::SignedStatement {
         body: doc[&format!("{prefix}.body")].bytes().to_vec(),
         signature: doc[&format!("{prefix}.signature")].bytes().to_vec(),
     };
     // Low S (s ≤ n/2), as the document promises.
     let sig = p256::ecdsa::Signature::from_der(&signed.signature).expect("DER signature");
-    assert!(sig.normalize_s().is_none(), "{prefix} signature is not low-S");
+    assert!(
+        sig.normalize_s().is_none(),
+        "{prefix} signature is not low-S"
+    );
     verify::<S>(&signed, doc[key].bytes()).unwrap_or_else(|e| panic!("{prefix}: {e}"))
 }
 
@@ -100,7 +107,10 @@ fn the_reference_device_passes_its_self_test_against_the_document() {
         .arg(&selftest)
         .output()
         .unwrap_or_else(|e| {
-            panic!("cannot run python3 {} ({e}): run scripts/install-deps.sh", selftest.display())
+            panic!(
+                "cannot run python3 {} ({e}): run scripts/install-deps.sh",
+                selftest.display()
+            )
         });
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

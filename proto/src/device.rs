@@ -163,10 +163,7 @@ mod tests {
     #[test]
     fn bad_lengths_and_truncation_are_refused_before_allocating() {
         for header in [[0, 0, 0, 0], [0, 1, 0, 1], [0xff, 0xff, 0xff, 0xff]] {
-            assert!(matches!(
-                frame_len(header),
-                Err(Error::FrameLength { .. })
-            ));
+            assert!(matches!(frame_len(header), Err(Error::FrameLength { .. })));
         }
         assert_eq!(frame_len([0, 1, 0, 0]).ok(), Some(MAX_FRAME_LEN));
         let frame = encode_frame(&hello()).expect("encode");

@@ -253,7 +253,6 @@ impl SimulatedRot {
     }
 }
 
-
 fn check_challenge(challenge: &[u8]) -> Result<(), Error> {
     if challenge.is_empty() || challenge.len() > MAX_CHALLENGE_LEN {
         return Err(Error::InvalidInput(format!(

@@ -22,9 +22,8 @@ mod lifecycle;
 mod vendor;
 
 pub use die::{
-    FixedDie,
-    erased_user_area_sha256, SimulatedRot, ERASED_BYTE, MAX_ANCHOR_LEN, MAX_CHALLENGE_LEN,
-    MAX_STORED_CHAIN, USER_AREA_LEN,
+    erased_user_area_sha256, FixedDie, SimulatedRot, ERASED_BYTE, MAX_ANCHOR_LEN,
+    MAX_CHALLENGE_LEN, MAX_STORED_CHAIN, USER_AREA_LEN,
 };
 pub use fleet::{default_firmware_sha256, DeviceKind, Expected, Fleet, FleetBuilder, FleetDevice};
 pub use lifecycle::{Lifecycle, Step};

@@ -30,8 +30,7 @@ use trustline_proto::signer::{Signer, SoftwareSigner};
 use trustline_proto::statement::{p256_spki, signing_input, Statement};
 use trustline_proto::v1;
 use trustline_proto::voucher::{
-    cert_chain_hash, key_id, sign_entry, EntryPayload, Voucher, VoucherHeader,
-    BINDING_CONTENT_TYPE,
+    cert_chain_hash, key_id, sign_entry, EntryPayload, Voucher, VoucherHeader, BINDING_CONTENT_TYPE,
 };
 
 /// One vector value.
@@ -104,9 +103,18 @@ impl Inputs {
             Val::Hex(Sha256::digest(b"trustline simulated firmware 1.0").to_vec()),
         );
         m.insert("input.serial".into(), Val::Text("TL-0000001".into()));
-        m.insert("input.field-challenge".into(), Val::Hex((32u8..64).collect()));
-        m.insert("input.voucher-guid".into(), Val::Hex((0xa0u8..0xb0).collect()));
-        m.insert("input.commitment-salt".into(), Val::Hex((0xc0u8..0xd0).collect()));
+        m.insert(
+            "input.field-challenge".into(),
+            Val::Hex((32u8..64).collect()),
+        );
+        m.insert(
+            "input.voucher-guid".into(),
+            Val::Hex((0xa0u8..0xb0).collect()),
+        );
+        m.insert(
+            "input.commitment-salt".into(),
+            Val::Hex((0xc0u8..0xd0).collect()),
+        );
         m.insert("input.station".into(), Val::Text("station-01".into()));
         let mut inputs = Self(m);
         let cert = leaf_certificate(
@@ -138,13 +146,28 @@ fn leaf_certificate(key: &SigningKey, serial: &str) -> Vec<u8> {
         fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
             use p256::ecdsa::signature::Signer as _;
             let sig: p256::ecdsa::Signature = self.0.sign(msg);
-            Ok(sig.normalize_s().unwrap_or(sig).to_der().as_bytes().to_vec())
+            Ok(sig
+                .normalize_s()
+                .unwrap_or(sig)
+                .to_der()
+                .as_bytes()
+                .to_vec())
         }
     }
-    let rk = |k: &'static SigningKey| Rk(k, k.verifying_key().to_encoded_point(false).as_bytes().to_vec());
+    let rk = |k: &'static SigningKey| {
+        Rk(
+            k,
+            k.verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+        )
+    };
     let ca_key: &'static SigningKey = Box::leak(Box::new(
-        SigningKey::from_slice(&Sha256::digest(b"trustline device protocol vector: site ca"))
-            .expect("scalar"),
+        SigningKey::from_slice(&Sha256::digest(
+            b"trustline device protocol vector: site ca",
+        ))
+        .expect("scalar"),
     ));
     let key: &'static SigningKey = Box::leak(Box::new(key.clone()));
     let mut ca = CertificateParams::default();
@@ -186,7 +209,11 @@ impl Signer for LowS {
 /// A DER ECDSA signature with `s` normalised to the low half.
 pub(crate) fn low_s_der(der: &[u8]) -> Vec<u8> {
     let sig = p256::ecdsa::Signature::from_der(der).expect("a DER signature");
-    sig.normalize_s().unwrap_or(sig).to_der().as_bytes().to_vec()
+    sig.normalize_s()
+        .unwrap_or(sig)
+        .to_der()
+        .as_bytes()
+        .to_vec()
 }
 
 /// A raw `r ‖ s` signature with `s` normalised to the low half.
@@ -233,9 +260,15 @@ impl Out {
         self.text(&format!("{prefix}.domain"), S::DOMAIN);
         self.hex(&format!("{prefix}.body"), &signed.body);
         self.hex(&format!("{prefix}.signing-input"), &input);
-        self.hex(&format!("{prefix}.signing-input-sha256"), Sha256::digest(&input));
+        self.hex(
+            &format!("{prefix}.signing-input-sha256"),
+            Sha256::digest(&input),
+        );
         self.hex(&format!("{prefix}.signature"), &signed.signature);
-        self.hex(&format!("{prefix}.signed-statement"), signed.encode_to_vec());
+        self.hex(
+            &format!("{prefix}.signed-statement"),
+            signed.encode_to_vec(),
+        );
     }
 
     /// Every value by name.
@@ -314,7 +347,10 @@ pub(crate) fn compute(i: &Inputs) -> Out {
         trustline_proto::identity::rot_id(&spki("input.key.attestation")),
     );
     out.hex("transport.spki", spki("input.key.transport"));
-    out.hex("identity-on-device.spki", spki("input.key.identity-on-device"));
+    out.hex(
+        "identity-on-device.spki",
+        spki("input.key.identity-on-device"),
+    );
     out.hex("identity-hsm.spki", spki("input.key.identity-hsm"));
     out.hex("hsm-ephemeral.spki", spki("input.key.hsm-ephemeral"));
     out.hex("manufacturer.spki", spki("input.key.manufacturer"));
@@ -326,7 +362,10 @@ pub(crate) fn compute(i: &Inputs) -> Out {
     let attestation = session.rot().attestation();
     out.statement::<v1::TransportKeyStatement>(
         "transport-key",
-        attestation.transport_key.as_ref().expect("transport statement"),
+        attestation
+            .transport_key
+            .as_ref()
+            .expect("transport statement"),
     );
 
     // Frames: hello, claim, a refused second claim.
@@ -373,7 +412,10 @@ pub(crate) fn compute(i: &Inputs) -> Out {
             anchor: anchor.clone(),
         }),
     );
-    out.hex("frame.claim-again.request", encode_frame(&again).expect("frame"));
+    out.hex(
+        "frame.claim-again.request",
+        encode_frame(&again).expect("frame"),
+    );
     out.hex(
         "frame.claim-again.response",
         encode_frame(&session.handle(&again)).expect("frame"),
@@ -388,7 +430,10 @@ pub(crate) fn compute(i: &Inputs) -> Out {
     // On-device personalisation.
     out.group("key-attestation-on-device");
     out.hex("input.firmware-sha256", i.get("input.firmware-sha256"));
-    answer(&mut session, &request(4, Step::LockReadout(dv1::LockReadoutRequest {})));
+    answer(
+        &mut session,
+        &request(4, Step::LockReadout(dv1::LockReadoutRequest {})),
+    );
     let ka = signed_of(answer(
         &mut session,
         &request(
@@ -441,7 +486,9 @@ pub(crate) fn compute(i: &Inputs) -> Out {
     };
     let manufacturer = LowS(SoftwareSigner::from_key(i.key("input.key.manufacturer")));
     let entry0 = sign_entry(&payload.encode(), &manufacturer).expect("entry 0");
-    voucher.push_entry(&entry0).expect("entry 0 continues the voucher");
+    voucher
+        .push_entry(&entry0)
+        .expect("entry 0 continues the voucher");
     out.hex("voucher.entry0", &entry0);
     let unbound = voucher.encode();
     out.hex("voucher.unbound", &unbound);
@@ -470,7 +517,10 @@ pub(crate) fn compute(i: &Inputs) -> Out {
     let binding = bound_voucher.device_binding().expect("bound").to_vec();
     let (binding_head, binding_sig) = binding.split_at(binding.len() - 64);
     let binding_low: Vec<u8> = [binding_head, &low_s_raw(binding_sig)].concat();
-    out.hex("voucher.binding.signature", &binding_low[binding_low.len() - 64..]);
+    out.hex(
+        "voucher.binding.signature",
+        &binding_low[binding_low.len() - 64..],
+    );
     out.hex("voucher.binding", &binding_low);
     // The bound voucher differs from the unbound one only in the binding.
     let bound_low = rebind(&bound, &binding, &binding_low);
@@ -502,7 +552,10 @@ pub(crate) fn compute(i: &Inputs) -> Out {
         ),
     ));
     out.statement::<v1::ResetProof>("reset-proof-user-reset", &reset);
-    answer(&mut session, &request(10, Step::EnterService(dv1::EnterServiceRequest {})));
+    answer(
+        &mut session,
+        &request(10, Step::EnterService(dv1::EnterServiceRequest {})),
+    );
     let decommission = signed_of(answer(
         &mut session,
         &request(
@@ -519,7 +572,10 @@ pub(crate) fn compute(i: &Inputs) -> Out {
     let transport = i.secret("input.key.transport");
     let ephemeral = i.secret("input.key.hsm-ephemeral");
     let eph_spki = spki("input.key.hsm-ephemeral");
-    let z = p256::ecdh::diffie_hellman(ephemeral.to_nonzero_scalar(), transport.public_key().as_affine());
+    let z = p256::ecdh::diffie_hellman(
+        ephemeral.to_nonzero_scalar(),
+        transport.public_key().as_affine(),
+    );
     out.hex("key-delivery.z", z.raw_secret_bytes());
     let mut pkcs8 = i
         .secret("input.key.identity-hsm")
@@ -534,7 +590,10 @@ pub(crate) fn compute(i: &Inputs) -> Out {
     for kdf in [KDF_ECDH_X_COORDINATE, KDF_ECDH_SHA256] {
         let kek = key_encryption_key(&transport, &eph_spki, kdf).expect("kek");
         if kdf == KDF_ECDH_SHA256 {
-            out.text("key-delivery.sha256-kdf-shared-info", String::from_utf8_lossy(SHA256_KDF_SHARED_INFO));
+            out.text(
+                "key-delivery.sha256-kdf-shared-info",
+                String::from_utf8_lossy(SHA256_KDF_SHARED_INFO),
+            );
         }
         out.hex(&format!("key-delivery.{kdf}.kek"), *kek);
         let wrapped = KekAes256::from(*kek)
@@ -544,7 +603,10 @@ pub(crate) fn compute(i: &Inputs) -> Out {
         let mut hsm_session = DeviceSession::new(fixed_die(i));
         answer(&mut hsm_session, &hello);
         answer(&mut hsm_session, &claim);
-        answer(&mut hsm_session, &request(4, Step::LockReadout(dv1::LockReadoutRequest {})));
+        answer(
+            &mut hsm_session,
+            &request(4, Step::LockReadout(dv1::LockReadoutRequest {})),
+        );
         let install = request(
             5,
             Step::InstallWrappedKey(dv1::InstallWrappedKeyRequest {
@@ -557,7 +619,10 @@ pub(crate) fn compute(i: &Inputs) -> Out {
         );
         attestations.push(signed_of(answer(&mut hsm_session, &install)));
     }
-    assert_eq!(attestations[0], attestations[1], "the kdf does not change the attestation");
+    assert_eq!(
+        attestations[0], attestations[1],
+        "the kdf does not change the attestation"
+    );
     out.group("key-attestation-hsm");
     out.statement::<v1::KeyAttestation>("key-attestation-hsm", &attestations[0]);
     out
@@ -632,7 +697,7 @@ pub(crate) fn parse_document(doc: &str) -> BTreeMap<String, Val> {
     let mut out = BTreeMap::new();
     let mut in_block = false;
     let mut current: Option<(String, String)> = None;
-    let mut finish = |cur: &mut Option<(String, String)>, out: &mut BTreeMap<String, Val>| {
+    let finish = |cur: &mut Option<(String, String)>, out: &mut BTreeMap<String, Val>| {
         if let Some((name, hexs)) = cur.take() {
             let val = Val::Hex(hex::decode(&hexs).unwrap_or_else(|e| panic!("{name}: {e}")));
             assert!(out.insert(name.clone(), val).is_none(), "{name} twice");
@@ -652,7 +717,9 @@ pub(crate) fn parse_document(doc: &str) -> BTreeMap<String, Val> {
             continue;
         }
         if let Some(cont) = line.strip_prefix("  ") {
-            let (_, hexs) = current.as_mut().unwrap_or_else(|| panic!("stray line {line:?}"));
+            let (_, hexs) = current
+                .as_mut()
+                .unwrap_or_else(|| panic!("stray line {line:?}"));
             hexs.push_str(cont.trim());
             continue;
         }
@@ -663,7 +730,8 @@ pub(crate) fn parse_document(doc: &str) -> BTreeMap<String, Val> {
         let value = value.trim();
         if let Some(text) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
             assert!(
-                out.insert(name.to_owned(), Val::Text(text.to_owned())).is_none(),
+                out.insert(name.to_owned(), Val::Text(text.to_owned()))
+                    .is_none(),
                 "{name} twice"
             );
         } else {

@@ -10,7 +10,6 @@ use super::{DieParts, SimulatedRot};
 use crate::Error;
 
 impl SimulatedRot {
-
     /// Makes this die answer every later claim with `receipt` (a receipt
     /// recorded from an earlier claim) instead of claiming: a replay.
     pub fn replay_claim_receipt(&mut self, receipt: v1::SignedStatement) {

@@ -11,7 +11,6 @@ use crate::rot::lifecycle::{Lifecycle, Step};
 use crate::Error;
 
 impl SimulatedRot {
-
     /// Writes `data` into the user-data area at `offset`.
     ///
     /// # Errors

@@ -13,7 +13,6 @@ use crate::rot::lifecycle::Step;
 use crate::Error;
 
 impl SimulatedRot {
-
     /// Generates the identity key on the device and attests it with the
     /// attestation key (on-device personalisation). Returns the key's SPKI
     /// and the signed `KeyAttestation`.
