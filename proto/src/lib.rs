@@ -4,7 +4,8 @@
 //! services and messages of package `trustline.v1` (generated from
 //! `proto/trustline/v1/*.proto`), the signed-statement format that devices,
 //! owners and the OEM use ([`statement`]), how a root of trust is named
-//! ([`identity`]), the ownership voucher format ([`voucher`]), the framed
+//! ([`identity`]), the ownership voucher format ([`voucher`]) and its FIDO
+//! Device Onboard 1.1 form ([`fdo`]), the framed
 //! station ↔ device protocol of `trustline.device.v1` ([`device`]), and the
 //! [`signer::Signer`] trait that puts every signing key
 //! — HSM-backed in production, software in tests — behind one interface.
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod device;
+pub mod fdo;
 pub mod identity;
 pub mod signer;
 pub mod statement;
@@ -168,4 +170,80 @@ pub enum Error {
     /// A frame's body is not the expected device-protocol message.
     #[error("frame does not decode: {0}")]
     FrameDecode(prost::DecodeError),
+    /// An FDO voucher, header or entry is larger than its limit (see
+    /// [`fdo::MAX_VOUCHER_LEN`]); refused before parsing.
+    #[error("fdo voucher part of {len} bytes exceeds the limit of {max}")]
+    FdoTooLarge {
+        /// The encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An FDO voucher (or part) does not decode strictly: wrong CBOR type
+    /// or length, trailing, indefinite-length or non-canonical bytes, a
+    /// malformed COSE_Sign1. Bad peer data; nothing was verified.
+    #[error("malformed fdo voucher: {0}")]
+    FdoMalformed(String),
+    /// `OVProtVer` or `OVHProtVer` is not 101 (FDO 1.1).
+    #[error("unsupported fdo protocol version {0} (expected 101)")]
+    FdoVersion(u64),
+    /// Valid FDO that Trustline does not take: a key that is not SECP256R1
+    /// in X509 encoding, a hash other than SHA-256 / HMAC-SHA256, a COSE
+    /// algorithm other than ES256 or a critical COSE parameter, an EPID
+    /// device (null certificate chain).
+    #[error("unsupported fdo voucher: {0}")]
+    FdoUnsupported(String),
+    /// An FDO voucher holds (or would hold) more than [`fdo::MAX_ENTRIES`]
+    /// entries.
+    #[error("fdo voucher has more than {max} entries")]
+    FdoTooManyEntries {
+        /// The limit.
+        max: usize,
+    },
+    /// The text is not PEM, or holds no (or more than one) `OWNERSHIP
+    /// VOUCHER` block.
+    #[error("fdo voucher pem: {0}")]
+    FdoPem(String),
+    /// The FDO header names a different manufacturer key from the one the
+    /// verifier trusts.
+    #[error("fdo voucher names a different manufacturer key")]
+    FdoManufacturerMismatch,
+    /// `OVDevCertChainHash` is not the hash of `OVDevCertChain`.
+    #[error("fdo voucher header does not match its device certificate chain")]
+    FdoChainMismatch,
+    /// The header HMAC does not verify under the device secret, or the
+    /// header or HMAC is not the one recorded when the device computed it.
+    #[error("fdo voucher header hmac does not verify")]
+    FdoBadHeaderHmac,
+    /// An entry's `OVEHashHdrInfo` is not the hash of the header's GUID and
+    /// device info: the header was altered, or the entry belongs to another
+    /// voucher.
+    #[error("fdo voucher entry {entry} does not match the header")]
+    FdoHeaderMismatch {
+        /// Index of the entry.
+        entry: usize,
+    },
+    /// An entry's `OVEHashPrevEntry` is not the hash of the entry before it
+    /// (for entry 0: of the header and its HMAC): entries were reordered,
+    /// removed or inserted, or the header was altered.
+    #[error("fdo voucher entry {entry} does not follow the entry before it")]
+    FdoBrokenChain {
+        /// Index of the entry.
+        entry: usize,
+    },
+    /// An entry's signature does not verify under the owner before it: the
+    /// entry was forged or altered, or signed by someone else.
+    #[error("bad signature on fdo voucher entry {entry}")]
+    FdoBadSignature {
+        /// Index of the entry.
+        entry: usize,
+    },
+    /// Caller misuse: a key that is not the FDO voucher's current owner
+    /// tried to extend it. Nothing was signed.
+    #[error("the signing key is not the fdo voucher's current owner")]
+    FdoNotCurrentOwner,
+    /// An FDO voucher and a Trustline voucher (or the data converted
+    /// between them) do not describe the same device and transfers.
+    #[error("fdo and trustline vouchers do not match: {0}")]
+    FdoTrustlineMismatch(String),
 }
