@@ -31,6 +31,8 @@ USER_AREA_LEN = 4096
 MAX_CHALLENGE = 256
 MAX_ANCHOR = 16384
 MAX_CHAIN = 8
+MAX_FDO_HEADER = 4096
+FDO_VERSION = 101
 DEFAULT_FIRMWARE = rc.sha256(b"trustline simulated firmware 1.0")
 
 # DeviceLifecycle.
@@ -49,6 +51,7 @@ STEPS = {
     7: "generate-key", 8: "install-wrapped-key", 9: "prove-possession",
     10: "store-certification", 11: "identity-proof", 12: "user-reset",
     13: "enter-service", 14: "decommission", 15: "recommission", 16: "retire",
+    17: "fdo-header-hmac",
 }
 ERROR_FIELD = 100
 
@@ -235,8 +238,12 @@ class Device:
                 .uint(7, mode).done())
         attestation = rc.sign_statement(self._signer("attestation_key"),
                                         "trustline.v1.KeyAttestation", body)
+        # The FDO device secret (section 7.1) is made with the identity key and
+        # never leaves the device.
+        fdo_secret = s.pop("next_fdo_hmac_secret", None) or os.urandom(32).hex()
         s.update(identity_key=format(rc.scalar(key), "064x"), mode=mode,
-                 key_attestation=attestation.hex(), lifecycle=PERSONALISED)
+                 key_attestation=attestation.hex(), lifecycle=PERSONALISED,
+                 fdo_hmac_secret=fdo_secret)
         s.pop("next_identity_key", None)
         self.st.save()
         return wire.Msg().message(1, attestation).done()
@@ -333,6 +340,36 @@ class Device:
     def step_retire(self, arg):
         return self._reset(arg, "retire")
 
+    def step_fdo_header_hmac(self, arg):
+        """Section 7.1: HMAC-SHA256 with the FDO device secret over an FDO
+        header that describes this device's stored certification."""
+        ov_header = wire.get_bytes(arg, 1)
+        if not 1 <= len(ov_header) <= MAX_FDO_HEADER:
+            raise Refused(INVALID_ARGUMENT, f"ov_header must be 1 to {MAX_FDO_HEADER} bytes")
+        self.identity()
+        s = self.st.s
+        secret = self.st.hex("fdo_hmac_secret")
+        if secret is None:
+            raise Refused(NOT_PERSONALISED, "root of trust holds no fdo device secret")
+        if not s.get("cert_chain") or not s.get("voucher"):
+            raise Refused(WRONG_CERTIFICATION, "the device is not certified")
+        guid, manufacturer_spki, chain_hash = parse_fdo_header(ov_header)
+        header = wire.cbor_decode(parse_voucher(self.st.hex("voucher"))[0])
+        if guid != header[1] or manufacturer_spki != header[5]:
+            raise Refused(WRONG_CERTIFICATION, "the fdo header names another voucher")
+        chain = [bytes.fromhex(c) for c in s["cert_chain"]]
+        if chain_hash != rc.sha256(b"".join(chain)):
+            raise Refused(WRONG_CERTIFICATION, "the fdo header names another certificate chain")
+        digest = rc.sha256(ov_header)
+        bound = self.st.hex("fdo_header_sha256")
+        if bound is not None and bound != digest:
+            raise Refused(WRONG_CERTIFICATION, "another fdo header is already bound")
+        mac = rc.hmac_sha256(secret, ov_header)
+        if bound is None:
+            s["fdo_header_sha256"] = digest.hex()
+            self.st.save()
+        return wire.Msg().bytes(1, mac).done()
+
     def step_enter_service(self, _arg):
         if self.lifecycle() != PERSONALISED:
             raise Refused(ILLEGAL_TRANSITION,
@@ -362,6 +399,52 @@ def parse_voucher(voucher):
     if encode_voucher(v[1], binding, v[3]) != voucher:
         raise Refused(WRONG_CERTIFICATION, "voucher is not in canonical form")
     return v[1], binding, v[3]
+
+
+def parse_fdo_header(ov_header):
+    """Section 7.1: (guid, manufacturer SPKI, chain hash) of an FDO OVHeader
+    in its one canonical encoding, or WRONG_CERTIFICATION."""
+    bad = Refused(WRONG_CERTIFICATION, "the fdo header does not parse")
+    try:
+        h = wire.cbor_decode(ov_header)
+    except wire.CborError as e:
+        raise Refused(WRONG_CERTIFICATION, f"the fdo header does not parse: {e}") from e
+
+    def rv_ok(rv):
+        return (isinstance(rv, list) and rv and all(
+            isinstance(d, list) and d and all(
+                isinstance(i, list) and len(i) in (1, 2) and isinstance(i[0], int) and 0 <= i[0] <= 15
+                and (len(i) == 1 or isinstance(i[1], bytes)) for i in d) for d in rv))
+
+    if not (isinstance(h, list) and len(h) == 6 and h[0] == FDO_VERSION
+            and isinstance(h[1], bytes) and len(h[1]) == 16 and rv_ok(h[2])
+            and isinstance(h[3], str)
+            and isinstance(h[4], list) and len(h[4]) == 3 and h[4][0] == 10 and h[4][1] == 1
+            and isinstance(h[4][2], bytes)
+            and isinstance(h[5], list) and len(h[5]) == 2 and h[5][0] == -16
+            and isinstance(h[5][1], bytes) and len(h[5][1]) == 32):
+        raise bad
+    if encode_fdo_header(h) != ov_header:
+        raise Refused(WRONG_CERTIFICATION, "the fdo header is not in canonical form")
+    return h[1], h[4][2], h[5][1]
+
+
+def _cbor_int(n):
+    return wire.cbor_head(0, n) if n >= 0 else wire.cbor_head(1, -1 - n)
+
+
+def encode_fdo_header(h):
+    out = wire.cbor_head(4, 6) + _cbor_int(h[0]) + wire.cbor_bytes(h[1])
+    out += wire.cbor_head(4, len(h[2]))
+    for directive in h[2]:
+        out += wire.cbor_head(4, len(directive))
+        for instr in directive:
+            out += wire.cbor_head(4, len(instr)) + _cbor_int(instr[0])
+            out += wire.cbor_bytes(instr[1]) if len(instr) == 2 else b""
+    out += wire.cbor_text(h[3])
+    out += wire.cbor_head(4, 3) + _cbor_int(h[4][0]) + _cbor_int(h[4][1]) + wire.cbor_bytes(h[4][2])
+    out += wire.cbor_head(4, 2) + _cbor_int(h[5][0]) + wire.cbor_bytes(h[5][1])
+    return out
 
 
 def encode_voucher(header_bytes, binding, entries):
@@ -595,6 +678,11 @@ def cmd_init(args):
     }
     if args.identity_key:
         state["next_identity_key"] = format(rc.scalar(_load_key(args.identity_key)), "064x")
+    if args.fdo_hmac_secret:
+        secret = bytes.fromhex(args.fdo_hmac_secret)
+        if len(secret) != 32:
+            raise SystemExit("--fdo-hmac-secret must be 32 bytes of hex")
+        state["next_fdo_hmac_secret"] = secret.hex()
     st = State.__new__(State)
     st.dir, st.path, st.s = args.state, os.path.join(args.state, "state.json"), state
     st.save()
@@ -642,6 +730,7 @@ def main(argv=None):
     i.add_argument("--attestation-key", help="PEM: use this attestation key (test vectors)")
     i.add_argument("--transport-key", help="PEM: use this transport key (test vectors)")
     i.add_argument("--identity-key", help="PEM: the key on-device generation yields (test vectors)")
+    i.add_argument("--fdo-hmac-secret", help="hex: the FDO device secret personalisation yields (test vectors)")
     i.add_argument("--firmware-sha256", help="hex digest the die reports as measured")
     i.add_argument("--chip-serial")
     i.add_argument("--fault", action="append", help="a fault stored with the device (see README)")

@@ -43,6 +43,11 @@ def sha256(b):
     return hashlib.sha256(b).digest()
 
 
+def hmac_sha256(key, message):
+    """RFC 2104 HMAC with SHA-256 (the FDO header HMAC, section 7.1)."""
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
 def key_from_scalar(d):
     return ec.derive_private_key(d, ec.SECP256R1())
 

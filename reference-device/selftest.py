@@ -132,6 +132,7 @@ def main():
                 "--vendor-cert", os.path.join(ca, "vendor-cert.pem"),
                 "--attestation-key", keys["attestation"], "--transport-key", keys["transport"],
                 "--identity-key", keys["identity-on-device"],
+                "--fdo-hmac-secret", v["input.fdo-hmac-secret"].hex(),
                 "--firmware-sha256", v["input.firmware-sha256"].hex()]
         for fault in faults:
             args += ["--fault", fault]
@@ -147,7 +148,7 @@ def main():
     answer = dev.frame(v["frame.hello.request"])
     h = wire.parse(wire.get_bytes(wire.parse(answer[4:]), 2))
     check("hello answers version 1 and every step",
-          wire.get_uint(h, 1) == 1 and wire.get_repeated_uint(h, 2) == list(range(2, 17)))
+          wire.get_uint(h, 1) == 1 and wire.get_repeated_uint(h, 2) == list(range(2, 18)))
     att = wire.parse(wire.get_bytes(dev.request(4), 4))
     att = wire.parse(wire.get_bytes(att, 1))
     same("transport-key statement", wire.get_bytes(att, 2), v["transport-key.signed-statement"])
@@ -180,6 +181,21 @@ def main():
     store = wire.Msg().bytes(1, v["input.device-certificate"]).bytes(2, bound).done()
     again = wire.get_bytes(wire.parse(wire.get_bytes(dev.request(10, store), 10)), 1)
     same("storing the bound voucher again returns it unchanged", again, v["voucher.bound"])
+
+    # The FDO header HMAC (section 7.1): the exact frames, a repeat, refusals.
+    wrong_guid = bytearray(v["fdo.ov-header"])
+    wrong_guid[4] ^= 1
+    got = wire.parse(wire.get_bytes(dev.request(17, wire.Msg().bytes(1, bytes(wrong_guid)).done()), 100))
+    check("an fdo header naming another guid is WRONG_CERTIFICATION", wire.get_uint(got, 1) == 11)
+    same("fdo header hmac response frame", dev.frame(v["frame.fdo-header-hmac.request"]),
+         v["frame.fdo-header-hmac.response"])
+    mac = wire.get_bytes(wire.parse(wire.get_bytes(dev.request(17, wire.Msg().bytes(1, v["fdo.ov-header"]).done()), 17)), 1)
+    same("the same fdo header again gets the same hmac", mac, v["fdo.header-hmac"])
+    other = v["fdo.ov-header"].replace(v["input.fdo-device-info"], v["input.fdo-device-info"].upper())
+    got = wire.parse(wire.get_bytes(dev.request(17, wire.Msg().bytes(1, other).done()), 100))
+    check("a second, different fdo header is WRONG_CERTIFICATION", wire.get_uint(got, 1) == 11)
+    got = wire.parse(wire.get_bytes(dev.request(17, wire.Msg().bytes(1, b"").done()), 100))
+    check("an empty fdo header is INVALID_ARGUMENT", wire.get_uint(got, 1) == 4)
     challenge = v["input.field-challenge"]
     ip = dev.request(11, wire.Msg().bytes(1, challenge).done())
     same("identity proof", statement(ip, 11), v["identity-proof.signed-statement"])

@@ -3,7 +3,7 @@
 //! rewrites the blocks in the document in place (each follows its
 //! `<!-- vectors: GROUP -->` marker):
 //! `cargo run -p hsm-sim --example device-protocol-vectors -- --write`.
-//! Without a document, starts from the default inputs.
+//! Inputs the document lacks come from the defaults.
 
 #[path = "../tests/support/vectors.rs"]
 mod vectors;
@@ -11,14 +11,14 @@ mod vectors;
 fn main() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/device-protocol.md");
     let doc = std::fs::read_to_string(path).ok();
-    let inputs = match doc.as_deref().map(vectors::parse_document) {
-        Some(all) if all.keys().any(|k| k.starts_with("input.")) => vectors::Inputs(
-            all.into_iter()
-                .filter(|(k, _)| k.starts_with("input."))
-                .collect(),
-        ),
-        _ => vectors::Inputs::defaults(),
-    };
+    // The document's inputs win; inputs it does not have yet (a new group)
+    // come from the defaults.
+    let mut inputs = vectors::Inputs::defaults();
+    if let Some(all) = doc.as_deref().map(vectors::parse_document) {
+        inputs
+            .0
+            .extend(all.into_iter().filter(|(k, _)| k.starts_with("input.")));
+    }
     let groups = vectors::compute(&inputs).groups;
     let write = std::env::args().any(|a| a == "--write");
     match (write, doc) {

@@ -23,9 +23,9 @@ use crate::key_delivery::{KDF_ECDH_SHA256, KDF_ECDH_X_COORDINATE};
 use crate::rot::SimulatedRot;
 use crate::Error;
 
-/// The `DeviceRequest.step` field numbers this device implements (all of
-/// version 1).
-pub const STEPS: [u32; 15] = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
+/// The `DeviceRequest.step` field numbers this device implements: all of
+/// version 1 and the additive `fdo_header_hmac` (17).
+pub const STEPS: [u32; 16] = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
 
 /// A die in a socket, speaking the device protocol.
 pub struct DeviceSession {
@@ -208,6 +208,9 @@ impl DeviceSession {
             Step::Decommission(r) => Answer::Decommission(reset(rot.decommission(&r.challenge))?),
             Step::Recommission(r) => Answer::Recommission(reset(rot.recommission(&r.challenge))?),
             Step::Retire(r) => Answer::Retire(reset(rot.retire(&r.challenge))?),
+            Step::FdoHeaderHmac(r) => Answer::FdoHeaderHmac(dv1::FdoHeaderHmacResponse {
+                hmac_sha256: rot.fdo_header_hmac(&r.ov_header).map_err(refusal)?.to_vec(),
+            }),
         })
     }
 }
@@ -232,7 +235,8 @@ pub fn error_code(e: &Error) -> ErrorCode {
         Error::IllegalTransition { .. } => ErrorCode::IllegalTransition,
         Error::InvalidInput(_) => ErrorCode::InvalidArgument,
         Error::WrongCertification(_) => ErrorCode::WrongCertification,
-        // A voucher that does not decode or verify is not this device's.
+        // A voucher or FDO header that does not decode or verify is not this
+        // device's.
         Error::Proto(p) if is_voucher_error(p) => ErrorCode::WrongCertification,
         _ => ErrorCode::Internal,
     }
@@ -250,6 +254,10 @@ fn is_voucher_error(e: &trustline_proto::Error) -> bool {
             | P::VoucherNotBound
             | P::VoucherBadBinding
             | P::NotP256(_)
+            | P::FdoTooLarge { .. }
+            | P::FdoMalformed(_)
+            | P::FdoVersion(_)
+            | P::FdoUnsupported(_)
     )
 }
 

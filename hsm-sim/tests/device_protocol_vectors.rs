@@ -4,7 +4,8 @@
 //! behind `DeviceSession`, proto's statements and vouchers, key delivery),
 //! and every documented signature verifies with the verifiers the services
 //! use. Then the reference device (`reference-device/`, written from the
-//! document alone) runs its self-test against the same vectors.
+//! document alone) runs its self-test against the same vectors. The FDO
+//! voucher of §12.9 is checked with the FDO codec.
 
 #[path = "support/vectors.rs"]
 mod vectors;
@@ -12,6 +13,7 @@ mod vectors;
 use std::path::PathBuf;
 use std::process::Command;
 
+use trustline_proto::fdo::FdoVoucher;
 use trustline_proto::statement::{verify, Statement};
 use trustline_proto::v1;
 use trustline_proto::voucher::Voucher;
@@ -98,6 +100,32 @@ fn every_documented_signature_verifies_with_the_services_verifiers() {
             doc["identity-on-device.spki"].bytes(),
         )
         .expect("the device binding verifies");
+
+    // The FDO voucher built from the device's HMAC verifies as FDO, its HMAC
+    // with the die's secret, and it carries the Trustline entry 0.
+    let fdo = FdoVoucher::decode(doc["fdo.voucher"].bytes()).expect("fdo voucher decodes");
+    let verified = fdo
+        .verify(doc["manufacturer.spki"].bytes())
+        .expect("fdo entry 0 verifies under the manufacturer key");
+    fdo.verify_header_hmac(doc["input.fdo-hmac-secret"].bytes())
+        .expect("the header hmac verifies with the device secret");
+    assert_eq!(fdo.header_bytes(), doc["fdo.ov-header"].bytes());
+    assert_eq!(
+        verified.entries[0].trustline_entry(),
+        Some(doc["voucher.entry0"].bytes())
+    );
+    assert_eq!(
+        verified.current_owner,
+        doc["first-owner.spki"].bytes().to_vec()
+    );
+    let view = fdo
+        .to_trustline(
+            &rot_id,
+            std::str::from_utf8(doc["input.serial"].bytes()).expect("text"),
+            bound.device_binding(),
+        )
+        .expect("back to trustline");
+    assert_eq!(view.voucher.encode(), doc["voucher.bound"].bytes());
 }
 
 #[test]

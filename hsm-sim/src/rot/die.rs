@@ -13,14 +13,18 @@
 //! each group of steps has its own submodule: [`claim`] (claim slot,
 //! firmware, readout lock), [`personalise`] (identity key and its
 //! attestation), [`certification`] (proofs, CSR, stored chain and voucher),
-//! [`field`] (user data, resets, lifecycle) and [`adversary`] (fleet-only
-//! misbehaviour).
+//! [`fdo`] (the FIDO Device Onboard header HMAC with the device secret made
+//! at personalisation), [`field`] (user data, resets, lifecycle) and
+//! [`adversary`] (fleet-only misbehaviour).
 
 mod adversary;
 mod certification;
 mod claim;
+mod fdo;
 mod field;
 mod personalise;
+
+pub use fdo::MAX_FDO_HEADER_LEN;
 
 use p256::ecdsa::SigningKey;
 use rand::rngs::StdRng;
@@ -30,6 +34,7 @@ use trustline_proto::identity::rot_id;
 use trustline_proto::signer::{Signer, SoftwareSigner};
 use trustline_proto::statement::{p256_spki, sign};
 use trustline_proto::v1;
+use zeroize::Zeroizing;
 
 use super::lifecycle::Lifecycle;
 use crate::Error;
@@ -86,6 +91,9 @@ pub struct FixedDie {
     pub on_device_identity_key: SigningKey,
     /// The firmware digest the die reports.
     pub firmware_sha256: [u8; 32],
+    /// The FDO device secret (`DCHmacSecret`) personalisation will
+    /// "generate".
+    pub fdo_hmac_secret: [u8; 32],
 }
 
 struct Identity {
@@ -121,6 +129,13 @@ pub struct SimulatedRot {
     key_attestation: Option<v1::SignedStatement>,
     /// A fixed key for the next on-device generation ([`FixedDie`]).
     next_identity_key: Option<SigningKey>,
+    /// The FDO device secret (`DCHmacSecret`), made at personalisation;
+    /// never leaves the die.
+    fdo_hmac_secret: Option<Zeroizing<[u8; 32]>>,
+    /// A fixed FDO secret for the next personalisation ([`FixedDie`]).
+    next_fdo_hmac_secret: Option<Zeroizing<[u8; 32]>>,
+    /// SHA-256 of the one FDO header the die has HMACed.
+    fdo_header_sha256: Option<[u8; 32]>,
 }
 
 impl SimulatedRot {
@@ -158,6 +173,9 @@ impl SimulatedRot {
             claim_receipt: None,
             key_attestation: None,
             next_identity_key: None,
+            fdo_hmac_secret: None,
+            next_fdo_hmac_secret: None,
+            fdo_header_sha256: None,
         })
     }
 
@@ -179,6 +197,7 @@ impl SimulatedRot {
         })?;
         rot.firmware_sha256 = die.firmware_sha256;
         rot.next_identity_key = Some(die.on_device_identity_key);
+        rot.next_fdo_hmac_secret = Some(Zeroizing::new(die.fdo_hmac_secret));
         Ok(rot)
     }
 

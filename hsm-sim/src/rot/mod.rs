@@ -23,7 +23,7 @@ mod vendor;
 
 pub use die::{
     erased_user_area_sha256, FixedDie, SimulatedRot, ERASED_BYTE, MAX_ANCHOR_LEN,
-    MAX_CHALLENGE_LEN, MAX_STORED_CHAIN, USER_AREA_LEN,
+    MAX_CHALLENGE_LEN, MAX_FDO_HEADER_LEN, MAX_STORED_CHAIN, USER_AREA_LEN,
 };
 pub use fleet::{default_firmware_sha256, DeviceKind, Expected, Fleet, FleetBuilder, FleetDevice};
 pub use lifecycle::{Lifecycle, Step};

@@ -468,6 +468,90 @@ fn the_device_stores_its_certification_and_binds_the_voucher() {
     );
 }
 
+#[test]
+fn the_fdo_header_hmac_binds_one_header_of_this_devices_certification() {
+    use trustline_proto::fdo::{self, FdoDeviceData, FdoHeader, FdoVoucher, RendezvousInfo};
+
+    let mut fleet = fleet();
+    let rot = &mut fleet.devices_mut()[0].rot;
+    let data = FdoDeviceData {
+        rv_info: RendezvousInfo::server("rv.example.test", 8041, fdo::rendezvous::protocol::HTTPS),
+        device_info: "Acme Sensor X1".into(),
+    };
+    // Before personalisation there is no secret, before certification no
+    // header to check against.
+    let some_header = [0x86];
+    assert!(matches!(
+        rot.fdo_header_hmac(&some_header),
+        Err(Error::NotPersonalised)
+    ));
+    let spki = personalised(rot);
+    assert!(matches!(
+        rot.fdo_header_hmac(&some_header),
+        Err(Error::WrongCertification(_))
+    ));
+    let chain = device_chain(&spki, "TL-1");
+    let bound = rot
+        .store_certification(&chain, &voucher_for(rot, &chain))
+        .expect("stored");
+    let voucher = Voucher::decode(&bound).expect("bound voucher");
+    let header = FdoHeader::from_trustline(voucher.header(), &chain, &data).expect("fdo header");
+
+    // Refusals: empty, garbage, another guid, another chain.
+    assert!(matches!(
+        rot.fdo_header_hmac(&[]),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        rot.fdo_header_hmac(b"not cbor"),
+        Err(Error::Proto(trustline_proto::Error::FdoMalformed(_)))
+    ));
+    let mut other_guid = header.clone();
+    other_guid.guid[0] ^= 1;
+    assert!(matches!(
+        rot.fdo_header_hmac(&other_guid.encode()),
+        Err(Error::WrongCertification(_))
+    ));
+    let mut other_chain = header.clone();
+    other_chain.cert_chain_sha256 = fdo::cert_chain_sha256(&chain[..1]);
+    assert!(matches!(
+        rot.fdo_header_hmac(&other_chain.encode()),
+        Err(Error::WrongCertification(_))
+    ));
+    assert_eq!(rot.fdo_header_sha256(), None, "refusals bind nothing");
+
+    // The header of its own certification: an HMAC that makes a valid FDO
+    // voucher, the same again on a retry, and no second header.
+    let hmac = rot.fdo_header_hmac(&header.encode()).expect("hmac");
+    assert_eq!(rot.fdo_header_hmac(&header.encode()).expect("retry"), hmac);
+    let mut relabelled = header.clone();
+    relabelled.device_info = "Acme Sensor X2".into();
+    assert!(matches!(
+        rot.fdo_header_hmac(&relabelled.encode()),
+        Err(Error::WrongCertification(_))
+    ));
+    let fdo = FdoVoucher::from_trustline(&voucher, &chain, &data, hmac).expect("fdo voucher");
+    fdo.verify(&voucher.header().manufacturer_public_key)
+        .expect("verifies");
+    assert_eq!(rot.fdo_header_sha256(), Some(fdo.header_sha256()));
+    // Two dies never share a secret: the same header HMACs differently.
+    let other = &mut fleet.devices_mut()[1].rot;
+    let spki = personalised(other);
+    let chain2 = device_chain(&spki, "TL-2");
+    let bound2 = other
+        .store_certification(&chain2, &voucher_for(other, &chain2))
+        .expect("stored");
+    let header2 = FdoHeader::from_trustline(
+        Voucher::decode(&bound2).expect("voucher").header(),
+        &chain2,
+        &data,
+    )
+    .expect("header");
+    let hmac2 = other.fdo_header_hmac(&header2.encode()).expect("hmac");
+    assert_ne!(fdo::header_hmac(&[0; 32], &header2.encode()), hmac2);
+    assert_ne!(hmac2, hmac);
+}
+
 // ---------------------------------------------------------------------------
 // Field life.
 // ---------------------------------------------------------------------------

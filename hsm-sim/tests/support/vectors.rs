@@ -26,6 +26,7 @@ use trustline_proto::device::v1 as dv1;
 use trustline_proto::device::v1::device_request::Step;
 use trustline_proto::device::v1::device_response::Result as Answer;
 use trustline_proto::device::{encode_frame, PROTOCOL_VERSION};
+use trustline_proto::fdo::{self, FdoDeviceData, FdoHeader, FdoVoucher, RendezvousInfo};
 use trustline_proto::signer::{Signer, SoftwareSigner};
 use trustline_proto::statement::{p256_spki, signing_input, Statement};
 use trustline_proto::v1;
@@ -116,6 +117,22 @@ impl Inputs {
             Val::Hex((0xc0u8..0xd0).collect()),
         );
         m.insert("input.station".into(), Val::Text("station-01".into()));
+        m.insert(
+            "input.fdo-hmac-secret".into(),
+            Val::Hex(Sha256::digest(b"trustline device protocol vector: fdo hmac secret").to_vec()),
+        );
+        m.insert(
+            "input.fdo-device-info".into(),
+            Val::Text("Trustline vector device".into()),
+        );
+        m.insert(
+            "input.fdo-rv-dns".into(),
+            Val::Text("rv.vector.test".into()),
+        );
+        m.insert(
+            "input.fdo-rv-port".into(),
+            Val::Hex(8041u16.to_be_bytes().to_vec()),
+        );
         let mut inputs = Self(m);
         let cert = leaf_certificate(
             &inputs.key("input.key.identity-on-device"),
@@ -292,6 +309,7 @@ fn fixed_die(i: &Inputs) -> SimulatedRot {
         transport_key: i.secret("input.key.transport"),
         on_device_identity_key: i.key("input.key.identity-on-device"),
         firmware_sha256: i.get("input.firmware-sha256").try_into().expect("32 bytes"),
+        fdo_hmac_secret: i.get("input.fdo-hmac-secret").try_into().expect("32 bytes"),
     })
     .expect("fixed die")
 }
@@ -525,6 +543,65 @@ pub(crate) fn compute(i: &Inputs) -> Out {
     // The bound voucher differs from the unbound one only in the binding.
     let bound_low = rebind(&bound, &binding, &binding_low);
     out.hex("voucher.bound", &bound_low);
+
+    // FDO: the header the station builds, the device's HMAC over it, and
+    // the FDO voucher with entry 0 mirrored.
+    out.group("fdo-header-hmac");
+    out.hex("input.fdo-hmac-secret", i.get("input.fdo-hmac-secret"));
+    out.text("input.fdo-device-info", i.text("input.fdo-device-info"));
+    out.text("input.fdo-rv-dns", i.text("input.fdo-rv-dns"));
+    out.hex("input.fdo-rv-port", i.get("input.fdo-rv-port"));
+    let port = u16::from_be_bytes(i.get("input.fdo-rv-port").try_into().expect("2 bytes"));
+    let data = FdoDeviceData {
+        rv_info: RendezvousInfo::server(
+            &i.text("input.fdo-rv-dns"),
+            port,
+            fdo::rendezvous::protocol::HTTPS,
+        ),
+        device_info: i.text("input.fdo-device-info"),
+    };
+    let fdo_header = FdoHeader::from_trustline(&header, &chain, &data).expect("fdo header");
+    let ov_header = fdo_header.encode();
+    out.hex("fdo.cert-chain-sha256", fdo::cert_chain_sha256(&chain));
+    out.hex("fdo.hdr-info-sha256", fdo_header.header_info_hash());
+    out.hex("fdo.ov-header", &ov_header);
+    out.hex("fdo.ov-header-sha256", Sha256::digest(&ov_header));
+    let hmac_request = request(
+        20,
+        Step::FdoHeaderHmac(dv1::FdoHeaderHmacRequest {
+            ov_header: ov_header.clone(),
+        }),
+    );
+    out.hex(
+        "frame.fdo-header-hmac.request",
+        encode_frame(&hmac_request).expect("frame"),
+    );
+    let hmac_response = session.handle(&hmac_request);
+    let hmac: [u8; 32] = match &hmac_response.result {
+        Some(Answer::FdoHeaderHmac(r)) => r.hmac_sha256.as_slice().try_into().expect("32 bytes"),
+        other => panic!("fdo header hmac answered {other:?}"),
+    };
+    out.hex(
+        "frame.fdo-header-hmac.response",
+        encode_frame(&hmac_response).expect("frame"),
+    );
+    out.hex("fdo.header-hmac", hmac);
+    out.hex("fdo.header-hmac-sha256", Sha256::digest(hmac));
+    let tl = Voucher::decode(&bound_low).expect("bound voucher");
+    let mut fdo_voucher =
+        FdoVoucher::from_trustline(&tl, &chain, &data, hmac).expect("fdo voucher");
+    out.hex("fdo.first-prev-hash", fdo_voucher.first_prev_hash());
+    fdo_voucher
+        .mirror_next(&tl, &manufacturer)
+        .expect("entry 0 mirrored");
+    let fdo_payload = fdo_voucher
+        .entry_payloads()
+        .next()
+        .expect("entry 0")
+        .encode();
+    out.hex("fdo.entry0.payload", &fdo_payload);
+    out.hex("fdo.entry0", fdo_voucher.entry_bytes(0).expect("entry 0"));
+    out.hex("fdo.voucher", fdo_voucher.encode());
 
     // Field life on the same device.
     out.group("identity-proof");

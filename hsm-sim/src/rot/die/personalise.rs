@@ -3,10 +3,12 @@
 //! 2.4.9.9, 2.4.14.19).
 
 use p256::ecdsa::SigningKey;
+use rand::RngCore;
 use sha2::{Digest, Sha256};
 use trustline_proto::signer::{Signer, SoftwareSigner};
 use trustline_proto::statement::sign;
 use trustline_proto::v1;
+use zeroize::Zeroizing;
 
 use super::{check_challenge, Identity, SimulatedRot};
 use crate::rot::lifecycle::Step;
@@ -98,6 +100,14 @@ impl SimulatedRot {
             mode: mode as i32,
         };
         let signed = sign(&self.attestation, &statement)?;
+        // The FDO device secret is made with the identity, from the die's
+        // own entropy, and never leaves it.
+        let fdo_secret = self.next_fdo_hmac_secret.take().unwrap_or_else(|| {
+            let mut secret = Zeroizing::new([0u8; 32]);
+            self.rng.fill_bytes(secret.as_mut());
+            secret
+        });
+        self.fdo_hmac_secret = Some(fdo_secret);
         self.identity = Some(Identity { signer, mode });
         self.lifecycle = next;
         self.key_attestation = Some(signed.clone());
