@@ -2,8 +2,9 @@
 # Installs what Trustline's demo and tests need beyond the Rust toolchain,
 # from the OS packages, only when missing: SoftHSM2 (the PKCS#11 token),
 # OpenSSL (to check every certificate we issue), Chromium (to render the
-# audit report in a test); Python 3 with the `cryptography` package (the
-# reference device in reference-device/).
+# audit report in a test); Python 3 with the `cryptography` and `cbor2`
+# packages (the reference device in reference-device/, the independent FDO
+# voucher checker in fdo-check/).
 set -euo pipefail
 
 need=()
@@ -23,28 +24,36 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
-# The reference device needs `cryptography`: pip when python3 has it, else
-# the OS package (python3-cryptography).
-python_cryptography() {
+# Python packages, each only when `import` fails: pip when python3 has it,
+# else the OS package. `cryptography` for the reference device
+# (reference-device/) and the FDO checker (fdo-check/); `cbor2` for the FDO
+# checker.
+python_module() {
+  local module=$1 pip_name=$2 apt_name=$3
   command -v python3 >/dev/null 2>&1 || return 0
-  python3 -c 'import cryptography' >/dev/null 2>&1 && return 0
+  python3 -c "import $module" >/dev/null 2>&1 && return 0
   if python3 -m pip --version >/dev/null 2>&1; then
-    echo "installing: cryptography (pip)" >&2
-    python3 -m pip install --quiet cryptography && return 0
+    echo "installing: $pip_name (pip)" >&2
+    python3 -m pip install --quiet "$pip_name" && return 0
   fi
   if command -v apt-get >/dev/null 2>&1; then
-    echo "installing: python3-cryptography" >&2
+    echo "installing: $apt_name" >&2
     export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y --no-install-recommends python3-cryptography >/dev/null \
-      || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends python3-cryptography >/dev/null; }
+    $sudo apt-get install -y --no-install-recommends "$apt_name" >/dev/null \
+      || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends "$apt_name" >/dev/null; }
     return
   fi
-  echo "error: python3 cannot import cryptography; install it (python3 -m pip install cryptography)" >&2
+  echo "error: python3 cannot import $module; install it (python3 -m pip install $pip_name)" >&2
   return 2
 }
 
+python_modules() {
+  python_module cryptography cryptography python3-cryptography
+  python_module cbor2 cbor2 python3-cbor2
+}
+
 if [ ${#need[@]} -eq 0 ]; then
-  python_cryptography
+  python_modules
   exit
 fi
 
@@ -59,4 +68,4 @@ else
   echo "error: cannot install ${need[*]}: no apt-get or dnf; install them with your package manager" >&2
   exit 2
 fi
-python_cryptography
+python_modules

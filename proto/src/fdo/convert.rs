@@ -16,8 +16,9 @@
 //! for the Ownership service to register.
 
 use super::cbor;
+use super::header::{cert_chain_sha256, encode_extra, FdoHeader};
 use super::rendezvous::RendezvousInfo;
-use super::voucher::{encode_extra, FdoHeader, FdoVoucher};
+use super::voucher::FdoVoucher;
 use super::TRUSTLINE_ENTRY_EXTRA;
 use crate::signer::Signer;
 use crate::voucher::{cert_chain_hash, EntryPayload, Voucher, VoucherHeader};
@@ -84,7 +85,7 @@ impl FdoHeader {
             rv_info: data.rv_info.clone(),
             device_info: data.device_info.clone(),
             manufacturer_public_key: header.manufacturer_public_key.clone(),
-            cert_chain_sha256: super::voucher::cert_chain_sha256(chain),
+            cert_chain_sha256: cert_chain_sha256(chain),
         })
     }
 }

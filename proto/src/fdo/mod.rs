@@ -50,6 +50,7 @@
 mod cbor;
 mod convert;
 mod cose;
+mod header;
 pub mod rendezvous;
 mod voucher;
 
@@ -57,11 +58,11 @@ mod voucher;
 mod tests;
 
 pub use convert::{FdoDeviceData, TrustlineView};
-pub use rendezvous::{RendezvousInfo, RendezvousInstr};
-pub use voucher::{
-    assemble, cert_chain_sha256, encode_extra, header_hmac, sign_entry, FdoEntryPayload, FdoHeader,
-    FdoVoucher, VerifiedFdoEntry, VerifiedFdoVoucher,
+pub use header::{
+    cert_chain_sha256, encode_extra, header_hmac, sign_entry, FdoEntryPayload, FdoHeader,
 };
+pub use rendezvous::{RendezvousInfo, RendezvousInstr};
+pub use voucher::{assemble, FdoVoucher, VerifiedFdoEntry, VerifiedFdoVoucher};
 
 /// FDO protocol version 1.1 as it travels (`OVProtVer`, `OVHProtVer`).
 pub const PROTOCOL_VERSION: u64 = 101;
