@@ -348,6 +348,14 @@ fn a_voucher_extended_by_the_independent_implementation_verifies_in_trustline() 
     assert_eq!(status, 0);
     let text = std::fs::read_to_string(&out).expect("extended voucher");
     let extended = FdoVoucher::from_pem(&text).expect("Trustline decodes it");
+    // Import → export gives back the independent implementation's bytes,
+    // and even its PEM text.
+    assert_eq!(
+        extended.encode(),
+        pem::parse(&text).expect("pem").contents(),
+        "an FDO tool's voucher round-trips byte for byte"
+    );
+    assert_eq!(extended.to_pem(), text);
     let verified = extended
         .verify(m.oem.public_key_der())
         .expect("Trustline verifies it");

@@ -303,9 +303,12 @@ impl FdoVoucher {
     }
 
     /// The PEM form FDO tools read and write: the CBOR voucher in base64
-    /// under `-----BEGIN OWNERSHIP VOUCHER-----`.
+    /// under `-----BEGIN OWNERSHIP VOUCHER-----`, 64 characters a line, LF.
     pub fn to_pem(&self) -> String {
-        pem::encode(&pem::Pem::new(PEM_LABEL, self.encode()))
+        pem::encode_config(
+            &pem::Pem::new(PEM_LABEL, self.encode()),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        )
     }
 
     /// Decodes the one `OWNERSHIP VOUCHER` block of a PEM text. Other PEM
