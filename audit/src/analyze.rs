@@ -34,7 +34,7 @@ use super::report::{
     Finding, FindingKind, Findings, LedgerSummary, OrderSummary, RefusalEvent, RefusalGroup,
     Refusals, TimeBucket, MAX_EXAMPLES_PER_KIND, MAX_LISTED_REFUSALS,
 };
-use crate::factory::orders::SerialScheme;
+use provisioner::orders::SerialScheme;
 
 /// Hourly buckets for the refusal histogram.
 const HOUR_MS: i64 = 3_600_000;

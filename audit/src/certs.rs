@@ -15,7 +15,7 @@ use x509_parser::x509::SubjectPublicKeyInfo;
 use crate::error::{Error, Result};
 
 /// The SAN URI prefix that names a device's RoT (as the CA writes it).
-pub const ROT_URI_PREFIX: &str = ca_service::ca::ROT_URI_PREFIX;
+pub const ROT_URI_PREFIX: &str = trustline_proto::ROT_URI_PREFIX;
 
 /// id-at-serialNumber (2.5.4.5).
 const OID_SERIAL_NUMBER: &str = "2.5.4.5";

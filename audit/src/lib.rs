@@ -1,5 +1,12 @@
-//! The OEM's overproduction and clone audit over a custody ledger
-//! (2.4.14.3, 2.4.14.4, 2.4.14.22).
+//! The OEM's offline audit of a custody ledger — overproduction, clones,
+//! counterfeits and gaps per order (2.4.14.3, 2.4.14.4, 2.4.14.22) — and
+//! the assurance evidence built on it ([`evidence`]).
+//!
+//! It runs at the OEM, away from the factory: it reads a data directory, an
+//! export or a ledger service's signed snapshot, and knows nothing of how a
+//! site is served or wired (it never depends on `site`); what the factory
+//! records it knows from the factory's own definitions (the order's serial
+//! scheme, the label, the ledger's key namespaces).
 //!
 //! Key design decision: the ledger crate's offline verifier reads the
 //! ledger, and the audit sees each entry only after the verifier has
@@ -19,8 +26,12 @@
 //!                    AuditReport ──▶ text | JSON | HTML
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod analyze;
 pub mod certs;
+pub mod error;
+pub mod evidence;
 pub mod field;
 mod fingerprint;
 pub mod render;
@@ -38,11 +49,11 @@ use std::time::Instant;
 use custody_ledger::verify;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::error::{Error, Result};
 use analyze::{check_certificate, Analysis, AuditContext, CertJob};
 use certs::CaSet;
 use field::FieldIndex;
 use report::{AuditReport, Finding, FindingKind, Findings, RunStats};
+pub use error::{Error, Result};
 pub use source::LedgerSource;
 
 /// Certificates queued for the checking threads at most.
@@ -143,7 +154,7 @@ pub fn run(source: &LedgerSource, options: &AuditOptions) -> Result<AuditReport>
     verified.tree = custody_ledger::merkle::MemoryTree::new();
     let vr = verified.report;
     let mut report = AuditReport {
-        generated_at_ms: crate::factory::now_ms(),
+        generated_at_ms: backends::now_ms(),
         ..AuditReport::default()
     };
     report.ledger.source = source.describe();

@@ -21,8 +21,6 @@ use trustline_proto::v1::custody_ledger_client::CustodyLedgerClient;
 
 use crate::error::{Error, Result};
 
-/// The ledger directory inside a data directory.
-const LEDGER_DIR: &str = "ledger";
 
 /// A ledger to audit.
 #[derive(Debug, Clone)]
@@ -45,7 +43,7 @@ impl LedgerSource {
     /// The ledger directory of a data directory: `<dir>/ledger` when it
     /// exists, else `dir` itself.
     pub fn ledger_dir(dir: &Path) -> PathBuf {
-        let inner = dir.join(LEDGER_DIR);
+        let inner = dir.join(backends::layout::LEDGER_DIR);
         if inner.is_dir() {
             inner
         } else {

@@ -2,7 +2,7 @@
 //! software order key and CA, devices with real P-256 keys and X.509
 //! certificates, and entries in exactly the payload formats and with the
 //! unique keys and quota counters the factory line uses
-//! ([`crate::factory`]'s module doc), appended through the custody
+//! ([`backends::keys`]), appended through the custody
 //! ledger's public API with a software checkpoint signer (no HSM).
 //!
 //! Synthetic claims carry no RoT receipt or attestation chain (the audit
@@ -32,7 +32,8 @@ use trustline_proto::v1;
 
 use super::certs::ROT_URI_PREFIX;
 use crate::error::{Error, Result};
-use crate::factory::{keys, label, orders};
+use backends::{keys, layout};
+use provisioner::{label, orders};
 
 fn synth_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Config(format!("synthetic {what}: {e}"))
@@ -168,7 +169,7 @@ impl SyntheticOem {
     /// # Errors
     /// [`Error::Config`] on a file error.
     pub fn write_public_files(&self, data_dir: &Path) -> Result<()> {
-        let ca = data_dir.join("ca");
+        let ca = data_dir.join(layout::CA_DIR);
         std::fs::create_dir_all(&ca).map_err(|e| synth_err("ca dir", e))?;
         let write = |name: &str, text: String| {
             std::fs::write(ca.join(name), text).map_err(|e| synth_err(name, e))
@@ -476,7 +477,7 @@ pub fn order(
 /// [`Error::Config`] when the ledger cannot be opened.
 pub fn open_ledger(data_dir: &Path) -> Result<Ledger> {
     let signer: Arc<dyn Signer> = Arc::new(SoftwareSigner::generate());
-    Ledger::open(LedgerConfig::new(data_dir.join("ledger")), signer)
+    Ledger::open(LedgerConfig::new(data_dir.join(layout::LEDGER_DIR)), signer)
         .map_err(|e| synth_err("ledger", e))
 }
 
@@ -526,7 +527,7 @@ pub fn generate(data_dir: &Path, entries: u64, progress: bool) -> Result<Generat
     let oem = Arc::new(SyntheticOem::generate()?);
     oem.write_public_files(data_dir)?;
     let ledger = Arc::new(open_ledger(data_dir)?);
-    let now = crate::factory::now_ms();
+    let now = backends::now_ms();
     let window = (now - 86_400_000, now + 30 * 86_400_000);
     let orders: Vec<v1::ProductionOrder> = (0..ORDERS)
         .map(|i| {
@@ -748,7 +749,7 @@ pub fn seed_scenario(data_dir: &Path, plant: &Plant) -> Result<Scenario> {
     let oem = SyntheticOem::generate()?;
     oem.write_public_files(data_dir)?;
     let ledger = open_ledger(data_dir)?;
-    let now = crate::factory::now_ms();
+    let now = backends::now_ms();
     let window = (now - 86_400_000, now + 86_400_000);
     let make_order = |id: &str, site: &str| v1::ProductionOrder {
         serial_scheme: Some(v1::SerialScheme {

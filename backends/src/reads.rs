@@ -1,25 +1,27 @@
-//! What the ownership service needs from the ledger and the CA beyond the
-//! factory's [`LedgerApi`](crate::factory::backends::LedgerApi) and
-//! [`CaApi`](crate::factory::backends::CaApi): a device's proven history
-//! (for clone evidence and physical inspection), the latest checkpoint and
-//! the ledger key (to verify proofs), and CRL signing.
+//! What the ownership service and physical inspection need from the ledger
+//! and the CA beyond [`LedgerApi`](crate::LedgerApi) and
+//! [`CaApi`](crate::CaApi): a device's proven history (for clone evidence
+//! and physical inspection), the latest checkpoint and the ledger key (to
+//! verify proofs), and CRL signing.
 //!
-//! Like the factory's back ends, each comes remote (the generated gRPC
-//! client over an mTLS channel) or local (the service implementation in this
-//! process, called through its trait with the provisioner's own caller), so
-//! the ownership code never sees a ledger file or an HSM session.
+//! Like the other back ends, each comes remote (the generated gRPC client
+//! over an mTLS channel) or local (the service implementation in this
+//! process, called through its trait with the provisioner's own identity,
+//! authorized by the role table), so their users never see a ledger file or
+//! an HSM session.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
-use transport::Caller;
+use tonic::Status;
 use trustline_proto::v1;
 use trustline_proto::v1::certificate_authority_client::CertificateAuthorityClient;
 use trustline_proto::v1::certificate_authority_server::CertificateAuthority;
 use trustline_proto::v1::custody_ledger_client::CustodyLedgerClient;
 use trustline_proto::v1::custody_ledger_server::CustodyLedger;
+
+use crate::identity::{methods, RequestIdentity};
 
 /// Largest ledger message accepted from a remote ledger (a device history
 /// with proofs is far smaller; this only bounds a misbehaving peer).
@@ -88,18 +90,14 @@ impl LedgerReads for RemoteLedgerReads {
 /// The ledger service in this process, called through its trait.
 pub struct LocalLedgerReads<S> {
     service: Arc<S>,
-    caller: Caller,
+    identity: RequestIdentity,
 }
 
 impl<S: CustodyLedger> LocalLedgerReads<S> {
-    /// Wraps an in-process ledger service; `caller` is the provisioner's
-    /// own identity, as the ledger sees it.
-    pub fn new(service: Arc<S>, caller: Caller) -> Self {
-        Self { service, caller }
-    }
-
-    fn request<T>(&self, message: T) -> Request<T> {
-        transport::internal_request(message, self.caller.clone())
+    /// Wraps an in-process ledger service; `identity` is the provisioner's
+    /// own, as the ledger sees it.
+    pub fn new(service: Arc<S>, identity: RequestIdentity) -> Self {
+        Self { service, identity }
     }
 }
 
@@ -108,7 +106,10 @@ impl<S: CustodyLedger> LedgerReads for LocalLedgerReads<S> {
         Box::pin(async move {
             Ok(self
                 .service
-                .get_device_history(self.request(v1::DeviceHistoryRequest { rot_id }))
+                .get_device_history(self.identity.request(
+                    v1::DeviceHistoryRequest { rot_id },
+                    methods::LEDGER_DEVICE_HISTORY,
+                )?)
                 .await?
                 .into_inner())
         })
@@ -118,7 +119,10 @@ impl<S: CustodyLedger> LedgerReads for LocalLedgerReads<S> {
         Box::pin(async move {
             Ok(self
                 .service
-                .get_checkpoint(self.request(v1::GetCheckpointRequest {}))
+                .get_checkpoint(self.identity.request(
+                    v1::GetCheckpointRequest {},
+                    methods::LEDGER_GET_CHECKPOINT,
+                )?)
                 .await?
                 .into_inner())
         })
@@ -128,7 +132,10 @@ impl<S: CustodyLedger> LedgerReads for LocalLedgerReads<S> {
         Box::pin(async move {
             Ok(self
                 .service
-                .get_ledger_key(self.request(v1::GetLedgerKeyRequest {}))
+                .get_ledger_key(self.identity.request(
+                    v1::GetLedgerKeyRequest {},
+                    methods::LEDGER_GET_LEDGER_KEY,
+                )?)
                 .await?
                 .into_inner())
         })
@@ -156,14 +163,14 @@ impl CrlApi for RemoteCrl {
 /// The CA service in this process, called through its trait.
 pub struct LocalCrl<S> {
     service: Arc<S>,
-    caller: Caller,
+    identity: RequestIdentity,
 }
 
 impl<S: CertificateAuthority> LocalCrl<S> {
-    /// Wraps an in-process CA service; `caller` is the provisioner's own
-    /// identity, as the CA sees it.
-    pub fn new(service: Arc<S>, caller: Caller) -> Self {
-        Self { service, caller }
+    /// Wraps an in-process CA service; `identity` is the provisioner's own,
+    /// as the CA sees it.
+    pub fn new(service: Arc<S>, identity: RequestIdentity) -> Self {
+        Self { service, identity }
     }
 }
 
@@ -172,7 +179,7 @@ impl<S: CertificateAuthority> CrlApi for LocalCrl<S> {
         Box::pin(async move {
             Ok(self
                 .service
-                .sign_crl(transport::internal_request(request, self.caller.clone()))
+                .sign_crl(self.identity.request(request, methods::CA_SIGN_CRL)?)
                 .await?
                 .into_inner()
                 .crl)

@@ -9,11 +9,10 @@ use trustline_proto::v1;
 use trustline_proto::voucher::{cert_chain_hash, VerifiedVoucher, Voucher};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::challenges::Action;
-use super::state::DeviceRecord;
-use super::Ownership;
+use crate::challenges::Action;
+use crate::state::DeviceRecord;
+use crate::Ownership;
 use crate::error::{Error, Result};
-use crate::factory::voucher::manufacturer_voucher;
 
 /// A voucher that decoded, describes the certified device and verified
 /// from the OEM voucher key (not yet compared with the recorded transfers).
@@ -77,7 +76,7 @@ impl Ownership {
         let voucher = Voucher::decode(bytes).map_err(voucher_error)?;
         let chain = self.certified_chain(record);
         let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
-        let expected = manufacturer_voucher(
+        let expected = Voucher::manufacturer(
             &record.rot_id,
             &record.serial,
             &refs,
@@ -194,7 +193,7 @@ impl Ownership {
                 action.as_str()
             )));
         }
-        if auth.voucher_sha256 != super::sha256(voucher_bytes) {
+        if auth.voucher_sha256 != crate::sha256(voucher_bytes) {
             return Err(Error::Invalid(
                 "the owner authorization names another voucher".into(),
             ));
@@ -223,7 +222,7 @@ impl Ownership {
                 "the device chain does not end at the oem root".into(),
             ));
         }
-        verify_chain(device, intermediate, root, crate::factory::now_ms())?;
+        verify_chain(device, intermediate, root, backends::now_ms())?;
         if *device != record.certificate {
             return Err(Error::NotAuthentic(format!(
                 "the device certificate is not the one certified for rot {} (ledger entry {})",
@@ -316,7 +315,7 @@ impl Ownership {
 ///
 /// # Errors
 /// [`Error::NotAuthentic`] naming the certificate that fails.
-pub(crate) fn verify_chain(
+pub fn verify_chain(
     device: &[u8],
     intermediate: &[u8],
     root: &[u8],

@@ -1,14 +1,18 @@
-//! Ownership after the factory (2.4.14.7, 2.4.14.18, 2.4.14.23/24, 2.4.16):
-//! voucher transfers, onboarding, decommissioning, recommissioning and
-//! retirement, with the CRL of retired devices — independent of gRPC.
+//! Field life after the factory, and the `Ownership` gRPC service
+//! (2.4.14.7, 2.4.14.18, 2.4.14.23/24, 2.4.16): voucher transfers,
+//! onboarding, decommissioning, recommissioning and retirement, with the CRL
+//! of retired devices.
 //!
-//! [`Ownership`] keeps no state of its own that matters: every fact lives in
-//! the custody ledger (reached through the factory's
-//! [`LedgerApi`](crate::factory::backends::LedgerApi) plus
-//! [`backends::LedgerReads`]), every signature by an HSM key is the CA's
-//! (through [`CaApi`](crate::factory::backends::CaApi) and
-//! [`backends::CrlApi`]). What it holds in memory — outstanding challenges,
-//! a cache of device records, the current CRL — can be lost at any time.
+//! Key design decision: [`Ownership`] keeps no state of its own that
+//! matters. Every fact lives in the custody ledger (reached through
+//! [`backends::LedgerApi`] plus [`backends::LedgerReads`]), every signature
+//! by an HSM key is the CA's (through [`backends::CaApi`] and
+//! [`backends::CrlApi`]); concurrency is settled by the ledger's unique keys,
+//! not by locks here. What it holds in memory — outstanding challenges, a
+//! cache of device records, the current CRL — can be lost at any time. It
+//! knows nothing of the factory's policy: it reads the factory's facts
+//! (`CERTIFIED`, `SCRAPPED`, `DUPLICATE_REJECTED`) from the ledger through
+//! the shared key namespaces of [`backends::keys`].
 //!
 //! # Owners stay private (invariant 6; 2.4.16.3, 2.4.16.6)
 //!
@@ -26,13 +30,14 @@
 //! # Concurrency
 //!
 //! Unique keys the ownership service asks the ledger to hold (namespace →
-//! value): `device-field` → `rot_id/n` on the *n*-th field event of a device
-//! (every transfer and lifecycle step: two requests decided on the same
-//! state cannot both be recorded, see [`state`]); `voucher-entry` →
-//! `rot_id/i` on the transfer recorded for voucher entry *i* (two competing
-//! extensions of one voucher — a fork — cannot both be recorded); and
-//! `revocation` → *k* on the *k*-th retirement overall, counted by the quota
-//! counter `revocations` (the CRL's source, see [`revocation`]).
+//! value, all in [`backends::keys`]): `device-field` → `rot_id/n` on the
+//! *n*-th field event of a device (every transfer and lifecycle step: two
+//! requests decided on the same state cannot both be recorded, see
+//! [`state`]); `voucher-entry` → `rot_id/i` on the transfer recorded for
+//! voucher entry *i* (two competing extensions of one voucher — a fork —
+//! cannot both be recorded); and `revocation` → *k* on the *k*-th
+//! retirement overall, counted by the quota counter `revocations` (the
+//! CRL's source, see [`revocation`]).
 //!
 //! # Refusals
 //!
@@ -43,9 +48,11 @@
 //! (malformed, unknown `rot_id`) are answered but not recorded: there is no
 //! device chain to attach them to.
 
-pub mod backends;
+#![forbid(unsafe_code)]
+
 pub mod challenges;
-pub(crate) mod checks;
+pub mod checks;
+pub mod error;
 mod lifecycle;
 mod onboard;
 pub mod revocation;
@@ -56,34 +63,19 @@ mod transfer;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backends::{append_request, keys, now_ms, AppendRefusal, CaApi, CrlApi, LedgerApi, LedgerReads};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
 
-use crate::error::{Error, Result};
-use crate::factory::backends::{
-    AppendRefusal, CaApi, DirectLedger, LedgerApi, LocalCa, RemoteCa, RemoteLedger, RequestIdentity,
-};
-use crate::factory::{append_request, now_ms};
-use backends::{CrlApi, LedgerReads, LocalCrl, LocalLedgerReads, RemoteCrl, RemoteLedgerReads};
 use challenges::{Action, ChallengeBook};
 use revocation::Revocations;
 use state::{DeviceCache, DeviceRecord, FieldState};
 
 pub use challenges::CHALLENGE_LEN;
-
-/// Unique-key namespaces and counters (see the module doc).
-pub mod keys {
-    /// The *n*-th field event of a device: `rot_id/n`.
-    pub const DEVICE_FIELD: &str = "device-field";
-    /// The transfer recorded for a voucher entry: `rot_id/index`.
-    pub const VOUCHER_ENTRY: &str = "voucher-entry";
-    /// The *k*-th retirement overall: decimal `k`.
-    pub const REVOCATION: &str = "revocation";
-    /// The quota counter of retirements.
-    pub const REVOCATIONS: &str = "revocations";
-}
+pub use checks::verify_chain;
+pub use error::{Error, Result};
 
 /// What the ownership service is configured with.
 #[derive(Debug, Clone)]
@@ -115,7 +107,8 @@ impl Default for OwnershipConfig {
     }
 }
 
-/// The services the ownership service reaches.
+/// The services the ownership service reaches (the site wires them: remote
+/// over mTLS, or in-process in `trustline serve all`).
 #[derive(Clone)]
 pub struct OwnershipBackends {
     /// Appends and lookups (shared with the factory).
@@ -126,63 +119,6 @@ pub struct OwnershipBackends {
     pub ca: Arc<dyn CaApi>,
     /// CRL signing.
     pub crl: Arc<dyn CrlApi>,
-}
-
-impl OwnershipBackends {
-    /// Remote services over (mTLS) channels.
-    pub fn remote(ledger: tonic::transport::Channel, ca: tonic::transport::Channel) -> Self {
-        Self {
-            ledger: Arc::new(RemoteLedger::new(ledger.clone())),
-            reads: Arc::new(RemoteLedgerReads::new(ledger)),
-            ca: Arc::new(RemoteCa::new(ca.clone())),
-            crl: Arc::new(RemoteCrl::new(ca)),
-        }
-    }
-
-    /// The services of `trustline serve all`: the ledger opened in this
-    /// process and the CA, called as `caller` (the provisioner's own
-    /// identity).
-    pub fn direct(
-        ledger: &custody_ledger::Ledger,
-        ca: Arc<ca_service::Ca>,
-        caller: transport::Caller,
-    ) -> Self {
-        let ca_service = Arc::new(ca_service::CaService::new(ca));
-        let ledger_service = Arc::new(custody_ledger::service::LedgerService::new(ledger.clone()));
-        Self::in_process(
-            Arc::new(DirectLedger::new(ledger.clone())),
-            Arc::new(LocalCa::new(
-                ca_service.clone(),
-                RequestIdentity::new(caller.clone()),
-            )),
-            ledger_service,
-            ca_service,
-            caller,
-        )
-    }
-
-    /// Services running in this process: the
-    /// factory's ledger and CA back ends, plus the ledger and CA service
-    /// implementations for the proven reads and CRL signing, called as
-    /// `caller` (the provisioner's own identity).
-    pub fn in_process<L, C>(
-        ledger: Arc<dyn LedgerApi>,
-        ca: Arc<dyn CaApi>,
-        ledger_service: Arc<L>,
-        ca_service: Arc<C>,
-        caller: transport::Caller,
-    ) -> Self
-    where
-        L: v1::custody_ledger_server::CustodyLedger,
-        C: v1::certificate_authority_server::CertificateAuthority,
-    {
-        Self {
-            ledger,
-            reads: Arc::new(LocalLedgerReads::new(ledger_service, caller.clone())),
-            ca,
-            crl: Arc::new(LocalCrl::new(ca_service, caller)),
-        }
-    }
 }
 
 /// The CA chain as the ownership service checks devices against it.
@@ -353,7 +289,7 @@ impl Ownership {
         }
         let claimed = state::lookup(
             self.ledger.as_ref(),
-            state::unique(crate::factory::keys::CLAIM, rot_id.as_bytes().to_vec()),
+            state::unique(keys::CLAIM, rot_id.as_bytes().to_vec()),
         )
         .await?;
         if claimed.is_none() {
@@ -361,7 +297,7 @@ impl Ownership {
         }
         let scrapped = state::lookup(
             self.ledger.as_ref(),
-            state::unique(crate::factory::keys::SCRAPPED, rot_id.as_bytes().to_vec()),
+            state::unique(keys::SCRAPPED, rot_id.as_bytes().to_vec()),
         )
         .await?;
         Ok(DeviceStatus {
@@ -393,7 +329,7 @@ impl Ownership {
         }
         let scrapped = state::lookup(
             self.ledger.as_ref(),
-            state::unique(crate::factory::keys::SCRAPPED, rot_id.as_bytes().to_vec()),
+            state::unique(keys::SCRAPPED, rot_id.as_bytes().to_vec()),
         )
         .await?;
         if scrapped.is_some() {
@@ -432,7 +368,7 @@ impl Ownership {
             Ok(None) => {
                 match state::lookup(
                     self.ledger.as_ref(),
-                    state::unique(crate::factory::keys::CLAIM, rot_id.as_bytes().to_vec()),
+                    state::unique(keys::CLAIM, rot_id.as_bytes().to_vec()),
                 )
                 .await
                 {

@@ -35,16 +35,15 @@ use trustline_proto::v1::EventKind;
 use trustline_proto::voucher::Voucher;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::challenges::Action;
-use super::checks::voucher_error;
-use super::keys;
-use super::state::{field_key, unique, DeviceRecord, FieldState};
-use super::transfer::check_open;
-use super::{draft, LifecycleOutcome, Ownership, StepRequest};
+use backends::keys::{self, unique};
+use backends::{append_request, now_ms, AppendRefusal};
+
+use crate::challenges::Action;
+use crate::checks::voucher_error;
 use crate::error::{Error, Result};
-use crate::factory::append_request;
-use crate::factory::backends::AppendRefusal;
-use crate::factory::now_ms;
+use crate::state::{field_key, DeviceRecord, FieldState};
+use crate::transfer::check_open;
+use crate::{draft, LifecycleOutcome, Ownership, StepRequest};
 
 /// Attempts at claiming the next revocation index when other retirements
 /// race for it.
@@ -390,7 +389,7 @@ impl Ownership {
                         Some(k) => k.namespace == keys::REVOCATION,
                         None => {
                             retiring
-                                && super::state::lookup(self.ledger.as_ref(), field.clone())
+                                && crate::state::lookup(self.ledger.as_ref(), field.clone())
                                     .await?
                                     .is_none()
                         }

@@ -24,9 +24,9 @@
 
 use trustline_proto::v1::EventKind;
 
-use super::challenges::Action;
-use super::state::FieldState;
-use super::{LifecycleOutcome, Ownership, StepRequest};
+use crate::challenges::Action;
+use crate::state::FieldState;
+use crate::{LifecycleOutcome, Ownership, StepRequest};
 use crate::error::{Error, Result};
 
 impl Ownership {

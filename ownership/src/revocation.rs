@@ -23,12 +23,11 @@ use tokio::sync::Mutex;
 use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
 
-use super::backends::CrlApi;
-use super::keys;
-use super::state::{lookup, read_entry, unique};
+use backends::keys::{self, unique};
+use backends::{now_ms, CrlApi, LedgerApi};
+
 use crate::error::{Error, Result};
-use crate::factory::backends::LedgerApi;
-use crate::factory::now_ms;
+use crate::state::{lookup, read_entry};
 
 /// One revoked certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]

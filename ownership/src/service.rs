@@ -2,23 +2,22 @@
 //! policy's inputs at the edge, and every error to a `tonic::Status` through
 //! the one mapping in [`crate::error`].
 //!
-//! The transport guard's role × RPC table decides who may call each RPC
-//! before a handler runs (the OEM's `admin` makes the first transfer;
-//! `operator`s — owners and service providers — do the rest; auditors read
-//! state); each handler checks the role again and takes the caller from the
-//! request extensions, its absence being `UNAUTHENTICATED`. The ledger's
-//! `actor` for every ownership entry is the caller's role alone, never its
-//! certificate name, which could identify the owner (2.4.16.3, 2.4.16.6).
+//! The transport's role × RPC table decides who may call each RPC before a
+//! handler runs (the OEM's `admin` makes the first transfer; `operator`s —
+//! owners and service providers — do the rest; auditors read state), and
+//! leaves the [`transport::Authorized`] caller in the request extensions;
+//! each handler takes it — its absence being `UNAUTHENTICATED` — and never
+//! checks the role again. The ledger's `actor` for every ownership entry is
+//! the caller's role alone, never its certificate name, which could
+//! identify the owner (2.4.16.3, 2.4.16.6).
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use transport::Role;
 use trustline_proto::v1;
 use trustline_proto::v1::ownership_server::{Ownership as OwnershipRpc, OwnershipServer};
 
-use super::{Ownership, StepRequest};
-use crate::error::Error;
+use crate::{LifecycleOutcome, Ownership, StepRequest};
 
 /// The `Ownership` service over an [`Ownership`] policy.
 #[derive(Clone)]
@@ -48,21 +47,12 @@ pub fn server(
     OwnershipServer::new(OwnershipService::new(ownership)).with_message_limits(limits)
 }
 
-/// The caller's role, if it is one of `roles`: the ledger's actor.
-fn actor<T>(
-    request: &Request<T>,
-    roles: &[Role],
-    operation: &'static str,
-) -> Result<&'static str, Status> {
-    let caller = transport::caller(request)?;
-    if roles.contains(&caller.role()) {
-        return Ok(caller.role().as_str());
-    }
-    Err(Error::RoleNotAllowed {
-        role: caller.role().to_string(),
-        operation,
-    }
-    .into())
+/// The authorized caller's role: the ledger's actor.
+///
+/// # Errors
+/// `UNAUTHENTICATED` when the request carries no authorized caller.
+fn actor<T>(request: &Request<T>) -> Result<&'static str, Status> {
+    Ok(transport::authorized(request)?.caller().role().as_str())
 }
 
 #[tonic::async_trait]
@@ -71,11 +61,7 @@ impl OwnershipRpc for OwnershipService {
         &self,
         request: Request<v1::TransferFromManufacturerRequest>,
     ) -> Result<Response<v1::TransferResponse>, Status> {
-        let actor = actor(
-            &request,
-            &[Role::Admin],
-            "make the first transfer from the manufacturer",
-        )?;
+        let actor = actor(&request)?;
         let r = request.into_inner();
         let outcome = self
             .ownership
@@ -92,7 +78,7 @@ impl OwnershipRpc for OwnershipService {
         &self,
         request: Request<v1::RegisterTransferRequest>,
     ) -> Result<Response<v1::TransferResponse>, Status> {
-        let actor = actor(&request, &[Role::Operator], "register transfers")?;
+        let actor = actor(&request)?;
         let outcome = self
             .ownership
             .register_transfer(actor, &request.into_inner().voucher)
@@ -108,7 +94,7 @@ impl OwnershipRpc for OwnershipService {
         &self,
         request: Request<v1::GetChallengeRequest>,
     ) -> Result<Response<v1::Challenge>, Status> {
-        actor(&request, &[Role::Operator], "request ownership challenges")?;
+        actor(&request)?;
         let r = request.into_inner();
         let (challenge, expires_at_ms) = self.ownership.challenge(&r.rot_id, &r.action).await?;
         Ok(Response::new(v1::Challenge {
@@ -121,7 +107,7 @@ impl OwnershipRpc for OwnershipService {
         &self,
         request: Request<v1::OnboardRequest>,
     ) -> Result<Response<v1::LifecycleResponse>, Status> {
-        let actor = actor(&request, &[Role::Operator], "onboard devices")?;
+        let actor = actor(&request)?;
         let r = request.into_inner();
         let step = StepRequest {
             voucher: r.voucher,
@@ -137,7 +123,7 @@ impl OwnershipRpc for OwnershipService {
         &self,
         request: Request<v1::DecommissionRequest>,
     ) -> Result<Response<v1::LifecycleResponse>, Status> {
-        let actor = actor(&request, &[Role::Operator], "decommission devices")?;
+        let actor = actor(&request)?;
         let r = request.into_inner();
         let step = reset_step(r.voucher, r.owner_authorization, r.reset_proof);
         let outcome = self.ownership.decommission(actor, &step).await?;
@@ -148,7 +134,7 @@ impl OwnershipRpc for OwnershipService {
         &self,
         request: Request<v1::RecommissionRequest>,
     ) -> Result<Response<v1::LifecycleResponse>, Status> {
-        let actor = actor(&request, &[Role::Operator], "recommission devices")?;
+        let actor = actor(&request)?;
         let r = request.into_inner();
         let step = reset_step(r.voucher, r.owner_authorization, r.reset_proof);
         let outcome = self.ownership.recommission(actor, &step).await?;
@@ -159,7 +145,7 @@ impl OwnershipRpc for OwnershipService {
         &self,
         request: Request<v1::RetireRequest>,
     ) -> Result<Response<v1::LifecycleResponse>, Status> {
-        let actor = actor(&request, &[Role::Operator], "retire devices")?;
+        let actor = actor(&request)?;
         let r = request.into_inner();
         let step = reset_step(r.voucher, r.owner_authorization, r.reset_proof);
         let outcome = self.ownership.retire(actor, &step).await?;
@@ -170,7 +156,7 @@ impl OwnershipRpc for OwnershipService {
         &self,
         request: Request<v1::GetRevocationListRequest>,
     ) -> Result<Response<v1::RevocationList>, Status> {
-        transport::caller(&request)?;
+        actor(&request)?;
         let crl = self.ownership.revocation_list().await?;
         Ok(Response::new(v1::RevocationList { crl }))
     }
@@ -179,11 +165,7 @@ impl OwnershipRpc for OwnershipService {
         &self,
         request: Request<v1::GetDeviceStateRequest>,
     ) -> Result<Response<v1::DeviceState>, Status> {
-        actor(
-            &request,
-            &[Role::Operator, Role::Auditor, Role::Admin],
-            "read device state",
-        )?;
+        actor(&request)?;
         let status = self
             .ownership
             .device_status(&request.get_ref().rot_id)
@@ -198,7 +180,7 @@ impl OwnershipRpc for OwnershipService {
     }
 }
 
-fn lifecycle_response(outcome: super::LifecycleOutcome) -> Response<v1::LifecycleResponse> {
+fn lifecycle_response(outcome: LifecycleOutcome) -> Response<v1::LifecycleResponse> {
     Response::new(v1::LifecycleResponse {
         rot_id: outcome.rot_id,
         state: outcome.state.to_proto() as i32,

@@ -14,20 +14,18 @@
 //! for a checkpoint.
 //!
 //! Entries never change, so a record read once is a valid prefix forever:
-//! the cache keeps it and later reads only probe for newer events. The
-//! cache holds what the ledger holds — owner commitments, never owner keys.
+//! the cache (a [`BoundedCache`]) keeps it and later reads only probe for
+//! newer events; an evicted record is read again. The cache holds what the
+//! ledger holds — owner commitments, never owner keys.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
+use backends::keys;
+pub(crate) use backends::keys::unique;
+use backends::{BoundedCache, LedgerApi};
 use prost::Message;
 use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
 
-use super::keys;
 use crate::error::{Error, Result};
-use crate::factory::backends::LedgerApi;
-use crate::factory::keys as factory_keys;
 
 /// Where a certified device is in its field life (2.4.16.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,28 +187,18 @@ pub fn voucher_entry_key(rot_id: &str, index: usize) -> v1::UniqueKey {
     )
 }
 
-pub(crate) fn unique(namespace: &str, value: Vec<u8>) -> v1::UniqueKey {
-    v1::UniqueKey {
-        namespace: namespace.to_owned(),
-        value,
-    }
-}
-
 /// Device records read so far (each a prefix of the ledger's truth).
 #[derive(Debug)]
 pub struct DeviceCache {
-    max: usize,
-    // std Mutex: held only for a map operation, never across an await.
-    map: Mutex<HashMap<String, DeviceRecord>>,
+    records: BoundedCache<String, DeviceRecord>,
 }
 
 impl DeviceCache {
-    /// A cache of at most `max` devices (cleared when full: every record
-    /// can be read again from the ledger).
+    /// A cache of at most `max` devices (every record can be read again
+    /// from the ledger).
     pub fn new(max: usize) -> Self {
         Self {
-            max: max.max(1),
-            map: Mutex::new(HashMap::new()),
+            records: BoundedCache::new(max),
         }
     }
 
@@ -220,7 +208,7 @@ impl DeviceCache {
     /// [`Error::Backend`] when the ledger fails; [`Error::CorruptEntry`]
     /// when an entry does not decode as its kind promises.
     pub async fn load(&self, ledger: &dyn LedgerApi, rot_id: &str) -> Result<Option<DeviceRecord>> {
-        let cached = self.lock().get(rot_id).cloned();
+        let cached = self.records.get(rot_id);
         let mut record = match cached {
             Some(r) => r,
             None => match read_certified(ledger, rot_id).await? {
@@ -231,7 +219,7 @@ impl DeviceCache {
         if record.scrapped.is_none() {
             record.scrapped = lookup(
                 ledger,
-                unique(factory_keys::SCRAPPED, rot_id.as_bytes().to_vec()),
+                unique(keys::SCRAPPED, rot_id.as_bytes().to_vec()),
             )
             .await?;
         }
@@ -243,29 +231,19 @@ impl DeviceCache {
             let entry = read_entry(ledger, seq).await?;
             record.apply(n, seq, &entry)?;
         }
-        let mut map = self.lock();
-        if map.len() >= self.max {
-            map.clear();
-        }
-        let keep = map
-            .get(rot_id)
-            .is_none_or(|c| c.field_events <= record.field_events);
-        if keep {
-            map.insert(rot_id.to_owned(), record.clone());
-        }
+        // Another request may have cached a longer prefix meanwhile: keep it.
+        self.records
+            .insert_unless(rot_id.to_owned(), record.clone(), |cached| {
+                cached.field_events > record.field_events
+            });
         Ok(Some(record))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DeviceRecord>> {
-        // Every operation is one map call: a poisoned map is consistent.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 async fn read_certified(ledger: &dyn LedgerApi, rot_id: &str) -> Result<Option<DeviceRecord>> {
     let Some(seq) = lookup(
         ledger,
-        unique(factory_keys::ROT, rot_id.as_bytes().to_vec()),
+        unique(keys::ROT, rot_id.as_bytes().to_vec()),
     )
     .await?
     else {

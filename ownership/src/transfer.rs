@@ -14,12 +14,12 @@ use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
 use trustline_proto::voucher::{first_entry_payload, Voucher};
 
-use super::checks::voucher_error;
-use super::state::{field_key, voucher_entry_key, DeviceRecord, FieldState};
-use super::{draft, sha256, Ownership, TransferOutcome};
+use backends::{append_request, AppendRefusal};
+
+use crate::checks::voucher_error;
 use crate::error::{Error, Result};
-use crate::factory::append_request;
-use crate::factory::backends::AppendRefusal;
+use crate::state::{field_key, voucher_entry_key, DeviceRecord, FieldState};
+use crate::{draft, sha256, Ownership, TransferOutcome};
 
 /// The `rot_id` a voucher names, if it decodes (for recording a refusal;
 /// no trust implied).

@@ -81,6 +81,10 @@ pub const MAX_ENTRY_LEN: usize = 1536;
 pub const MAX_SERIAL_LEN: usize = 64;
 /// Length of the voucher guid.
 pub const GUID_LEN: usize = 16;
+/// Domain separator of the guid of a manufacturer voucher
+/// ([`Voucher::manufacturer`]): SHA-256(domain ‖ device certificate DER),
+/// first [`GUID_LEN`] bytes.
+pub const GUID_DOMAIN: &[u8] = b"trustline.voucher.guid\0";
 /// Length of an entry's commitment salt.
 pub const SALT_LEN: usize = 16;
 /// COSE content type of a voucher entry.
@@ -427,6 +431,35 @@ impl Voucher {
             binding: None,
             entries: Vec::new(),
         }
+    }
+
+    /// The manufacturer voucher (no entries) of a certified device: the
+    /// header names `rot_id`, `serial`, the hash of `chain` (device
+    /// certificate first) and `manufacturer_key`, and its guid is derived
+    /// from the device certificate (whose 128-bit serial is random) rather
+    /// than drawn, so the voucher is a pure function of the certification
+    /// and can be rebuilt exactly from the ledger's `CERTIFIED` entry.
+    ///
+    /// # Errors
+    /// [`Error::VoucherMalformed`] for an empty chain; as
+    /// [`VoucherHeader::new`] for a malformed rot_id, serial or key.
+    pub fn manufacturer(
+        rot_id: &str,
+        serial: &str,
+        chain: &[&[u8]],
+        manufacturer_key: &[u8],
+    ) -> Result<Self, Error> {
+        let certificate = chain
+            .first()
+            .ok_or_else(|| malformed("empty certificate chain"))?;
+        let mut header =
+            VoucherHeader::new(rot_id, serial, cert_chain_hash(chain), manufacturer_key)?;
+        let digest = Sha256::new()
+            .chain_update(GUID_DOMAIN)
+            .chain_update(certificate)
+            .finalize();
+        header.guid.copy_from_slice(&digest[..GUID_LEN]);
+        Ok(Self::new(header))
     }
 
     /// The header (unverified).

@@ -13,11 +13,9 @@
 //! `CERTIFIED` with unique keys `serial`, `rot`, `device-key` and the
 //! order's quota counter in one atomic, durable write. Only after that
 //! append is acknowledged are the chain, label and voucher returned
-//! (invariant 1). A collision appends `DUPLICATE_REJECTED` and answers
-//! `ALREADY_EXISTS`; an exhausted quota appends `QUOTA_REJECTED` and answers
-//! `RESOURCE_EXHAUSTED` — unless the collision is with this very device,
-//! key and serial, which is a retry and gets the stored result with
-//! `replayed = true`.
+//! (invariant 1). A collision or an exhausted quota is `crate::collisions`'
+//! to answer: a retry of this very device, key and serial gets the stored
+//! result, anything else is recorded and refused.
 //!
 //! The ledger's constraints are the authority (they hold under any
 //! concurrency and across restarts); the lookups made before signing only
@@ -25,23 +23,20 @@
 //! stations race past them, the loser's certificate is signed but never
 //! recorded and never released.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use prost::Message;
+use backends::{append_request, keys, AppendRefusal, BoundedCache};
 use sha2::{Digest, Sha256};
 use trustline_proto::statement;
 use trustline_proto::v1;
 use trustline_proto::v1::{EventKind, PersonalisationMode};
 use x509_parser::prelude::FromDer;
 
-use super::backends::AppendRefusal;
-use super::claim::ClaimedRot;
-use super::orders::Order;
-use super::{
-    append_request, draft, key_hash, keys, label, payload_of, unique, voucher, Actor, Factory,
-};
+use crate::claim::ClaimedRot;
+use crate::collisions::namespace_name;
 use crate::error::{Error, Result};
+use crate::orders::Order;
+use crate::{draft, key_hash, label, voucher, Actor, Factory};
 
 /// Largest CSR accepted here (the CA applies its own limit too).
 const MAX_CSR_LEN: usize = 4096;
@@ -88,51 +83,44 @@ pub struct Certified {
 }
 
 #[derive(Debug)]
-struct CachedResult {
-    serial: String,
-    device_key: Vec<u8>,
-    result: Certified,
+pub(crate) struct CachedResult {
+    pub(crate) serial: String,
+    pub(crate) device_key: Vec<u8>,
+    pub(crate) result: Certified,
 }
 
-/// Recent results by rot_id, so a retry returns exactly what was sent
-/// (including a first-owner voucher entry, which the ledger does not hold).
+/// Recent results by rot_id, so a retry returns exactly what was sent: a
+/// [`BoundedCache`], since every result can be rebuilt from its `CERTIFIED`
+/// entry (see `crate::collisions`) — with one known exception: a voucher
+/// entry 0 signed for a first owner named at `Certify` is not in the
+/// ledger (invariant 6), so once its result is evicted (or after a
+/// restart) a retry gets the manufacturer voucher without it. Making entry
+/// 0 durable is issue 12, item 10; until then this cache is the only copy.
 #[derive(Debug)]
 pub(crate) struct ResultCache {
-    max: usize,
-    // std Mutex: held only for a map operation.
-    map: Mutex<HashMap<String, Arc<CachedResult>>>,
+    results: BoundedCache<String, Arc<CachedResult>>,
 }
 
 impl ResultCache {
-    pub(crate) fn new(max: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            max,
-            map: Mutex::new(HashMap::new()),
+            results: BoundedCache::new(capacity),
         }
     }
 
-    fn get(&self, rot_id: &str) -> Option<Arc<CachedResult>> {
-        self.lock().get(rot_id).cloned()
+    pub(crate) fn get(&self, rot_id: &str) -> Option<Arc<CachedResult>> {
+        self.results.get(rot_id)
     }
 
     fn insert(&self, rot_id: String, value: CachedResult) {
-        let mut map = self.lock();
-        if map.len() >= self.max {
-            // Every result can be rebuilt from the ledger (see voucher.rs).
-            map.clear();
-        }
-        map.insert(rot_id, Arc::new(value));
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<CachedResult>>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        self.results.insert(rot_id, Arc::new(value));
     }
 }
 
 /// What the checks established about the device.
-struct Checked {
-    device_key: Vec<u8>,
-    mode: PersonalisationMode,
+pub(crate) struct Checked {
+    pub(crate) device_key: Vec<u8>,
+    pub(crate) mode: PersonalisationMode,
 }
 
 impl Factory {
@@ -236,7 +224,7 @@ impl Factory {
 
         // The voucher, and its first entry when the first owner is known.
         let chain_refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
-        let mut voucher = voucher::manufacturer_voucher(
+        let mut voucher = trustline_proto::voucher::Voucher::manufacturer(
             &input.rot_id,
             &input.serial,
             &chain_refs,
@@ -273,9 +261,9 @@ impl Factory {
         let request = append_request(
             entry,
             vec![
-                unique(keys::SERIAL, input.serial.as_bytes()),
-                unique(keys::ROT, input.rot_id.as_bytes()),
-                unique(keys::DEVICE_KEY, &device_key_hash),
+                keys::unique(keys::SERIAL, input.serial.as_bytes()),
+                keys::unique(keys::ROT, input.rot_id.as_bytes()),
+                keys::unique(keys::DEVICE_KEY, device_key_hash.clone()),
             ],
             Some(v1::QuotaUse {
                 counter: order.quota_counter(),
@@ -399,185 +387,4 @@ impl Factory {
             mode,
         })
     }
-
-    /// A collision with entry `holder_seq` under `namespace`: the same
-    /// device, serial and key is a retry (replayed); anything else is a
-    /// duplicate, recorded and refused.
-    async fn resolve_conflict(
-        &self,
-        actor: &Actor,
-        order: &Order,
-        input: &CertifyInput,
-        checked: &Checked,
-        namespace: &'static str,
-        holder_seq: u64,
-    ) -> Result<Certified> {
-        let holder = self.entry(holder_seq).await?;
-        if holder.kind == EventKind::Certified as i32
-            && holder.rot_id == input.rot_id
-            && holder.serial == input.serial
-        {
-            let payload: v1::CertifiedPayload = payload_of(&holder, EventKind::Certified)?;
-            if payload.device_public_key == checked.device_key {
-                return self.replay(&holder, payload);
-            }
-        }
-        Err(self
-            .duplicate(actor, order, input, namespace, holder_seq)
-            .await)
-    }
-
-    /// The stored result of a certification, rebuilt from its entry.
-    fn replay(&self, holder: &v1::LedgerEntry, payload: v1::CertifiedPayload) -> Result<Certified> {
-        if let Some(hit) = self.certified.get(&holder.rot_id) {
-            if hit.result.ledger_seq == holder.seq {
-                return Ok(Certified {
-                    replayed: true,
-                    ..hit.result.clone()
-                });
-            }
-        }
-        let chain = vec![
-            payload.certificate,
-            self.chain.intermediate.clone(),
-            self.chain.root.clone(),
-        ];
-        let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
-        let voucher = voucher::manufacturer_voucher(
-            &holder.rot_id,
-            &holder.serial,
-            &refs,
-            &self.chain.voucher_public_key,
-        )?
-        .encode();
-        if payload.first_owner.is_none()
-            && Sha256::digest(&voucher)[..] != payload.voucher_sha256[..]
-        {
-            return Err(Error::CorruptEntry {
-                seq: holder.seq,
-                reason: "the rebuilt voucher does not match the recorded hash".into(),
-            });
-        }
-        // With a first owner, the signed entry 0 is not stored (invariant 6):
-        // the manufacturer voucher goes back, and the first transfer is made
-        // again through the ownership service.
-        Ok(Certified {
-            chain,
-            label: payload.label,
-            voucher,
-            ledger_seq: holder.seq,
-            replayed: true,
-        })
-    }
-
-    /// Records `DUPLICATE_REJECTED` and returns the error to send.
-    async fn duplicate(
-        &self,
-        actor: &Actor,
-        order: &Order,
-        input: &CertifyInput,
-        namespace: &'static str,
-        holder_seq: u64,
-    ) -> Error {
-        let key_value = match namespace {
-            keys::SERIAL => input.serial.as_bytes().to_vec(),
-            keys::ROT => input.rot_id.as_bytes().to_vec(),
-            _ => decode_device_key_hash(&input.key_attestation),
-        };
-        let payload = v1::RejectedPayload {
-            operation: "certify".into(),
-            reason: format!("{namespace} is already certified"),
-            key: Some(unique(namespace, &key_value)),
-            holder_seq,
-            evidence: vec![input.key_attestation.encode_to_vec()],
-        };
-        match self
-            .record_refusal(
-                EventKind::DuplicateRejected,
-                &input.rot_id,
-                &input.serial,
-                order,
-                actor,
-                &payload,
-            )
-            .await
-        {
-            Ok(_) => Error::Duplicate {
-                namespace: namespace.to_owned(),
-                holder_seq,
-            },
-            Err(e) => e,
-        }
-    }
-
-    /// Records `QUOTA_REJECTED` and returns the error to send.
-    async fn quota_refused(
-        &self,
-        actor: &Actor,
-        order: &Order,
-        input: &CertifyInput,
-        used: u64,
-    ) -> Error {
-        let payload = v1::RejectedPayload {
-            operation: "certify".into(),
-            reason: format!(
-                "order quota of {} reached ({used} certified)",
-                order.quantity
-            ),
-            key: None,
-            holder_seq: 0,
-            evidence: vec![],
-        };
-        match self
-            .record_refusal(
-                EventKind::QuotaRejected,
-                &input.rot_id,
-                &input.serial,
-                order,
-                actor,
-                &payload,
-            )
-            .await
-        {
-            Ok(_) => Error::QuotaExhausted {
-                order_id: order.id.clone(),
-                limit: order.quantity,
-            },
-            Err(e) => e,
-        }
-    }
-
-    /// Which unique key collided, when the ledger did not say.
-    async fn find_holder(
-        &self,
-        input: &CertifyInput,
-        device_key_hash: &[u8],
-    ) -> Result<(&'static str, u64)> {
-        for (namespace, value) in [
-            (keys::ROT, input.rot_id.as_bytes()),
-            (keys::SERIAL, input.serial.as_bytes()),
-            (keys::DEVICE_KEY, device_key_hash),
-        ] {
-            if let Some(seq) = self.lookup(namespace, value).await? {
-                return Ok((namespace, seq));
-            }
-        }
-        Err(Error::ledger(tonic::Status::internal(
-            "the ledger reported a conflict but holds none of the keys",
-        )))
-    }
-}
-
-fn namespace_name(namespace: &str) -> &'static str {
-    match namespace {
-        keys::SERIAL => keys::SERIAL,
-        keys::ROT => keys::ROT,
-        _ => keys::DEVICE_KEY,
-    }
-}
-
-fn decode_device_key_hash(ka: &v1::SignedStatement) -> Vec<u8> {
-    statement::decode_unverified::<v1::KeyAttestation>(ka)
-        .map(|k| key_hash(&k.device_public_key))
-        .unwrap_or_default()
 }

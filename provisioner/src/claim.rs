@@ -9,17 +9,22 @@
 //! verifies the receipt with the attestation key of the RoT the nonce was
 //! issued to, and refuses a receipt that names any other anchor.
 //!
-//! Claimed RoTs are remembered here as a cache; the ledger's `CLAIMED` entry
-//! (unique key `("claim", rot_id)`) is the truth and survives restarts.
+//! Claimed RoTs are remembered here in a [`BoundedCache`]; the ledger's
+//! `CLAIMED` entry (unique key `("claim", rot_id)`) is the truth and
+//! survives restarts. Pending claims are not a cache — they cannot be
+//! reloaded — so they live in a bounded map of their own that refuses new
+//! sessions with [`Error::Busy`] when full and never evicts one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+
+use backends::BoundedCache;
 
 use trustline_proto::statement;
 use trustline_proto::v1;
 
 use crate::error::{Error, Result};
-use crate::factory::vendors::AuthenticRot;
+use crate::vendors::AuthenticRot;
 
 /// Length of a claim nonce.
 pub const NONCE_LEN: usize = 32;
@@ -97,10 +102,9 @@ impl ClaimedRot {
 #[derive(Debug)]
 pub struct ClaimBook {
     max_pending: usize,
-    max_claimed: usize,
-    // std Mutexes: held only for map operations, never across await.
+    // A std Mutex: held only for map operations, never across await.
     pending: Mutex<HashMap<[u8; NONCE_LEN], PendingClaim>>,
-    claimed: Mutex<HashMap<String, Arc<ClaimedRot>>>,
+    claimed: BoundedCache<String, Arc<ClaimedRot>>,
 }
 
 impl ClaimBook {
@@ -109,9 +113,8 @@ impl ClaimBook {
     pub fn new(max_pending: usize, max_claimed: usize) -> Self {
         Self {
             max_pending,
-            max_claimed,
             pending: Mutex::new(HashMap::new()),
-            claimed: Mutex::new(HashMap::new()),
+            claimed: BoundedCache::new(max_claimed),
         }
     }
 
@@ -182,19 +185,13 @@ impl ClaimBook {
 
     /// A cached claimed RoT.
     pub fn claimed(&self, rot_id: &str) -> Option<Arc<ClaimedRot>> {
-        lock(&self.claimed).get(rot_id).cloned()
+        self.claimed.get(rot_id)
     }
 
     /// Caches a claimed RoT.
     pub fn remember(&self, rot: ClaimedRot) -> Arc<ClaimedRot> {
-        let mut claimed = lock(&self.claimed);
-        if claimed.len() >= self.max_claimed {
-            // Everything here can be reloaded from the ledger; a full cache
-            // is simply emptied rather than tracked for recency.
-            claimed.clear();
-        }
         let rot = Arc::new(rot);
-        claimed.insert(rot.rot_id.clone(), rot.clone());
+        self.claimed.insert(rot.rot_id.clone(), rot.clone());
         rot
     }
 

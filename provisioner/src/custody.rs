@@ -5,17 +5,20 @@
 //! claimed — a device that failed on the line is scrapped too); a scrapped
 //! device takes no further step (`scrapped` unique key, so two scrappings
 //! cannot both be recorded); a station ships or scraps only devices of its
-//! own site, while any station may record receiving a device (the receiving
-//! site is recorded as the entry's site). The order of shipments and
+//! own site — the site of the order the device was certified (or claimed)
+//! under, checked by the factory's one site check — while any station may
+//! record receiving a device (the receiving site, the caller's own, is
+//! recorded as the entry's site). The order of shipments and
 //! receipts is recorded, not enforced: a device may be shipped on through
 //! several hands.
 
+use backends::{append_request, keys, AppendRefusal};
 use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
 
-use super::backends::AppendRefusal;
-use super::{append_request, draft, keys, unique, Actor, Factory};
 use crate::error::{Error, Result};
+use crate::order_book::check_site;
+use crate::{draft, Actor, Factory};
 
 /// Longest custody note accepted, in bytes.
 const MAX_NOTE_LEN: usize = 1024;
@@ -89,15 +92,8 @@ impl Factory {
         };
         let device = self.entry(holder).await?;
         if kind != CustodyKind::Received {
-            if let Some(site) = &actor.site {
-                if *site != device.site {
-                    return Err(Error::WrongSite {
-                        order_id: device.order_id.clone(),
-                        order_site: device.site.clone(),
-                        caller_site: site.clone(),
-                    });
-                }
-            }
+            let known = self.order(&device.order_id).await?;
+            check_site(actor, &known.order)?;
         }
         if self
             .lookup(keys::SCRAPPED, rot_id.as_bytes())
@@ -106,8 +102,8 @@ impl Factory {
         {
             return Err(Error::Scrapped(rot_id.to_owned()));
         }
-        let site = match (kind, &actor.site) {
-            (CustodyKind::Received, Some(site)) => site.clone(),
+        let site = match (kind, actor.scope.own_site()) {
+            (CustodyKind::Received, Some(site)) => site.to_owned(),
             _ => device.site.clone(),
         };
         let payload = v1::CustodyPayload {
@@ -123,7 +119,7 @@ impl Factory {
             &payload,
         );
         let keys = if kind == CustodyKind::Scrapped {
-            vec![unique(keys::SCRAPPED, rot_id.as_bytes())]
+            vec![keys::unique(keys::SCRAPPED, rot_id.as_bytes())]
         } else {
             vec![]
         };

@@ -7,10 +7,6 @@
 //! order public key, and the signed bytes are what the ledger records, so an
 //! auditor can re-verify every order the line ever built against.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
 use trustline_proto::statement;
 use trustline_proto::v1;
 
@@ -237,90 +233,12 @@ fn token(what: &str, s: &str) -> Result<()> {
     }
 }
 
-/// An order the line knows, with its open/closed state.
-#[derive(Debug)]
-pub struct KnownOrder {
-    /// The verified order.
-    pub order: Order,
-    /// Set once `ORDER_CLOSED` is recorded.
-    pub closed: AtomicBool,
-}
-
-impl KnownOrder {
-    /// Whether the order was closed.
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-}
-
-/// Orders seen since start, by id. The ledger is the truth; this is a cache
-/// filled on first use (see `Factory::order`).
-#[derive(Debug, Default)]
-pub struct OrderBook {
-    // A std Mutex: held only for a map lookup or insert, never across await.
-    orders: Mutex<HashMap<String, Arc<KnownOrder>>>,
-}
-
-impl OrderBook {
-    /// A cached order.
-    pub fn get(&self, id: &str) -> Option<Arc<KnownOrder>> {
-        self.lock().get(id).cloned()
-    }
-
-    /// Caches an order; returns the cached one if another task got there
-    /// first.
-    pub fn insert(&self, order: Order, closed: bool) -> Arc<KnownOrder> {
-        let mut map = self.lock();
-        map.entry(order.id.clone())
-            .or_insert_with(|| {
-                Arc::new(KnownOrder {
-                    order,
-                    closed: AtomicBool::new(closed),
-                })
-            })
-            .clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<KnownOrder>>> {
-        // A poisoned map is still a consistent map: entries are inserted
-        // whole, so recover it rather than fail every later request.
-        self.orders.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Checks that `order` may be built now by a station of `caller_site`.
-///
-/// # Errors
-/// [`Error::WrongSite`], [`Error::OrderClosed`] or
-/// [`Error::OrderOutsideWindow`], in that order.
-pub fn check_usable(known: &KnownOrder, caller_site: Option<&str>, now_ms: i64) -> Result<()> {
-    let order = &known.order;
-    if let Some(site) = caller_site {
-        if site != order.site {
-            return Err(Error::WrongSite {
-                order_id: order.id.clone(),
-                order_site: order.site.clone(),
-                caller_site: site.to_owned(),
-            });
-        }
-    }
-    if known.is_closed() {
-        return Err(Error::OrderClosed(order.id.clone()));
-    }
-    if now_ms < order.not_before_ms || now_ms >= order.not_after_ms {
-        return Err(Error::OrderOutsideWindow {
-            order_id: order.id.clone(),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use trustline_proto::signer::{Signer, SoftwareSigner};
 
-    fn raw() -> v1::ProductionOrder {
+    pub(crate) fn raw() -> v1::ProductionOrder {
         v1::ProductionOrder {
             order_id: "PO-1".into(),
             sku: "SKU-1".into(),
@@ -409,40 +327,5 @@ mod tests {
         let free = SerialScheme { digits: 0, ..s };
         assert_eq!(free.parse("SN7"), Some(7));
         assert_eq!(free.parse("SN07"), None);
-    }
-
-    #[test]
-    fn usability_checks_site_window_and_closure() {
-        let oem = SoftwareSigner::generate();
-        let mut o = raw();
-        o.not_before_ms = 100;
-        o.not_after_ms = 200;
-        let order = Order::verify(
-            &statement::sign(&oem, &o).expect("sign"),
-            oem.public_key_der(),
-            &vendors(),
-        )
-        .expect("verify");
-        let book = OrderBook::default();
-        let known = book.insert(order, false);
-        assert!(check_usable(&known, Some("site-a"), 150).is_ok());
-        assert!(check_usable(&known, None, 150).is_ok());
-        assert!(matches!(
-            check_usable(&known, Some("site-b"), 150),
-            Err(Error::WrongSite { .. })
-        ));
-        assert!(matches!(
-            check_usable(&known, Some("site-a"), 99),
-            Err(Error::OrderOutsideWindow { .. })
-        ));
-        assert!(matches!(
-            check_usable(&known, Some("site-a"), 200),
-            Err(Error::OrderOutsideWindow { .. })
-        ));
-        known.closed.store(true, Ordering::Release);
-        assert!(matches!(
-            check_usable(&known, Some("site-a"), 150),
-            Err(Error::OrderClosed(_))
-        ));
     }
 }

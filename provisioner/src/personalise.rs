@@ -10,20 +10,14 @@
 //! it names the device key so that `Certify` accepts an HSM-mode key only if
 //! this provisioner delivered it to this RoT.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
+use backends::{append_request, keys, AppendRefusal, BoundedCache};
 use sha2::{Digest, Sha256};
 use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
 
-use super::backends::AppendRefusal;
-use super::{append_request, draft, key_hash, keys, unique, Actor, Factory};
 use crate::error::{Error, Result};
-
-/// Most delivered keys remembered per RoT before older ones are forgotten
-/// (they stay in the ledger).
-const MAX_PER_ROT: usize = 8;
+use crate::orders::Order;
+use crate::{draft, key_hash, Actor, Factory};
 
 /// A device key made in the HSM, wrapped to a RoT.
 #[derive(Debug, Clone)]
@@ -40,28 +34,29 @@ pub struct DeliveredKey {
     pub ledger_seq: u64,
 }
 
-/// Device keys delivered since start, by rot_id (a cache of the ledger's
-/// `delivered-key` unique keys).
-#[derive(Debug, Default)]
+/// Device keys delivered to RoTs, as (rot_id, device key) pairs: a
+/// [`BoundedCache`] of the ledger's `delivered-key` unique keys, so a miss
+/// is answered from the ledger.
+#[derive(Debug)]
 pub(crate) struct DeliveredKeys {
-    // std Mutex: held only for a map operation.
-    map: Mutex<HashMap<String, Vec<Vec<u8>>>>,
+    pairs: BoundedCache<(String, Vec<u8>), ()>,
 }
 
 impl DeliveredKeys {
-    fn remember(&self, rot_id: &str, device_key: Vec<u8>) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let keys = map.entry(rot_id.to_owned()).or_default();
-        if keys.len() >= MAX_PER_ROT {
-            keys.remove(0);
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            pairs: BoundedCache::new(capacity),
         }
-        keys.push(device_key);
+    }
+
+    fn remember(&self, rot_id: &str, device_key: Vec<u8>) {
+        self.pairs.insert((rot_id.to_owned(), device_key), ());
     }
 
     fn contains(&self, rot_id: &str, device_key: &[u8]) -> bool {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(rot_id)
-            .is_some_and(|keys| keys.iter().any(|k| k == device_key))
+        self.pairs
+            .get(&(rot_id.to_owned(), device_key.to_vec()))
+            .is_some()
     }
 }
 
@@ -118,7 +113,7 @@ impl Factory {
             order_id,
             &payload,
         );
-        let key = unique(keys::DELIVERED_KEY, &key_hash(&wrapped.device_public_key));
+        let key = keys::unique(keys::DELIVERED_KEY, key_hash(&wrapped.device_public_key));
         let seq = match self
             .ledger
             .append(append_request(entry, vec![key], None))
@@ -152,7 +147,7 @@ impl Factory {
     async fn delivery_over_quota(
         &self,
         actor: &Actor,
-        order: &super::orders::Order,
+        order: &Order,
         rot_id: &str,
         used: u64,
     ) -> Error {
@@ -179,7 +174,7 @@ impl Factory {
     }
 
     /// Whether `device_key` was delivered by this provisioner to `rot_id`.
-    pub(super) async fn was_delivered(&self, rot_id: &str, device_key: &[u8]) -> Result<bool> {
+    pub(crate) async fn was_delivered(&self, rot_id: &str, device_key: &[u8]) -> Result<bool> {
         if self.delivered.contains(rot_id, device_key) {
             return Ok(true);
         }

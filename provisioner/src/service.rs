@@ -2,20 +2,23 @@
 //! inputs at the edge, and every factory error to a `tonic::Status` through
 //! the one mapping in [`crate::error`].
 //!
-//! Authorization by role happens before a handler runs (the transport
-//! guard's role × RPC table); here the caller is taken from the request
-//! extensions — its absence is `UNAUTHENTICATED`, never "allow" — and a
-//! station is bound to its site for every order and device it touches.
+//! Authorization happens before a handler runs, in one place: the
+//! transport's role × RPC table, asked by the guard (or by
+//! `transport::internal_request` in-process), which leaves a
+//! [`transport::Authorized`] caller in the request extensions. Handlers
+//! take it — its absence is `UNAUTHENTICATED`, never "allow" — and never
+//! check roles themselves; the factory gets the caller's id and
+//! [`transport::SiteScope`], which binds a station to its site for every
+//! order and device it touches.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use transport::{Caller, Role};
 use trustline_proto::v1;
-use trustline_proto::v1::provisioning_server::Provisioning;
+use trustline_proto::v1::provisioning_server::{Provisioning, ProvisioningServer};
 
-use super::{Actor, CertifyInput, CustodyKind, Factory, SubjectKey};
 use crate::error::Error;
+use crate::{Actor, CertifyInput, CustodyKind, Factory, SubjectKey};
 
 /// The `Provisioning` service over a [`Factory`].
 #[derive(Clone)]
@@ -35,32 +38,26 @@ impl ProvisioningService {
     }
 }
 
-/// The factory's view of the authenticated caller.
-fn actor<T>(request: &Request<T>) -> Result<Actor, Status> {
-    let caller: &Caller = transport::caller(request)?;
-    Ok(Actor {
-        id: caller.id(),
-        site: caller
-            .role()
-            .is_site_scoped()
-            .then(|| caller.site().to_owned()),
-    })
+/// The `Provisioning` gRPC server over `factory`, with the transport's
+/// message size limits.
+pub fn server(
+    factory: Arc<Factory>,
+    limits: &transport::Limits,
+) -> ProvisioningServer<ProvisioningService> {
+    use transport::MessageLimits;
+    ProvisioningServer::new(ProvisioningService::new(factory)).with_message_limits(limits)
 }
 
-fn require_role<T>(
-    request: &Request<T>,
-    roles: &[Role],
-    operation: &'static str,
-) -> Result<(), Status> {
-    let caller = transport::caller(request)?;
-    if roles.contains(&caller.role()) {
-        return Ok(());
-    }
-    Err(Error::RoleNotAllowed {
-        role: caller.role().to_string(),
-        operation,
-    }
-    .into())
+/// The factory's view of the caller the role table authorized.
+///
+/// # Errors
+/// `UNAUTHENTICATED` when the request carries no authorized caller.
+fn actor<T>(request: &Request<T>) -> Result<Actor, Status> {
+    let authorized = transport::authorized(request)?;
+    Ok(Actor {
+        id: authorized.caller().id(),
+        scope: authorized.scope(),
+    })
 }
 
 fn missing(field: &str) -> Status {
@@ -73,7 +70,6 @@ impl Provisioning for ProvisioningService {
         &self,
         request: Request<v1::OpenOrderRequest>,
     ) -> Result<Response<v1::OpenOrderResponse>, Status> {
-        require_role(&request, &[Role::Admin], "open orders")?;
         let actor = actor(&request)?;
         let signed = request
             .into_inner()
@@ -90,7 +86,6 @@ impl Provisioning for ProvisioningService {
         &self,
         request: Request<v1::CloseOrderRequest>,
     ) -> Result<Response<v1::CloseOrderResponse>, Status> {
-        require_role(&request, &[Role::Admin], "close orders")?;
         let actor = actor(&request)?;
         let r = request.into_inner();
         let ledger_seq = self
@@ -121,7 +116,6 @@ impl Provisioning for ProvisioningService {
         &self,
         request: Request<v1::BeginClaimRequest>,
     ) -> Result<Response<v1::BeginClaimResponse>, Status> {
-        require_role(&request, &[Role::Station], "claim devices")?;
         let actor = actor(&request)?;
         let r = request.into_inner();
         let attestation = r.attestation.ok_or_else(|| missing("attestation"))?;
@@ -141,7 +135,6 @@ impl Provisioning for ProvisioningService {
         &self,
         request: Request<v1::CompleteClaimRequest>,
     ) -> Result<Response<v1::CompleteClaimResponse>, Status> {
-        require_role(&request, &[Role::Station], "claim devices")?;
         let actor = actor(&request)?;
         let receipt = request
             .into_inner()
@@ -158,7 +151,6 @@ impl Provisioning for ProvisioningService {
         &self,
         request: Request<v1::DeliverDeviceKeyRequest>,
     ) -> Result<Response<v1::DeliverDeviceKeyResponse>, Status> {
-        require_role(&request, &[Role::Station], "personalise devices")?;
         let actor = actor(&request)?;
         let r = request.into_inner();
         let k = self
@@ -178,7 +170,6 @@ impl Provisioning for ProvisioningService {
         &self,
         request: Request<v1::CertifyRequest>,
     ) -> Result<Response<v1::CertifyResponse>, Status> {
-        require_role(&request, &[Role::Station], "certify devices")?;
         let actor = actor(&request)?;
         let r = request.into_inner();
         let subject = match r.subject_key {
@@ -210,7 +201,6 @@ impl Provisioning for ProvisioningService {
         &self,
         request: Request<v1::RecordCustodyRequest>,
     ) -> Result<Response<v1::RecordCustodyResponse>, Status> {
-        require_role(&request, &[Role::Station], "record custody")?;
         let actor = actor(&request)?;
         let r = request.into_inner();
         let kind = CustodyKind::from_event(r.kind)?;

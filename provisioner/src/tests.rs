@@ -13,7 +13,8 @@ use trustline_proto::signer::Signer;
 use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
 
-use super::backends::{AppendRefusal, LedgerApi, LocalCa, RequestIdentity};
+use backends::{now_ms, AppendRefusal, LedgerApi, LocalCa, RequestIdentity};
+
 use super::*;
 
 #[derive(Default)]
@@ -165,14 +166,14 @@ struct Line {
 fn station() -> Actor {
     Actor {
         id: "station/site-a/st-01".into(),
-        site: Some("site-a".into()),
+        scope: transport::SiteScope::Site("site-a".into()),
     }
 }
 
 fn admin() -> Actor {
     Actor {
         id: "admin/hq/oem".into(),
-        site: None,
+        scope: transport::SiteScope::Any,
     }
 }
 

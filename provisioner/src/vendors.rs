@@ -9,12 +9,13 @@
 //!
 //! Hot-path design: a vendor's intermediates are the same for thousands of
 //! dies, so once an intermediate chain has been verified up to a root, its
-//! issuing key is cached by the SHA-256 of the intermediates' DER; each die
-//! then costs one parse and one signature check.
+//! issuing key is cached (in a [`BoundedCache`]: a miss only re-verifies)
+//! by the SHA-256 of the intermediates' DER; each die then costs one parse
+//! and one signature check.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use backends::BoundedCache;
 use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::oid_registry::{
@@ -72,8 +73,8 @@ struct Root {
 #[derive(Debug)]
 pub struct VendorRoots {
     roots: Vec<Root>,
-    // std Mutex: held only for a map lookup or insert.
-    issuers: Mutex<HashMap<[u8; 32], Issuer>>,
+    // A verified issuer is recomputed from the chain on a miss.
+    issuers: BoundedCache<[u8; 32], Issuer>,
 }
 
 impl VendorRoots {
@@ -118,7 +119,7 @@ impl VendorRoots {
         }
         Ok(Self {
             roots: parsed,
-            issuers: Mutex::new(HashMap::new()),
+            issuers: BoundedCache::new(MAX_CACHED_ISSUERS),
         })
     }
 
@@ -198,15 +199,11 @@ impl VendorRoots {
             hasher.update(cert);
         }
         let key: [u8; 32] = hasher.finalize().into();
-        if let Some(hit) = self.lock().get(&key) {
-            return Ok(hit.clone());
+        if let Some(hit) = self.issuers.get(&key) {
+            return Ok(hit);
         }
         let issuer = self.verify_intermediates(intermediates, now)?;
-        let mut cache = self.lock();
-        if cache.len() >= MAX_CACHED_ISSUERS {
-            cache.clear();
-        }
-        cache.insert(key, issuer.clone());
+        self.issuers.insert(key, issuer.clone());
         Ok(issuer)
     }
 
@@ -267,10 +264,6 @@ impl VendorRoots {
             .ok_or_else(|| {
                 Error::Counterfeit("chain does not end at a configured ic-vendor root".into())
             })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Issuer>> {
-        self.issuers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -4,48 +4,20 @@
 //! The header binds the `rot_id`, the serial, the hash of the certificate
 //! chain returned with it and the OEM voucher key. Its guid is derived from
 //! the device certificate (whose 128-bit serial is random), so the
-//! manufacturer voucher — the one with no entries — is a pure function of
-//! the `CERTIFIED` entry and can be rebuilt exactly, and checked against the
-//! recorded `voucher_sha256`, when a retried `Certify` is answered after a
-//! restart. When the first owner is known at `Certify`, entry 0 is signed by
+//! manufacturer voucher — the one with no entries,
+//! [`Voucher::manufacturer`] — is a pure function of the `CERTIFIED` entry
+//! and can be rebuilt exactly, and checked against the recorded
+//! `voucher_sha256`, when a retried `Certify` is answered after a restart. When the first owner is known at `Certify`, entry 0 is signed by
 //! the OEM voucher key in the HSM (via the CA) and only its salted
 //! commitment is recorded (invariant 6); that entry is never stored by the
 //! service, so it can be replayed only from the in-memory result cache.
 
+use backends::CaApi;
 use sha2::{Digest, Sha256};
 use trustline_proto::v1;
-use trustline_proto::voucher::{
-    cert_chain_hash, first_entry_payload, Voucher, VoucherHeader, GUID_LEN,
-};
+use trustline_proto::voucher::{first_entry_payload, Voucher};
 
 use crate::error::{Error, Result};
-use crate::factory::backends::CaApi;
-
-/// Domain separator of the derived voucher guid.
-const GUID_DOMAIN: &[u8] = b"trustline.voucher.guid\0";
-
-/// The manufacturer voucher (no entries) of a certified device.
-///
-/// # Errors
-/// [`Error::Invalid`] for a malformed rot_id or serial, or a manufacturer
-/// key that is not P-256.
-pub fn manufacturer_voucher(
-    rot_id: &str,
-    serial: &str,
-    chain: &[&[u8]],
-    manufacturer_key: &[u8],
-) -> Result<Voucher> {
-    let certificate = chain
-        .first()
-        .ok_or_else(|| Error::Invalid("empty certificate chain".into()))?;
-    let mut header = VoucherHeader::new(rot_id, serial, cert_chain_hash(chain), manufacturer_key)?;
-    let digest = Sha256::new()
-        .chain_update(GUID_DOMAIN)
-        .chain_update(certificate)
-        .finalize();
-    header.guid.copy_from_slice(&digest[..GUID_LEN]);
-    Ok(Voucher::new(header))
-}
 
 /// Has the CA sign entry 0 (manufacturer → `first_owner`) and appends it.
 /// Returns the ledger's record of the transfer: the salted commitment and
@@ -82,12 +54,12 @@ mod tests {
         let oem = SoftwareSigner::generate();
         let rot = trustline_proto::identity::rot_id(b"x");
         let chain: [&[u8]; 3] = [b"cert-a", b"int", b"root"];
-        let a = manufacturer_voucher(&rot, "SN1", &chain, oem.public_key_der()).expect("voucher");
-        let b = manufacturer_voucher(&rot, "SN1", &chain, oem.public_key_der()).expect("voucher");
+        let a = Voucher::manufacturer(&rot, "SN1", &chain, oem.public_key_der()).expect("voucher");
+        let b = Voucher::manufacturer(&rot, "SN1", &chain, oem.public_key_der()).expect("voucher");
         assert_eq!(a.encode(), b.encode());
         a.verify(oem.public_key_der()).expect("verifies");
         let other: [&[u8]; 3] = [b"cert-b", b"int", b"root"];
-        let c = manufacturer_voucher(&rot, "SN1", &other, oem.public_key_der()).expect("voucher");
+        let c = Voucher::manufacturer(&rot, "SN1", &other, oem.public_key_der()).expect("voucher");
         assert_ne!(a.header().guid, c.header().guid);
     }
 }

@@ -1,5 +1,6 @@
-//! Preparing a data directory (docs/TEAM.md layout): the CA in the HSM and
-//! the service PKI whose certificates every listener and client uses.
+//! Preparing a data directory (the layout of [`backends::layout`], described
+//! in docs/operations.md): the CA in the HSM and the service PKI whose
+//! certificates every listener and client uses.
 //!
 //! Used by `trustline serve all --init`, the demo, the benchmark and the
 //! end-to-end tests, so that all of them run the same services behind the
@@ -22,23 +23,14 @@ use transport::{Caller, CredentialPaths, Role};
 
 use crate::error::{Error, Result};
 
-/// The CA directory inside a data directory.
-pub const CA_DIR: &str = "ca";
-/// The ledger directory inside a data directory.
-pub const LEDGER_DIR: &str = "ledger";
-/// The PKI directory inside a data directory.
-pub const PKI_DIR: &str = "pki";
-/// The ledger checkpoint public key inside a data directory.
-pub const LEDGER_KEY_FILE: &str = "ledger/ledger-key.pub.pem";
+pub use backends::layout::{CA_DIR, LEDGER_DIR, LEDGER_KEY_FILE, LOCKOUTS_DIR, PKI_DIR};
+
 /// The provisioner's credential name.
 pub const PROVISIONER: &str = "provisioner";
 /// The CA server's credential name.
 pub const CA_SERVER: &str = "ca";
 /// The ledger server's credential name.
 pub const LEDGER_SERVER: &str = "ledger";
-/// Lockout state of each server process, under the data directory
-/// (`<server>.json`).
-pub const LOCKOUTS_DIR: &str = "lockouts";
 /// The name `serve all` keeps its lockout state under.
 pub const ALL_SERVER: &str = "all";
 /// The OEM administrator's credential name.

@@ -32,10 +32,10 @@ use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
 use x509_parser::extensions::GeneralName;
 
+use backends::LedgerReads;
+use provisioner::label;
+
 use crate::error::{Error, Result};
-use crate::factory::label;
-use crate::ownership::backends::LedgerReads;
-use crate::station::sim::SimLink;
 
 /// What an inspector asks of a device in hand.
 pub trait InspectLink: Send {
@@ -49,22 +49,6 @@ pub trait InspectLink: Send {
         &mut self,
         challenge: &[u8],
     ) -> impl Future<Output = Result<v1::SignedStatement>> + Send;
-}
-
-impl InspectLink for SimLink {
-    async fn rot_id(&mut self) -> Result<String> {
-        Ok(self.rot().rot_id().to_owned())
-    }
-
-    async fn certificate_chain(&mut self) -> Result<Vec<Vec<u8>>> {
-        Ok(self.rot().certificate_chain().to_vec())
-    }
-
-    async fn identity_proof(&mut self, challenge: &[u8]) -> Result<v1::SignedStatement> {
-        self.rot()
-            .identity_proof(challenge)
-            .map_err(|e| Error::Device(e.to_string()))
-    }
 }
 
 /// What the inspector trusts.
@@ -355,10 +339,10 @@ fn check_chain(
     if root.as_slice() != oem_root {
         return Err("the device's chain does not end at the trusted oem root".into());
     }
-    crate::ownership::checks::verify_chain(device, intermediate, root, crate::factory::now_ms())
+    ownership::verify_chain(device, intermediate, root, backends::now_ms())
         .map_err(|e| e.to_string())?;
     let (_, cert) = x509_parser::parse_x509_certificate(device).map_err(|e| e.to_string())?;
-    let expected = format!("{}{rot_id}", ca_service::ca::ROT_URI_PREFIX);
+    let expected = format!("{}{rot_id}", trustline_proto::ROT_URI_PREFIX);
     let names_rot = cert
         .subject_alternative_name()
         .ok()

@@ -1,6 +1,6 @@
 //! What a station needs from the device in its socket: the `DeviceLink`
 //! trait, which a programmer or debug-probe back end implements (the
-//! simulated one is in [`super::sim`]).
+//! simulated one is `crate::sim`, feature `sim`).
 //!
 //! Every method is one exchange with the device's RoT over the programming
 //! interface; the station never sees a device private key. The methods are

@@ -27,9 +27,11 @@ use tonic::{Code, Status};
 use trustline_proto::v1;
 use trustline_proto::v1::provisioning_client::ProvisioningClient;
 
-use super::link::{DeviceLink, WrappedKey};
-use crate::error::{refusal_reason, Error, Result};
-use crate::factory::orders::SerialScheme;
+use provisioner::orders::SerialScheme;
+use trustline_proto::refusal::{is_failure, refusal_reason};
+
+use crate::error::{Error, Result};
+use crate::link::{DeviceLink, WrappedKey};
 
 /// How devices get their identity key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -385,12 +387,7 @@ async fn worker<L: DeviceLink>(
 fn refused(stage: &'static str, status: Status) -> Outcome {
     let reason = refusal_reason(&status).map(str::to_owned);
     match reason {
-        Some(reason)
-            if !matches!(
-                reason.as_str(),
-                "backend" | "busy" | "config" | "corrupt-entry"
-            ) =>
-        {
+        Some(reason) if !is_failure(&reason) => {
             Outcome::Refused {
                 stage,
                 code: status.code(),

@@ -1,12 +1,61 @@
-//! The simulated device link: a [`DeviceLink`] over `hsm_sim`'s
-//! [`SimulatedRot`], for the demo, the benchmark and tests. Never used by a
-//! service.
+//! The simulated device link (feature `sim`): a [`DeviceLink`] and an
+//! [`InspectLink`] over `hsm_sim`'s [`SimulatedRot`], and the simulated IC
+//! vendors and fresh dies the demo, the benchmark, `station run --sim` and
+//! the tests put in the sockets. Never used by a service.
 
-use hsm_sim::rot::SimulatedRot;
+use hsm_sim::rot::{Fleet, FleetBuilder, SimulatedRot};
 use trustline_proto::v1;
 
-use super::link::{DeviceLink, WrappedKey};
 use crate::error::{Error, Result};
+use crate::inspect::InspectLink;
+use crate::link::{DeviceLink, WrappedKey};
+
+/// The default seed of the simulated IC vendors.
+pub const DEFAULT_SIM_SEED: u64 = 0x7275_7374;
+
+/// The simulated vendors for `seed` (the same seed gives the same roots).
+///
+/// # Errors
+/// [`Error::Config`] when the simulator fails.
+pub fn sim_vendors(seed: u64) -> Result<Fleet> {
+    FleetBuilder::default()
+        .seed(seed)
+        .build()
+        .map_err(|e| Error::Config(format!("building the simulated vendors: {e}")))
+}
+
+/// `n` fresh genuine dies of the vendors of `fleet`, in turn, as programmed
+/// by the line (firmware measured, readout locked).
+///
+/// # Errors
+/// [`Error::Config`] when the simulator fails.
+pub fn fresh_dies(fleet: &mut Fleet, n: usize) -> Result<Vec<SimulatedRot>> {
+    let firmware = fleet.firmware_sha256();
+    let names: Vec<String> = fleet
+        .vendors()
+        .iter()
+        .map(|v| v.name().to_owned())
+        .collect();
+    for name in &names {
+        if let Some(v) = fleet.vendor_mut(name) {
+            v.reseed(rand::random());
+        }
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = &names[i % names.len()];
+        let vendor = fleet
+            .vendor_mut(name)
+            .ok_or_else(|| Error::Config(format!("vendor {name} vanished")))?;
+        let mut rot = vendor
+            .manufacture()
+            .map_err(|e| Error::Config(format!("manufacturing a simulated die: {e}")))?;
+        rot.set_firmware(firmware);
+        rot.lock_readout();
+        out.push(rot);
+    }
+    Ok(out)
+}
 
 /// A simulated die in a station socket.
 pub struct SimLink {
@@ -83,5 +132,21 @@ impl DeviceLink for SimLink {
 
     async fn store_certification(&mut self, chain: &[Vec<u8>], voucher: &[u8]) -> Result<Vec<u8>> {
         self.rot.store_certification(chain, voucher).map_err(device)
+    }
+}
+
+impl InspectLink for SimLink {
+    async fn rot_id(&mut self) -> Result<String> {
+        Ok(self.rot().rot_id().to_owned())
+    }
+
+    async fn certificate_chain(&mut self) -> Result<Vec<Vec<u8>>> {
+        Ok(self.rot().certificate_chain().to_vec())
+    }
+
+    async fn identity_proof(&mut self, challenge: &[u8]) -> Result<v1::SignedStatement> {
+        self.rot()
+            .identity_proof(challenge)
+            .map_err(|e| Error::Device(e.to_string()))
     }
 }

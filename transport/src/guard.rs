@@ -13,13 +13,14 @@
 //! 2. **Lockout.** A locked-out caller is refused `PERMISSION_DENIED`
 //!    ("locked out").
 //! 3. **Authorization.** [`crate::authz::authorize`]: `PERMISSION_DENIED`
-//!    unless the table allows the caller's role.
+//!    unless the table allows the caller's role; otherwise it yields the
+//!    [`crate::Authorized`] caller.
 //! 4. **Rate** (token bucket per caller) and **concurrency** (calls in flight
 //!    per caller): `RESOURCE_EXHAUSTED`.
 //! 5. **Deadline.** `min(grpc-timeout, max_deadline)`; past it the handler
 //!    is dropped (or a response stream cut) with `DEADLINE_EXCEEDED`.
-//! 6. The `Caller` is inserted into the request extensions
-//!    ([`crate::caller`] reads it) and the service runs.
+//! 6. The [`crate::Authorized`] caller is inserted into the request
+//!    extensions ([`crate::authorized`] reads it) and the service runs.
 //!
 //! When the response ends, its `grpc-status` (headers or trailers) is
 //! counted in `trustline_rpcs_total`, logged with caller id, role, method and
@@ -168,9 +169,10 @@ impl Guard {
             return Ok(self.refuse(&call, status, "locked_out", Tally::Skip));
         }
 
-        if let Err(status) = authz::authorize(&caller, &path) {
-            return Ok(self.refuse(&call, status, "not_allowed", Tally::Count));
-        }
+        let authorized = match authz::authorize(&caller, &path) {
+            Ok(authorized) => authorized,
+            Err(status) => return Ok(self.refuse(&call, status, "not_allowed", Tally::Count)),
+        };
 
         let limits = &self.shared.limits;
         if !limits.unlimited_roles.contains(&caller.role()) {
@@ -201,7 +203,7 @@ impl Guard {
             .map_or(limits.max_deadline(), |t| t.min(limits.max_deadline()));
         let deadline = tokio::time::Instant::now() + budget;
 
-        req.extensions_mut().insert(caller.clone());
+        req.extensions_mut().insert(authorized);
         let completion = Completion {
             guard: self.clone(),
             caller,

@@ -11,9 +11,9 @@ use std::process::Command;
 
 use custody_ledger::format;
 use prost::Message;
-use provisioner::audit::report::{AuditReport, FindingKind};
-use provisioner::audit::synth::{seed_scenario, Plant, Scenario};
-use provisioner::audit::{self, AuditOptions, LedgerSource};
+use audit::report::{AuditReport, FindingKind};
+use audit::synth::{seed_scenario, Plant, Scenario};
+use audit::{self, AuditOptions, LedgerSource};
 use trustline_proto::v1;
 
 fn pem_contents(path: &Path) -> Vec<Vec<u8>> {

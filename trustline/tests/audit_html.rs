@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use provisioner::audit::synth::{seed_scenario, Plant};
+use audit::synth::{seed_scenario, Plant};
 
 /// How long Chromium may take to load and dump one static page.
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(120);

@@ -9,7 +9,7 @@ use custody_ledger::verify;
 use serde::Serialize;
 use trustline_proto::v1::EventKind;
 
-use crate::audit::LedgerSource;
+use crate::LedgerSource;
 use crate::error::Result;
 
 /// What the ledger showed when the evidence was made.
@@ -63,7 +63,7 @@ pub fn collect(source: &LedgerSource, ledger_key: Option<Vec<u8>>) -> Result<Liv
     let report = verified.report;
     let mut live = LiveEvidence {
         source: source.describe(),
-        verified_at_ms: crate::factory::now_ms(),
+        verified_at_ms: backends::now_ms(),
         verified: report.problem.is_none(),
         entries: report.entries,
         ..LiveEvidence::default()

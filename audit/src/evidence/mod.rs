@@ -79,7 +79,7 @@ pub fn build(class: u8, ledger: Option<LiveEvidence>) -> Evidence {
         .collect();
     Evidence {
         class,
-        generated_at_ms: crate::factory::now_ms(),
+        generated_at_ms: backends::now_ms(),
         ledger,
         rows,
         attribution: requirements::ATTRIBUTION,
@@ -201,7 +201,7 @@ fn live_text(items: &[Live], ledger: Option<&LiveEvidence>) -> String {
         } else {
             "FAILED verification"
         },
-        crate::audit::render::when(l.verified_at_ms),
+        crate::render::when(l.verified_at_ms),
         l.verify_message
     ));
     format!("{}.", parts.join("; "))

@@ -3,7 +3,7 @@
 //! 2.4.14.22), and `trustline audit synth`, which writes a clean synthetic
 //! ledger of N entries to measure it on.
 //!
-//! Thin: the work is in [`crate::audit`]. Exit codes: 0 no findings, 1
+//! Thin: the work is in [`audit`]. Exit codes: 0 no findings, 1
 //! findings (a ledger that does not verify is the first and only one), 2
 //! usage or I/O error.
 
@@ -14,23 +14,23 @@ use clap::{Args, Subcommand, ValueEnum};
 use trustline_proto::v1::custody_ledger_client::CustodyLedgerClient;
 
 use super::Outcome;
-use crate::audit::{self, render, AuditOptions, LedgerSource};
+use audit::{self, render, AuditOptions, LedgerSource};
 
 /// `trustline audit` arguments, or a helper subcommand.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
-pub struct AuditCommand {
+pub(crate) struct AuditCommand {
     /// A helper instead of an audit.
     #[command(subcommand)]
-    pub tool: Option<AuditTool>,
+    pub(crate) tool: Option<AuditTool>,
     /// The audit.
     #[command(flatten)]
-    pub args: AuditArgs,
+    pub(crate) args: AuditArgs,
 }
 
 /// Helpers.
 #[derive(Debug, Subcommand)]
-pub enum AuditTool {
+pub(crate) enum AuditTool {
     /// Writes a clean synthetic ledger (real keys and certificates, the
     /// line's payloads and constraints) to measure the audit on.
     Synth(SynthArgs),
@@ -38,27 +38,27 @@ pub enum AuditTool {
 
 /// `trustline audit synth` arguments.
 #[derive(Debug, Args)]
-pub struct SynthArgs {
+pub(crate) struct SynthArgs {
     /// The data directory to create (`ledger/` and `ca/` inside).
     #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Exactly this many entries.
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
-    pub entries: u64,
+    pub(crate) entries: u64,
     /// Instead of N entries, the small two-site scenario the tests use,
     /// clean or with planted anomalies (an over-quota certificate, a
     /// duplicate serial across sites, an unrecorded certificate among the
     /// field sightings in DIR/field).
     #[arg(long, value_enum)]
-    pub scenario: Option<Scenario>,
+    pub(crate) scenario: Option<Scenario>,
     /// No progress bar.
     #[arg(long)]
-    pub no_progress: bool,
+    pub(crate) no_progress: bool,
 }
 
 /// The small scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Scenario {
+pub(crate) enum Scenario {
     /// No anomaly.
     Clean,
     /// The three planted anomalies.
@@ -67,7 +67,7 @@ pub enum Scenario {
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// For a terminal.
     Text,
     /// For tools.
@@ -79,81 +79,81 @@ pub enum Format {
 /// Where the ledger comes from.
 #[derive(Debug, Args)]
 #[group(required = false, multiple = false)]
-pub struct AuditSource {
+pub(crate) struct AuditSource {
     /// A data directory (its `ledger/` is read; the OEM keys default to its
     /// `ca/` files) or a ledger directory.
     #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// An export file (`trustline ledger export`).
     #[arg(long, value_name = "FILE")]
-    pub export: Option<PathBuf>,
+    pub(crate) export: Option<PathBuf>,
     /// A running ledger service (`host:port`), read as the `auditor` role
     /// over mutual TLS; its latest signed checkpoint is audited.
     #[arg(long, value_name = "HOST:PORT")]
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
 }
 
 /// `trustline audit` arguments.
 #[derive(Debug, Args)]
-pub struct AuditArgs {
+pub(crate) struct AuditArgs {
     /// The ledger.
     #[command(flatten)]
-    pub source: AuditSource,
+    pub(crate) source: AuditSource,
     /// The OEM order key (PEM public key) that every production order must
     /// be signed with [default with --data-dir: DIR/ca/order-key.pub.pem].
     #[arg(long, value_name = "PEM")]
-    pub order_key: Option<PathBuf>,
+    pub(crate) order_key: Option<PathBuf>,
     /// The ledger's checkpoint key (PEM) [default with --data-dir: the
     /// ledger's own ledger-key.pub.pem; with --endpoint: the key the service
     /// reports, with a warning]. Required with --export.
     #[arg(long, value_name = "PEM")]
-    pub ledger_key: Option<PathBuf>,
+    pub(crate) ledger_key: Option<PathBuf>,
     /// OEM CA certificates (PEM or DER; repeatable): the root and the site
     /// intermediates [default with --data-dir: DIR/ca/oem-root.pem and
     /// DIR/ca/site-intermediate.pem].
     #[arg(long = "ca-cert", value_name = "PEM")]
-    pub ca_certs: Vec<PathBuf>,
+    pub(crate) ca_certs: Vec<PathBuf>,
     /// A checkpoint note kept from an earlier audit (repeatable): the
     /// ledger must still contain it with the same root.
     #[arg(long = "checkpoint", value_name = "NOTE_FILE")]
-    pub checkpoints: Vec<PathBuf>,
+    pub(crate) checkpoints: Vec<PathBuf>,
     /// A directory of device certificates seen in the field or at
     /// onboarding (PEM or DER files, searched recursively).
     #[arg(long, value_name = "DIR")]
-    pub field: Option<PathBuf>,
+    pub(crate) field: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    pub(crate) format: Format,
     /// Write the report here instead of standard output.
     #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Claims this recent (before the last entry) count as in flight, not
     /// as gaps, seconds.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
-    pub in_flight_grace: u64,
+    pub(crate) in_flight_grace: u64,
     /// Certificate-checking threads [default: one per core].
     #[arg(long, value_name = "N")]
-    pub jobs: Option<usize>,
+    pub(crate) jobs: Option<usize>,
     /// No progress bar.
     #[arg(long)]
-    pub no_progress: bool,
+    pub(crate) no_progress: bool,
     /// Client certificate directory for --endpoint (`pki/` of a data
     /// directory: NAME.pem, NAME.key, service-ca.pem).
     #[arg(long, value_name = "DIR")]
-    pub pki: Option<PathBuf>,
+    pub(crate) pki: Option<PathBuf>,
     /// Client certificate name in --pki (an `auditor` certificate).
     #[arg(long, value_name = "NAME", default_value = "auditor")]
-    pub name: String,
+    pub(crate) name: String,
     /// With --endpoint: keep the signed snapshot the audit ran on here.
     #[arg(long, value_name = "FILE")]
-    pub save_snapshot: Option<PathBuf>,
+    pub(crate) save_snapshot: Option<PathBuf>,
 }
 
 /// Runs `trustline audit`.
 ///
 /// # Errors
 /// Usage and I/O errors; findings are an [`Outcome::Findings`].
-pub fn run(command: AuditCommand) -> anyhow::Result<Outcome> {
+pub(crate) fn run(command: AuditCommand) -> anyhow::Result<Outcome> {
     match command.tool {
         Some(AuditTool::Synth(args)) => synth(&args),
         None => audit(command.args),

@@ -19,7 +19,7 @@ use super::Outcome;
 
 /// `trustline bench` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Bench {
+pub(crate) enum Bench {
     /// HSM and CA: raw P-256 signatures/s (1 and N sessions), certificates
     /// issued/s and HSM-made wrapped device keys/s.
     Hsm(HsmBenchArgs),
@@ -35,45 +35,45 @@ pub enum Bench {
 
 /// `trustline bench ledger` arguments.
 #[derive(Debug, Args)]
-pub struct LedgerBenchArgs {
+pub(crate) struct LedgerBenchArgs {
     /// A scratch directory on the disk to measure [default: a temporary
     /// directory].
     #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     /// Entries in the large ledger for proofs/s and verify time; 0 skips it.
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
-    pub entries: u64,
+    pub(crate) entries: u64,
     /// Multiplies the appends per concurrency level (2k, 20k, 100k).
     #[arg(long, value_name = "X", default_value_t = 1.0)]
-    pub scale: f64,
+    pub(crate) scale: f64,
     /// The measured ledgers' overlay limit (durable entries held in memory
     /// ahead of the index) [default: the ledger's default].
     #[arg(long, value_name = "N")]
-    pub overlay_limit: Option<usize>,
+    pub(crate) overlay_limit: Option<usize>,
     /// Print the report as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// `trustline bench hsm` arguments.
 #[derive(Debug, Args)]
-pub struct HsmBenchArgs {
+pub(crate) struct HsmBenchArgs {
     /// N: sessions (and threads) for the multi-session phases.
     #[arg(long, value_name = "N", default_value_t = 4)]
-    pub sessions: usize,
+    pub(crate) sessions: usize,
     /// Seconds per phase (six phases).
     #[arg(long, value_name = "S", default_value_t = 3.0)]
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// Print the report as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// A data directory whose embedded token to use [default: a fresh token
     /// in a temporary directory].
     #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// The HSM (overrides the embedded token).
     #[command(flatten)]
-    pub hsm: HsmArgs,
+    pub(crate) hsm: HsmArgs,
 }
 
 /// A fresh directory under the system temp directory, removed on drop.
@@ -101,7 +101,7 @@ impl Drop for TempDir {
 ///
 /// # Errors
 /// HSM and CA errors, with context.
-pub fn run(command: Bench) -> anyhow::Result<Outcome> {
+pub(crate) fn run(command: Bench) -> anyhow::Result<Outcome> {
     match command {
         Bench::Hsm(args) => hsm(&args),
         Bench::Line(args) => super::bench_line::run(&args),

@@ -44,39 +44,39 @@ use trustline_proto::v1;
 use trustline_proto::v1::provisioning_client::ProvisioningClient;
 
 use super::hsm_args::HsmArgs;
-use super::station::{fresh_dies, sim_vendors};
+use station::sim::{fresh_dies, sim_vendors};
 use super::Outcome;
-use crate::setup;
-use crate::station::run::{self, Job, Mode, RunConfig};
-use crate::station::sim::SimLink;
+use site::setup;
+use station::run::{self, Job, Mode, RunConfig};
+use station::sim::SimLink;
 
 const SITE: &str = "site-1";
 
 /// `trustline bench line` arguments.
 #[derive(Debug, Args)]
-pub struct LineArgs {
+pub(crate) struct LineArgs {
     /// Devices per mode.
     #[arg(long, value_name = "N", default_value_t = 2000)]
-    pub devices: usize,
+    pub(crate) devices: usize,
     /// K: concurrent stations (each its own certificate and channel).
     #[arg(long, value_name = "K", default_value_t = 4)]
-    pub stations: usize,
+    pub(crate) stations: usize,
     /// Devices in flight per station.
     #[arg(long, value_name = "C", default_value_t = 32)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Modes to measure.
     #[arg(long, value_name = "MODE", default_values = ["on-device", "hsm"])]
-    pub mode: Vec<Mode>,
+    pub(crate) mode: Vec<Mode>,
     /// Seconds per phase of the HSM measurement.
     #[arg(long, value_name = "S", default_value_t = 1.0)]
-    pub hsm_seconds: f64,
+    pub(crate) hsm_seconds: f64,
     /// Keep everything in this (empty or new) directory instead of a
     /// temporary one.
     #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -113,7 +113,7 @@ struct LineReport {
 ///
 /// # Errors
 /// Set-up, server and run failures.
-pub fn run(args: &LineArgs) -> anyhow::Result<Outcome> {
+pub(crate) fn run(args: &LineArgs) -> anyhow::Result<Outcome> {
     if args.devices == 0 || args.stations == 0 || args.concurrency == 0 {
         bail!("--devices, --stations and --concurrency must be at least 1");
     }
@@ -216,9 +216,9 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
     let signatures_per_device: u32 = 1 + u32::from(first_owner.is_some());
 
     let mut fleet = sim_vendors(rand::random())?;
-    crate::serve::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots())?;
+    site::config::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots())?;
     std::fs::write(
-        dir.join(crate::serve::CONFIG_FILE),
+        dir.join(site::config::CONFIG_FILE),
         "[transport]\nmax_concurrent_per_caller = 1024\nmax_streams_per_connection = 1024\n\
          rate = { per_second = 1000000.0, burst = 1000000 }\n",
     )?;
@@ -257,7 +257,7 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
     let mut modes = Vec::new();
     for (m, mode) in args.mode.iter().enumerate() {
         let order_id = format!("PO-BENCH-{m}");
-        let now = crate::factory::now_ms();
+        let now = backends::now_ms();
         let order = v1::ProductionOrder {
             order_id: order_id.clone(),
             sku: "BENCH".into(),

@@ -3,50 +3,47 @@
 //! `ca init --data-dir DIR` creates the OEM root, site intermediate, OEM
 //! order, OEM voucher and ledger checkpoint keys in the HSM (each once; a
 //! second run refuses and names what exists) and writes the CA certificates
-//! and public keys into the data directory layout of docs/TEAM.md.
+//! and public keys into the data directory layout of docs/operations.md.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use ca_service::ca::{self, InitOptions};
 use ca_service::keys::KeyLabels;
-use ca_service::{Ca, Hsm};
+use ca_service::Hsm;
 use clap::{Args, Subcommand};
 use serde::Serialize;
+
+use backends::layout::{CA_DIR, LEDGER_KEY_FILE};
 
 use super::hsm_args::HsmArgs;
 use super::Outcome;
 
-/// The CA's directory inside a data directory.
-pub const CA_DIR: &str = "ca";
-/// Where the ledger checkpoint public key goes inside a data directory.
-pub const LEDGER_KEY_FILE: &str = "ledger/ledger-key.pub.pem";
-
 /// `trustline ca` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum CaCommand {
+pub(crate) enum CaCommand {
     /// Creates the CA keys in the HSM and writes the CA certificates (PEM).
     Init(InitArgs),
 }
 
 /// `trustline ca init` arguments.
 #[derive(Debug, Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// The data directory (CA files go to <DIR>/ca).
     #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// The OEM's name, subject O of every certificate.
     #[arg(long, default_value = "Trustline OEM")]
-    pub organization: String,
+    pub(crate) organization: String,
     /// The factory site, subject OU of the intermediate.
     #[arg(long, default_value = "site-1")]
-    pub site: String,
+    pub(crate) site: String,
     /// The HSM.
     #[command(flatten)]
-    pub hsm: HsmArgs,
+    pub(crate) hsm: HsmArgs,
     /// Print the result as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Serialize)]
@@ -60,7 +57,7 @@ struct InitSummary<'a> {
 ///
 /// # Errors
 /// Any HSM, CA or I/O error, with context.
-pub fn run(command: CaCommand) -> anyhow::Result<Outcome> {
+pub(crate) fn run(command: CaCommand) -> anyhow::Result<Outcome> {
     match command {
         CaCommand::Init(args) => init(&args),
     }
@@ -106,17 +103,4 @@ fn init(args: &InitArgs) -> anyhow::Result<Outcome> {
         }
     }
     Ok(Outcome::Success)
-}
-
-/// Opens the CA of a data directory (for `serve ca` and the demo): the HSM
-/// from `hsm` (or the embedded token) and the certificates under
-/// `<data_dir>/ca`.
-///
-/// # Errors
-/// HSM and CA errors, with context.
-pub fn open(data_dir: &Path, hsm: &HsmArgs) -> anyhow::Result<Ca> {
-    let config = hsm.config(Some(data_dir))?;
-    let hsm = Hsm::open(&config).context("opening the HSM")?;
-    Ca::open(hsm, &data_dir.join(CA_DIR), &KeyLabels::default())
-        .with_context(|| format!("opening the CA in {}", data_dir.join(CA_DIR).display()))
 }

@@ -28,10 +28,11 @@ use trustline_proto::v1::provisioning_client::ProvisioningClient;
 
 use super::hsm_args::HsmArgs;
 use super::Outcome;
-use crate::serve::{self, Config};
-use crate::setup;
-use crate::station::run::{self, Job, Mode, Report, RunConfig};
-use crate::station::sim::SimLink;
+use site::serve;
+use site::Config;
+use site::setup;
+use station::run::{self, Job, Mode, Report, RunConfig};
+use station::sim::SimLink;
 
 /// The demo's factory site.
 const SITE: &str = "site-1";
@@ -40,20 +41,20 @@ const ORDER: &str = "PO-DEMO-1";
 
 /// `trustline demo` arguments.
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Genuine devices ordered and built.
     #[arg(long, value_name = "N", default_value_t = 200)]
-    pub devices: usize,
+    pub(crate) devices: usize,
     /// Stations on the line, each with its own certificate and channel.
     #[arg(long, value_name = "S", default_value_t = 4)]
-    pub stations: usize,
+    pub(crate) stations: usize,
     /// Where every artifact goes (token, CA, PKI, ledger, device chains and
     /// vouchers); must not exist yet or be empty.
     #[arg(long, value_name = "DIR", default_value = "demo-out")]
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Print exactly the summary JSON object.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Serialize)]
@@ -72,7 +73,7 @@ struct Summary {
 ///
 /// # Errors
 /// When `--dir` is not empty, or any set-up, service or I/O step fails.
-pub fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
+pub(crate) fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     ensure!(
         args.devices > 0 && args.stations > 0,
         "--devices and --stations must be at least 1"
@@ -127,7 +128,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
         .unknown_vendor(2)
         .build()
         .context("building the simulated fleet")?;
-    serve::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots())?;
+    site::config::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots())?;
     let vendors: Vec<String> = fleet.vendor_roots().into_iter().map(|(n, _)| n).collect();
     let firmware = fleet.firmware_sha256();
 
@@ -159,7 +160,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
     };
 
     // The OEM signs the order in the HSM and opens it.
-    let now = crate::factory::now_ms();
+    let now = backends::now_ms();
     let order = v1::ProductionOrder {
         order_id: ORDER.into(),
         sku: "TL-SENSOR-1".into(),

@@ -2,7 +2,7 @@
 //! 2.4.14, 2.4.16 and the identity and key rows, answered for this
 //! production system at class N, with live evidence from a ledger when one
 //! is given (the ledger is verified now). Thin: the work is in
-//! [`crate::evidence`].
+//! [`audit::evidence`].
 
 use std::path::PathBuf;
 
@@ -10,12 +10,12 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use super::Outcome;
-use crate::audit::LedgerSource;
-use crate::evidence;
+use audit::LedgerSource;
+use audit::evidence;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// Comma-separated values (RFC 4180).
     Csv,
     /// JSON with every part as a field.
@@ -26,27 +26,27 @@ pub enum Format {
 
 /// `trustline evidence` arguments.
 #[derive(Debug, Args)]
-pub struct EvidenceArgs {
+pub(crate) struct EvidenceArgs {
     /// The assurance class, 0 to 4 ("Mandatory for Class N and above"
     /// applies to classes N..4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=4))]
-    pub class: u8,
+    pub(crate) class: u8,
     /// A data directory whose ledger supplies live evidence.
     #[arg(long, value_name = "DIR", conflicts_with = "export")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// An export file that supplies live evidence (needs --ledger-key).
     #[arg(long, value_name = "FILE")]
-    pub export: Option<PathBuf>,
+    pub(crate) export: Option<PathBuf>,
     /// The ledger's checkpoint key (PEM) [default with --data-dir: the
     /// ledger's own ledger-key.pub.pem].
     #[arg(long, value_name = "PEM")]
-    pub ledger_key: Option<PathBuf>,
+    pub(crate) ledger_key: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Md)]
-    pub format: Format,
+    pub(crate) format: Format,
     /// Write here instead of standard output.
     #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
 }
 
 /// Runs `trustline evidence`. Exits 1 when the given ledger does not verify
@@ -54,7 +54,7 @@ pub struct EvidenceArgs {
 ///
 /// # Errors
 /// Usage and I/O errors.
-pub fn run(args: EvidenceArgs) -> anyhow::Result<Outcome> {
+pub(crate) fn run(args: EvidenceArgs) -> anyhow::Result<Outcome> {
     let ledger_key = match &args.ledger_key {
         Some(p) => {
             let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;

@@ -17,32 +17,32 @@ use ca_service::hsm::{
 use ca_service::{HsmConfig, PinSource};
 
 /// Where the embedded token lives inside a data directory.
-pub const EMBEDDED_HSM_DIR: &str = "hsm";
+pub(crate) const EMBEDDED_HSM_DIR: &str = "hsm";
 
 /// How to reach the HSM.
 #[derive(Debug, Clone, clap::Args)]
-pub struct HsmArgs {
+pub(crate) struct HsmArgs {
     /// The PKCS#11 module [default: $TRUSTLINE_PKCS11_MODULE, else SoftHSM2
     /// on its usual Debian/Ubuntu/Fedora paths].
     #[arg(long = "pkcs11-module", value_name = "PATH")]
-    pub pkcs11_module: Option<PathBuf>,
+    pub(crate) pkcs11_module: Option<PathBuf>,
     /// The token's label (tokens are found by label, never by slot number).
     #[arg(long, value_name = "LABEL")]
-    pub token_label: Option<String>,
+    pub(crate) token_label: Option<String>,
     /// A file holding the user PIN (mode 0600).
     #[arg(long, value_name = "FILE")]
-    pub pin_file: Option<PathBuf>,
+    pub(crate) pin_file: Option<PathBuf>,
     /// The environment variable holding the user PIN, when no --pin-file.
     #[arg(long, value_name = "VAR", default_value = DEFAULT_PIN_ENV)]
-    pub pin_env: String,
+    pub(crate) pin_env: String,
     /// How many HSM sessions to open (real HSMs cap them).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_POOL_SIZE)]
-    pub pool_size: usize,
+    pub(crate) pool_size: usize,
     /// How HSM-made device keys derive their key-encryption key:
     /// ecdh-x-coordinate (CKD_NULL, SoftHSM2) or ecdh-sha256-kdf
     /// (CKD_SHA256_KDF).
     #[arg(long, value_name = "KDF", default_value = "ecdh-x-coordinate")]
-    pub key_delivery_kdf: KeyDeliveryKdf,
+    pub(crate) key_delivery_kdf: KeyDeliveryKdf,
 }
 
 impl HsmArgs {
@@ -52,7 +52,7 @@ impl HsmArgs {
     ///
     /// # Errors
     /// When the token cannot be created, initialised or opened.
-    pub fn open_embedded(dir: &Path, pool_size: usize) -> anyhow::Result<ca_service::Hsm> {
+    pub(crate) fn open_embedded(dir: &Path, pool_size: usize) -> anyhow::Result<ca_service::Hsm> {
         let args = Self {
             pkcs11_module: None,
             token_label: None,
@@ -66,7 +66,7 @@ impl HsmArgs {
 
     /// Whether any option names an HSM explicitly (rather than the
     /// embedded token).
-    pub fn is_explicit(&self) -> bool {
+    pub(crate) fn is_explicit(&self) -> bool {
         self.pkcs11_module.is_some() || self.token_label.is_some() || self.pin_file.is_some()
     }
 
@@ -78,7 +78,7 @@ impl HsmArgs {
     /// When neither an explicit HSM nor a data directory is given, when an
     /// explicit HSM lacks a token label, or when the embedded token cannot
     /// be created.
-    pub fn config(&self, data_dir: Option<&Path>) -> anyhow::Result<HsmConfig> {
+    pub(crate) fn config(&self, data_dir: Option<&Path>) -> anyhow::Result<HsmConfig> {
         if self.pool_size == 0 {
             bail!("--pool-size must be at least 1");
         }

@@ -1,13 +1,13 @@
 //! `trustline inspect --sim`: physical inspection (2.4.14.10) of a device
 //! on the simulated link.
 //!
-//! The inspection itself is [`crate::inspect::inspect`]: it challenges the
+//! The inspection itself is [`station::inspect::inspect`]: it challenges the
 //! device live, verifies its identity proof against its certificate and the
 //! chain against the OEM root, checks the printed label against the
 //! `rot_id`, and reads the device's custody history from the ledger with
 //! every inclusion proof verified against a checkpoint signed by the ledger
 //! key. A hardware probe back end implements
-//! [`InspectLink`](crate::inspect::InspectLink); the only back end in this
+//! [`InspectLink`](station::inspect::InspectLink); the only back end in this
 //! project is the simulated RoT, and a simulated die lives only in the
 //! process that made it. So `--sim` runs the whole story in one process, in
 //! `--dir`: an embedded SoftHSM2 token, the CA, the service PKI, `serve all`
@@ -32,12 +32,13 @@ use trustline_proto::v1::provisioning_client::ProvisioningClient;
 
 use super::hsm_args::HsmArgs;
 use super::Outcome;
-use crate::inspect::{inspect, InspectConfig};
-use crate::ownership::backends::RemoteLedgerReads;
-use crate::serve::{self, Config};
-use crate::setup;
-use crate::station::run::{self, Job, Mode, RunConfig};
-use crate::station::sim::SimLink;
+use station::inspect::{inspect, InspectConfig};
+use backends::RemoteLedgerReads;
+use site::serve;
+use site::Config;
+use site::setup;
+use station::run::{self, Job, Mode, RunConfig};
+use station::sim::SimLink;
 
 const SITE: &str = "site-1";
 const ORDER: &str = "PO-INSPECT-1";
@@ -45,28 +46,28 @@ const STATION: &str = "st-01";
 
 /// `trustline inspect` arguments.
 #[derive(Debug, Args)]
-pub struct InspectArgs {
+pub(crate) struct InspectArgs {
     /// Inspect a simulated device made, certified and transferred in this
     /// process (the only device link there is without a hardware probe).
     #[arg(long)]
-    pub sim: bool,
+    pub(crate) sim: bool,
     /// Where the token, CA, PKI and ledger go; must be empty or absent.
     #[arg(long, value_name = "DIR", default_value = "inspect-out")]
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// The label as printed on the device [default: the label the factory
     /// printed for it].
     #[arg(long, value_name = "LABEL")]
-    pub label: Option<String>,
+    pub(crate) label: Option<String>,
     /// Print the inspection as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Runs the inspection.
 ///
 /// # Errors
 /// Without `--sim`, when `--dir` is not empty, or when a set-up step fails.
-pub fn run(args: InspectArgs) -> anyhow::Result<Outcome> {
+pub(crate) fn run(args: InspectArgs) -> anyhow::Result<Outcome> {
     ensure!(
         args.sim,
         "only the simulated device link exists: pass --sim (a hardware probe implements \
@@ -88,7 +89,7 @@ async fn simulated(args: &InspectArgs) -> anyhow::Result<Outcome> {
         .genuine(1)
         .build()
         .context("building a simulated die")?;
-    serve::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots())?;
+    site::config::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots())?;
     let vendors: Vec<String> = fleet.vendor_roots().into_iter().map(|(n, _)| n).collect();
     let firmware = fleet.firmware_sha256();
 
@@ -111,7 +112,7 @@ async fn simulated(args: &InspectArgs) -> anyhow::Result<Outcome> {
     };
 
     // The factory: an OEM order, one die through a station.
-    let now = crate::factory::now_ms();
+    let now = backends::now_ms();
     let order = v1::ProductionOrder {
         order_id: ORDER.into(),
         sku: "TL-SENSOR-1".into(),

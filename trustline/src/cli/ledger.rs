@@ -23,13 +23,11 @@ use custody_ledger::verify::{self, Options, Report, Verified, VerifiedEntry};
 use serde_json::json;
 
 use super::Outcome;
-
-/// The ledger directory inside a data directory.
-const LEDGER_DIR: &str = "ledger";
+use backends::layout::LEDGER_DIR;
 
 /// `trustline ledger` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum LedgerCommand {
+pub(crate) enum LedgerCommand {
     /// Recomputes the chain, the Merkle tree, every device chain, unique
     /// keys and quotas, and checks every checkpoint signature and their
     /// consistency; exits 1 naming the first bad entry.
@@ -45,99 +43,99 @@ pub enum LedgerCommand {
 /// Where the ledger is read from.
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
-pub struct SourceArgs {
+pub(crate) struct SourceArgs {
     /// A data directory (its `ledger/` is read) or a ledger directory.
     #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// An export file (`trustline ledger export`).
     #[arg(long, value_name = "FILE")]
-    pub export: Option<PathBuf>,
+    pub(crate) export: Option<PathBuf>,
 }
 
 /// What to verify against.
 #[derive(Debug, Args)]
-pub struct TrustArgs {
+pub(crate) struct TrustArgs {
     /// The ledger's checkpoint public key (PEM). Required with --export;
     /// with --data-dir it defaults to the directory's own ledger-key.pub.pem
     /// (an auditor should pass the key they obtained independently).
     #[arg(long, value_name = "PEM")]
-    pub key: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
     /// The expected checkpoint origin [default: the first checkpoint's].
     #[arg(long)]
-    pub origin: Option<String>,
+    pub(crate) origin: Option<String>,
     /// A signed checkpoint note kept from earlier (repeatable): the ledger
     /// must still contain it, with the same root.
     #[arg(long = "checkpoint", value_name = "NOTE_FILE")]
-    pub checkpoints: Vec<PathBuf>,
+    pub(crate) checkpoints: Vec<PathBuf>,
 }
 
 /// `trustline ledger verify` arguments.
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// The ledger.
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub(crate) source: SourceArgs,
     /// The trust anchors.
     #[command(flatten)]
-    pub trust: TrustArgs,
+    pub(crate) trust: TrustArgs,
     /// Print the report as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// `trustline ledger export` arguments.
 #[derive(Debug, Args)]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     /// The data directory.
     #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// The export file to write.
     #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Print the summary as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// `trustline ledger proof` arguments.
 #[derive(Debug, Args)]
-pub struct ProofArgs {
+pub(crate) struct ProofArgs {
     /// The ledger.
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub(crate) source: SourceArgs,
     /// The trust anchors.
     #[command(flatten)]
-    pub trust: TrustArgs,
+    pub(crate) trust: TrustArgs,
     /// The entry's sequence number.
     #[arg(long)]
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// Print the proof as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// `trustline ledger history` arguments.
 #[derive(Debug, Args)]
-pub struct HistoryArgs {
+pub(crate) struct HistoryArgs {
     /// The ledger.
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub(crate) source: SourceArgs,
     /// The trust anchors.
     #[command(flatten)]
-    pub trust: TrustArgs,
+    pub(crate) trust: TrustArgs,
     /// The device's rot_id (64 hex characters).
     #[arg(long)]
-    pub rot_id: String,
+    pub(crate) rot_id: String,
     /// Print the history as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Runs a `ledger` subcommand.
 ///
 /// # Errors
 /// Usage and I/O errors; problems in the data are an [`Outcome::Findings`].
-pub fn run(command: LedgerCommand) -> anyhow::Result<Outcome> {
+pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<Outcome> {
     let stdout = std::io::stdout();
     let mut out = QuietPipe::new(BufWriter::new(stdout.lock()));
     let outcome = match command {

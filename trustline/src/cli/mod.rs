@@ -10,37 +10,37 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub mod audit;
-pub mod bench;
-pub mod bench_line;
-pub mod ca;
-pub mod demo;
-pub mod evidence;
-pub mod hsm_args;
-pub mod inspect;
-pub mod ledger;
-pub mod order;
-pub mod pki;
-pub mod serve;
-pub mod station;
-pub mod voucher;
+pub(crate) mod audit;
+pub(crate) mod bench;
+pub(crate) mod bench_line;
+pub(crate) mod ca;
+pub(crate) mod demo;
+pub(crate) mod evidence;
+pub(crate) mod hsm_args;
+pub(crate) mod inspect;
+pub(crate) mod ledger;
+pub(crate) mod order;
+pub(crate) mod pki;
+pub(crate) mod serve;
+pub(crate) mod station;
+pub(crate) mod voucher;
 
 /// Trustline: claims, personalises, certifies and records devices on the
 /// factory line, and carries their ownership afterwards.
 #[derive(Debug, Parser)]
 #[command(name = "trustline", version, about, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. "info" or "trustline=debug".
     #[arg(long, global = true, env = "TRUSTLINE_LOG", default_value = "warn")]
-    pub log: String,
+    pub(crate) log: String,
     /// The subcommand.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Every subcommand.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// The certificate authority: `ca init`.
     #[command(subcommand)]
     Ca(ca::CaCommand),
@@ -83,7 +83,7 @@ pub enum Command {
 }
 
 /// What a subcommand reports back to `main`.
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Everything asked for was done and every check passed.
     Success,
     /// The command ran but a check found problems (exit code 1).
@@ -91,7 +91,7 @@ pub enum Outcome {
 }
 
 /// Parses the command line and runs it.
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
     match run(cli) {

@@ -18,11 +18,11 @@ use trustline_proto::v1::provisioning_client::ProvisioningClient;
 use super::hsm_args::HsmArgs;
 use super::station::ClientArgs;
 use super::Outcome;
-use crate::setup;
+use site::setup;
 
 /// `trustline order` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum OrderCommand {
+pub(crate) enum OrderCommand {
     /// Signs a production order with the OEM order key (HSM).
     Create(CreateArgs),
     /// Opens a signed order on the provisioner (as admin).
@@ -33,78 +33,78 @@ pub enum OrderCommand {
 
 /// `trustline order create` arguments.
 #[derive(Debug, Args)]
-pub struct CreateArgs {
+pub(crate) struct CreateArgs {
     /// The data directory whose embedded token holds the order key.
     #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// The order id.
     #[arg(long)]
-    pub id: String,
+    pub(crate) id: String,
     /// The product.
     #[arg(long)]
-    pub sku: String,
+    pub(crate) sku: String,
     /// The one site that may build it.
     #[arg(long)]
-    pub site: String,
+    pub(crate) site: String,
     /// The most devices it may certify.
     #[arg(long)]
-    pub quantity: u64,
+    pub(crate) quantity: u64,
     /// Serial prefix.
     #[arg(long, default_value = "SN")]
-    pub serial_prefix: String,
+    pub(crate) serial_prefix: String,
     /// First serial number.
     #[arg(long, default_value_t = 1)]
-    pub first: u64,
+    pub(crate) first: u64,
     /// Last serial number [default: first + quantity - 1].
     #[arg(long)]
-    pub last: Option<u64>,
+    pub(crate) last: Option<u64>,
     /// Zero-padded digits.
     #[arg(long, default_value_t = 8)]
-    pub digits: u32,
+    pub(crate) digits: u32,
     /// Days from now the order stays valid.
     #[arg(long, default_value_t = 30)]
-    pub valid_days: u32,
+    pub(crate) valid_days: u32,
     /// An allowed IC vendor (repeat for several).
     #[arg(long = "vendor", value_name = "NAME", required = true)]
-    pub vendors: Vec<String>,
+    pub(crate) vendors: Vec<String>,
     /// SHA-256 (hex) of the only firmware image allowed.
     #[arg(long, value_name = "HEX")]
-    pub firmware_sha256: String,
+    pub(crate) firmware_sha256: String,
     /// Where to write the signed order.
     #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// The HSM.
     #[command(flatten)]
-    pub hsm: HsmArgs,
+    pub(crate) hsm: HsmArgs,
 }
 
 /// `trustline order open` arguments.
 #[derive(Debug, Args)]
-pub struct OpenArgs {
+pub(crate) struct OpenArgs {
     /// The signed order written by `order create`.
     #[arg(long, value_name = "FILE")]
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// The provisioner and the admin's credentials.
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub(crate) client: ClientArgs,
 }
 
 /// `trustline order status` arguments.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// The order id.
     #[arg(long)]
-    pub id: String,
+    pub(crate) id: String,
     /// The provisioner and the caller's credentials.
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub(crate) client: ClientArgs,
 }
 
 /// Runs an `order` subcommand.
 ///
 /// # Errors
 /// HSM, I/O and RPC errors, with context.
-pub fn run(command: OrderCommand) -> anyhow::Result<Outcome> {
+pub(crate) fn run(command: OrderCommand) -> anyhow::Result<Outcome> {
     match command {
         OrderCommand::Create(args) => create(&args),
         OrderCommand::Open(args) => runtime()?.block_on(open(args)),
@@ -121,7 +121,7 @@ fn create(args: &CreateArgs) -> anyhow::Result<Outcome> {
     if firmware.len() != 32 {
         bail!("--firmware-sha256 must be 32 bytes");
     }
-    let now = crate::factory::now_ms();
+    let now = backends::now_ms();
     let order = v1::ProductionOrder {
         order_id: args.id.clone(),
         sku: args.sku.clone(),

@@ -29,7 +29,7 @@ use super::Outcome;
 
 /// `trustline pki` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum PkiCommand {
+pub(crate) enum PkiCommand {
     /// Creates the service CA (key in the HSM) and writes its certificate.
     Init(InitArgs),
     /// Issues a client or server certificate and its private key.
@@ -40,74 +40,74 @@ pub enum PkiCommand {
 
 /// `trustline pki init` arguments.
 #[derive(Debug, Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// The data directory (the certificate goes to <DIR>/pki).
     #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// The CA certificate's subject common name.
     #[arg(long, default_value = "Trustline service CA")]
-    pub common_name: String,
+    pub(crate) common_name: String,
     /// Validity of the CA certificate, in days.
     #[arg(long, default_value_t = 3650)]
-    pub days: u32,
+    pub(crate) days: u32,
     /// The HSM.
     #[command(flatten)]
-    pub hsm: HsmArgs,
+    pub(crate) hsm: HsmArgs,
     /// Print the result as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// `trustline pki issue` arguments.
 #[derive(Debug, Args)]
-pub struct IssueArgs {
+pub(crate) struct IssueArgs {
     /// The data directory holding the service CA (<DIR>/pki/service-ca.pem).
     #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// The caller's role: station, provisioner, auditor, operator or admin.
     #[arg(long, value_parser = parse_role)]
-    pub role: Role,
+    pub(crate) role: Role,
     /// The caller's site (stations act for this site only); `hq` for roles
     /// not tied to a site.
     #[arg(long)]
-    pub site: String,
+    pub(crate) site: String,
     /// The caller's name within its site.
     #[arg(long)]
-    pub name: String,
+    pub(crate) name: String,
     /// Where to write `<stem>.pem`, `<stem>.key` and `service-ca.pem`
     /// [default: <data-dir>/pki].
     #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// File name stem [default: the --name].
     #[arg(long, value_name = "STEM")]
-    pub file_stem: Option<String>,
+    pub(crate) file_stem: Option<String>,
     /// Issue a server certificate (serverAuth and clientAuth; SAN localhost,
     /// 127.0.0.1, ::1 and any --dns/--ip).
     #[arg(long)]
-    pub server: bool,
+    pub(crate) server: bool,
     /// An extra DNS name for a server certificate (repeatable).
     #[arg(long = "dns", value_name = "NAME", requires = "server")]
-    pub dns_names: Vec<String>,
+    pub(crate) dns_names: Vec<String>,
     /// An extra IP address for a server certificate (repeatable).
     #[arg(long = "ip", value_name = "ADDR", requires = "server")]
-    pub ip_addresses: Vec<IpAddr>,
+    pub(crate) ip_addresses: Vec<IpAddr>,
     /// Validity in days, from now.
     #[arg(long, default_value_t = 365)]
-    pub days: u32,
+    pub(crate) days: u32,
     /// The HSM holding the service CA key.
     #[command(flatten)]
-    pub hsm: HsmArgs,
+    pub(crate) hsm: HsmArgs,
     /// Print the result as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// `trustline pki roles` arguments.
 #[derive(Debug, Args)]
-pub struct RolesArgs {
+pub(crate) struct RolesArgs {
     /// Print the table as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 fn parse_role(s: &str) -> Result<Role, transport::Error> {
@@ -118,7 +118,7 @@ fn parse_role(s: &str) -> Result<Role, transport::Error> {
 ///
 /// # Errors
 /// Any HSM, PKI or I/O error, with context.
-pub fn run(command: PkiCommand) -> anyhow::Result<Outcome> {
+pub(crate) fn run(command: PkiCommand) -> anyhow::Result<Outcome> {
     match command {
         PkiCommand::Init(args) => init(&args),
         PkiCommand::Issue(args) => issue(&args),

@@ -1,5 +1,5 @@
 //! `trustline serve ca|ledger|provisioner|all --data-dir DIR`: runs the
-//! services (see `crate::serve` for the configuration). Prints one line
+//! services (see `site::serve` for the configuration). Prints one line
 //! `listening <service> <addr>` on stdout per listener once it accepts
 //! connections, and stops gracefully on SIGINT or SIGTERM.
 
@@ -11,12 +11,13 @@ use clap::{Args, ValueEnum};
 
 use super::hsm_args::HsmArgs;
 use super::Outcome;
-use crate::serve::{self, Config};
-use crate::setup;
+use site::serve;
+use site::Config;
+use site::setup;
 
 /// Which service(s) to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Which {
+pub(crate) enum Which {
     /// The certificate authority alone.
     Ca,
     /// The custody ledger alone.
@@ -30,34 +31,34 @@ pub enum Which {
 
 /// `trustline serve` arguments.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Which service(s) to run.
     #[arg(value_enum)]
-    pub which: Which,
+    pub(crate) which: Which,
     /// The data directory (docs/TEAM.md layout).
     #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Prepare what is missing first: the CA in the HSM and the service PKI
     /// (server, admin, auditor certificates, and stations named with
     /// --station).
     #[arg(long)]
-    pub init: bool,
+    pub(crate) init: bool,
     /// With --init: a station credential to issue, `site/name` (repeat).
     #[arg(long, value_name = "SITE/NAME")]
-    pub station: Vec<String>,
+    pub(crate) station: Vec<String>,
     /// With --init: the factory site the CA intermediate is for.
     #[arg(long, default_value = "site-1")]
-    pub site: String,
+    pub(crate) site: String,
     /// The HSM.
     #[command(flatten)]
-    pub hsm: HsmArgs,
+    pub(crate) hsm: HsmArgs,
 }
 
 /// Runs `trustline serve`.
 ///
 /// # Errors
 /// Configuration, HSM, credential and listener errors.
-pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(serve_main(args))
 }

@@ -13,19 +13,18 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use hsm_sim::rot::{Fleet, FleetBuilder, SimulatedRot};
 use serde::Serialize;
 use tonic::transport::Channel;
 use transport::{ClientTls, CredentialPaths};
 
 use super::Outcome;
-use crate::setup;
-use crate::station::run::{self, Job, Mode, Report, RunConfig};
-use crate::station::sim::SimLink;
+use site::setup;
+use station::run::{self, Job, Mode, Report, RunConfig};
+use station::sim::{fresh_dies, sim_vendors, SimLink, DEFAULT_SIM_SEED};
 
 /// `trustline station` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum StationCommand {
+pub(crate) enum StationCommand {
     /// Provisions devices: claim, personalise, certify, write.
     Run(Box<RunArgs>),
     /// Writes the simulated IC vendors' root certificates (for the
@@ -35,7 +34,7 @@ pub enum StationCommand {
 
 /// How a client reaches a Trustline service.
 #[derive(Debug, Clone, Args)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// The provisioner, `host:port`.
     #[arg(
         long,
@@ -43,22 +42,22 @@ pub struct ClientArgs {
         default_value = "127.0.0.1:7400",
         env = "TRUSTLINE_SERVER"
     )]
-    pub server: String,
+    pub(crate) server: String,
     /// This client's certificate (PEM).
     #[arg(long, value_name = "FILE", requires_all = ["key", "ca_cert"])]
-    pub cert: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
     /// This client's private key (PKCS#8 PEM).
     #[arg(long, value_name = "FILE")]
-    pub key: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
     /// The service CA certificate (PEM).
     #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
+    pub(crate) ca_cert: Option<PathBuf>,
     /// Or: a data directory whose `pki/<identity>.pem|.key` to use.
     #[arg(long, value_name = "DIR", conflicts_with = "cert")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// The credential name under `<data-dir>/pki` (e.g. station-site-1-st-01).
     #[arg(long, value_name = "NAME")]
-    pub identity: Option<String>,
+    pub(crate) identity: Option<String>,
 }
 
 impl ClientArgs {
@@ -67,7 +66,7 @@ impl ClientArgs {
     /// # Errors
     /// When neither `--cert/--key/--ca-cert` nor `--data-dir` with
     /// `--identity` is given.
-    pub fn paths(&self, default_identity: &str) -> anyhow::Result<CredentialPaths> {
+    pub(crate) fn paths(&self, default_identity: &str) -> anyhow::Result<CredentialPaths> {
         match (&self.cert, &self.key, &self.ca_cert, &self.data_dir) {
             (Some(cert), Some(key), Some(ca), _) => Ok(CredentialPaths {
                 certificate: cert.clone(),
@@ -86,7 +85,7 @@ impl ClientArgs {
     ///
     /// # Errors
     /// Credential and connection failures.
-    pub async fn connect(&self, default_identity: &str) -> anyhow::Result<Channel> {
+    pub(crate) async fn connect(&self, default_identity: &str) -> anyhow::Result<Channel> {
         let tls =
             ClientTls::from_files(&self.paths(default_identity)?).context("client credentials")?;
         tls.connect(&self.server)
@@ -97,99 +96,52 @@ impl ClientArgs {
 
 /// `trustline station run` arguments.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The production order.
     #[arg(long, value_name = "ID")]
-    pub order: String,
+    pub(crate) order: String,
     /// How many devices.
     #[arg(long, value_name = "N")]
-    pub devices: usize,
+    pub(crate) devices: usize,
     /// Use simulated devices (the only device link built in).
     #[arg(long)]
-    pub sim: bool,
+    pub(crate) sim: bool,
     /// Devices in flight at once over the one channel.
     #[arg(long, value_name = "K", default_value_t = 16)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// How device keys are made.
     #[arg(long, value_name = "MODE", default_value = "on-device")]
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Where to write each device's chain (PEM) and voucher.
     #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// The serial number to start at [default: after the devices the order
     /// has certified].
     #[arg(long, value_name = "N")]
-    pub first_serial: Option<u64>,
+    pub(crate) first_serial: Option<u64>,
     /// The simulated vendors' seed (must match `sim-vendors`).
     #[arg(long, value_name = "SEED", default_value_t = DEFAULT_SIM_SEED)]
-    pub sim_seed: u64,
+    pub(crate) sim_seed: u64,
     /// Retries of a step when the provisioner is unavailable.
     #[arg(long, value_name = "N", default_value_t = 2)]
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// Print the summary as JSON (no progress bar).
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// The provisioner and this station's credentials.
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub(crate) client: ClientArgs,
 }
 
 /// `trustline station sim-vendors` arguments.
 #[derive(Debug, Args)]
-pub struct SimVendorsArgs {
+pub(crate) struct SimVendorsArgs {
     /// Where to write `<vendor>.pem`.
     #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// The simulated vendors' seed.
     #[arg(long, value_name = "SEED", default_value_t = DEFAULT_SIM_SEED)]
-    pub sim_seed: u64,
-}
-
-/// The default seed of the simulated IC vendors.
-pub const DEFAULT_SIM_SEED: u64 = 0x7275_7374;
-
-/// The simulated vendors for `seed` (the same seed gives the same roots).
-///
-/// # Errors
-/// When the simulator fails.
-pub fn sim_vendors(seed: u64) -> anyhow::Result<Fleet> {
-    FleetBuilder::default()
-        .seed(seed)
-        .build()
-        .context("building the simulated vendors")
-}
-
-/// `n` fresh genuine dies of the vendors of `fleet`, in turn, as programmed
-/// by the line (firmware measured, readout locked).
-///
-/// # Errors
-/// When the simulator fails.
-pub fn fresh_dies(fleet: &mut Fleet, n: usize) -> anyhow::Result<Vec<SimulatedRot>> {
-    let firmware = fleet.firmware_sha256();
-    let names: Vec<String> = fleet
-        .vendors()
-        .iter()
-        .map(|v| v.name().to_owned())
-        .collect();
-    for name in &names {
-        if let Some(v) = fleet.vendor_mut(name) {
-            v.reseed(rand::random());
-        }
-    }
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let name = &names[i % names.len()];
-        let vendor = fleet
-            .vendor_mut(name)
-            .with_context(|| format!("vendor {name} vanished"))?;
-        let mut rot = vendor
-            .manufacture()
-            .context("manufacturing a simulated die")?;
-        rot.set_firmware(firmware);
-        rot.lock_readout();
-        out.push(rot);
-    }
-    Ok(out)
+    pub(crate) sim_seed: u64,
 }
 
 #[derive(Serialize)]
@@ -205,11 +157,11 @@ struct Summary {
 ///
 /// # Errors
 /// Usage and start-up errors.
-pub fn run(command: StationCommand) -> anyhow::Result<Outcome> {
+pub(crate) fn run(command: StationCommand) -> anyhow::Result<Outcome> {
     match command {
         StationCommand::SimVendors(args) => {
             let fleet = sim_vendors(args.sim_seed)?;
-            crate::serve::write_vendor_roots(&args.out, &fleet.vendor_roots())?;
+            site::config::write_vendor_roots(&args.out, &fleet.vendor_roots())?;
             for (name, _) in fleet.vendor_roots() {
                 println!("{}", args.out.join(format!("{name}.pem")).display());
             }

@@ -35,7 +35,7 @@ use super::Outcome;
 
 /// `trustline voucher` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum VoucherCommand {
+pub(crate) enum VoucherCommand {
     /// Transfers the device: signs the next owner's key into a new entry.
     Extend(ExtendArgs),
     /// Verifies the chain of owners from the OEM voucher key.
@@ -46,69 +46,69 @@ pub enum VoucherCommand {
 
 /// `trustline owner` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum OwnerCommand {
+pub(crate) enum OwnerCommand {
     /// Generates an owner key pair (P-256).
     Keygen(KeygenArgs),
 }
 
 /// `trustline voucher extend` arguments.
 #[derive(Debug, Args)]
-pub struct ExtendArgs {
+pub(crate) struct ExtendArgs {
     /// The voucher (CBOR).
     #[arg(long, value_name = "FILE")]
-    pub voucher: PathBuf,
+    pub(crate) voucher: PathBuf,
     /// The current owner's private key (PKCS#8 PEM).
     #[arg(long, value_name = "PEM")]
-    pub key: PathBuf,
+    pub(crate) key: PathBuf,
     /// The next owner's public key (PEM or DER SubjectPublicKeyInfo).
     #[arg(long, value_name = "PEM")]
-    pub to: PathBuf,
+    pub(crate) to: PathBuf,
     /// Where to write the extended voucher.
     #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// The OEM voucher public key to verify the voucher against first
     /// [default: the key the header names, which checks only consistency].
     #[arg(long, value_name = "PEM")]
-    pub manufacturer_key: Option<PathBuf>,
+    pub(crate) manufacturer_key: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// `trustline voucher verify` arguments.
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// The voucher (CBOR).
     #[arg(long, value_name = "FILE")]
-    pub voucher: PathBuf,
+    pub(crate) voucher: PathBuf,
     /// The OEM voucher public key (PEM or DER).
     #[arg(long, value_name = "PEM")]
-    pub manufacturer_key: PathBuf,
+    pub(crate) manufacturer_key: PathBuf,
     /// The device's certificate chain (PEM: device, intermediate, root).
     #[arg(long, value_name = "PEM")]
-    pub chain: Option<PathBuf>,
+    pub(crate) chain: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// `trustline voucher show` arguments.
 #[derive(Debug, Args)]
-pub struct ShowArgs {
+pub(crate) struct ShowArgs {
     /// The voucher (CBOR).
     #[arg(long, value_name = "FILE")]
-    pub voucher: PathBuf,
+    pub(crate) voucher: PathBuf,
     /// Print as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// `trustline owner keygen` arguments.
 #[derive(Debug, Args)]
-pub struct KeygenArgs {
+pub(crate) struct KeygenArgs {
     /// Output name: writes NAME.pem (private, 0600) and NAME.pub.pem.
     #[arg(long, value_name = "NAME")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 /// Runs a `voucher` subcommand.
@@ -116,7 +116,7 @@ pub struct KeygenArgs {
 /// # Errors
 /// Unreadable files, malformed vouchers or keys, a key that is not the
 /// current owner's.
-pub fn run(command: VoucherCommand) -> anyhow::Result<Outcome> {
+pub(crate) fn run(command: VoucherCommand) -> anyhow::Result<Outcome> {
     match command {
         VoucherCommand::Extend(args) => extend(&args),
         VoucherCommand::Verify(args) => verify(&args),
@@ -128,14 +128,14 @@ pub fn run(command: VoucherCommand) -> anyhow::Result<Outcome> {
 ///
 /// # Errors
 /// When a file exists already or cannot be written.
-pub fn run_owner(command: OwnerCommand) -> anyhow::Result<Outcome> {
+pub(crate) fn run_owner(command: OwnerCommand) -> anyhow::Result<Outcome> {
     match command {
         OwnerCommand::Keygen(args) => keygen(&args),
     }
 }
 
 /// SHA-256 fingerprint of a key, hex.
-pub fn fingerprint(spki: &[u8]) -> String {
+pub(crate) fn fingerprint(spki: &[u8]) -> String {
     hex::encode(Sha256::digest(spki))
 }
 
@@ -143,7 +143,7 @@ pub fn fingerprint(spki: &[u8]) -> String {
 ///
 /// # Errors
 /// Unreadable or malformed.
-pub fn read_voucher(path: &Path) -> anyhow::Result<(Vec<u8>, Voucher)> {
+pub(crate) fn read_voucher(path: &Path) -> anyhow::Result<(Vec<u8>, Voucher)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let voucher =
         Voucher::decode(&bytes).with_context(|| format!("{} is not a voucher", path.display()))?;
@@ -154,7 +154,7 @@ pub fn read_voucher(path: &Path) -> anyhow::Result<(Vec<u8>, Voucher)> {
 ///
 /// # Errors
 /// Unreadable, or not a P-256 key.
-pub fn read_public_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_public_key(path: &Path) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let der = if bytes.starts_with(b"-----BEGIN") {
         let block = pem::parse(&bytes).with_context(|| format!("{} is not PEM", path.display()))?;
@@ -178,7 +178,7 @@ pub fn read_public_key(path: &Path) -> anyhow::Result<Vec<u8>> {
 ///
 /// # Errors
 /// Unreadable, or not a P-256 PKCS#8 key.
-pub fn read_private_key(path: &Path) -> anyhow::Result<SoftwareSigner> {
+pub(crate) fn read_private_key(path: &Path) -> anyhow::Result<SoftwareSigner> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     );
@@ -189,7 +189,7 @@ pub fn read_private_key(path: &Path) -> anyhow::Result<SoftwareSigner> {
 ///
 /// # Errors
 /// Unreadable, or no CERTIFICATE block.
-pub fn read_chain(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+pub(crate) fn read_chain(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let chain: Vec<Vec<u8>> = pem::parse_many(&bytes)
         .with_context(|| format!("{} is not PEM", path.display()))?
