@@ -51,9 +51,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use analyze::{check_certificate, Analysis, AuditContext, CertJob};
 use certs::CaSet;
+pub use error::{Error, Result};
 use field::FieldIndex;
 use report::{AuditReport, Finding, FindingKind, Findings, RunStats};
-pub use error::{Error, Result};
 pub use source::LedgerSource;
 
 /// Certificates queued for the checking threads at most.

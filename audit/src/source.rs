@@ -21,7 +21,6 @@ use trustline_proto::v1::custody_ledger_client::CustodyLedgerClient;
 
 use crate::error::{Error, Result};
 
-
 /// A ledger to audit.
 #[derive(Debug, Clone)]
 pub enum LedgerSource {

@@ -219,7 +219,11 @@ mod tests {
         let counts = BoundedCache::new(4);
         counts.insert(7, 5u64);
         counts.insert_unless(7, 3, |cached| *cached > 3);
-        assert_eq!(counts.get(&7), Some(5), "an older value does not replace a newer one");
+        assert_eq!(
+            counts.get(&7),
+            Some(5),
+            "an older value does not replace a newer one"
+        );
         counts.insert_unless(7, 9, |cached| *cached > 9);
         assert_eq!(counts.get(&7), Some(9));
     }

@@ -93,10 +93,12 @@ mod tests {
 
     #[test]
     fn the_provisioner_may_call_every_in_process_method_and_others_may_not() {
-        let provisioner =
-            RequestIdentity::new(transport::Caller::new(transport::Role::Provisioner, "hq", "p").expect("caller"));
-        let station =
-            RequestIdentity::new(transport::Caller::new(transport::Role::Station, "site-a", "s").expect("caller"));
+        let provisioner = RequestIdentity::new(
+            transport::Caller::new(transport::Role::Provisioner, "hq", "p").expect("caller"),
+        );
+        let station = RequestIdentity::new(
+            transport::Caller::new(transport::Role::Station, "site-a", "s").expect("caller"),
+        );
         for method in methods::ALL {
             let request = provisioner.request((), method).expect(method);
             let authorized = transport::authorized(&request).expect("authorized");

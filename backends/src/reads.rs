@@ -119,10 +119,10 @@ impl<S: CustodyLedger> LedgerReads for LocalLedgerReads<S> {
         Box::pin(async move {
             Ok(self
                 .service
-                .get_checkpoint(self.identity.request(
-                    v1::GetCheckpointRequest {},
-                    methods::LEDGER_GET_CHECKPOINT,
-                )?)
+                .get_checkpoint(
+                    self.identity
+                        .request(v1::GetCheckpointRequest {}, methods::LEDGER_GET_CHECKPOINT)?,
+                )
                 .await?
                 .into_inner())
         })
@@ -132,10 +132,10 @@ impl<S: CustodyLedger> LedgerReads for LocalLedgerReads<S> {
         Box::pin(async move {
             Ok(self
                 .service
-                .get_ledger_key(self.identity.request(
-                    v1::GetLedgerKeyRequest {},
-                    methods::LEDGER_GET_LEDGER_KEY,
-                )?)
+                .get_ledger_key(
+                    self.identity
+                        .request(v1::GetLedgerKeyRequest {}, methods::LEDGER_GET_LEDGER_KEY)?,
+                )
                 .await?
                 .into_inner())
         })

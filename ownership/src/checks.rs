@@ -10,9 +10,9 @@ use trustline_proto::voucher::{cert_chain_hash, VerifiedVoucher, Voucher};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::challenges::Action;
+use crate::error::{Error, Result};
 use crate::state::DeviceRecord;
 use crate::Ownership;
-use crate::error::{Error, Result};
 
 /// A voucher that decoded, describes the certified device and verified
 /// from the OEM voucher key (not yet compared with the recorded transfers).
@@ -315,12 +315,7 @@ impl Ownership {
 ///
 /// # Errors
 /// [`Error::NotAuthentic`] naming the certificate that fails.
-pub fn verify_chain(
-    device: &[u8],
-    intermediate: &[u8],
-    root: &[u8],
-    now_ms: i64,
-) -> Result<()> {
+pub fn verify_chain(device: &[u8], intermediate: &[u8], root: &[u8], now_ms: i64) -> Result<()> {
     let device = parse("device", device)?;
     let intermediate = parse("intermediate", intermediate)?;
     let root = parse("root", root)?;

@@ -63,7 +63,9 @@ mod transfer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backends::{append_request, keys, now_ms, AppendRefusal, CaApi, CrlApi, LedgerApi, LedgerReads};
+use backends::{
+    append_request, keys, now_ms, AppendRefusal, CaApi, CrlApi, LedgerApi, LedgerReads,
+};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use trustline_proto::v1;

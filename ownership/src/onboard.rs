@@ -25,9 +25,9 @@
 use trustline_proto::v1::EventKind;
 
 use crate::challenges::Action;
+use crate::error::{Error, Result};
 use crate::state::FieldState;
 use crate::{LifecycleOutcome, Ownership, StepRequest};
-use crate::error::{Error, Result};
 
 impl Ownership {
     /// Onboards a device for its current owner (see the module doc).

@@ -217,11 +217,8 @@ impl DeviceCache {
             },
         };
         if record.scrapped.is_none() {
-            record.scrapped = lookup(
-                ledger,
-                unique(keys::SCRAPPED, rot_id.as_bytes().to_vec()),
-            )
-            .await?;
+            record.scrapped =
+                lookup(ledger, unique(keys::SCRAPPED, rot_id.as_bytes().to_vec())).await?;
         }
         loop {
             let n = record.field_events;
@@ -241,12 +238,7 @@ impl DeviceCache {
 }
 
 async fn read_certified(ledger: &dyn LedgerApi, rot_id: &str) -> Result<Option<DeviceRecord>> {
-    let Some(seq) = lookup(
-        ledger,
-        unique(keys::ROT, rot_id.as_bytes().to_vec()),
-    )
-    .await?
-    else {
+    let Some(seq) = lookup(ledger, unique(keys::ROT, rot_id.as_bytes().to_vec())).await? else {
         return Ok(None);
     };
     let entry = read_entry(ledger, seq).await?;

@@ -35,10 +35,7 @@ pub fn refusal_reason(status: &Status) -> Option<&str> {
 /// Whether `reason` says the line failed (the service, the ledger, the CA,
 /// a device), as opposed to a refusal the factory expects now and then.
 pub fn is_failure(reason: &str) -> bool {
-    matches!(
-        reason,
-        "backend" | "busy" | "config" | "corrupt-entry"
-    )
+    matches!(reason, "backend" | "busy" | "config" | "corrupt-entry")
 }
 
 #[cfg(test)]

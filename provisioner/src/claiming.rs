@@ -30,7 +30,6 @@ pub struct ClaimChallenge {
 }
 
 impl Factory {
-
     /// Verifies a blank RoT and opens a claim session (invariant 7).
     ///
     /// # Errors
@@ -308,7 +307,6 @@ impl Factory {
             claimed_seq: seq,
         }))
     }
-
 }
 
 /// The rot_id an attestation chain names, if its first certificate parses
@@ -351,4 +349,3 @@ fn receipt_nonce(receipt: &v1::SignedStatement) -> Vec<u8> {
         .map(|r| r.nonce)
         .unwrap_or_default()
 }
-

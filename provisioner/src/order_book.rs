@@ -85,11 +85,14 @@ impl OrderBook {
 /// # Errors
 /// [`Error::WrongSite`] naming the order and both sites.
 pub fn check_site(actor: &Actor, order: &Order) -> Result<()> {
-    actor.scope.check(&order.site).map_err(|e| Error::WrongSite {
-        order_id: order.id.clone(),
-        order_site: e.data_site,
-        caller_site: e.caller_site,
-    })
+    actor
+        .scope
+        .check(&order.site)
+        .map_err(|e| Error::WrongSite {
+            order_id: order.id.clone(),
+            order_site: e.data_site,
+            caller_site: e.caller_site,
+        })
 }
 
 /// Checks that `order` may be built now by `actor`.
@@ -112,7 +115,6 @@ pub fn check_usable(known: &KnownOrder, actor: &Actor, now_ms: i64) -> Result<()
 }
 
 impl Factory {
-
     /// Opens an OEM-signed production order; records `ORDER_OPENED`.
     ///
     /// # Errors
@@ -245,12 +247,15 @@ impl Factory {
     }
 
     /// The order, checked usable now by `actor`.
-    pub(crate) async fn usable_order(&self, actor: &Actor, order_id: &str) -> Result<Arc<KnownOrder>> {
+    pub(crate) async fn usable_order(
+        &self,
+        actor: &Actor,
+        order_id: &str,
+    ) -> Result<Arc<KnownOrder>> {
         let known = self.order(order_id).await?;
         check_usable(&known, actor, now_ms())?;
         Ok(known)
     }
-
 }
 
 #[cfg(test)]

@@ -215,4 +215,3 @@ pub fn write_vendor_roots(dir: &Path, roots: &[(String, Vec<u8>)]) -> Result<()>
     }
     Ok(())
 }
-

@@ -387,14 +387,12 @@ async fn worker<L: DeviceLink>(
 fn refused(stage: &'static str, status: Status) -> Outcome {
     let reason = refusal_reason(&status).map(str::to_owned);
     match reason {
-        Some(reason) if !is_failure(&reason) => {
-            Outcome::Refused {
-                stage,
-                code: status.code(),
-                reason,
-                message: status.message().to_owned(),
-            }
-        }
+        Some(reason) if !is_failure(&reason) => Outcome::Refused {
+            stage,
+            code: status.code(),
+            reason,
+            message: status.message().to_owned(),
+        },
         _ => Outcome::Failed {
             stage,
             message: format!("{:?}: {}", status.code(), status.message()),

@@ -13,11 +13,11 @@
 
 use std::process::Command;
 
+use backends::RemoteLedgerReads;
 use hsm_sim::rot::{Fleet, SimulatedRot};
 use prost::Message;
-use station::inspect::{inspect, InspectConfig};
-use backends::RemoteLedgerReads;
 use site::setup;
+use station::inspect::{inspect, InspectConfig};
 use station::sim::SimLink;
 use tonic::transport::Channel;
 use tonic::Code;

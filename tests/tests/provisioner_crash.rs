@@ -54,8 +54,7 @@ async fn a_provisioner_killed_mid_run_loses_no_acknowledged_device() {
     let data = tempfile::tempdir().expect("dir");
     let dir = data.path();
     let mut fleet = station::sim::sim_vendors(5).expect("vendors");
-    site::config::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots())
-        .expect("roots");
+    site::config::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots()).expect("roots");
     std::fs::write(
         dir.join("trustline.toml"),
         "[transport]\nmax_concurrent_per_caller = 256\nrate = { per_second = 100000.0, burst = 100000 }\n",

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use custody_ledger::format;
-use prost::Message;
 use audit::report::{AuditReport, FindingKind};
 use audit::synth::{seed_scenario, Plant, Scenario};
 use audit::{self, AuditOptions, LedgerSource};
+use custody_ledger::format;
+use prost::Message;
 use trustline_proto::v1;
 
 fn pem_contents(path: &Path) -> Vec<Vec<u8>> {

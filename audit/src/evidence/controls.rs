@@ -3,7 +3,7 @@
 //! OEM must supply where Trustline cannot meet the requirement alone.
 //!
 //! Keep this table honest: claim only what the code does, and name only
-//! tests that would fail without the control. `provisioner/tests/evidence.rs`
+//! tests that would fail without the control. `trustline/tests/evidence.rs`
 //! checks that every named test exists; review checks that it proves what
 //! the row says.
 
@@ -77,13 +77,13 @@ const fn t(file: &'static str, function: &'static str) -> TestRef {
 }
 
 // Test files, once each.
-const AUDIT: &str = "provisioner/tests/audit.rs";
-const AUDIT_UNIT: &str = "provisioner/src/audit/tests.rs";
+const AUDIT: &str = "trustline/tests/audit.rs";
+const AUDIT_UNIT: &str = "audit/src/tests.rs";
 const FACTORY_E2E: &str = "tests/tests/factory_line.rs";
-const FACTORY_UNIT: &str = "provisioner/src/factory/tests.rs";
-const ORDERS_UNIT: &str = "provisioner/src/factory/orders.rs";
-const CLAIM_UNIT: &str = "provisioner/src/factory/claim.rs";
-const LABEL_UNIT: &str = "provisioner/src/factory/label.rs";
+const FACTORY_UNIT: &str = "provisioner/src/tests.rs";
+const ORDERS_UNIT: &str = "provisioner/src/orders.rs";
+const CLAIM_UNIT: &str = "provisioner/src/claim.rs";
+const LABEL_UNIT: &str = "provisioner/src/label.rs";
 const LEDGER: &str = "custody-ledger/tests/ledger.rs";
 const TAMPER: &str = "custody-ledger/tests/tamper.rs";
 const KILL9: &str = "custody-ledger/tests/kill9.rs";

@@ -9,8 +9,8 @@ use custody_ledger::verify;
 use serde::Serialize;
 use trustline_proto::v1::EventKind;
 
-use crate::LedgerSource;
 use crate::error::Result;
+use crate::LedgerSource;
 
 /// What the ledger showed when the evidence was made.
 #[derive(Debug, Clone, Default, Serialize)]

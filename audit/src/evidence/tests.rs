@@ -117,5 +117,5 @@ fn every_format_carries_every_row() {
     );
     assert!(quota
         .evidence
-        .contains("provisioner/tests/audit.rs::planted_anomalies_are_reported_exactly"));
+        .contains("trustline/tests/audit.rs::planted_anomalies_are_reported_exactly"));
 }

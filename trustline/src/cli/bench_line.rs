@@ -44,11 +44,11 @@ use trustline_proto::v1;
 use trustline_proto::v1::provisioning_client::ProvisioningClient;
 
 use super::hsm_args::HsmArgs;
-use station::sim::{fresh_dies, sim_vendors};
 use super::Outcome;
 use site::setup;
 use station::run::{self, Job, Mode, RunConfig};
 use station::sim::SimLink;
+use station::sim::{fresh_dies, sim_vendors};
 
 const SITE: &str = "site-1";
 

@@ -29,8 +29,8 @@ use trustline_proto::v1::provisioning_client::ProvisioningClient;
 use super::hsm_args::HsmArgs;
 use super::Outcome;
 use site::serve;
-use site::Config;
 use site::setup;
+use site::Config;
 use station::run::{self, Job, Mode, Report, RunConfig};
 use station::sim::SimLink;
 

@@ -10,8 +10,8 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use super::Outcome;
-use audit::LedgerSource;
 use audit::evidence;
+use audit::LedgerSource;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

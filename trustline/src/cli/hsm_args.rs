@@ -6,18 +6,17 @@
 //! history, `ps` output or logs. With `--data-dir` and no explicit HSM option
 //! (`--pkcs11-module`, `--token-label`, `--pin-file`), the embedded SoftHSM2
 //! token under `<data>/hsm` is used, created on first use with its PIN in
-//! `<data>/hsm/user.pin` (0600) — the demo and laptop default (docs/TEAM.md).
+//! `<data>/hsm/user.pin` (0600) — the demo and laptop default
+//! (docs/operations.md, "HSM keys and labels").
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use backends::layout::EMBEDDED_HSM_DIR;
 use ca_service::hsm::{
     KeyDeliveryKdf, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_PIN_ENV, DEFAULT_POOL_SIZE,
 };
 use ca_service::{HsmConfig, PinSource};
-
-/// Where the embedded token lives inside a data directory.
-pub(crate) const EMBEDDED_HSM_DIR: &str = "hsm";
 
 /// How to reach the HSM.
 #[derive(Debug, Clone, clap::Args)]

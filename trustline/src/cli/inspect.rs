@@ -32,11 +32,11 @@ use trustline_proto::v1::provisioning_client::ProvisioningClient;
 
 use super::hsm_args::HsmArgs;
 use super::Outcome;
-use station::inspect::{inspect, InspectConfig};
 use backends::RemoteLedgerReads;
 use site::serve;
-use site::Config;
 use site::setup;
+use site::Config;
+use station::inspect::{inspect, InspectConfig};
 use station::run::{self, Job, Mode, RunConfig};
 use station::sim::SimLink;
 

@@ -1,5 +1,5 @@
 //! `trustline serve ca|ledger|provisioner|all --data-dir DIR`: runs the
-//! services (see `site::serve` for the configuration). Prints one line
+//! services (`site::serve`; the configuration is `site::config`). Prints one line
 //! `listening <service> <addr>` on stdout per listener once it accepts
 //! connections, and stops gracefully on SIGINT or SIGTERM.
 
@@ -12,8 +12,8 @@ use clap::{Args, ValueEnum};
 use super::hsm_args::HsmArgs;
 use super::Outcome;
 use site::serve;
-use site::Config;
 use site::setup;
+use site::Config;
 
 /// Which service(s) to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -35,7 +35,7 @@ pub(crate) struct ServeArgs {
     /// Which service(s) to run.
     #[arg(value_enum)]
     pub(crate) which: Which,
-    /// The data directory (docs/TEAM.md layout).
+    /// The data directory (its layout: docs/operations.md).
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: PathBuf,
     /// Prepare what is missing first: the CA in the HSM and the service PKI
