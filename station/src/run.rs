@@ -15,7 +15,6 @@
 //! bound it) and one JSON line per provisioned device in `devices.jsonl`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,15 +22,21 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tonic::transport::Channel;
-use tonic::{Code, Status};
+use tonic::Code;
 use trustline_proto::v1;
 use trustline_proto::v1::provisioning_client::ProvisioningClient;
 
 use provisioner::orders::SerialScheme;
-use trustline_proto::refusal::{is_failure, refusal_reason};
 
 use crate::error::{Error, Result};
-use crate::link::{DeviceLink, WrappedKey};
+use crate::link::DeviceLink;
+
+mod outputs;
+mod provision;
+
+pub use outputs::chain_pem;
+use outputs::write_outputs;
+use provision::provision;
 
 /// How devices get their identity key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -192,11 +197,11 @@ impl Report {
 
 /// Live counters for the progress line.
 #[derive(Default)]
-struct Counters {
-    provisioned: AtomicU64,
-    refused: AtomicU64,
-    failed: AtomicU64,
-    reasons: Mutex<BTreeMap<String, u64>>,
+pub(super) struct Counters {
+    pub(super) provisioned: AtomicU64,
+    pub(super) refused: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) reasons: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Counters {
@@ -226,26 +231,26 @@ impl Counters {
 }
 
 /// Where the next serial comes from.
-struct Serials {
-    scheme: SerialScheme,
-    next: AtomicU64,
+pub(super) struct Serials {
+    pub(super) scheme: SerialScheme,
+    pub(super) next: AtomicU64,
 }
 
 impl Serials {
-    fn next(&self) -> Option<String> {
+    pub(super) fn next(&self) -> Option<String> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         (n <= self.scheme.last).then(|| self.scheme.format(n))
     }
 }
 
 /// State shared by the workers.
-struct Shared<L> {
-    config: RunConfig,
-    serials: Serials,
-    queue: Mutex<VecDeque<(usize, Job<L>)>>,
-    results: Mutex<Vec<Option<(Outcome, L)>>>,
-    counters: Counters,
-    manifest: Option<Mutex<std::fs::File>>,
+pub(super) struct Shared<L> {
+    pub(super) config: RunConfig,
+    pub(super) serials: Serials,
+    pub(super) queue: Mutex<VecDeque<(usize, Job<L>)>>,
+    pub(super) results: Mutex<Vec<Option<(Outcome, L)>>>,
+    pub(super) counters: Counters,
+    pub(super) manifest: Option<Mutex<std::fs::File>>,
 }
 
 /// Runs `jobs` through the line; returns the report and the devices.
@@ -381,175 +386,4 @@ async fn worker<L: DeviceLink>(
         }
         shared.results.lock().unwrap_or_else(|p| p.into_inner())[index] = Some((outcome, job.link));
     }
-}
-
-/// Classifies a status from the service.
-fn refused(stage: &'static str, status: Status) -> Outcome {
-    let reason = refusal_reason(&status).map(str::to_owned);
-    match reason {
-        Some(reason) if !is_failure(&reason) => Outcome::Refused {
-            stage,
-            code: status.code(),
-            reason,
-            message: status.message().to_owned(),
-        },
-        _ => Outcome::Failed {
-            stage,
-            message: format!("{:?}: {}", status.code(), status.message()),
-        },
-    }
-}
-
-fn failed(stage: &'static str) -> impl Fn(Error) -> Outcome {
-    move |e| Outcome::Failed {
-        stage,
-        message: e.to_string(),
-    }
-}
-
-/// Calls `f` until it succeeds, is refused, or has failed `retries + 1`
-/// times with `UNAVAILABLE`.
-async fn with_retries<T, F, Fut>(retries: u32, mut f: F) -> std::result::Result<T, Status>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<T, Status>>,
-{
-    let mut attempt = 0;
-    loop {
-        match f().await {
-            Err(s) if s.code() == Code::Unavailable && attempt < retries => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-async fn provision<L: DeviceLink>(
-    shared: &Shared<L>,
-    mut client: ProvisioningClient<Channel>,
-    job: &mut Job<L>,
-) -> std::result::Result<Provisioned, Outcome> {
-    let config = &shared.config;
-    let link = &mut job.link;
-    let attestation = link
-        .read_attestation()
-        .await
-        .map_err(failed("read-attestation"))?;
-    let begin = client
-        .begin_claim(v1::BeginClaimRequest {
-            order_id: config.order_id.clone(),
-            attestation: Some(attestation),
-        })
-        .await
-        .map_err(|s| refused("claim", s))?
-        .into_inner();
-    let receipt = link
-        .claim(&begin.nonce, &begin.anchor)
-        .await
-        .map_err(failed("install-anchor"))?;
-    client
-        .complete_claim(v1::CompleteClaimRequest {
-            receipt: Some(receipt),
-        })
-        .await
-        .map_err(|s| refused("complete-claim", s))?;
-    link.lock_readout().await.map_err(failed("lock"))?;
-    let key_attestation = match config.mode {
-        Mode::OnDevice => link
-            .generate_key(&begin.nonce)
-            .await
-            .map_err(failed("generate-key"))?,
-        Mode::Hsm => {
-            let request = v1::DeliverDeviceKeyRequest {
-                rot_id: begin.rot_id.clone(),
-                order_id: config.order_id.clone(),
-            };
-            let delivered = client
-                .deliver_device_key(request)
-                .await
-                .map_err(|s| refused("deliver-key", s))?
-                .into_inner();
-            let key = WrappedKey {
-                device_public_key: delivered.device_public_key,
-                hsm_ephemeral_public_key: delivered.hsm_ephemeral_public_key,
-                wrapped_key: delivered.wrapped_key,
-                kdf: delivered.kdf,
-            };
-            link.install_wrapped_key(&key, &begin.nonce)
-                .await
-                .map_err(failed("install-key"))?
-        }
-    };
-    let serial = match job.serial.clone() {
-        Some(s) => s,
-        None => shared.serials.next().ok_or_else(|| Outcome::Failed {
-            stage: "serial",
-            message: "the order's serial scheme is used up".into(),
-        })?,
-    };
-    let proof = link
-        .prove_possession(&serial, &begin.nonce)
-        .await
-        .map_err(failed("prove-possession"))?;
-    let request = v1::CertifyRequest {
-        order_id: config.order_id.clone(),
-        rot_id: begin.rot_id.clone(),
-        serial: serial.clone(),
-        key_attestation: Some(key_attestation),
-        subject_key: Some(v1::certify_request::SubjectKey::ProofOfPossession(proof)),
-        first_owner_public_key: config.first_owner.clone().unwrap_or_default(),
-    };
-    let certified = with_retries(config.retries, || {
-        let mut client = client.clone();
-        let request = request.clone();
-        async move { client.certify(request).await }
-    })
-    .await
-    .map_err(|s| refused("certify", s))?
-    .into_inner();
-    let voucher = link
-        .store_certification(&certified.certificate_chain, &certified.voucher)
-        .await
-        .map_err(failed("store-certification"))?;
-    Ok(Provisioned {
-        serial,
-        rot_id: begin.rot_id,
-        label: certified.label,
-        chain: certified.certificate_chain,
-        voucher,
-        ledger_seq: certified.ledger_seq,
-        replayed: certified.replayed,
-    })
-}
-
-/// The chain as PEM, device certificate first.
-pub fn chain_pem(chain: &[Vec<u8>]) -> String {
-    chain
-        .iter()
-        .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der.clone())))
-        .collect()
-}
-
-fn write_outputs<L>(shared: &Shared<L>, p: &Provisioned) -> Result<()> {
-    let Some(dir) = &shared.config.out_dir else {
-        return Ok(());
-    };
-    let chain_path = dir.join(format!("{}.pem", p.serial));
-    std::fs::write(&chain_path, chain_pem(&p.chain)).map_err(|e| Error::io(&chain_path, e))?;
-    let voucher_path = dir.join(format!("{}.voucher.cbor", p.serial));
-    std::fs::write(&voucher_path, &p.voucher).map_err(|e| Error::io(&voucher_path, e))?;
-    if let Some(manifest) = &shared.manifest {
-        let line = serde_json::json!({
-            "serial": p.serial,
-            "rot_id": p.rot_id,
-            "label": p.label,
-            "ledger_seq": p.ledger_seq,
-            "replayed": p.replayed,
-        });
-        let mut file = manifest.lock().unwrap_or_else(|e| e.into_inner());
-        writeln!(file, "{line}").map_err(|e| Error::io(&dir.join("devices.jsonl"), e))?;
-    }
-    Ok(())
 }

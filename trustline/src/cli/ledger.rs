@@ -9,15 +9,13 @@
 //! checkpoint it checked. Exit codes: 0 verified, 1 a problem was found
 //! (the first bad entry is named), 2 usage or I/O error.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use clap::{Args, Subcommand};
-use custody_ledger::merkle::{self, Hash};
+use custody_ledger::merkle::Hash;
 use custody_ledger::storage::FileStorage;
 use custody_ledger::verify::{self, Options, Report, Verified, VerifiedEntry};
 use serde_json::json;
@@ -148,62 +146,13 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
-/// Standard output as the `ledger` subcommands write it: one lock for the
-/// whole command, and a reader that goes away early (`… | head`) is not an
-/// error. The first `BrokenPipe` closes the writer quietly: the rest of the
-/// output is discarded and the command ends with its own outcome (the
-/// verification it already did still decides the exit code). Every other
-/// write error is returned.
-pub(crate) struct QuietPipe<W: Write> {
-    inner: W,
-    closed: bool,
-}
+mod pipe;
+mod proofs;
 
-impl<W: Write> QuietPipe<W> {
-    /// Wraps `inner`.
-    pub(crate) fn new(inner: W) -> Self {
-        Self {
-            inner,
-            closed: false,
-        }
-    }
+pub(crate) use pipe::QuietPipe;
+use proofs::{history_cmd, proof_cmd};
 
-    /// Whether the reader went away.
-    #[cfg(test)]
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed
-    }
-
-    fn quiet<T>(&mut self, r: io::Result<T>, discarded: T) -> io::Result<T> {
-        match r {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                self.closed = true;
-                Ok(discarded)
-            }
-            other => other,
-        }
-    }
-}
-
-impl<W: Write> Write for QuietPipe<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.closed {
-            return Ok(buf.len());
-        }
-        let r = self.inner.write(buf);
-        self.quiet(r, buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if self.closed {
-            return Ok(());
-        }
-        let r = self.inner.flush();
-        self.quiet(r, ())
-    }
-}
-
-fn ledger_dir(dir: &Path) -> PathBuf {
+pub(super) fn ledger_dir(dir: &Path) -> PathBuf {
     let inner = dir.join(LEDGER_DIR);
     if inner.is_dir() {
         inner
@@ -212,7 +161,7 @@ fn ledger_dir(dir: &Path) -> PathBuf {
     }
 }
 
-fn options(source: &SourceArgs, trust: &TrustArgs) -> anyhow::Result<Options> {
+pub(super) fn options(source: &SourceArgs, trust: &TrustArgs) -> anyhow::Result<Options> {
     let key = match &trust.key {
         Some(path) => {
             let pem = std::fs::read_to_string(path)
@@ -238,7 +187,7 @@ fn options(source: &SourceArgs, trust: &TrustArgs) -> anyhow::Result<Options> {
 }
 
 /// Runs the verifier over the source with a progress spinner.
-fn run_verifier(
+pub(super) fn run_verifier(
     source: &SourceArgs,
     trust: &TrustArgs,
     quiet: bool,
@@ -279,11 +228,11 @@ fn run_verifier(
     Ok(verified)
 }
 
-fn hex32(h: &Hash) -> String {
+pub(super) fn hex32(h: &Hash) -> String {
     hex::encode(h)
 }
 
-fn report_json(r: &Report, seconds: f64) -> serde_json::Value {
+pub(super) fn report_json(r: &Report, seconds: f64) -> serde_json::Value {
     json!({
         "ok": r.is_ok(),
         "entries": r.entries,
@@ -306,7 +255,7 @@ fn report_json(r: &Report, seconds: f64) -> serde_json::Value {
     })
 }
 
-fn verify_cmd(a: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub(super) fn verify_cmd(a: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let start = Instant::now();
     let v = run_verifier(&a.source, &a.trust, a.json, &mut |_| {})?;
     let seconds = start.elapsed().as_secs_f64();
@@ -356,7 +305,7 @@ fn verify_cmd(a: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     })
 }
 
-fn export_cmd(a: &ExportArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub(super) fn export_cmd(a: &ExportArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let dir = ledger_dir(&a.data_dir);
     let storage = FileStorage::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
     let s = custody_ledger::export::export(&storage, &a.out)
@@ -381,214 +330,4 @@ fn export_cmd(a: &ExportArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         )?;
     }
     Ok(Outcome::Success)
-}
-
-/// Refuses to prove anything from a ledger that does not verify.
-fn require_ok(v: &Verified, json: bool, out: &mut dyn Write) -> io::Result<Option<Outcome>> {
-    let Some(p) = v.report.problem.as_ref() else {
-        return Ok(None);
-    };
-    if json {
-        writeln!(out, "{}", json!({ "ok": false, "problem": p.to_string() }))?;
-    } else {
-        writeln!(
-            out,
-            "the ledger does not verify, so nothing is proven from it: {p}"
-        )?;
-    }
-    Ok(Some(Outcome::Findings))
-}
-
-fn proof_cmd(a: &ProofArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let mut entry = None;
-    let v = run_verifier(&a.source, &a.trust, a.json, &mut |e| {
-        if e.seq == a.seq {
-            entry = Some((e.bytes.to_vec(), e.leaf));
-        }
-    })?;
-    if let Some(o) = require_ok(&v, a.json, out)? {
-        return Ok(o);
-    }
-    let Some(cp) = &v.report.latest_checkpoint else {
-        bail!("the ledger has no checkpoint yet");
-    };
-    let Some((bytes, leaf)) = entry else {
-        bail!(
-            "entry {} does not exist (the ledger has {} entries)",
-            a.seq,
-            v.report.entries
-        );
-    };
-    if a.seq >= cp.size {
-        bail!(
-            "entry {} is not yet covered by a checkpoint (the latest covers {})",
-            a.seq,
-            cp.size
-        );
-    }
-    let proof = merkle::inclusion_proof(&v.tree, a.seq, cp.size)?;
-    merkle::verify_inclusion(&leaf, &proof, &cp.root)?;
-    let path: Vec<String> = proof.path.iter().map(hex32).collect();
-    if a.json {
-        let doc = json!({
-            "seq": a.seq,
-            "entry": B64.encode(&bytes),
-            "leaf_hash": hex32(&leaf),
-            "tree_size": proof.tree_size,
-            "root": hex32(&cp.root),
-            "path": path,
-            "checkpoint": cp.note,
-        });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
-    } else {
-        writeln!(out, "entry {} leaf {}", a.seq, hex32(&leaf))?;
-        writeln!(
-            out,
-            "included in the tree of {} entries, root {}",
-            proof.tree_size,
-            hex32(&cp.root)
-        )?;
-        for (i, h) in path.iter().enumerate() {
-            writeln!(out, "  path[{i}] {h}")?;
-        }
-        write!(out, "{}", cp.note)?;
-    }
-    Ok(Outcome::Success)
-}
-
-fn history_cmd(a: &HistoryArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    if !trustline_proto::identity::is_well_formed_rot_id(&a.rot_id) {
-        bail!("--rot-id must be 64 lowercase hex characters");
-    }
-    let mut entries = Vec::new();
-    let v = run_verifier(&a.source, &a.trust, a.json, &mut |e| {
-        if e.entry.rot_id == a.rot_id {
-            entries.push((e.seq, e.leaf, e.entry.clone(), e.bytes.to_vec()));
-        }
-    })?;
-    if let Some(o) = require_ok(&v, a.json, out)? {
-        return Ok(o);
-    }
-    let cp = v.report.latest_checkpoint.clone();
-    let mut items = Vec::new();
-    for (seq, leaf, e, bytes) in &entries {
-        let proof = match &cp {
-            Some(cp) if *seq < cp.size => {
-                let p = merkle::inclusion_proof(&v.tree, *seq, cp.size)?;
-                merkle::verify_inclusion(leaf, &p, &cp.root)?;
-                Some(p)
-            }
-            _ => None,
-        };
-        let kind = trustline_proto::v1::EventKind::try_from(e.kind)
-            .map(|k| {
-                k.as_str_name()
-                    .trim_start_matches("EVENT_KIND_")
-                    .to_lowercase()
-            })
-            .unwrap_or_else(|_| e.kind.to_string());
-        items.push((seq, leaf, e, bytes, kind, proof));
-    }
-    if a.json {
-        let list: Vec<_> = items
-            .iter()
-            .map(|(seq, leaf, e, bytes, kind, proof)| {
-                json!({
-                    "seq": seq,
-                    "kind": kind,
-                    "time_ms": e.time_ms,
-                    "serial": e.serial,
-                    "site": e.site,
-                    "actor": e.actor,
-                    "order_id": e.order_id,
-                    "leaf_hash": hex32(leaf),
-                    "entry": B64.encode(bytes),
-                    "proof": proof.as_ref().map(|p| p.path.iter().map(hex32).collect::<Vec<_>>()),
-                })
-            })
-            .collect();
-        let doc = json!({
-            "rot_id": a.rot_id,
-            "checkpoint": cp.as_ref().map(|c| json!({ "size": c.size, "root": hex32(&c.root), "note": c.note })),
-            "entries": list,
-        });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
-    } else {
-        writeln!(out, "device {}: {} entries", a.rot_id, items.len())?;
-        for (seq, _, e, _, kind, proof) in &items {
-            let proven = match proof {
-                Some(p) => format!(
-                    "proven against checkpoint {} ({} hashes)",
-                    p.tree_size,
-                    p.path.len()
-                ),
-                None => "not yet covered by a checkpoint".to_string(),
-            };
-            writeln!(
-                out,
-                "  #{seq:<8} {kind:<22} t={} site={} actor={} serial={} order={} — {proven}",
-                e.time_ms, e.site, e.actor, e.serial, e.order_id
-            )?;
-        }
-    }
-    Ok(Outcome::Success)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)] // Tests may unwrap (ARCHITECTURE.md).
-mod tests {
-    use super::*;
-
-    /// A reader that has gone away after `room` bytes.
-    struct ClosedAfter {
-        room: usize,
-        got: Vec<u8>,
-        kind: io::ErrorKind,
-    }
-
-    impl Write for ClosedAfter {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if self.room == 0 {
-                return Err(io::Error::from(self.kind));
-            }
-            let n = buf.len().min(self.room);
-            self.room -= n;
-            self.got.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            if self.room == 0 {
-                return Err(io::Error::from(self.kind));
-            }
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn a_broken_pipe_ends_the_output_quietly() {
-        let mut out = QuietPipe::new(ClosedAfter {
-            room: 10,
-            got: Vec::new(),
-            kind: io::ErrorKind::BrokenPipe,
-        });
-        for i in 0..100 {
-            writeln!(out, "line {i}").unwrap();
-        }
-        out.flush().unwrap();
-        assert!(out.is_closed());
-        assert_eq!(out.inner.got, b"line 0\nlin");
-    }
-
-    #[test]
-    fn other_write_errors_are_reported() {
-        let mut out = QuietPipe::new(ClosedAfter {
-            room: 0,
-            got: Vec::new(),
-            kind: io::ErrorKind::StorageFull,
-        });
-        let err = writeln!(out, "x").unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
-        assert!(!out.is_closed());
-    }
 }
