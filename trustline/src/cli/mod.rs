@@ -20,6 +20,7 @@ pub(crate) mod hsm_args;
 pub(crate) mod inspect;
 pub(crate) mod ledger;
 pub(crate) mod order;
+pub(crate) mod owner;
 pub(crate) mod pki;
 pub(crate) mod serve;
 pub(crate) mod station;
@@ -76,7 +77,7 @@ pub(crate) enum Command {
     Voucher(voucher::VoucherCommand),
     /// Owner keys: `owner keygen`.
     #[command(subcommand)]
-    Owner(voucher::OwnerCommand),
+    Owner(owner::OwnerCommand),
     /// Physical inspection of a device in hand (2.4.14.10): live identity
     /// against the chain, custody history with proofs (`--sim`).
     Inspect(inspect::InspectArgs),
@@ -115,7 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Pki(command) => pki::run(command),
         Command::Ledger(command) => ledger::run(command),
         Command::Voucher(command) => voucher::run(command),
-        Command::Owner(command) => voucher::run_owner(command),
+        Command::Owner(command) => owner::run_owner(command),
         Command::Inspect(args) => inspect::run(args),
         Command::Audit(command) => audit::run(command),
         Command::Evidence(args) => evidence::run(args),

@@ -1,5 +1,6 @@
-//! `trustline voucher …` and `trustline owner keygen`: an owner's tools for
-//! the ownership voucher (2.4.14.7), offline — no service is contacted.
+//! `trustline voucher …`: an owner's tools for the ownership voucher
+//! (2.4.14.7), offline — no service is contacted (owner keys are
+//! `trustline owner keygen`, [`super::owner`]).
 //!
 //! - `voucher extend --voucher V --key owner.pem --to next.pub.pem --out V2`:
 //!   the current owner signs the next owner's key into a new last entry;
@@ -13,25 +14,25 @@
 //!   describes it and that the device bound the header. Exit 1 when a check
 //!   fails.
 //! - `voucher show --voucher V [--json]`: what the voucher says, unverified.
-//! - `owner keygen --out NAME`: a P-256 owner key, `NAME.pem` (PKCS#8, mode
-//!   0600) and `NAME.pub.pem`.
 //!
 //! Keys are shown by fingerprint (SHA-256 of the SubjectPublicKeyInfo),
 //! never printed whole.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use trustline_proto::signer::{Signer, SoftwareSigner};
-use trustline_proto::voucher::{cert_chain_hash, Voucher};
-use zeroize::Zeroizing;
+use trustline_proto::signer::Signer;
+use trustline_proto::voucher::cert_chain_hash;
 
 use super::Outcome;
+
+mod files;
+
+pub(crate) use files::{
+    fingerprint, read_chain, read_private_key, read_public_key, read_voucher, write_new,
+};
 
 /// `trustline voucher` subcommands.
 #[derive(Debug, Subcommand)]
@@ -42,13 +43,6 @@ pub(crate) enum VoucherCommand {
     Verify(VerifyArgs),
     /// Shows what a voucher says (unverified).
     Show(ShowArgs),
-}
-
-/// `trustline owner` subcommands.
-#[derive(Debug, Subcommand)]
-pub(crate) enum OwnerCommand {
-    /// Generates an owner key pair (P-256).
-    Keygen(KeygenArgs),
 }
 
 /// `trustline voucher extend` arguments.
@@ -103,14 +97,6 @@ pub(crate) struct ShowArgs {
     pub(crate) json: bool,
 }
 
-/// `trustline owner keygen` arguments.
-#[derive(Debug, Args)]
-pub(crate) struct KeygenArgs {
-    /// Output name: writes NAME.pem (private, 0600) and NAME.pub.pem.
-    #[arg(long, value_name = "NAME")]
-    pub(crate) out: PathBuf,
-}
-
 /// Runs a `voucher` subcommand.
 ///
 /// # Errors
@@ -122,85 +108,6 @@ pub(crate) fn run(command: VoucherCommand) -> anyhow::Result<Outcome> {
         VoucherCommand::Verify(args) => verify(&args),
         VoucherCommand::Show(args) => show(&args),
     }
-}
-
-/// Runs an `owner` subcommand.
-///
-/// # Errors
-/// When a file exists already or cannot be written.
-pub(crate) fn run_owner(command: OwnerCommand) -> anyhow::Result<Outcome> {
-    match command {
-        OwnerCommand::Keygen(args) => keygen(&args),
-    }
-}
-
-/// SHA-256 fingerprint of a key, hex.
-pub(crate) fn fingerprint(spki: &[u8]) -> String {
-    hex::encode(Sha256::digest(spki))
-}
-
-/// Reads a voucher file (CBOR).
-///
-/// # Errors
-/// Unreadable or malformed.
-pub(crate) fn read_voucher(path: &Path) -> anyhow::Result<(Vec<u8>, Voucher)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let voucher =
-        Voucher::decode(&bytes).with_context(|| format!("{} is not a voucher", path.display()))?;
-    Ok((bytes, voucher))
-}
-
-/// Reads a P-256 public key (PEM `PUBLIC KEY` or SPKI DER).
-///
-/// # Errors
-/// Unreadable, or not a P-256 key.
-pub(crate) fn read_public_key(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let der = if bytes.starts_with(b"-----BEGIN") {
-        let block = pem::parse(&bytes).with_context(|| format!("{} is not PEM", path.display()))?;
-        if block.tag() != "PUBLIC KEY" {
-            bail!(
-                "{}: expected a PUBLIC KEY PEM block, found {}",
-                path.display(),
-                block.tag()
-            );
-        }
-        block.into_contents()
-    } else {
-        bytes
-    };
-    trustline_proto::statement::parse_p256_spki(&der)
-        .with_context(|| format!("{}", path.display()))?;
-    Ok(der)
-}
-
-/// Reads a private key (PKCS#8 PEM); its text is zeroized after parsing.
-///
-/// # Errors
-/// Unreadable, or not a P-256 PKCS#8 key.
-pub(crate) fn read_private_key(path: &Path) -> anyhow::Result<SoftwareSigner> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-    );
-    SoftwareSigner::from_pkcs8_pem(&text).with_context(|| format!("{}", path.display()))
-}
-
-/// Reads a PEM certificate chain (leaf first).
-///
-/// # Errors
-/// Unreadable, or no CERTIFICATE block.
-pub(crate) fn read_chain(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let chain: Vec<Vec<u8>> = pem::parse_many(&bytes)
-        .with_context(|| format!("{} is not PEM", path.display()))?
-        .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
-        .map(pem::Pem::into_contents)
-        .collect();
-    if chain.is_empty() {
-        bail!("{} holds no certificate", path.display());
-    }
-    Ok(chain)
 }
 
 #[derive(Serialize)]
@@ -432,58 +339,4 @@ fn show(args: &ShowArgs) -> anyhow::Result<Outcome> {
         }
     );
     Ok(Outcome::Success)
-}
-
-fn keygen(args: &KeygenArgs) -> anyhow::Result<Outcome> {
-    let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-    let private = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .context("encoding the private key")?;
-    let public = key
-        .verifying_key()
-        .to_public_key_pem(LineEnding::LF)
-        .context("encoding the public key")?;
-    let spki = key
-        .verifying_key()
-        .to_public_key_der()
-        .context("encoding the public key")?;
-    let private_path = with_suffix(&args.out, ".pem");
-    let public_path = with_suffix(&args.out, ".pub.pem");
-    if public_path.exists() {
-        bail!("{} exists; nothing was written", public_path.display());
-    }
-    write_new(&private_path, private.as_bytes(), Some(0o600))?;
-    write_new(&public_path, public.as_bytes(), None)?;
-    println!(
-        "owner key {}\n  private: {} (0600)\n  public:  {}",
-        fingerprint(spki.as_bytes()),
-        private_path.display(),
-        public_path.display()
-    );
-    Ok(Outcome::Success)
-}
-
-fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
-    let mut name = base.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-/// Writes a file that must not exist yet (with `mode` on Unix).
-fn write_new(path: &Path, bytes: &[u8], mode: Option<u32>) -> anyhow::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode.unwrap_or(0o644));
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
 }
