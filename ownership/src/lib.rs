@@ -55,6 +55,7 @@ pub mod checks;
 pub mod error;
 mod lifecycle;
 mod onboard;
+mod records;
 pub mod revocation;
 pub mod service;
 pub mod state;
@@ -63,13 +64,9 @@ mod transfer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backends::{
-    append_request, keys, now_ms, AppendRefusal, CaApi, CrlApi, LedgerApi, LedgerReads,
-};
-use prost::Message;
+use backends::{keys, now_ms, CaApi, CrlApi, LedgerApi, LedgerReads};
 use sha2::{Digest, Sha256};
 use trustline_proto::v1;
-use trustline_proto::v1::EventKind;
 
 use challenges::{Action, ChallengeBook};
 use revocation::Revocations;
@@ -339,69 +336,6 @@ impl Ownership {
         }
         Err(Error::UnknownDevice(rot_id.to_owned()))
     }
-
-    /// Appends one ownership entry with its constraints.
-    async fn append(
-        &self,
-        request: v1::AppendRequest,
-    ) -> std::result::Result<v1::AppendResponse, AppendRefusal> {
-        self.ledger.append(request).await
-    }
-
-    /// Records a refusal about the device `rot_hint` (when it has ledger
-    /// history) and returns the error to send. Failures of the line itself
-    /// (backend, corrupt entry) are returned as they are.
-    async fn refused(
-        &self,
-        rot_hint: Option<&str>,
-        actor: &str,
-        operation: &str,
-        error: Error,
-    ) -> Error {
-        if !error.is_expected_refusal() {
-            return error;
-        }
-        let Some(rot_id) = rot_hint.filter(|r| trustline_proto::identity::is_well_formed_rot_id(r))
-        else {
-            return error;
-        };
-        let serial = match self.devices.load(self.ledger.as_ref(), rot_id).await {
-            Ok(Some(record)) => record.serial,
-            Ok(None) => {
-                match state::lookup(
-                    self.ledger.as_ref(),
-                    state::unique(keys::CLAIM, rot_id.as_bytes().to_vec()),
-                )
-                .await
-                {
-                    Ok(Some(_)) => String::new(),
-                    Ok(None) => return error,
-                    Err(e) => return e,
-                }
-            }
-            Err(e) => return e,
-        };
-        let (key, holder_seq) = match &error {
-            Error::TransferRecorded {
-                index, holder_seq, ..
-            } => (Some(state::voucher_entry_key(rot_id, *index)), *holder_seq),
-            Error::Duplicated { seq, .. } => (None, *seq),
-            _ => (None, 0),
-        };
-        let payload = v1::RejectedPayload {
-            operation: operation.to_owned(),
-            reason: error.to_string(),
-            key,
-            holder_seq,
-            evidence: vec![],
-        };
-        let draft = draft(EventKind::RequestRejected, rot_id, &serial, actor, &payload);
-        match self.append(append_request(draft, vec![], None)).await {
-            Ok(_) => error,
-            Err(AppendRefusal::Failed(s)) => Error::ledger(s),
-            Err(other) => Error::Config(format!("unconstrained append refused: {other:?}")),
-        }
-    }
 }
 
 /// Refuses a malformed `rot_id`.
@@ -412,26 +346,6 @@ fn check_rot_id(rot_id: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// An ownership entry: the actor is the caller's role only, and no site or
-/// order is named (invariant 6).
-fn draft(
-    kind: EventKind,
-    rot_id: &str,
-    serial: &str,
-    actor: &str,
-    payload: &impl Message,
-) -> v1::EntryDraft {
-    v1::EntryDraft {
-        kind: kind as i32,
-        rot_id: rot_id.to_owned(),
-        serial: serial.to_owned(),
-        site: String::new(),
-        actor: actor.to_owned(),
-        order_id: String::new(),
-        payload: payload.encode_to_vec(),
-    }
 }
 
 /// SHA-256 as a vector.

@@ -41,9 +41,10 @@ use backends::{append_request, now_ms, AppendRefusal};
 use crate::challenges::Action;
 use crate::checks::voucher_error;
 use crate::error::{Error, Result};
+use crate::records::draft;
 use crate::state::{field_key, DeviceRecord, FieldState};
 use crate::transfer::check_open;
-use crate::{draft, LifecycleOutcome, Ownership, StepRequest};
+use crate::{LifecycleOutcome, Ownership, StepRequest};
 
 /// Attempts at claiming the next revocation index when other retirements
 /// race for it.

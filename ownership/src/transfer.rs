@@ -18,8 +18,9 @@ use backends::{append_request, AppendRefusal};
 
 use crate::checks::voucher_error;
 use crate::error::{Error, Result};
+use crate::records::draft;
 use crate::state::{field_key, voucher_entry_key, DeviceRecord, FieldState};
-use crate::{draft, sha256, Ownership, TransferOutcome};
+use crate::{sha256, Ownership, TransferOutcome};
 
 /// The `rot_id` a voucher names, if it decodes (for recording a refusal;
 /// no trust implied).
