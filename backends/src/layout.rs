@@ -19,8 +19,9 @@ pub const CONFIG_FILE: &str = "trustline.toml";
 pub const CA_DIR: &str = "ca";
 /// The ledger directory.
 pub const LEDGER_DIR: &str = "ledger";
-/// The service PKI directory.
-pub const PKI_DIR: &str = "pki";
+/// The service PKI directory (defined by the transport, which reads and
+/// writes the credentials in it).
+pub use transport::pki::PKI_DIR;
 /// The IC-vendor roots directory (the default of `vendor_roots_dir`).
 pub const VENDORS_DIR: &str = "vendors";
 /// Lockout state of each server process (`<server>.json`).

@@ -1,6 +1,9 @@
 //! The `trustline` binary: parses the command line, then runs one
 //! subcommand by calling into the Trustline crates (ripgrep's shape:
-//! `main` → parse → run). It holds no policy of its own: the factory is
+//! `main` → parse → run).
+//!
+//! Key design decision: the binary holds no policy of its own, so every
+//! behaviour it shows is a library's and tested there: the factory is
 //! `provisioner`, field life `ownership`, the audit `audit`, the station
 //! `station`, the servers and their wiring `site`. It is the only crate
 //! besides the tests that links `hsm-sim` — for the demo, the line bench,
