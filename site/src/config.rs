@@ -215,3 +215,48 @@ pub fn write_vendor_roots(dir: &Path, roots: &[(String, Vec<u8>)]) -> Result<()>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `trustline.toml` example of the operator's guide.
+    fn documented_example() -> String {
+        let guide = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+        )
+        .expect("docs/operations.md");
+        let start = guide.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + guide[start..].find("```").expect("the block ends");
+        guide[start..end].to_owned()
+    }
+
+    #[test]
+    fn the_operators_guide_example_is_a_valid_configuration_with_the_defaults() {
+        let parsed: Config = toml::from_str(&documented_example()).expect("the example parses");
+        let defaults = Config::default();
+        assert_eq!(parsed.provisioner.listen, defaults.provisioner.listen);
+        assert_eq!(
+            parsed.provisioner.claim_ttl_secs,
+            defaults.provisioner.claim_ttl_secs
+        );
+        assert_eq!(parsed.ca.listen, "127.0.0.1:7401");
+        assert_eq!(parsed.ledger.listen, "127.0.0.1:7402");
+        assert_eq!(parsed.vendors.len(), 1);
+        // The [transport] values shown are the defaults.
+        let shown = serde_json::to_value(&parsed.transport).expect("json");
+        let default = serde_json::to_value(transport::Limits::default()).expect("json");
+        assert_eq!(shown, default);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[provisioner]\nlisten_on = \"x\"\n",
+        )
+        .expect("write");
+        assert!(matches!(Config::load(dir.path()), Err(Error::Config(_))));
+    }
+}

@@ -71,7 +71,7 @@ pub(crate) fn run(args: InspectArgs) -> anyhow::Result<Outcome> {
     ensure!(
         args.sim,
         "only the simulated device link exists: pass --sim (a hardware probe implements \
-         provisioner::inspect::InspectLink)"
+         station::inspect::InspectLink)"
     );
     super::fresh_dir(&args.dir)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
