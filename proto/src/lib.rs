@@ -9,8 +9,10 @@
 //! [`signer::Signer`] trait that puts every signing key
 //! — HSM-backed in production, software in tests — behind one interface.
 //!
-//! Generated prost types are a wire boundary: services convert them into
-//! domain types at the edge.
+//! Key design decision: generated prost types are a wire boundary —
+//! services convert them into domain types at the edge, and everything
+//! both sides of a boundary must agree on (formats, names, reasons) lives
+//! here once.
 
 #![forbid(unsafe_code)]
 

@@ -200,3 +200,45 @@ fn only_the_binary_and_the_tests_link_the_simulator() {
         "the simulator reaches a service: {wrong:#?}"
     );
 }
+
+/// Crates whose root module must state their concept and key design
+/// decision (the simulator and the test harness are tools, not concepts).
+const CONCEPT_CRATES: &[(&str, &str)] = &[
+    ("trustline-proto", "proto/src/lib.rs"),
+    ("transport", "transport/src/lib.rs"),
+    ("custody-ledger", "custody-ledger/src/lib.rs"),
+    ("ca-service", "ca-service/src/lib.rs"),
+    ("backends", "backends/src/lib.rs"),
+    ("provisioner", "provisioner/src/lib.rs"),
+    ("ownership", "ownership/src/lib.rs"),
+    ("audit", "audit/src/lib.rs"),
+    ("station", "station/src/lib.rs"),
+    ("site", "site/src/lib.rs"),
+    ("trustline", "trustline/src/main.rs"),
+];
+
+#[test]
+fn every_crate_states_its_key_design_decision() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let names: Vec<String> = manifests().into_iter().map(|m| m.name).collect();
+    for (name, _) in CONCEPT_CRATES {
+        assert!(names.iter().any(|n| n == name), "{name} is not a member");
+    }
+    let missing: Vec<_> = CONCEPT_CRATES
+        .iter()
+        .filter(|(_, file)| {
+            let text = std::fs::read_to_string(root.join(file)).unwrap_or_default();
+            let doc: String = text
+                .lines()
+                .take_while(|l| l.starts_with("//!"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            !doc.contains("Key design decision")
+        })
+        .map(|(name, _)| *name)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "crates whose root doc states no key design decision: {missing:?}"
+    );
+}
