@@ -1,4 +1,4 @@
-//! The labels of Trustline's HSM keys (docs/TEAM.md) and the set that
+//! The labels of Trustline's HSM keys (docs/operations.md) and the set that
 //! `ca init` creates.
 //!
 //! Every one of these is a `CKA_TOKEN`, `CKA_SENSITIVE`, non-extractable

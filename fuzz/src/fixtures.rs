@@ -8,7 +8,7 @@
 use std::sync::OnceLock;
 
 use hsm_sim::rot::{IcVendor, VendorShape};
-use provisioner::factory::vendors::VendorRoot;
+use provisioner::vendors::VendorRoot;
 use sha2::{Digest, Sha256};
 use trustline_proto::signer::{Signer, SoftwareSigner};
 use trustline_proto::voucher::{self, EntryPayload, Voucher, VoucherHeader};

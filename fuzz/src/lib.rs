@@ -13,10 +13,10 @@
 //! | target | decoder |
 //! | --- | --- |
 //! | `statement` | `trustline_proto::statement::{decode_unverified, verify}` for all eight statement kinds |
-//! | `order` | `provisioner::factory::orders::Order::verify` (the factory's signed-order check) |
-//! | `claim_receipt` | `provisioner::factory::claim::ClaimBook::complete` |
-//! | `transport_key` | `provisioner::factory::claim::ClaimedRot::transport_key` |
-//! | `rot_attestation` | `RotAttestation` wire decode + `provisioner::factory::vendors::VendorRoots::verify` |
+//! | `order` | `provisioner::orders::Order::verify` (the factory's signed-order check) |
+//! | `claim_receipt` | `provisioner::claim::ClaimBook::complete` |
+//! | `transport_key` | `provisioner::claim::ClaimedRot::transport_key` |
+//! | `rot_attestation` | `RotAttestation` wire decode + `provisioner::vendors::VendorRoots::verify` |
 //! | `device_request` | `ca_service::request::{verify_csr, DeviceCertificateRequest::verify}` |
 //! | `voucher` | `trustline_proto::voucher::{Voucher::decode, verify, push_entry, VoucherHeader::decode}` |
 //! | `ledger_segment` | segment files through `custody_ledger::verify::verify_dir` |

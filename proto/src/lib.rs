@@ -5,22 +5,32 @@
 //! `proto/trustline/v1/*.proto`), the signed-statement format that devices,
 //! owners and the OEM use ([`statement`]), how a root of trust is named
 //! ([`identity`]), the ownership voucher format ([`voucher`]) and its FIDO
-//! Device Onboard 1.1 form ([`fdo`]), the framed
-//! station ↔ device protocol of `trustline.device.v1` ([`device`]), and the
+//! Device Onboard 1.1 form ([`fdo`]), the framed station ↔ device protocol
+//! of `trustline.device.v1` ([`device`]), the refusal reasons services
+//! attach to statuses ([`refusal`]), and the
 //! [`signer::Signer`] trait that puts every signing key
 //! — HSM-backed in production, software in tests — behind one interface.
 //!
-//! Generated prost types are a wire boundary: services convert them into
-//! domain types at the edge.
+//! Key design decision: generated prost types are a wire boundary —
+//! services convert them into domain types at the edge, and everything
+//! both sides of a boundary must agree on (formats, names, reasons) lives
+//! here once.
 
 #![forbid(unsafe_code)]
 
 pub mod device;
 pub mod fdo;
 pub mod identity;
+pub mod refusal;
 pub mod signer;
 pub mod statement;
 pub mod voucher;
+
+/// The subjectAltName URI prefix that names a device's `rot_id` in its
+/// certificate (`urn:trustline:rot:<rot_id>`): the CA writes it, the audit
+/// and physical inspection read it. (`ca_service::ca::ROT_URI_PREFIX` is
+/// the same string; a test in `tests/` holds them equal.)
+pub const ROT_URI_PREFIX: &str = "urn:trustline:rot:";
 
 /// Generated code for package `trustline.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

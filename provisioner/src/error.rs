@@ -1,9 +1,9 @@
-//! The provisioner's one error enum, and its one mapping onto `tonic::Status`.
+//! The factory's one error enum, and its one mapping onto `tonic::Status`.
 //!
 //! Every refusal carries a precise gRPC code, a lowercase message and a
 //! stable machine-readable reason in the `trustline-refusal` response
-//! metadata, so that a station can count refusals by reason without parsing
-//! messages. The codes follow one rule:
+//! metadata ([`trustline_proto::refusal`]), so that a station can count
+//! refusals by reason without parsing messages. The codes follow one rule:
 //!
 //! - `PERMISSION_DENIED`: *who* is asking is not allowed (another site's
 //!   order, a role that may not do this);
@@ -16,16 +16,10 @@
 //! - `NOT_FOUND`: no such order or device;
 //! - `INVALID_ARGUMENT`: malformed input, or a statement whose signature does
 //!   not verify;
-//! - `ABORTED`: another request changed the device's recorded ownership
-//!   state first; retry with a fresh challenge;
 //! - `UNAVAILABLE` / `INTERNAL`: the CA or the ledger could not be reached or
 //!   failed; nothing was released.
 
-use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
-
-/// The metadata key carrying a refusal's stable reason.
-pub const REFUSAL_METADATA_KEY: &str = "trustline-refusal";
 
 /// Why a provisioning request was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +46,7 @@ pub enum Error {
     /// issued to: the die cannot sign with the key its certificate names
     /// (an impostor). Turned into [`Error::Counterfeit`] once recorded.
     #[error("claim receipt is not signed by the attested key")]
-    ReceiptForged(Box<crate::factory::claim::PendingClaim>),
+    ReceiptForged(Box<crate::claim::PendingClaim>),
     /// The claim nonce expired before the receipt came back.
     #[error("claim nonce expired")]
     NonceExpired,
@@ -100,18 +94,6 @@ pub enum Error {
     /// outside the order's scheme, a statement that names another device.
     #[error("invalid request: {0}")]
     Invalid(String),
-    /// The caller's identity is missing from the request (no verified client
-    /// certificate). Never treated as "allow".
-    #[error("no authenticated caller")]
-    Unauthenticated,
-    /// The caller's role may not do this.
-    #[error("role {role} may not {operation}")]
-    RoleNotAllowed {
-        /// The caller's role.
-        role: String,
-        /// What it tried.
-        operation: &'static str,
-    },
     /// The device has not been claimed (or not under this order).
     #[error("rot {0} is not claimed under this order")]
     NotClaimed(String),
@@ -155,75 +137,8 @@ pub enum Error {
     /// (2.4.14.14).
     #[error("device {0} was scrapped")]
     Scrapped(String),
-    /// An ownership step answers a challenge that was never issued, has
-    /// expired, was issued for another device or step, or was already used
-    /// (a replay). Challenges are single-use; nothing but the refusal is
+    /// Too many claim sessions are open; try again later. Nothing was
     /// recorded.
-    #[error("challenge is unknown, expired, issued for another device or step, or already used")]
-    ChallengeRefused,
-    /// The caller does not hold the device's current owner key: a voucher
-    /// entry or an owner authorization is signed by someone other than the
-    /// owner before it (2.4.14.7). Nothing is recorded but the refusal.
-    #[error("not the current owner: {0}")]
-    NotOwner(String),
-    /// The voucher does not match the transfers the ledger recorded for the
-    /// device: cut back to an earlier owner, or carrying transfers that were
-    /// not registered.
-    #[error("voucher does not match the recorded transfers: {0}")]
-    VoucherStale(String),
-    /// A transfer with this index is already recorded for the device (a
-    /// competing extension, i.e. a fork, or a repeated first transfer).
-    #[error("transfer {index} of device {rot_id} is already recorded (ledger entry {holder_seq})")]
-    TransferRecorded {
-        /// The device.
-        rot_id: String,
-        /// The voucher entry index.
-        index: usize,
-        /// The entry holding it.
-        holder_seq: u64,
-    },
-    /// The device's recorded lifecycle does not allow this step (2.4.16.4):
-    /// e.g. a transfer of a device still in service (no user reset), an
-    /// onboarding of a decommissioned device.
-    #[error("device {rot_id} is {state}: {why}")]
-    Lifecycle {
-        /// The device.
-        rot_id: String,
-        /// Its recorded state.
-        state: &'static str,
-        /// What the caller must do instead.
-        why: &'static str,
-    },
-    /// The device was retired and its certificate revoked (2.4.14.24): no
-    /// further transfer, onboarding or lifecycle step.
-    #[error("device {0} is retired; its certificate is revoked")]
-    Retired(String),
-    /// Another die presented this device's identity at the factory (a
-    /// `DUPLICATE_REJECTED` entry names it): which of the two is genuine is
-    /// in doubt, so the device is not put in service (2.4.14.18).
-    #[error(
-        "device {rot_id} is quarantined: a second die presented its identity (ledger entry {seq})"
-    )]
-    Duplicated {
-        /// The device.
-        rot_id: String,
-        /// The `DUPLICATE_REJECTED` entry.
-        seq: u64,
-    },
-    /// The device did not prove the identity certified for it: another
-    /// certificate, a chain that does not lead to the OEM root, or a proof
-    /// not signed by the certified key (a clone or an impostor, 2.4.14.18).
-    #[error("device is not the certified device: {0}")]
-    NotAuthentic(String),
-    /// The step needs the device's signed proof of a user reset (2.4.16.7)
-    /// and none, or no valid one, was given.
-    #[error("a valid user-reset proof from the device is required: {0}")]
-    ResetRequired(String),
-    /// Another request changed the device's recorded state between this
-    /// request's checks and its append; nothing was recorded for it.
-    #[error("device {0} changed while the request was checked; retry with a fresh challenge")]
-    Concurrent(String),
-    /// Too many claim sessions are open; try again later.
     #[error("too many open claim sessions")]
     Busy,
     /// The CA or the ledger refused or failed; nothing was released.
@@ -240,18 +155,6 @@ pub enum Error {
         /// The entry.
         seq: u64,
         /// What is wrong.
-        reason: String,
-    },
-    /// The device on a station's link refused or failed an operation
-    /// (station side).
-    #[error("device: {0}")]
-    Device(String),
-    /// A file could not be read or written.
-    #[error("{path}: {reason}")]
-    Io {
-        /// The file.
-        path: String,
-        /// What went wrong.
         reason: String,
     },
     /// A configuration or start-up problem.
@@ -277,8 +180,6 @@ impl Error {
             Error::OrderExists(_) => "order-exists",
             Error::BadSignature(_) => "bad-signature",
             Error::Invalid(_) => "invalid",
-            Error::Unauthenticated => "unauthenticated",
-            Error::RoleNotAllowed { .. } => "role",
             Error::NotClaimed(_) => "not-claimed",
             Error::FirmwareNotAllowed { .. } => "firmware",
             Error::ReadoutNotLocked => "readout-unlocked",
@@ -291,21 +192,9 @@ impl Error {
             Error::QuotaExhausted { .. } => "quota",
             Error::UnknownDevice(_) => "unknown-device",
             Error::Scrapped(_) => "scrapped",
-            Error::ChallengeRefused => "challenge",
-            Error::NotOwner(_) => "not-owner",
-            Error::VoucherStale(_) => "voucher-stale",
-            Error::TransferRecorded { .. } => "transfer-recorded",
-            Error::Lifecycle { .. } => "lifecycle",
-            Error::Retired(_) => "retired",
-            Error::Duplicated { .. } => "duplicated",
-            Error::NotAuthentic(_) => "not-authentic",
-            Error::ResetRequired(_) => "reset-required",
-            Error::Concurrent(_) => "concurrent",
             Error::Busy => "busy",
             Error::Backend { .. } => "backend",
             Error::CorruptEntry { .. } => "corrupt-entry",
-            Error::Device(_) => "device",
-            Error::Io { .. } => "io",
             Error::Config(_) => "config",
         }
     }
@@ -313,7 +202,7 @@ impl Error {
     /// The gRPC code for this error (see the module doc for the rule).
     pub fn code(&self) -> Code {
         match self {
-            Error::WrongSite { .. } | Error::RoleNotAllowed { .. } => Code::PermissionDenied,
+            Error::WrongSite { .. } => Code::PermissionDenied,
             Error::Counterfeit(_)
             | Error::VendorNotAllowed { .. }
             | Error::NonceReplayed
@@ -326,32 +215,19 @@ impl Error {
             | Error::FirmwareNotAllowed { .. }
             | Error::ReadoutNotLocked
             | Error::KeyNotDelivered
-            | Error::Scrapped(_)
-            | Error::ChallengeRefused
-            | Error::VoucherStale(_)
-            | Error::Lifecycle { .. }
-            | Error::Retired(_)
-            | Error::Duplicated { .. }
-            | Error::NotAuthentic(_)
-            | Error::ResetRequired(_) => Code::FailedPrecondition,
-            Error::NotOwner(_) => Code::PermissionDenied,
-            Error::TransferRecorded { .. } => Code::AlreadyExists,
-            Error::Concurrent(_) => Code::Aborted,
+            | Error::Scrapped(_) => Code::FailedPrecondition,
             Error::AlreadyClaimed(_) | Error::Duplicate { .. } | Error::OrderExists(_) => {
                 Code::AlreadyExists
             }
             Error::QuotaExhausted { .. } => Code::ResourceExhausted,
             Error::UnknownOrder(_) | Error::UnknownDevice(_) => Code::NotFound,
             Error::BadSignature(_) | Error::Invalid(_) => Code::InvalidArgument,
-            Error::Unauthenticated => Code::Unauthenticated,
             Error::Busy => Code::Unavailable,
             Error::Backend { status, .. } => match status.code() {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Code::Unavailable,
                 _ => Code::Internal,
             },
-            Error::CorruptEntry { .. } | Error::Config(_) | Error::Device(_) | Error::Io { .. } => {
-                Code::Internal
-            }
+            Error::CorruptEntry { .. } | Error::Config(_) => Code::Internal,
         }
     }
 
@@ -360,20 +236,8 @@ impl Error {
     pub fn is_expected_refusal(&self) -> bool {
         !matches!(
             self,
-            Error::Backend { .. }
-                | Error::CorruptEntry { .. }
-                | Error::Config(_)
-                | Error::Busy
-                | Error::Device(_)
-                | Error::Io { .. }
+            Error::Backend { .. } | Error::CorruptEntry { .. } | Error::Config(_) | Error::Busy
         )
-    }
-
-    pub(crate) fn io(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
-        Error::Io {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        }
     }
 
     pub(crate) fn ledger(status: Status) -> Self {
@@ -403,20 +267,8 @@ impl From<trustline_proto::Error> for Error {
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        let mut status = Status::new(e.code(), e.to_string());
-        status
-            .metadata_mut()
-            .insert(REFUSAL_METADATA_KEY, MetadataValue::from_static(e.reason()));
-        status
+        trustline_proto::refusal::status(e.code(), e.to_string(), e.reason())
     }
-}
-
-/// The refusal reason a status carries, if a provisioner produced it.
-pub fn refusal_reason(status: &Status) -> Option<&str> {
-    status
-        .metadata()
-        .get(REFUSAL_METADATA_KEY)
-        .and_then(|v| v.to_str().ok())
 }
 
 /// Convenience alias.

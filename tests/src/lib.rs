@@ -2,7 +2,7 @@
 //! real SoftHSM2 token and real ledger files, and talk to them as clients do.
 //!
 //! [`Stack`] runs `trustline serve all` in this process on `127.0.0.1:0`
-//! (the same `provisioner::serve::serve_all` the binary runs) behind TLS 1.3
+//! (the same `site::serve::serve_all` the binary runs) behind TLS 1.3
 //! with client certificates from the stack's own service PKI, on a token of
 //! its own in the process's shared SoftHSM2 test directory (SoftHSM2 reads
 //! its configuration once per process). Clients connect with the
@@ -25,8 +25,8 @@ use anyhow::{bail, Context};
 use ca_service::{Hsm, HsmConfig, HsmSigner, PinSource};
 use hsm_sim::rot::Fleet;
 use prost::Message;
-use provisioner::serve::Config;
-use provisioner::setup;
+use site::setup;
+use site::Config;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -67,7 +67,7 @@ pub struct Stack {
     /// The firmware digest orders allow.
     pub firmware: [u8; 32],
     config: Config,
-    server: Option<(oneshot::Sender<()>, JoinHandle<provisioner::Result<()>>)>,
+    server: Option<(oneshot::Sender<()>, JoinHandle<site::Result<()>>)>,
 }
 
 impl Stack {
@@ -94,7 +94,7 @@ impl Stack {
             .map(|(s, n)| ((*s).to_owned(), (*n).to_owned()))
             .collect();
         setup::init_pki(&hsm, dir.path(), &stations)?;
-        provisioner::serve::write_vendor_roots(&dir.path().join("vendors"), &fleet.vendor_roots())?;
+        site::config::write_vendor_roots(&dir.path().join("vendors"), &fleet.vendor_roots())?;
         let order_key = hsm.signer(&ca_service::keys::KeyLabels::default().order)?;
         let mut config = Config::load(dir.path())?;
         config.transport = test_limits();
@@ -120,7 +120,7 @@ impl Stack {
         let config = self.config.clone();
         let hsm = self.hsm.clone();
         let join = tokio::spawn(async move {
-            provisioner::serve::serve_all(&dir, &config, hsm, listener, async {
+            site::serve::serve_all(&dir, &config, hsm, listener, async {
                 let _ = rx.await;
             })
             .await
@@ -241,7 +241,7 @@ pub fn order(
     vendors: &[String],
     firmware: [u8; 32],
 ) -> v1::ProductionOrder {
-    let now = provisioner::factory::now_ms();
+    let now = backends::now_ms();
     v1::ProductionOrder {
         order_id: id.into(),
         sku: "SKU-TEST".into(),
@@ -293,7 +293,7 @@ pub fn count(entries: &[v1::LedgerEntry], kind: v1::EventKind) -> usize {
 /// # Errors
 /// When openssl cannot be run.
 pub fn openssl_verify(root_pem: &Path, chain: &[Vec<u8>], work: &Path) -> anyhow::Result<bool> {
-    let chain_pem = provisioner::station::run::chain_pem(chain);
+    let chain_pem = station::run::chain_pem(chain);
     let file = work.join(format!(
         "chain-{}.pem",
         hex::encode(&sha2_digest(&chain[0])[..8])

@@ -9,8 +9,8 @@ use std::process::Command;
 use anyhow::{bail, Context};
 use hsm_sim::rot::SimulatedRot;
 use p256::pkcs8::DecodePublicKey;
-use provisioner::station::run::{self, Job, Mode, Outcome, Provisioned, RunConfig};
-use provisioner::station::sim::SimLink;
+use station::run::{self, Job, Mode, Outcome, Provisioned, RunConfig};
+use station::sim::SimLink;
 use tonic::transport::Channel;
 use transport::pki::{self, CertificateKind, LeafParams, Validity};
 use transport::{Caller, Role};
@@ -133,7 +133,7 @@ pub async fn provision(
     first_owner: Option<&Owner>,
 ) -> anyhow::Result<Vec<(Option<Provisioned>, SimLink)>> {
     if stack
-        .provisioning(provisioner::setup::ADMIN)
+        .provisioning(site::setup::ADMIN)
         .await?
         .get_order(v1::GetOrderRequest {
             order_id: order_id.into(),
@@ -292,7 +292,7 @@ pub fn openssl_crl(
     let crl_path = work.join("devices.crl");
     std::fs::write(&crl_path, crl)?;
     let ca_path = work.join("crl-issuers.pem");
-    std::fs::write(&ca_path, provisioner::station::run::chain_pem(issuer_chain))?;
+    std::fs::write(&ca_path, station::run::chain_pem(issuer_chain))?;
     let out = Command::new("openssl")
         .args([
             "crl", "-inform", "DER", "-noout", "-text", "-verify", "-CAfile",

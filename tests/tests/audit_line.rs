@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::Command;
 
 use hsm_sim::rot::Fleet;
-use provisioner::setup;
-use provisioner::station::run::{self, Job, Mode, RunConfig};
-use provisioner::station::sim::SimLink;
+use site::setup;
+use station::run::{self, Job, Mode, RunConfig};
+use station::sim::SimLink;
 use trustline_proto::v1;
 use trustline_proto::v1::custody_ledger_client::CustodyLedgerClient;
 use trustline_tests::{station, Stack, SITE};

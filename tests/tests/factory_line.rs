@@ -10,9 +10,9 @@
 use std::collections::BTreeSet;
 
 use hsm_sim::rot::{Fleet, SimulatedRot};
-use provisioner::setup;
-use provisioner::station::run::{self, Job, Mode, Outcome, RunConfig};
-use provisioner::station::sim::SimLink;
+use site::setup;
+use station::run::{self, Job, Mode, Outcome, RunConfig};
+use station::sim::SimLink;
 use tonic::Code;
 use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
@@ -78,7 +78,7 @@ async fn both_personalisation_modes_certify_and_every_chain_verifies_with_openss
                 openssl_verify(&stack.root_pem(), &p.chain, work.path()).expect("openssl"),
                 "{mode:?} chain"
             );
-            assert!(provisioner::factory::label::matches(&p.label, &p.rot_id));
+            assert!(provisioner::label::matches(&p.label, &p.rot_id));
             // The device holds its chain and the voucher it bound.
             assert_eq!(link.rot().certificate_chain(), p.chain.as_slice());
             let expected = match mode {
@@ -178,7 +178,7 @@ async fn duplicates_are_refused_with_already_exists_recorded_and_nothing_issued(
     let err = client.certify(req).await.expect_err("duplicate serial");
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
     assert_eq!(
-        provisioner::error::refusal_reason(&err),
+        trustline_proto::refusal::refusal_reason(&err),
         Some("duplicate-serial")
     );
 
@@ -201,7 +201,7 @@ async fn duplicates_are_refused_with_already_exists_recorded_and_nothing_issued(
     let err = client.certify(req).await.expect_err("duplicate key");
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
     assert_eq!(
-        provisioner::error::refusal_reason(&err),
+        trustline_proto::refusal::refusal_reason(&err),
         Some("duplicate-device-key")
     );
 
@@ -292,7 +292,7 @@ async fn each_refusal_has_its_own_status() {
             d.kind
         );
         assert_eq!(
-            provisioner::error::refusal_reason(&err),
+            trustline_proto::refusal::refusal_reason(&err),
             Some("counterfeit")
         );
     }
@@ -313,7 +313,7 @@ async fn each_refusal_has_its_own_status() {
         .expect_err("impostor");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert_eq!(
-        provisioner::error::refusal_reason(&err),
+        trustline_proto::refusal::refusal_reason(&err),
         Some("counterfeit")
     );
     // Unknown, expired, another site's order.
@@ -329,7 +329,7 @@ async fn each_refusal_has_its_own_status() {
         .expect_err("expired");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(
-        provisioner::error::refusal_reason(&err),
+        trustline_proto::refusal::refusal_reason(&err),
         Some("order-window")
     );
     let err = client
@@ -358,7 +358,7 @@ async fn each_refusal_has_its_own_status() {
         .expect_err("second claim");
     assert_eq!(err.code(), Code::AlreadyExists);
     assert_eq!(
-        provisioner::error::refusal_reason(&err),
+        trustline_proto::refusal::refusal_reason(&err),
         Some("already-claimed")
     );
 
@@ -380,7 +380,7 @@ async fn each_refusal_has_its_own_status() {
         .expect_err("replay");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(
-        provisioner::error::refusal_reason(&err),
+        trustline_proto::refusal::refusal_reason(&err),
         Some("nonce-replayed")
     );
 

@@ -3,7 +3,7 @@
 //! compromise are acted on, and a restart is not a way around that).
 //! Real gRPC over mTLS on loopback, real SoftHSM2, real state files.
 
-use provisioner::setup;
+use site::setup;
 use tonic::Code;
 use trustline_proto::v1;
 use trustline_proto::v1::admin_client::AdminClient;

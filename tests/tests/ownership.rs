@@ -13,12 +13,12 @@
 
 use std::process::Command;
 
+use backends::RemoteLedgerReads;
 use hsm_sim::rot::{Fleet, SimulatedRot};
 use prost::Message;
-use provisioner::inspect::{inspect, InspectConfig};
-use provisioner::ownership::backends::RemoteLedgerReads;
-use provisioner::setup;
-use provisioner::station::sim::SimLink;
+use site::setup;
+use station::inspect::{inspect, InspectConfig};
+use station::sim::SimLink;
 use tonic::transport::Channel;
 use tonic::Code;
 use trustline_proto::v1;
@@ -70,7 +70,7 @@ fn refused<T: std::fmt::Debug>(
     let status = result.expect_err("must be refused");
     assert_eq!(status.code(), code, "{status:?}");
     assert_eq!(
-        provisioner::error::refusal_reason(&status),
+        trustline_proto::refusal::refusal_reason(&status),
         Some(reason),
         "{status:?}"
     );
@@ -533,7 +533,7 @@ async fn forged_reordered_forked_and_unauthorised_transfers_are_refused_and_only
         0,
     );
     let chain = w("chain.pem");
-    std::fs::write(&chain, provisioner::station::run::chain_pem(&p.chain)).expect("write");
+    std::fs::write(&chain, station::run::chain_pem(&p.chain)).expect("write");
     let voucher_key = stack
         .dir
         .path()
@@ -628,7 +628,7 @@ async fn onboarding_refuses_replays_clones_scrapped_devices_and_steps_without_a_
         .expect("clone")
         .remove(0);
     assert!(refused_clone.is_none());
-    let mut devices: Vec<(provisioner::station::run::Provisioned, SimulatedRot)> = devices
+    let mut devices: Vec<(station::run::Provisioned, SimulatedRot)> = devices
         .into_iter()
         .map(|(p, link)| (p.expect("provisioned"), link.into_rot()))
         .collect();

@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use prost::Message;
-use provisioner::setup;
-use provisioner::station::run::{self, Job, Mode, Outcome, RunConfig};
-use provisioner::station::sim::SimLink;
+use site::setup;
+use station::run::{self, Job, Mode, Outcome, RunConfig};
+use station::sim::SimLink;
 use transport::ClientTls;
 use trustline_proto::v1;
 use trustline_proto::v1::custody_ledger_client::CustodyLedgerClient;
@@ -53,9 +53,8 @@ async fn a_provisioner_killed_mid_run_loses_no_acknowledged_device() {
     transport::install_crypto_provider();
     let data = tempfile::tempdir().expect("dir");
     let dir = data.path();
-    let mut fleet = provisioner::cli::station::sim_vendors(5).expect("vendors");
-    provisioner::serve::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots())
-        .expect("roots");
+    let mut fleet = station::sim::sim_vendors(5).expect("vendors");
+    site::config::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots()).expect("roots");
     std::fs::write(
         dir.join("trustline.toml"),
         "[transport]\nmax_concurrent_per_caller = 256\nrate = { per_second = 100000.0, burst = 100000 }\n",
@@ -110,7 +109,7 @@ async fn a_provisioner_killed_mid_run_loses_no_acknowledged_device() {
     ]);
 
     // A station certifies 300 devices; the server dies under it.
-    let dies = provisioner::cli::station::fresh_dies(&mut fleet, 300).expect("dies");
+    let dies = station::sim::fresh_dies(&mut fleet, 300).expect("dies");
     let out = dir.join("station-out");
     let config = RunConfig {
         order_id: "PO-CRASH".into(),

@@ -8,10 +8,21 @@
 //! someone decides who may call it (a test derives every method from
 //! `trustline_proto::FILE_DESCRIPTOR_SET` and fails on a missing row).
 //!
-//! Site scoping is the second half: rows marked `site_scoped` are ones where
-//! a station acts on data that belongs to a site (an order, a device); the
-//! service checks the data's site against the caller's with
-//! [`crate::require_site`], because only the service knows the data.
+//! The table is the one authority. [`authorize`] turns a caller and a method
+//! into an [`Authorized`] value — the only way to make one — which the guard
+//! puts into the request extensions for networked calls, and
+//! [`crate::internal_request`] for in-process ones. Handlers take it with
+//! [`crate::authorized`] (its absence is `UNAUTHENTICATED`, never "allow")
+//! and never decide roles themselves.
+//!
+//! Site scoping is part of the rule: rows marked `site_scoped` are ones where
+//! a caller of a site-bound role (a station) acts on data that belongs to a
+//! site (an order, a device certified under an order). Such a caller's
+//! [`Authorized::scope`] is [`SiteScope::Site`]; everyone else's is
+//! [`SiteScope::Any`]. The service, which alone knows the data, checks the
+//! data's site through the one function [`SiteScope::check`] (2.4.14.22).
+
+use std::fmt;
 
 use serde::Serialize;
 use tonic::Status;
@@ -26,8 +37,8 @@ pub struct Rule {
     pub method: &'static str,
     /// The roles allowed to call it; every other role is refused.
     pub roles: &'static [Role],
-    /// Whether a station calling it must act for its own site only (checked
-    /// by the service with [`crate::require_site`]).
+    /// Whether a caller of a site-bound role must act for its own site only:
+    /// the service checks the data's site with [`SiteScope::check`].
     pub site_scoped: bool,
 }
 
@@ -168,12 +179,108 @@ pub fn rule_for(method: &str) -> Option<&'static Rule> {
     RULES.iter().find(|r| r.method == method)
 }
 
-/// Decides one call.
+/// A caller the table has allowed to call one method: what handlers receive.
+///
+/// Made only by [`authorize`], so holding one proves the table was asked.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    caller: Caller,
+    rule: &'static Rule,
+}
+
+impl Authorized {
+    /// The authenticated caller.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// The rule that allowed the call.
+    pub fn rule(&self) -> &'static Rule {
+        self.rule
+    }
+
+    /// Which sites' data the caller may act on in this call.
+    pub fn scope(&self) -> SiteScope {
+        if self.rule.site_scoped && self.caller.role().is_site_scoped() {
+            SiteScope::Site(self.caller.site().to_owned())
+        } else {
+            SiteScope::Any
+        }
+    }
+}
+
+/// Which sites' data an authorized call may touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteScope {
+    /// Any site's: the rule is not site-scoped, or the role is not bound to
+    /// a site (the OEM's admin, auditors).
+    Any,
+    /// Only this site's: a station calling a site-scoped RPC.
+    Site(String),
+}
+
+impl SiteScope {
+    /// The one site check: whether this scope may act on data recorded for
+    /// `data_site` (an order's site; for a device, the site of the order it
+    /// was certified under).
+    ///
+    /// # Errors
+    /// [`OtherSite`] naming both sites; as a `Status` it is
+    /// `PERMISSION_DENIED` and counts towards the caller's lockout
+    /// (2.4.14.21).
+    pub fn check(&self, data_site: &str) -> Result<(), OtherSite> {
+        match self {
+            SiteScope::Site(own) if own != data_site => Err(OtherSite {
+                caller_site: own.clone(),
+                data_site: data_site.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The caller's own site when it is bound to one.
+    pub fn own_site(&self) -> Option<&str> {
+        match self {
+            SiteScope::Site(site) => Some(site),
+            SiteScope::Any => None,
+        }
+    }
+}
+
+/// A site-scoped caller asked about another site's data: a refusal, not a
+/// transport failure (so not a [`crate::Error`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherSite {
+    /// The caller's site.
+    pub caller_site: String,
+    /// The site the data belongs to.
+    pub data_site: String,
+}
+
+impl fmt::Display for OtherSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a caller of site {:?} may not act for site {:?}",
+            self.caller_site, self.data_site
+        )
+    }
+}
+
+impl std::error::Error for OtherSite {}
+
+impl From<OtherSite> for Status {
+    fn from(e: OtherSite) -> Self {
+        Status::permission_denied(e.to_string())
+    }
+}
+
+/// Decides one call: the caller and the rule that allows it.
 ///
 /// # Errors
 /// `PERMISSION_DENIED` when the method has no rule or the caller's role is
 /// not in it; the message names the caller, the role and the method.
-pub fn authorize(caller: &Caller, method: &str) -> Result<&'static Rule, Status> {
+pub fn authorize(caller: &Caller, method: &str) -> Result<Authorized, Status> {
     let Some(rule) = rule_for(method) else {
         return Err(Status::permission_denied(format!(
             "{caller}: method {method} is not in the role table; unknown methods are denied"
@@ -185,7 +292,10 @@ pub fn authorize(caller: &Caller, method: &str) -> Result<&'static Rule, Status>
             caller.role()
         )));
     }
-    Ok(rule)
+    Ok(Authorized {
+        caller: caller.clone(),
+        rule,
+    })
 }
 
 /// `(service, method)` of a path `/package.Service/Method`.

@@ -13,20 +13,19 @@
 //! 2. **Lockout.** A locked-out caller is refused `PERMISSION_DENIED`
 //!    ("locked out").
 //! 3. **Authorization.** [`crate::authz::authorize`]: `PERMISSION_DENIED`
-//!    unless the table allows the caller's role.
+//!    unless the table allows the caller's role; otherwise it yields the
+//!    [`crate::Authorized`] caller.
 //! 4. **Rate** (token bucket per caller) and **concurrency** (calls in flight
 //!    per caller): `RESOURCE_EXHAUSTED`.
 //! 5. **Deadline.** `min(grpc-timeout, max_deadline)`; past it the handler
 //!    is dropped (or a response stream cut) with `DEADLINE_EXCEEDED`.
-//! 6. The `Caller` is inserted into the request extensions
-//!    ([`crate::caller`] reads it) and the service runs.
+//! 6. The [`crate::Authorized`] caller is inserted into the request
+//!    extensions ([`crate::authorized`] reads it) and the service runs.
 //!
 //! When the response ends, its `grpc-status` (headers or trailers) is
 //! counted in `trustline_rpcs_total`, logged with caller id, role, method and
 //! code (never payloads), and, when it is a refusal
 //! ([`crate::lockout::counts_as_refusal`]), counted towards a lockout.
-
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -34,23 +33,23 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-use http_body::Frame;
-use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::Sleep;
 use tonic::body::Body;
-use tonic::service::Routes;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Code, Status};
-use tower::util::BoxCloneSyncService;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::authz;
 use crate::identity::Caller;
 use crate::limits::{parse_grpc_timeout, ConcurrencyLimiter, Limits, RateLimiter};
-use crate::lockout::{counts_as_refusal, LockoutTracker, Recorded};
+use crate::lockout::{LockoutTracker, Recorded};
 use crate::metrics::{code_name, Metrics};
+
+mod in_process;
+mod response;
+
+pub use in_process::InProcessChannel;
+use response::{Completion, ObservedBody};
 
 /// Label used for methods that are not in the table (a fixed word, so an
 /// attacker cannot grow the metric label space).
@@ -168,9 +167,10 @@ impl Guard {
             return Ok(self.refuse(&call, status, "locked_out", Tally::Skip));
         }
 
-        if let Err(status) = authz::authorize(&caller, &path) {
-            return Ok(self.refuse(&call, status, "not_allowed", Tally::Count));
-        }
+        let authorized = match authz::authorize(&caller, &path) {
+            Ok(authorized) => authorized,
+            Err(status) => return Ok(self.refuse(&call, status, "not_allowed", Tally::Count)),
+        };
 
         let limits = &self.shared.limits;
         if !limits.unlimited_roles.contains(&caller.role()) {
@@ -201,7 +201,7 @@ impl Guard {
             .map_or(limits.max_deadline(), |t| t.min(limits.max_deadline()));
         let deadline = tokio::time::Instant::now() + budget;
 
-        req.extensions_mut().insert(caller.clone());
+        req.extensions_mut().insert(authorized);
         let completion = Completion {
             guard: self.clone(),
             caller,
@@ -354,126 +354,6 @@ fn identify<B>(req: &http::Request<B>) -> Result<Caller, String> {
     Err("the request did not arrive over mutual TLS".into())
 }
 
-/// Everything to do when a call's response ends; dropping it releases the
-/// caller's concurrency permit.
-struct Completion {
-    guard: Guard,
-    caller: Caller,
-    method: &'static str,
-    start: Instant,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Completion {
-    fn finish(self, code: Code, message: &str) {
-        let shared = &self.guard.shared;
-        shared
-            .metrics
-            .rpc_finished(self.method, code, self.start.elapsed());
-        if counts_as_refusal(code) {
-            tracing::warn!(
-                target: LOCKOUT_TARGET,
-                caller = %self.caller,
-                role = %self.caller.role(),
-                method = self.method,
-                code = code_name(code),
-                "request refused by the service"
-            );
-            self.guard
-                .count_refusal(&self.caller, self.method, code, message);
-        } else {
-            tracing::debug!(
-                caller = %self.caller,
-                role = %self.caller.role(),
-                method = self.method,
-                code = code_name(code),
-                elapsed_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX),
-                "rpc"
-            );
-        }
-    }
-}
-
-/// A response body that reports the final status when it ends and cuts the
-/// stream with `DEADLINE_EXCEEDED` if it outlives the call's deadline.
-struct ObservedBody {
-    inner: Body,
-    completion: Option<Completion>,
-    deadline: Pin<Box<Sleep>>,
-    budget: Duration,
-    ended: bool,
-}
-
-impl ObservedBody {
-    fn finish(&mut self, code: Code, message: &str) {
-        if let Some(completion) = self.completion.take() {
-            completion.finish(code, message);
-        }
-    }
-}
-
-impl http_body::Body for ObservedBody {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        let this = &mut *self;
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    let (code, message) = Status::from_header_map(trailers).map_or_else(
-                        || (Code::Unknown, String::from("trailers without grpc-status")),
-                        |s| (s.code(), s.message().to_owned()),
-                    );
-                    this.finish(code, &message);
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(status))) => {
-                this.finish(status.code(), status.message());
-                Poll::Ready(Some(Err(status)))
-            }
-            Poll::Ready(None) => {
-                this.ended = true;
-                this.finish(Code::Unknown, "response ended without a status");
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if this.completion.is_some() && this.deadline.as_mut().poll(cx).is_ready() {
-                    let status = deadline_status(this.budget);
-                    let mut trailers = http::HeaderMap::new();
-                    // The status holds only ASCII we wrote: encoding it cannot fail.
-                    let _ = status.add_header(&mut trailers);
-                    this.finish(status.code(), status.message());
-                    this.ended = true;
-                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.ended || self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for ObservedBody {
-    fn drop(&mut self) {
-        self.finish(Code::Cancelled, "response dropped before it ended");
-    }
-}
-
 impl<S> Layer<S> for Guard {
     type Service = GuardService<S>;
 
@@ -513,72 +393,5 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(self.guard.clone().handle(req, inner))
-    }
-}
-
-/// A channel to services in the same process that still passes the guard:
-/// the given caller is attached to each request as if it had come with that
-/// certificate, and the table, limits, deadline and lockout apply.
-///
-/// Use it with any generated client, e.g.
-/// `CertificateAuthorityClient::new(InProcessChannel::new(routes, &guard, caller))`,
-/// so the provisioner's code is the same whether the CA is in-process
-/// (`serve all`) or across the network.
-#[derive(Clone)]
-pub struct InProcessChannel {
-    service: BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Infallible>,
-    caller: Caller,
-}
-
-impl std::fmt::Debug for InProcessChannel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InProcessChannel")
-            .field("caller", &self.caller)
-            .finish_non_exhaustive()
-    }
-}
-
-impl InProcessChannel {
-    /// A channel into `routes`, guarded by `guard`, calling as `caller`.
-    pub fn new(routes: Routes, guard: &Guard, caller: Caller) -> Self {
-        Self::from_service(routes, guard, caller)
-    }
-
-    /// A channel into any HTTP service that answers gRPC (e.g. one generated
-    /// server, or a test double), guarded by `guard`, calling as `caller`.
-    pub fn from_service<S>(service: S, guard: &Guard, caller: Caller) -> Self
-    where
-        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        Self {
-            service: BoxCloneSyncService::new(guard.layer(service)),
-            caller,
-        }
-    }
-
-    /// The caller every request is made as.
-    pub fn caller(&self) -> &Caller {
-        &self.caller
-    }
-}
-
-impl Service<http::Request<Body>> for InProcessChannel {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.service.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
-        req.extensions_mut()
-            .insert(InProcessCaller(self.caller.clone()));
-        Box::pin(self.service.call(req))
     }
 }

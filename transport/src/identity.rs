@@ -29,12 +29,13 @@
 //!
 //! # In handlers
 //!
-//! The guard layer ([`crate::guard`]) puts the [`Caller`] into the request
-//! extensions; a handler reads it with [`caller`] and scopes site-bound work
-//! with [`require_site`]. In-process callers (the provisioner calling the CA
-//! and the ledger inside `trustline serve all`) build their requests with
-//! [`internal_request`], or go through [`crate::InProcessChannel`], so that
-//! they too always carry a `Caller`.
+//! The guard layer ([`crate::guard`]) authorizes every call against the role
+//! table and puts the [`Authorized`] caller into the request extensions; a
+//! handler reads it with [`authorized`] (or just the caller with [`caller`])
+//! and scopes site-bound work with [`Authorized::scope`]. In-process callers
+//! (the provisioner calling the CA and the ledger inside `trustline serve
+//! all`) build their requests with [`internal_request`], which asks the same
+//! table for the method, or go through [`crate::InProcessChannel`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -44,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Status;
 use x509_parser::extensions::GeneralName;
 
+use crate::authz::{self, Authorized};
 use crate::Error;
 
 /// The URI prefix that marks a caller identity in a subjectAltName.
@@ -91,8 +93,8 @@ impl Role {
         }
     }
 
-    /// Whether callers of this role may act only for their own site
-    /// (see [`require_site`]).
+    /// Whether callers of this role may act only for their own site in
+    /// site-scoped RPCs (see [`Authorized::scope`]).
     pub fn is_site_scoped(self) -> bool {
         matches!(self, Role::Station)
     }
@@ -258,49 +260,49 @@ fn check_token(what: &str, token: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The authenticated caller of a request.
+/// The authorized caller of a request.
 ///
 /// # Errors
-/// `UNAUTHENTICATED` when the request carries no [`Caller`]: it did not pass
-/// through the guard layer and was not built with [`internal_request`]. A
-/// handler must refuse such a request, never treat it as allowed.
-pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
+/// `UNAUTHENTICATED` when the request carries no [`Authorized`] value: it
+/// did not pass through the guard layer and was not built with
+/// [`internal_request`]. A handler must refuse such a request, never treat
+/// it as allowed.
+pub fn authorized<T>(request: &tonic::Request<T>) -> Result<&Authorized, Status> {
     request
         .extensions()
-        .get::<Caller>()
-        .ok_or_else(|| Status::unauthenticated("request carries no authenticated caller"))
+        .get::<Authorized>()
+        .ok_or_else(|| Status::unauthenticated("request carries no authorized caller"))
 }
 
-/// Refuses a site-scoped caller (a station) acting for another site.
-///
-/// Services call this with the site recorded in the data the request is
-/// about (e.g. `order.site`), since only they know it. Callers whose role is
-/// not site-scoped (see [`Role::is_site_scoped`]) pass: which of them may call
-/// the RPC at all is already decided by the role × RPC table.
+/// The authenticated caller of a request (of its [`Authorized`] value).
 ///
 /// # Errors
-/// `PERMISSION_DENIED` naming both sites. It counts as a refusal towards the
-/// caller's lockout (2.4.14.21).
-pub fn require_site(caller: &Caller, site: &str) -> Result<(), Status> {
-    if caller.role.is_site_scoped() && caller.site != site {
-        return Err(Status::permission_denied(format!(
-            "{caller} belongs to site {:?} and may not act for site {site:?}",
-            caller.site
-        )));
-    }
-    Ok(())
+/// As [`authorized`].
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
+    authorized(request).map(Authorized::caller)
 }
 
 /// A request from in-process code (e.g. the provisioner calling the CA inside
-/// `trustline serve all`) that bypasses the network but still carries its
-/// caller, so handlers see the same [`Caller`] they would over mTLS.
+/// `trustline serve all`) that bypasses the network but not the role table:
+/// `caller` is authorized for `method` (the fully-qualified gRPC path) by
+/// [`authz::authorize`], and the [`Authorized`] value goes into the request,
+/// so handlers see exactly what they would over mTLS.
 ///
-/// Calling a service's trait method directly this way skips the guard layer
-/// (table, limits, lockout); use [`crate::InProcessChannel`] to keep them.
-pub fn internal_request<T>(message: T, caller: Caller) -> tonic::Request<T> {
+/// Limits, deadlines and lockouts are the guard's; use
+/// [`crate::InProcessChannel`] to have them too.
+///
+/// # Errors
+/// `PERMISSION_DENIED` when the table does not allow `caller` to call
+/// `method`; nothing is built.
+pub fn internal_request<T>(
+    message: T,
+    caller: &Caller,
+    method: &str,
+) -> Result<tonic::Request<T>, Status> {
+    let authorized = authz::authorize(caller, method)?;
     let mut request = tonic::Request::new(message);
-    request.extensions_mut().insert(caller);
-    request
+    request.extensions_mut().insert(authorized);
+    Ok(request)
 }
 
 #[cfg(test)]

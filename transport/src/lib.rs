@@ -24,8 +24,9 @@
 //! # }
 //! ```
 //!
-//! A handler gets its caller with [`caller`] and scopes site-bound work with
-//! [`require_site`]; a client connects with [`ClientTls::connect`].
+//! A handler gets its already authorized caller with [`authorized`] and
+//! scopes site-bound work with [`Authorized::scope`]; a client connects with
+//! [`ClientTls::connect`].
 
 #![forbid(unsafe_code)]
 
@@ -43,10 +44,10 @@ mod server;
 pub mod tls;
 
 pub use admin::AdminService;
-pub use authz::{authorize, Rule};
+pub use authz::{authorize, Authorized, OtherSite, Rule, SiteScope};
 pub use error::Error;
 pub use guard::{Guard, GuardService, InProcessChannel};
-pub use identity::{caller, internal_request, require_site, Caller, Role};
+pub use identity::{authorized, caller, internal_request, Caller, Role};
 pub use limits::{Limits, MessageLimits, RateLimit};
 pub use lockout::{LockoutPolicy, LockoutTracker};
 pub use metrics::{serve_metrics, Metrics};

@@ -36,7 +36,7 @@ use crate::Error;
 /// The HSM label of the service CA key.
 pub const SERVICE_CA_KEY_LABEL: &str = "trustline-service-ca";
 
-/// The service PKI's directory inside a data directory (docs/TEAM.md).
+/// The service PKI's directory inside a data directory (docs/operations.md).
 pub const PKI_DIR: &str = "pki";
 
 /// A validity period.

@@ -1,6 +1,6 @@
 //! The role × RPC table against the protos, and the guard layer enforcing it
 //! for every role and every method (2.4.13.9, 2.4.16.5); site scoping of
-//! stations through `require_site` (2.4.14.22).
+//! stations through the authorized caller's `SiteScope` (2.4.14.22).
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap (ARCHITECTURE.md).
 
@@ -16,7 +16,7 @@ use tonic::body::Body;
 use tonic::{Code, Request, Response, Status};
 use tower::ServiceExt;
 use transport::authz;
-use transport::{require_site, Guard, InProcessChannel, Limits, LockoutPolicy, Metrics, Role};
+use transport::{Guard, InProcessChannel, Limits, LockoutPolicy, Metrics, Role};
 use trustline_proto::v1::provisioning_client::ProvisioningClient;
 use trustline_proto::v1::provisioning_server::{Provisioning, ProvisioningServer};
 use trustline_proto::v1::*;
@@ -241,13 +241,13 @@ impl Provisioning for SiteScoped {
         &self,
         request: Request<GetOrderRequest>,
     ) -> Result<Response<OrderStatus>, Status> {
-        let caller = transport::caller(&request)?;
+        let scope = transport::authorized(&request)?.scope();
         let id = &request.get_ref().order_id;
         let site = self
             .orders
             .get(id)
             .ok_or_else(|| Status::not_found(format!("no order {id}")))?;
-        require_site(caller, site)?;
+        scope.check(site)?;
         Ok(Response::new(OrderStatus {
             order: Some(ProductionOrder {
                 order_id: id.clone(),

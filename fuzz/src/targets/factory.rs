@@ -1,15 +1,16 @@
 //! The factory's checks of what stations and the OEM send: signed
 //! production orders, claim receipts, transport-key statements and RoT
 //! attestation chains (2.4.14.17/18/22, invariant 7), through the same
-//! `provisioner::factory` functions the line runs.
+//! `provisioner` functions the line runs.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 use prost::Message;
-use provisioner::factory::claim::{ClaimBook, ClaimedRot, PendingClaim};
-use provisioner::factory::orders::{check_usable, KnownOrder, Order};
-use provisioner::factory::vendors::{AuthenticRot, VendorRoots};
+use provisioner::claim::{ClaimBook, ClaimedRot, PendingClaim};
+use provisioner::order_book::{check_usable, KnownOrder};
+use provisioner::orders::Order;
+use provisioner::vendors::{AuthenticRot, VendorRoots};
 use trustline_proto::statement;
 use trustline_proto::v1;
 
@@ -71,8 +72,16 @@ pub fn order(data: &[u8]) -> Outcome {
         order,
         closed: AtomicBool::new(false),
     };
-    let _ = check_usable(&known, Some(SITE), NOW_MS);
-    let _ = check_usable(&known, None, NOW_MS);
+    let station = provisioner::Actor {
+        id: format!("station/{SITE}/fuzz"),
+        scope: transport::SiteScope::Site(SITE.into()),
+    };
+    let admin = provisioner::Actor {
+        id: "admin/hq/fuzz".into(),
+        scope: transport::SiteScope::Any,
+    };
+    let _ = check_usable(&known, &station, NOW_MS);
+    let _ = check_usable(&known, &admin, NOW_MS);
     Outcome::Accepted
 }
 

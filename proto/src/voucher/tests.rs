@@ -2,8 +2,14 @@
 //! a chain of owners, each hostile case with its own error, and corruption
 //! of every byte.
 
+use coset::TaggedCborSerializable;
+use sha2::Digest;
+
+use super::cose::{cose_structure, der_to_raw};
+use super::entry::Entry;
 use super::*;
-use crate::signer::SoftwareSigner;
+use crate::signer::{Signer, SoftwareSigner};
+use crate::Error;
 
 fn chain() -> Vec<Vec<u8>> {
     vec![

@@ -1,0 +1,230 @@
+//! The ownership service's one error enum, and its one mapping onto
+//! `tonic::Status`.
+//!
+//! Every refusal carries a precise gRPC code, a lowercase message and a
+//! stable machine-readable reason in the `trustline-refusal` response
+//! metadata ([`trustline_proto::refusal`]). The codes follow one rule:
+//!
+//! - `PERMISSION_DENIED`: the caller does not hold the device's current
+//!   owner key;
+//! - `FAILED_PRECONDITION`: the device, challenge or voucher is not in a
+//!   state that allows the step (a spent or expired challenge, a stale
+//!   voucher, the wrong lifecycle step, a missing reset proof, a scrapped,
+//!   retired or quarantined device, a device that is not the certified one);
+//! - `ALREADY_EXISTS`: a transfer for this voucher entry is already recorded
+//!   (a fork);
+//! - `NOT_FOUND`: no such device;
+//! - `INVALID_ARGUMENT`: malformed input, or a signature that does not
+//!   verify;
+//! - `ABORTED`: another request changed the device's recorded ownership
+//!   state first; retry with a fresh challenge;
+//! - `UNAVAILABLE` / `INTERNAL`: the CA or the ledger could not be reached or
+//!   failed; nothing was released.
+
+use tonic::{Code, Status};
+
+/// Why an ownership request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A signed statement (owner authorization, device proof, voucher
+    /// entry) does not verify against the key it must be signed by.
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+    /// The request is malformed: a missing field, a wrong length, a
+    /// voucher that does not decode, a statement that names another device.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// No certified device has this `rot_id`.
+    #[error("no certified device {0}")]
+    UnknownDevice(String),
+    /// The device was scrapped; no further custody step is possible
+    /// (2.4.14.14).
+    #[error("device {0} was scrapped")]
+    Scrapped(String),
+    /// An ownership step answers a challenge that was never issued, has
+    /// expired, was issued for another device or step, or was already used
+    /// (a replay). Challenges are single-use; nothing but the refusal is
+    /// recorded.
+    #[error("challenge is unknown, expired, issued for another device or step, or already used")]
+    ChallengeRefused,
+    /// The caller does not hold the device's current owner key: a voucher
+    /// entry or an owner authorization is signed by someone other than the
+    /// owner before it (2.4.14.7). Nothing is recorded but the refusal.
+    #[error("not the current owner: {0}")]
+    NotOwner(String),
+    /// The voucher does not match the transfers the ledger recorded for the
+    /// device: cut back to an earlier owner, or carrying transfers that were
+    /// not registered.
+    #[error("voucher does not match the recorded transfers: {0}")]
+    VoucherStale(String),
+    /// A transfer with this index is already recorded for the device (a
+    /// competing extension, i.e. a fork, or a repeated first transfer).
+    #[error("transfer {index} of device {rot_id} is already recorded (ledger entry {holder_seq})")]
+    TransferRecorded {
+        /// The device.
+        rot_id: String,
+        /// The voucher entry index.
+        index: usize,
+        /// The entry holding it.
+        holder_seq: u64,
+    },
+    /// The device's recorded lifecycle does not allow this step (2.4.16.4):
+    /// e.g. a transfer of a device still in service (no user reset), an
+    /// onboarding of a decommissioned device.
+    #[error("device {rot_id} is {state}: {why}")]
+    Lifecycle {
+        /// The device.
+        rot_id: String,
+        /// Its recorded state.
+        state: &'static str,
+        /// What the caller must do instead.
+        why: &'static str,
+    },
+    /// The device was retired and its certificate revoked (2.4.14.24): no
+    /// further transfer, onboarding or lifecycle step.
+    #[error("device {0} is retired; its certificate is revoked")]
+    Retired(String),
+    /// Another die presented this device's identity at the factory (a
+    /// `DUPLICATE_REJECTED` entry names it): which of the two is genuine is
+    /// in doubt, so the device is not put in service (2.4.14.18).
+    #[error(
+        "device {rot_id} is quarantined: a second die presented its identity (ledger entry {seq})"
+    )]
+    Duplicated {
+        /// The device.
+        rot_id: String,
+        /// The `DUPLICATE_REJECTED` entry.
+        seq: u64,
+    },
+    /// The device did not prove the identity certified for it: another
+    /// certificate, a chain that does not lead to the OEM root, or a proof
+    /// not signed by the certified key (a clone or an impostor, 2.4.14.18).
+    #[error("device is not the certified device: {0}")]
+    NotAuthentic(String),
+    /// The step needs the device's signed proof of a user reset (2.4.16.7)
+    /// and none, or no valid one, was given.
+    #[error("a valid user-reset proof from the device is required: {0}")]
+    ResetRequired(String),
+    /// Another request changed the device's recorded state between this
+    /// request's checks and its append; nothing was recorded for it.
+    #[error("device {0} changed while the request was checked; retry with a fresh challenge")]
+    Concurrent(String),
+    /// Too many challenges are outstanding; try again later. Nothing was
+    /// recorded.
+    #[error("too many outstanding challenges")]
+    Busy,
+    /// The CA or the ledger refused or failed; nothing was released.
+    #[error("{service} failed: {status}")]
+    Backend {
+        /// "ca" or "ledger".
+        service: &'static str,
+        /// Its status.
+        status: Box<Status>,
+    },
+    /// A stored ledger entry does not decode as what its kind promises.
+    #[error("corrupt ledger entry {seq}: {reason}")]
+    CorruptEntry {
+        /// The entry.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A configuration or start-up problem.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The stable reason reported in `trustline-refusal` metadata.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::BadSignature(_) => "bad-signature",
+            Error::Invalid(_) => "invalid",
+            Error::UnknownDevice(_) => "unknown-device",
+            Error::Scrapped(_) => "scrapped",
+            Error::ChallengeRefused => "challenge",
+            Error::NotOwner(_) => "not-owner",
+            Error::VoucherStale(_) => "voucher-stale",
+            Error::TransferRecorded { .. } => "transfer-recorded",
+            Error::Lifecycle { .. } => "lifecycle",
+            Error::Retired(_) => "retired",
+            Error::Duplicated { .. } => "duplicated",
+            Error::NotAuthentic(_) => "not-authentic",
+            Error::ResetRequired(_) => "reset-required",
+            Error::Concurrent(_) => "concurrent",
+            Error::Busy => "busy",
+            Error::Backend { .. } => "backend",
+            Error::CorruptEntry { .. } => "corrupt-entry",
+            Error::Config(_) => "config",
+        }
+    }
+
+    /// The gRPC code for this error (see the module doc for the rule).
+    pub fn code(&self) -> Code {
+        match self {
+            Error::NotOwner(_) => Code::PermissionDenied,
+            Error::Scrapped(_)
+            | Error::ChallengeRefused
+            | Error::VoucherStale(_)
+            | Error::Lifecycle { .. }
+            | Error::Retired(_)
+            | Error::Duplicated { .. }
+            | Error::NotAuthentic(_)
+            | Error::ResetRequired(_) => Code::FailedPrecondition,
+            Error::TransferRecorded { .. } => Code::AlreadyExists,
+            Error::Concurrent(_) => Code::Aborted,
+            Error::UnknownDevice(_) => Code::NotFound,
+            Error::BadSignature(_) | Error::Invalid(_) => Code::InvalidArgument,
+            Error::Busy => Code::Unavailable,
+            Error::Backend { status, .. } => match status.code() {
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Code::Unavailable,
+                _ => Code::Internal,
+            },
+            Error::CorruptEntry { .. } | Error::Config(_) => Code::Internal,
+        }
+    }
+
+    /// Whether this is a refusal of the request (recorded as
+    /// `REQUEST_REJECTED` when it names a device), as opposed to a failure
+    /// of the service.
+    pub fn is_expected_refusal(&self) -> bool {
+        !matches!(
+            self,
+            Error::Backend { .. } | Error::CorruptEntry { .. } | Error::Config(_) | Error::Busy
+        )
+    }
+
+    pub(crate) fn ledger(status: Status) -> Self {
+        Error::Backend {
+            service: "ledger",
+            status: Box::new(status),
+        }
+    }
+
+    pub(crate) fn ca(status: Status) -> Self {
+        Error::Backend {
+            service: "ca",
+            status: Box::new(status),
+        }
+    }
+}
+
+impl From<trustline_proto::Error> for Error {
+    fn from(e: trustline_proto::Error) -> Self {
+        use trustline_proto::Error as P;
+        match e {
+            P::BadSignature(what) => Error::BadSignature(what.to_string()),
+            other => Error::Invalid(other.to_string()),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        trustline_proto::refusal::status(e.code(), e.to_string(), e.reason())
+    }
+}
+
+/// Convenience alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

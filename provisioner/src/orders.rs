@@ -1,0 +1,331 @@
+//! OEM production orders (2.4.14.22): verified against the OEM order key,
+//! checked for shape, and consulted on every step of the line (site, window,
+//! allowed vendors and firmware, serial scheme, quantity).
+//!
+//! The OEM retains authorisation: an order is only ever taken from a
+//! `SignedStatement` whose signature verifies against the configured OEM
+//! order public key, and the signed bytes are what the ledger records, so an
+//! auditor can re-verify every order the line ever built against.
+
+use trustline_proto::statement;
+use trustline_proto::v1;
+
+use crate::error::{Error, Result};
+
+/// Longest order id, SKU, site or serial prefix accepted.
+const MAX_TOKEN_LEN: usize = 64;
+/// Most serial digits accepted (u64 has 20).
+const MAX_SERIAL_DIGITS: u32 = 20;
+
+/// A verified, well-formed production order.
+#[derive(Debug, Clone)]
+pub struct Order {
+    /// The order id.
+    pub id: String,
+    /// The product.
+    pub sku: String,
+    /// The one site whose stations may build it.
+    pub site: String,
+    /// The most devices it may certify.
+    pub quantity: u64,
+    /// How its serials are formed.
+    pub serials: SerialScheme,
+    /// Validity window, Unix ms: `[not_before_ms, not_after_ms)`.
+    pub not_before_ms: i64,
+    /// End of the validity window (exclusive).
+    pub not_after_ms: i64,
+    /// IC vendors whose silicon may be used.
+    pub allowed_ic_vendors: Vec<String>,
+    /// SHA-256 of the one firmware image allowed.
+    pub allowed_firmware_sha256: [u8; 32],
+    /// The signed order exactly as the OEM signed it.
+    pub signed: v1::SignedStatement,
+}
+
+/// `prefix` followed by a decimal number in `[first, last]`, zero-padded to
+/// `digits` (no padding when `digits` is 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialScheme {
+    /// Fixed prefix.
+    pub prefix: String,
+    /// Lowest number.
+    pub first: u64,
+    /// Highest number.
+    pub last: u64,
+    /// Zero-padded width.
+    pub digits: u32,
+}
+
+impl SerialScheme {
+    /// The serial numbered `n`.
+    pub fn format(&self, n: u64) -> String {
+        format!("{}{:0width$}", self.prefix, n, width = self.digits as usize)
+    }
+
+    /// The number of a serial, if it belongs to the scheme.
+    pub fn parse(&self, serial: &str) -> Option<u64> {
+        let digits = serial.strip_prefix(&self.prefix)?;
+        if digits.is_empty()
+            || digits.len() > MAX_SERIAL_DIGITS as usize
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        if self.digits > 0 && digits.len() != self.digits as usize {
+            return None;
+        }
+        if self.digits == 0 && digits.len() > 1 && digits.starts_with('0') {
+            return None;
+        }
+        let n: u64 = digits.parse().ok()?;
+        (self.first..=self.last).contains(&n).then_some(n)
+    }
+
+    /// How many serials the scheme has.
+    pub fn len(&self) -> u64 {
+        (self.last - self.first).saturating_add(1)
+    }
+
+    /// Never true for a validated scheme.
+    pub fn is_empty(&self) -> bool {
+        self.last < self.first
+    }
+}
+
+impl Order {
+    /// Verifies `signed` against the OEM order key and checks its shape.
+    ///
+    /// # Errors
+    /// [`Error::BadSignature`] when the signature does not verify;
+    /// [`Error::Invalid`] for a malformed order.
+    pub fn verify(
+        signed: &v1::SignedStatement,
+        oem_order_key_spki: &[u8],
+        known_vendors: &[String],
+    ) -> Result<Self> {
+        let raw: v1::ProductionOrder =
+            statement::verify(signed, oem_order_key_spki).map_err(|e| match e {
+                trustline_proto::Error::BadSignature(_) => Error::BadSignature(
+                    "production order is not signed by the oem order key".into(),
+                ),
+                other => Error::from(other),
+            })?;
+        token("order id", &raw.order_id)?;
+        token("sku", &raw.sku)?;
+        token("site", &raw.site)?;
+        let scheme = raw
+            .serial_scheme
+            .ok_or_else(|| Error::Invalid("order has no serial scheme".into()))?;
+        if scheme.prefix.len() > MAX_TOKEN_LEN
+            || !scheme
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::Invalid(format!(
+                "serial prefix {:?} must be up to {MAX_TOKEN_LEN} of A-Z a-z 0-9 - _",
+                scheme.prefix
+            )));
+        }
+        if scheme.first > scheme.last || scheme.digits > MAX_SERIAL_DIGITS {
+            return Err(Error::Invalid(
+                "serial scheme range is empty or too wide".into(),
+            ));
+        }
+        let serials = SerialScheme {
+            prefix: scheme.prefix,
+            first: scheme.first,
+            last: scheme.last,
+            digits: scheme.digits,
+        };
+        if serials.digits > 0
+            && serials.format(serials.last).len() - serials.prefix.len() > serials.digits as usize
+        {
+            return Err(Error::Invalid(format!(
+                "serial {} does not fit in {} digits",
+                serials.last, serials.digits
+            )));
+        }
+        if raw.quantity == 0 || raw.quantity > serials.len() {
+            return Err(Error::Invalid(format!(
+                "quantity {} must be between 1 and the {} serials of the scheme",
+                raw.quantity,
+                serials.len()
+            )));
+        }
+        if raw.not_before_ms >= raw.not_after_ms {
+            return Err(Error::Invalid("order validity window is empty".into()));
+        }
+        if raw.allowed_ic_vendors.is_empty() {
+            return Err(Error::Invalid("order allows no ic vendor".into()));
+        }
+        if let Some(unknown) = raw
+            .allowed_ic_vendors
+            .iter()
+            .find(|v| !known_vendors.contains(v))
+        {
+            return Err(Error::Invalid(format!(
+                "order allows ic vendor {unknown:?}, which has no configured root"
+            )));
+        }
+        let allowed_firmware_sha256: [u8; 32] =
+            raw.allowed_firmware_sha256
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Invalid("allowed firmware digest must be 32 bytes".into()))?;
+        Ok(Self {
+            id: raw.order_id,
+            sku: raw.sku,
+            site: raw.site,
+            quantity: raw.quantity,
+            serials,
+            not_before_ms: raw.not_before_ms,
+            not_after_ms: raw.not_after_ms,
+            allowed_ic_vendors: raw.allowed_ic_vendors,
+            allowed_firmware_sha256,
+            signed: signed.clone(),
+        })
+    }
+
+    /// The order's quota counter in the ledger.
+    pub fn quota_counter(&self) -> String {
+        quota_counter(&self.id)
+    }
+
+    /// The wire form.
+    pub fn to_proto(&self) -> v1::ProductionOrder {
+        v1::ProductionOrder {
+            order_id: self.id.clone(),
+            sku: self.sku.clone(),
+            site: self.site.clone(),
+            quantity: self.quantity,
+            serial_scheme: Some(v1::SerialScheme {
+                prefix: self.serials.prefix.clone(),
+                first: self.serials.first,
+                last: self.serials.last,
+                digits: self.serials.digits,
+            }),
+            not_before_ms: self.not_before_ms,
+            not_after_ms: self.not_after_ms,
+            allowed_ic_vendors: self.allowed_ic_vendors.clone(),
+            allowed_firmware_sha256: self.allowed_firmware_sha256.to_vec(),
+        }
+    }
+}
+
+/// The ledger quota counter of order `order_id`.
+pub fn quota_counter(order_id: &str) -> String {
+    format!("order/{order_id}")
+}
+
+fn token(what: &str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_TOKEN_LEN
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{what} {s:?} must be 1 to {MAX_TOKEN_LEN} of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+        )))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use trustline_proto::signer::{Signer, SoftwareSigner};
+
+    pub(crate) fn raw() -> v1::ProductionOrder {
+        v1::ProductionOrder {
+            order_id: "PO-1".into(),
+            sku: "SKU-1".into(),
+            site: "site-a".into(),
+            quantity: 10,
+            serial_scheme: Some(v1::SerialScheme {
+                prefix: "SN".into(),
+                first: 1,
+                last: 100,
+                digits: 6,
+            }),
+            not_before_ms: 0,
+            not_after_ms: i64::MAX,
+            allowed_ic_vendors: vec!["acme".into()],
+            allowed_firmware_sha256: vec![1; 32],
+        }
+    }
+
+    fn vendors() -> Vec<String> {
+        vec!["acme".into()]
+    }
+
+    #[test]
+    fn a_signed_order_verifies_and_a_forged_one_does_not() {
+        let oem = SoftwareSigner::generate();
+        let other = SoftwareSigner::generate();
+        let signed = statement::sign(&oem, &raw()).expect("sign");
+        let order = Order::verify(&signed, oem.public_key_der(), &vendors()).expect("verify");
+        assert_eq!(order.id, "PO-1");
+        assert_eq!(order.to_proto(), raw());
+        let forged = statement::sign(&other, &raw()).expect("sign");
+        assert!(matches!(
+            Order::verify(&forged, oem.public_key_der(), &vendors()),
+            Err(Error::BadSignature(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_orders_are_refused() {
+        let oem = SoftwareSigner::generate();
+        type Edit = Box<dyn Fn(&mut v1::ProductionOrder)>;
+        let cases: Vec<Edit> = vec![
+            Box::new(|o| o.quantity = 0),
+            Box::new(|o| o.quantity = 101),
+            Box::new(|o| o.site = "a/b".into()),
+            Box::new(|o| o.not_after_ms = o.not_before_ms),
+            Box::new(|o| o.allowed_ic_vendors = vec!["unknown".into()]),
+            Box::new(|o| o.allowed_ic_vendors.clear()),
+            Box::new(|o| o.allowed_firmware_sha256 = vec![1; 31]),
+            Box::new(|o| o.serial_scheme = None),
+            Box::new(|o| {
+                if let Some(s) = o.serial_scheme.as_mut() {
+                    s.digits = 2;
+                }
+            }),
+        ];
+        for (i, edit) in cases.iter().enumerate() {
+            let mut o = raw();
+            edit(&mut o);
+            let signed = statement::sign(&oem, &o).expect("sign");
+            assert!(
+                matches!(
+                    Order::verify(&signed, oem.public_key_der(), &vendors()),
+                    Err(Error::Invalid(_))
+                ),
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn serials_follow_the_scheme() {
+        let s = SerialScheme {
+            prefix: "SN".into(),
+            first: 5,
+            last: 20,
+            digits: 4,
+        };
+        assert_eq!(s.format(7), "SN0007");
+        assert_eq!(s.parse("SN0007"), Some(7));
+        for bad in [
+            "SN007", "SN0004", "SN0021", "XX0007", "SN00a7", "SN", "SN+007",
+        ] {
+            assert_eq!(s.parse(bad), None, "{bad}");
+        }
+        let free = SerialScheme { digits: 0, ..s };
+        assert_eq!(free.parse("SN7"), Some(7));
+        assert_eq!(free.parse("SN07"), None);
+    }
+}

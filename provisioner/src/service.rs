@@ -1,0 +1,213 @@
+//! The `Provisioning` gRPC service: converts wire messages to the factory's
+//! inputs at the edge, and every factory error to a `tonic::Status` through
+//! the one mapping in [`crate::error`].
+//!
+//! Authorization happens before a handler runs, in one place: the
+//! transport's role × RPC table, asked by the guard (or by
+//! `transport::internal_request` in-process), which leaves a
+//! [`transport::Authorized`] caller in the request extensions. Handlers
+//! take it — its absence is `UNAUTHENTICATED`, never "allow" — and never
+//! check roles themselves; the factory gets the caller's id and
+//! [`transport::SiteScope`], which binds a station to its site for every
+//! order and device it touches.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use trustline_proto::v1;
+use trustline_proto::v1::provisioning_server::{Provisioning, ProvisioningServer};
+
+use crate::error::Error;
+use crate::{Actor, CertifyInput, CustodyKind, Factory, SubjectKey};
+
+/// The `Provisioning` service over a [`Factory`].
+#[derive(Clone)]
+pub struct ProvisioningService {
+    factory: Arc<Factory>,
+}
+
+impl ProvisioningService {
+    /// Serves `factory`.
+    pub fn new(factory: Arc<Factory>) -> Self {
+        Self { factory }
+    }
+
+    /// The factory behind the service.
+    pub fn factory(&self) -> &Arc<Factory> {
+        &self.factory
+    }
+}
+
+/// The `Provisioning` gRPC server over `factory`, with the transport's
+/// message size limits.
+pub fn server(
+    factory: Arc<Factory>,
+    limits: &transport::Limits,
+) -> ProvisioningServer<ProvisioningService> {
+    use transport::MessageLimits;
+    ProvisioningServer::new(ProvisioningService::new(factory)).with_message_limits(limits)
+}
+
+/// The factory's view of the caller the role table authorized.
+///
+/// # Errors
+/// `UNAUTHENTICATED` when the request carries no authorized caller.
+fn actor<T>(request: &Request<T>) -> Result<Actor, Status> {
+    let authorized = transport::authorized(request)?;
+    Ok(Actor {
+        id: authorized.caller().id(),
+        scope: authorized.scope(),
+    })
+}
+
+fn missing(field: &str) -> Status {
+    Error::Invalid(format!("{field} is missing")).into()
+}
+
+#[tonic::async_trait]
+impl Provisioning for ProvisioningService {
+    async fn open_order(
+        &self,
+        request: Request<v1::OpenOrderRequest>,
+    ) -> Result<Response<v1::OpenOrderResponse>, Status> {
+        let actor = actor(&request)?;
+        let signed = request
+            .into_inner()
+            .signed_order
+            .ok_or_else(|| missing("signed_order"))?;
+        let (order_id, ledger_seq) = self.factory.open_order(&actor, &signed).await?;
+        Ok(Response::new(v1::OpenOrderResponse {
+            order_id,
+            ledger_seq,
+        }))
+    }
+
+    async fn close_order(
+        &self,
+        request: Request<v1::CloseOrderRequest>,
+    ) -> Result<Response<v1::CloseOrderResponse>, Status> {
+        let actor = actor(&request)?;
+        let r = request.into_inner();
+        let ledger_seq = self
+            .factory
+            .close_order(&actor, &r.order_id, &r.reason)
+            .await?;
+        Ok(Response::new(v1::CloseOrderResponse { ledger_seq }))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<v1::GetOrderRequest>,
+    ) -> Result<Response<v1::OrderStatus>, Status> {
+        let actor = actor(&request)?;
+        let progress = self
+            .factory
+            .order_progress(&actor, &request.get_ref().order_id)
+            .await?;
+        Ok(Response::new(v1::OrderStatus {
+            remaining: progress.order.quantity.saturating_sub(progress.certified),
+            order: Some(progress.order.to_proto()),
+            certified: progress.certified,
+            closed: progress.closed,
+        }))
+    }
+
+    async fn begin_claim(
+        &self,
+        request: Request<v1::BeginClaimRequest>,
+    ) -> Result<Response<v1::BeginClaimResponse>, Status> {
+        let actor = actor(&request)?;
+        let r = request.into_inner();
+        let attestation = r.attestation.ok_or_else(|| missing("attestation"))?;
+        let c = self
+            .factory
+            .begin_claim(&actor, &r.order_id, &attestation)
+            .await?;
+        Ok(Response::new(v1::BeginClaimResponse {
+            rot_id: c.rot_id,
+            nonce: c.nonce,
+            anchor: c.anchor,
+            expires_at_ms: c.expires_at_ms,
+        }))
+    }
+
+    async fn complete_claim(
+        &self,
+        request: Request<v1::CompleteClaimRequest>,
+    ) -> Result<Response<v1::CompleteClaimResponse>, Status> {
+        let actor = actor(&request)?;
+        let receipt = request
+            .into_inner()
+            .receipt
+            .ok_or_else(|| missing("receipt"))?;
+        let (rot_id, ledger_seq) = self.factory.complete_claim(&actor, &receipt).await?;
+        Ok(Response::new(v1::CompleteClaimResponse {
+            rot_id,
+            ledger_seq,
+        }))
+    }
+
+    async fn deliver_device_key(
+        &self,
+        request: Request<v1::DeliverDeviceKeyRequest>,
+    ) -> Result<Response<v1::DeliverDeviceKeyResponse>, Status> {
+        let actor = actor(&request)?;
+        let r = request.into_inner();
+        let k = self
+            .factory
+            .deliver_device_key(&actor, &r.rot_id, &r.order_id)
+            .await?;
+        Ok(Response::new(v1::DeliverDeviceKeyResponse {
+            device_public_key: k.device_public_key,
+            hsm_ephemeral_public_key: k.hsm_ephemeral_public_key,
+            wrapped_key: k.wrapped_key,
+            kdf: k.kdf,
+            ledger_seq: k.ledger_seq,
+        }))
+    }
+
+    async fn certify(
+        &self,
+        request: Request<v1::CertifyRequest>,
+    ) -> Result<Response<v1::CertifyResponse>, Status> {
+        let actor = actor(&request)?;
+        let r = request.into_inner();
+        let subject = match r.subject_key {
+            Some(v1::certify_request::SubjectKey::ProofOfPossession(p)) => SubjectKey::Proof(p),
+            Some(v1::certify_request::SubjectKey::CsrDer(d)) => SubjectKey::Csr(d),
+            None => return Err(missing("proof_of_possession or csr_der")),
+        };
+        let input = CertifyInput {
+            order_id: r.order_id,
+            rot_id: r.rot_id,
+            serial: r.serial,
+            key_attestation: r
+                .key_attestation
+                .ok_or_else(|| missing("key_attestation"))?,
+            subject,
+            first_owner: (!r.first_owner_public_key.is_empty()).then_some(r.first_owner_public_key),
+        };
+        let c = self.factory.certify(&actor, input).await?;
+        Ok(Response::new(v1::CertifyResponse {
+            certificate_chain: c.chain,
+            label: c.label,
+            voucher: c.voucher,
+            ledger_seq: c.ledger_seq,
+            replayed: c.replayed,
+        }))
+    }
+
+    async fn record_custody(
+        &self,
+        request: Request<v1::RecordCustodyRequest>,
+    ) -> Result<Response<v1::RecordCustodyResponse>, Status> {
+        let actor = actor(&request)?;
+        let r = request.into_inner();
+        let kind = CustodyKind::from_event(r.kind)?;
+        let ledger_seq = self
+            .factory
+            .record_custody(&actor, &r.rot_id, kind, &r.note)
+            .await?;
+        Ok(Response::new(v1::RecordCustodyResponse { ledger_seq }))
+    }
+}

@@ -1,0 +1,562 @@
+//! Factory policy tests against the real CA on a SoftHSM2 test token and an
+//! in-memory ledger double that applies unique keys and quotas as the
+//! custody ledger does (the end-to-end suite in `tests/` uses the real one).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use hsm_sim::rot::{Fleet, SimulatedRot};
+use prost::Message;
+use tonic::Status;
+use trustline_proto::signer::Signer;
+use trustline_proto::v1;
+use trustline_proto::v1::EventKind;
+
+use backends::{now_ms, AppendRefusal, LedgerApi, LocalCa, RequestIdentity};
+
+use super::*;
+
+#[derive(Default)]
+struct MemState {
+    entries: Vec<Vec<u8>>,
+    keys: HashMap<(String, Vec<u8>), u64>,
+    quotas: HashMap<String, u64>,
+    /// While set, every append fails as an unreachable ledger would.
+    down: bool,
+}
+
+/// Unique keys and quotas checked and applied under one lock, like the
+/// ledger's atomic append.
+#[derive(Default)]
+struct MemLedger(Mutex<MemState>);
+
+impl MemLedger {
+    fn kinds(&self) -> Vec<EventKind> {
+        let state = self.0.lock().expect("lock");
+        state
+            .entries
+            .iter()
+            .map(|e| {
+                EventKind::try_from(v1::LedgerEntry::decode(e.as_slice()).expect("entry").kind)
+                    .expect("kind")
+            })
+            .collect()
+    }
+
+    fn count(&self, kind: EventKind) -> usize {
+        self.kinds().into_iter().filter(|k| *k == kind).count()
+    }
+
+    fn set_down(&self, down: bool) {
+        self.0.lock().expect("lock").down = down;
+    }
+}
+
+impl LedgerApi for MemLedger {
+    fn append(
+        &self,
+        request: v1::AppendRequest,
+    ) -> BoxFuture<'_, Result<v1::AppendResponse, AppendRefusal>> {
+        Box::pin(async move {
+            let mut state = self.0.lock().expect("lock");
+            if state.down {
+                return Err(AppendRefusal::Failed(Status::unavailable("ledger down")));
+            }
+            for key in &request.unique_keys {
+                if let Some(seq) = state.keys.get(&(key.namespace.clone(), key.value.clone())) {
+                    return Err(AppendRefusal::Conflict {
+                        key: Some(key.clone()),
+                        holder_seq: Some(*seq),
+                    });
+                }
+            }
+            if let Some(q) = &request.quota {
+                let used = state.quotas.get(&q.counter).copied().unwrap_or(0);
+                if used >= q.limit {
+                    return Err(AppendRefusal::Quota {
+                        used,
+                        limit: q.limit,
+                    });
+                }
+            }
+            let seq = state.entries.len() as u64;
+            let draft = request.draft.clone().unwrap_or_default();
+            let entry = v1::LedgerEntry {
+                seq,
+                time_ms: now_ms(),
+                kind: draft.kind,
+                rot_id: draft.rot_id,
+                serial: draft.serial,
+                site: draft.site,
+                actor: draft.actor,
+                order_id: draft.order_id,
+                payload: draft.payload,
+                prev_hash: vec![0; 32],
+                device_prev: vec![],
+                unique_keys: request.unique_keys.clone(),
+                quota: request.quota.clone(),
+            }
+            .encode_to_vec();
+            for key in request.unique_keys {
+                state.keys.insert((key.namespace, key.value), seq);
+            }
+            if let Some(q) = request.quota {
+                *state.quotas.entry(q.counter).or_insert(0) += 1;
+            }
+            state.entries.push(entry.clone());
+            Ok(v1::AppendResponse {
+                seq,
+                entry,
+                leaf_hash: vec![],
+            })
+        })
+    }
+
+    fn lookup_key(&self, key: v1::UniqueKey) -> BoxFuture<'_, Result<Option<u64>, Status>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .lock()
+                .expect("lock")
+                .keys
+                .get(&(key.namespace, key.value))
+                .copied())
+        })
+    }
+
+    fn get_entry(&self, seq: u64) -> BoxFuture<'_, Result<Vec<u8>, Status>> {
+        Box::pin(async move {
+            self.0
+                .lock()
+                .expect("lock")
+                .entries
+                .get(seq as usize)
+                .cloned()
+                .ok_or_else(|| Status::not_found("no entry"))
+        })
+    }
+
+    fn get_quota(&self, counter: String) -> BoxFuture<'_, Result<u64, Status>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .lock()
+                .expect("lock")
+                .quotas
+                .get(&counter)
+                .copied()
+                .unwrap_or(0))
+        })
+    }
+
+    fn publish_checkpoint(&self) -> BoxFuture<'_, Result<v1::Checkpoint, Status>> {
+        Box::pin(async { Err(Status::unimplemented("no checkpoints in the test double")) })
+    }
+}
+
+struct Line {
+    factory: Factory,
+    ledger: Arc<MemLedger>,
+    order_signer: ca_service::HsmSigner,
+    fleet: Fleet,
+    _dir: tempfile::TempDir,
+}
+
+fn station() -> Actor {
+    Actor {
+        id: "station/site-a/st-01".into(),
+        scope: transport::SiteScope::Site("site-a".into()),
+    }
+}
+
+fn admin() -> Actor {
+    Actor {
+        id: "admin/hq/oem".into(),
+        scope: transport::SiteScope::Any,
+    }
+}
+
+async fn line(name: &str, fleet: Fleet) -> Line {
+    let token = hsm_sim::softhsm::test_token(name).expect("token");
+    let mut config = ca_service::HsmConfig::new(
+        token.label.clone(),
+        ca_service::PinSource::File(token.pin_file.clone()),
+    );
+    config.module = Some(token.module.clone());
+    let hsm = ca_service::Hsm::open(&config).expect("hsm");
+    let dir = tempfile::tempdir().expect("dir");
+    ca_service::ca::init(&hsm, &ca_service::InitOptions::default(), dir.path()).expect("ca init");
+    let labels = ca_service::keys::KeyLabels::default();
+    let order_signer = hsm.signer(&labels.order).expect("order key");
+    let ca = ca_service::Ca::open(hsm, dir.path(), &labels).expect("ca");
+    let identity = RequestIdentity::new(
+        transport::Caller::new(transport::Role::Provisioner, "hq", "provisioner").expect("caller"),
+    );
+    let ca = Arc::new(LocalCa::new(
+        Arc::new(ca_service::CaService::new(Arc::new(ca))),
+        identity,
+    ));
+    let ledger = Arc::new(MemLedger::default());
+    let vendor_roots = fleet
+        .vendor_roots()
+        .into_iter()
+        .map(|(name, certificate)| VendorRoot { name, certificate })
+        .collect();
+    let config = FactoryConfig::new(order_signer.public_key_der().to_vec(), vendor_roots);
+    let factory = Factory::start(config, ledger.clone(), ca)
+        .await
+        .expect("factory");
+    Line {
+        factory,
+        ledger,
+        order_signer,
+        fleet,
+        _dir: dir,
+    }
+}
+
+impl Line {
+    fn order(
+        &self,
+        id: &str,
+        site: &str,
+        quantity: u64,
+        window: (i64, i64),
+    ) -> v1::SignedStatement {
+        let order = v1::ProductionOrder {
+            order_id: id.into(),
+            sku: "SKU-1".into(),
+            site: site.into(),
+            quantity,
+            serial_scheme: Some(v1::SerialScheme {
+                prefix: "SN".into(),
+                first: 1,
+                last: 1000,
+                digits: 6,
+            }),
+            not_before_ms: window.0,
+            not_after_ms: window.1,
+            allowed_ic_vendors: self
+                .fleet
+                .vendor_roots()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect(),
+            allowed_firmware_sha256: self.fleet.firmware_sha256().to_vec(),
+        };
+        trustline_proto::statement::sign(&self.order_signer, &order).expect("sign order")
+    }
+
+    async fn open(&self, id: &str, quantity: u64) {
+        let signed = self.order(id, "site-a", quantity, (0, i64::MAX));
+        self.factory
+            .open_order(&admin(), &signed)
+            .await
+            .expect("open order");
+    }
+
+    /// Claims and personalises `rot` on-device; returns the certify input.
+    async fn prepare(
+        &self,
+        order: &str,
+        rot: &mut SimulatedRot,
+        serial: &str,
+    ) -> Result<CertifyInput> {
+        let challenge = self
+            .factory
+            .begin_claim(&station(), order, &rot.attestation())
+            .await?;
+        let receipt = rot
+            .claim(&challenge.nonce, &challenge.anchor)
+            .expect("device claim");
+        self.factory.complete_claim(&station(), &receipt).await?;
+        let (_, ka) = rot.generate_identity_key(&challenge.nonce).expect("keygen");
+        let pop = rot
+            .proof_of_possession(serial, &challenge.nonce)
+            .expect("pop");
+        Ok(CertifyInput {
+            order_id: order.into(),
+            rot_id: challenge.rot_id,
+            serial: serial.into(),
+            key_attestation: ka,
+            subject: SubjectKey::Proof(pop),
+            first_owner: None,
+        })
+    }
+}
+
+fn take(fleet: &mut Fleet, i: usize) -> SimulatedRot {
+    let devices = fleet.devices_mut();
+    std::mem::replace(
+        &mut devices[i].rot,
+        Fleet::builder()
+            .genuine(1)
+            .build()
+            .expect("spare")
+            .into_devices()
+            .remove(0)
+            .rot,
+    )
+}
+
+#[tokio::test]
+async fn a_device_is_certified_once_and_a_retry_is_replayed() {
+    let fleet = Fleet::builder().seed(1).genuine(2).build().expect("fleet");
+    let mut line = line("factory-happy", fleet).await;
+    line.open("PO-1", 10).await;
+    let mut rot = take(&mut line.fleet, 0);
+    let input = line
+        .prepare("PO-1", &mut rot, "SN000001")
+        .await
+        .expect("prepared");
+    let first = line
+        .factory
+        .certify(&station(), input.clone())
+        .await
+        .expect("certified");
+    assert!(!first.replayed);
+    assert_eq!(first.chain.len(), 3);
+    assert!(label::matches(&first.label, &input.rot_id));
+    rot.store_certification(&first.chain, &first.voucher)
+        .expect("device accepts it");
+    let again = line
+        .factory
+        .certify(&station(), input)
+        .await
+        .expect("replayed");
+    assert!(again.replayed);
+    assert_eq!(again.chain, first.chain);
+    assert_eq!(again.ledger_seq, first.ledger_seq);
+    assert_eq!(line.ledger.count(EventKind::Certified), 1);
+    assert_eq!(line.ledger.count(EventKind::DuplicateRejected), 0);
+}
+
+#[tokio::test]
+async fn duplicates_clones_counterfeits_and_overproduction_are_refused_and_recorded() {
+    let fleet = Fleet::builder()
+        .seed(2)
+        .genuine(3)
+        .key_clones(1)
+        .impostors(1)
+        .self_signed(1)
+        .unknown_vendor(1)
+        .build()
+        .expect("fleet");
+    let mut line = line("factory-refusals", fleet).await;
+    line.open("PO-2", 2).await;
+    let mut a = take(&mut line.fleet, 0);
+    let mut b = take(&mut line.fleet, 1);
+    let mut c = take(&mut line.fleet, 2);
+    let input = line.prepare("PO-2", &mut a, "SN000001").await.expect("a");
+    line.factory
+        .certify(&station(), input)
+        .await
+        .expect("a certified");
+
+    // Same serial on another device.
+    let input = line.prepare("PO-2", &mut b, "SN000001").await.expect("b");
+    let err = line
+        .factory
+        .certify(&station(), input.clone())
+        .await
+        .expect_err("duplicate serial");
+    assert!(
+        matches!(&err, Error::Duplicate { namespace, .. } if namespace == "serial"),
+        "{err}"
+    );
+    assert_eq!(Status::from(err).code(), tonic::Code::AlreadyExists);
+    // The device with a fresh serial goes through; the third exceeds quota 2.
+    let input = CertifyInput {
+        serial: "SN000002".into(),
+        subject: SubjectKey::Proof(
+            b.proof_of_possession("SN000002", &input_nonce(&input))
+                .expect("pop"),
+        ),
+        ..input
+    };
+    line.factory
+        .certify(&station(), input)
+        .await
+        .expect("b certified");
+    let input = line.prepare("PO-2", &mut c, "SN000003").await.expect("c");
+    let err = line
+        .factory
+        .certify(&station(), input)
+        .await
+        .expect_err("quota");
+    assert_eq!(Status::from(err).code(), tonic::Code::ResourceExhausted);
+    assert_eq!(line.ledger.count(EventKind::QuotaRejected), 1);
+
+    // Clone of a claimed die: a second claim.
+    let devices = line.fleet.devices_mut();
+    let clone = &devices[3].rot;
+    let err = line
+        .factory
+        .begin_claim(&station(), "PO-2", &clone.attestation())
+        .await
+        .expect_err("clone");
+    assert!(matches!(err, Error::AlreadyClaimed(_)), "{err}");
+    // Impostor (a genuine chain on another key), self-signed, unknown vendor.
+    for i in 4..7 {
+        let att = line.fleet.devices()[i].rot.attestation();
+        let err = line
+            .factory
+            .begin_claim(&station(), "PO-2", &att)
+            .await
+            .expect_err("counterfeit");
+        assert!(matches!(err, Error::Counterfeit(_)), "device {i}: {err}");
+        assert_eq!(Status::from(err).code(), tonic::Code::FailedPrecondition);
+    }
+    assert_eq!(line.ledger.count(EventKind::CounterfeitRejected), 3);
+    assert_eq!(line.ledger.count(EventKind::DuplicateRejected), 2);
+    assert_eq!(line.ledger.count(EventKind::Certified), 2);
+}
+
+fn input_nonce(input: &CertifyInput) -> Vec<u8> {
+    trustline_proto::statement::decode_unverified::<v1::KeyAttestation>(&input.key_attestation)
+        .expect("ka")
+        .challenge
+}
+
+#[tokio::test]
+async fn orders_are_checked_for_site_window_and_signature() {
+    let fleet = Fleet::builder().seed(3).genuine(1).build().expect("fleet");
+    let line = line("factory-orders", fleet).await;
+    let att = line.fleet.devices()[0].rot.attestation();
+    let err = line
+        .factory
+        .begin_claim(&station(), "nope", &att)
+        .await
+        .expect_err("unknown");
+    assert_eq!(Status::from(err).code(), tonic::Code::NotFound);
+    let expired = line.order("PO-old", "site-a", 5, (0, 1000));
+    line.factory
+        .open_order(&admin(), &expired)
+        .await
+        .expect("open");
+    let err = line
+        .factory
+        .begin_claim(&station(), "PO-old", &att)
+        .await
+        .expect_err("expired");
+    assert_eq!(Status::from(err).code(), tonic::Code::FailedPrecondition);
+    let other = line.order("PO-b", "site-b", 5, (0, i64::MAX));
+    line.factory
+        .open_order(&admin(), &other)
+        .await
+        .expect("open");
+    let err = line
+        .factory
+        .begin_claim(&station(), "PO-b", &att)
+        .await
+        .expect_err("site");
+    assert_eq!(Status::from(err).code(), tonic::Code::PermissionDenied);
+    let err = line
+        .factory
+        .open_order(&admin(), &other)
+        .await
+        .expect_err("twice");
+    assert_eq!(Status::from(err).code(), tonic::Code::AlreadyExists);
+    let mut forged = line.order("PO-f", "site-a", 5, (0, i64::MAX));
+    forged.signature[10] ^= 1;
+    let err = line
+        .factory
+        .open_order(&admin(), &forged)
+        .await
+        .expect_err("forged");
+    assert_eq!(Status::from(err).code(), tonic::Code::InvalidArgument);
+}
+
+/// 2.4.14.16: the firmware the RoT attests must be the order's, and its
+/// readout must be locked, before a certificate is issued.
+#[tokio::test]
+async fn wrong_firmware_and_an_unlocked_readout_are_refused_before_issuance() {
+    let fleet = Fleet::builder()
+        .seed(4)
+        .genuine(1)
+        .wrong_firmware(1)
+        .readout_unlocked(1)
+        .build()
+        .expect("fleet");
+    let mut line = line("factory-firmware", fleet).await;
+    line.open("PO-4", 3).await;
+    let mut genuine = take(&mut line.fleet, 0);
+    let mut tampered = take(&mut line.fleet, 1);
+    let mut unlocked = take(&mut line.fleet, 2);
+
+    let input = line
+        .prepare("PO-4", &mut tampered, "SN000001")
+        .await
+        .expect("claimed");
+    let err = line
+        .factory
+        .certify(&station(), input)
+        .await
+        .expect_err("tampered firmware");
+    assert!(matches!(err, Error::FirmwareNotAllowed { .. }), "{err}");
+    assert_eq!(Status::from(err).code(), tonic::Code::FailedPrecondition);
+
+    let input = line
+        .prepare("PO-4", &mut unlocked, "SN000002")
+        .await
+        .expect("claimed");
+    let err = line
+        .factory
+        .certify(&station(), input)
+        .await
+        .expect_err("readout unlocked");
+    assert!(matches!(err, Error::ReadoutNotLocked), "{err}");
+    assert_eq!(Status::from(err).code(), tonic::Code::FailedPrecondition);
+    assert_eq!(line.ledger.count(EventKind::Certified), 0);
+
+    // The same order still certifies a genuine, locked device.
+    let input = line
+        .prepare("PO-4", &mut genuine, "SN000003")
+        .await
+        .expect("claimed");
+    line.factory
+        .certify(&station(), input)
+        .await
+        .expect("genuine certified");
+    assert_eq!(line.ledger.count(EventKind::Certified), 1);
+}
+
+/// Invariant 1: a certificate the ledger did not record is never released —
+/// with the ledger down, certify fails and returns no chain; once it is back,
+/// the same device certifies with its (new) certificate recorded.
+#[tokio::test]
+async fn nothing_is_released_when_the_ledger_cannot_record_it() {
+    let fleet = Fleet::builder().seed(5).genuine(1).build().expect("fleet");
+    let mut line = line("factory-ledger-down", fleet).await;
+    line.open("PO-5", 1).await;
+    let mut rot = take(&mut line.fleet, 0);
+    let input = line
+        .prepare("PO-5", &mut rot, "SN000001")
+        .await
+        .expect("claimed");
+
+    line.ledger.set_down(true);
+    let err = line
+        .factory
+        .certify(&station(), input.clone())
+        .await
+        .expect_err("nothing without the ledger");
+    assert!(matches!(err, Error::Backend { .. }), "{err}");
+    assert_eq!(Status::from(err).code(), tonic::Code::Unavailable);
+    line.ledger.set_down(false);
+    assert_eq!(line.ledger.count(EventKind::Certified), 0);
+
+    let certified = line
+        .factory
+        .certify(&station(), input)
+        .await
+        .expect("certified once the ledger is back");
+    assert!(!certified.replayed);
+    let entry = v1::LedgerEntry::decode(
+        line.ledger.0.lock().expect("lock").entries[certified.ledger_seq as usize].as_slice(),
+    )
+    .expect("entry");
+    assert_eq!(entry.kind, EventKind::Certified as i32);
+    assert_eq!(line.ledger.count(EventKind::Certified), 1);
+}

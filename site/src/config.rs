@@ -1,0 +1,262 @@
+//! What a site reads from `<data>/trustline.toml` (every key optional) and
+//! the environment variables that override it: `TRUSTLINE_PROVISIONER_LISTEN`,
+//! `TRUSTLINE_CA_LISTEN`, `TRUSTLINE_LEDGER_LISTEN`,
+//! `TRUSTLINE_CA_ENDPOINT`, `TRUSTLINE_LEDGER_ENDPOINT`,
+//! `TRUSTLINE_VENDOR_ROOTS_DIR`, `TRUSTLINE_CLAIM_TTL_SECS`
+//! (docs/operations.md has the whole reference):
+//!
+//! ```toml
+//! [provisioner]
+//! listen = "127.0.0.1:7400"
+//! ca_endpoint = "127.0.0.1:7401"       # when the CA runs apart
+//! ledger_endpoint = "127.0.0.1:7402"   # when the ledger runs apart
+//! vendor_roots_dir = "vendors"         # <name>.pem: one IC-vendor root each
+//! claim_ttl_secs = 300
+//! [[vendors]]                          # or name them one by one
+//! name = "Acme Silicon"
+//! root = "/etc/trustline/acme-root.pem"
+//! [ca]
+//! listen = "127.0.0.1:7401"
+//! [ledger]
+//! listen = "127.0.0.1:7402"
+//! [transport]                          # transport::Limits
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use provisioner::vendors::VendorRoot;
+use serde::Deserialize;
+use transport::Limits;
+
+use crate::error::{Error, Result};
+
+/// The configuration file inside a data directory.
+pub const CONFIG_FILE: &str = backends::layout::CONFIG_FILE;
+
+/// Everything `trustline serve` reads from `trustline.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The provisioner.
+    pub provisioner: ProvisionerConfig,
+    /// The CA service.
+    pub ca: ListenConfig,
+    /// The ledger service.
+    pub ledger: ListenConfig,
+    /// IC-vendor roots named one by one.
+    pub vendors: Vec<VendorConfig>,
+    /// Transport limits (message sizes, rates, lockouts).
+    pub transport: Limits,
+}
+
+/// The provisioner's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvisionerConfig {
+    /// Where it listens.
+    pub listen: String,
+    /// The CA service, when it runs apart.
+    pub ca_endpoint: String,
+    /// The ledger service, when it runs apart.
+    pub ledger_endpoint: String,
+    /// A directory of `<vendor name>.pem` root certificates, relative to the
+    /// data directory.
+    pub vendor_roots_dir: PathBuf,
+    /// How long a claim nonce is valid, in seconds.
+    pub claim_ttl_secs: u64,
+}
+
+impl Default for ProvisionerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7400".into(),
+            ca_endpoint: "127.0.0.1:7401".into(),
+            ledger_endpoint: "127.0.0.1:7402".into(),
+            vendor_roots_dir: PathBuf::from("vendors"),
+            claim_ttl_secs: 300,
+        }
+    }
+}
+
+/// A listening service's settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Where it listens.
+    pub listen: String,
+}
+
+/// One IC vendor named in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VendorConfig {
+    /// The name orders use.
+    pub name: String,
+    /// Its root certificate (PEM or DER), relative to the data directory.
+    pub root: PathBuf,
+}
+
+impl Config {
+    /// Reads `<data>/trustline.toml` if present, then applies environment
+    /// overrides.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unreadable or malformed file.
+    pub fn load(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(CONFIG_FILE);
+        let mut config: Config = if path.exists() {
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+        } else {
+            Config::default()
+        };
+        if config.ca.listen.is_empty() {
+            config.ca.listen = "127.0.0.1:7401".into();
+        }
+        if config.ledger.listen.is_empty() {
+            config.ledger.listen = "127.0.0.1:7402".into();
+        }
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(v) = env("TRUSTLINE_PROVISIONER_LISTEN") {
+            config.provisioner.listen = v;
+        }
+        if let Some(v) = env("TRUSTLINE_CA_LISTEN") {
+            config.ca.listen = v;
+        }
+        if let Some(v) = env("TRUSTLINE_LEDGER_LISTEN") {
+            config.ledger.listen = v;
+        }
+        if let Some(v) = env("TRUSTLINE_CA_ENDPOINT") {
+            config.provisioner.ca_endpoint = v;
+        }
+        if let Some(v) = env("TRUSTLINE_LEDGER_ENDPOINT") {
+            config.provisioner.ledger_endpoint = v;
+        }
+        if let Some(v) = env("TRUSTLINE_VENDOR_ROOTS_DIR") {
+            config.provisioner.vendor_roots_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("TRUSTLINE_CLAIM_TTL_SECS") {
+            config.provisioner.claim_ttl_secs = v
+                .parse()
+                .map_err(|e| Error::Config(format!("TRUSTLINE_CLAIM_TTL_SECS: {e}")))?;
+        }
+        Ok(config)
+    }
+
+    /// The configured IC-vendor roots: those named in `[[vendors]]` and
+    /// every `<name>.pem`/`<name>.der` in the roots directory.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Config`] for unreadable certificates.
+    pub fn vendor_roots(&self, data_dir: &Path) -> Result<Vec<VendorRoot>> {
+        let mut roots = Vec::new();
+        for v in &self.vendors {
+            roots.push(VendorRoot {
+                name: v.name.clone(),
+                certificate: read_der(&data_dir.join(&v.root), "CERTIFICATE")?,
+            });
+        }
+        let dir = data_dir.join(&self.provisioner.vendor_roots_dir);
+        if dir.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|e| Error::io(&dir, e))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("pem" | "der")))
+                .collect();
+            files.sort();
+            for path in files {
+                let name = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .ok_or_else(|| Error::Config(format!("{}: not a vendor name", path.display())))?
+                    .to_owned();
+                roots.push(VendorRoot {
+                    name,
+                    certificate: read_der(&path, "CERTIFICATE")?,
+                });
+            }
+        }
+        Ok(roots)
+    }
+}
+
+/// Reads a PEM block with `tag` (or raw DER) from `path`.
+///
+/// # Errors
+/// [`Error::Io`] when unreadable, [`Error::Config`] for the wrong PEM block.
+pub fn read_der(path: &Path, tag: &str) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if !bytes.starts_with(b"-----BEGIN") {
+        return Ok(bytes);
+    }
+    let block = pem::parse(&bytes).map_err(|e| Error::io(path, e))?;
+    if block.tag() != tag {
+        return Err(Error::Config(format!(
+            "{}: expected a {tag} PEM block, found {}",
+            path.display(),
+            block.tag()
+        )));
+    }
+    Ok(block.into_contents())
+}
+
+/// Writes IC-vendor roots as `<dir>/<name>.pem` (what the provisioner
+/// reads from its vendor roots directory).
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn write_vendor_roots(dir: &Path, roots: &[(String, Vec<u8>)]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for (name, der) in roots {
+        let path = dir.join(format!("{name}.pem"));
+        let text = pem::encode(&pem::Pem::new("CERTIFICATE", der.clone()));
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `trustline.toml` example of the operator's guide.
+    fn documented_example() -> String {
+        let guide = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+        )
+        .expect("docs/operations.md");
+        let start = guide.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + guide[start..].find("```").expect("the block ends");
+        guide[start..end].to_owned()
+    }
+
+    #[test]
+    fn the_operators_guide_example_is_a_valid_configuration_with_the_defaults() {
+        let parsed: Config = toml::from_str(&documented_example()).expect("the example parses");
+        let defaults = Config::default();
+        assert_eq!(parsed.provisioner.listen, defaults.provisioner.listen);
+        assert_eq!(
+            parsed.provisioner.claim_ttl_secs,
+            defaults.provisioner.claim_ttl_secs
+        );
+        assert_eq!(parsed.ca.listen, "127.0.0.1:7401");
+        assert_eq!(parsed.ledger.listen, "127.0.0.1:7402");
+        assert_eq!(parsed.vendors.len(), 1);
+        // The [transport] values shown are the defaults.
+        let shown = serde_json::to_value(&parsed.transport).expect("json");
+        let default = serde_json::to_value(transport::Limits::default()).expect("json");
+        assert_eq!(shown, default);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[provisioner]\nlisten_on = \"x\"\n",
+        )
+        .expect("write");
+        assert!(matches!(Config::load(dir.path()), Err(Error::Config(_))));
+    }
+}

@@ -1,0 +1,26 @@
+//! The deployable factory site: its configuration (`trustline.toml` and
+//! environment overrides, [`config`]), the preparation of its data
+//! directory (the CA in the HSM and the service PKI, [`setup`]), and the
+//! servers (`trustline serve ca|ledger|provisioner|all`, [`serve`]).
+//!
+//! Key design decision: every server is a function of a data directory, a
+//! bound listener and a shutdown future (mini-redis' shape) that returns
+//! once it has drained, so the binary, the demo, the benchmarks and the
+//! tests run exactly the same code. The site is the only crate that wires
+//! the services to each other — the provisioner and the ownership service
+//! to the CA and the ledger, in-process or over mTLS — and the only one
+//! that opens an HSM session or a ledger for them; the services themselves
+//! know only [`backends`]' traits. It takes an HSM already opened: how the
+//! HSM is found (a real module, or the embedded SoftHSM2 token) is the
+//! `trustline` binary's business, so this crate never links the simulator.
+//! The OEM hub (issue 13) is a sibling of this crate.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod serve;
+pub mod setup;
+
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,375 @@
+//! `trustline serve ca|ledger|provisioner|all`: the services, each alone or
+//! all in one process, every listener behind the transport's TLS 1.3
+//! client-certificate layer and role table.
+//!
+//! Shaped like mini-redis: each `serve_*` takes a bound listener and a
+//! shutdown future and returns when the server has drained, so the binary,
+//! the demo and the tests run exactly the same code.
+//!
+//! Alone, the provisioner reaches the CA and the ledger over mTLS with its
+//! own client certificate (role `provisioner`); together (`all`) it calls
+//! them in-process — through the same role table — and only the
+//! provisioner and ledger services listen (the CA has no caller but the
+//! provisioner, so it gets no socket).
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backends::{
+    layout, CaApi, DirectLedger, LedgerApi, LocalCa, LocalCrl, LocalLedger, LocalLedgerReads,
+    RemoteCa, RemoteCrl, RemoteLedger, RemoteLedgerReads, RequestIdentity,
+};
+use ownership::{Ownership, OwnershipBackends, OwnershipConfig};
+use provisioner::{Factory, FactoryConfig};
+use tokio::net::TcpListener;
+use transport::{Caller, ClientTls, Guard, MessageLimits, Metrics, Role, ServerTls};
+use trustline_proto::v1::certificate_authority_server::CertificateAuthorityServer;
+use trustline_proto::v1::custody_ledger_server::CustodyLedgerServer;
+
+use crate::config::{read_der, Config};
+use crate::error::{Error, Result};
+use crate::setup;
+
+/// The provisioner's identity when it calls the CA and the ledger.
+pub fn provisioner_caller() -> Caller {
+    // Both tokens are valid constants; `Caller::new` only refuses bad tokens.
+    Caller::new(Role::Provisioner, setup::HQ, setup::PROVISIONER)
+        .unwrap_or_else(|_| unreachable!("constant caller tokens are valid"))
+}
+
+/// The ownership service's back ends over (mTLS) channels to the ledger and
+/// the CA services.
+pub fn remote_ownership_backends(
+    ledger: tonic::transport::Channel,
+    ca: tonic::transport::Channel,
+) -> OwnershipBackends {
+    OwnershipBackends {
+        ledger: Arc::new(RemoteLedger::new(ledger.clone())),
+        reads: Arc::new(RemoteLedgerReads::new(ledger)),
+        ca: Arc::new(RemoteCa::new(ca.clone())),
+        crl: Arc::new(RemoteCrl::new(ca)),
+    }
+}
+
+/// The ownership service's back ends in `trustline serve all`: the ledger
+/// opened in this process and the CA, called as the provisioner (through
+/// the role table).
+pub fn direct_ownership_backends(
+    ledger: &custody_ledger::Ledger,
+    ca: Arc<ca_service::Ca>,
+) -> OwnershipBackends {
+    let identity = RequestIdentity::new(provisioner_caller());
+    let ca_service = Arc::new(ca_service::CaService::new(ca));
+    let ledger_service = Arc::new(custody_ledger::service::LedgerService::new(ledger.clone()));
+    OwnershipBackends {
+        ledger: Arc::new(DirectLedger::new(ledger.clone())),
+        reads: Arc::new(LocalLedgerReads::new(ledger_service, identity.clone())),
+        ca: Arc::new(LocalCa::new(ca_service.clone(), identity.clone())),
+        crl: Arc::new(LocalCrl::new(ca_service, identity)),
+    }
+}
+
+/// Builds the factory over the given back ends from a data directory.
+///
+/// # Errors
+/// [`Error::Config`] for a missing order key or bad vendor roots;
+/// [`Error::Backend`] when the CA cannot be reached.
+pub async fn factory(
+    data_dir: &Path,
+    config: &Config,
+    ledger: Arc<dyn LedgerApi>,
+    ca: Arc<dyn CaApi>,
+) -> Result<Arc<Factory>> {
+    let order_key_path = data_dir
+        .join(layout::CA_DIR)
+        .join(ca_service::ca::ORDER_KEY_FILE);
+    let order_key = read_der(&order_key_path, "PUBLIC KEY")?;
+    let roots = config.vendor_roots(data_dir)?;
+    if roots.is_empty() {
+        tracing::warn!(
+            "no IC-vendor roots configured: every device will be refused as counterfeit"
+        );
+    }
+    let mut factory_config = FactoryConfig::new(order_key, roots);
+    factory_config.claim_ttl = Duration::from_secs(config.provisioner.claim_ttl_secs.max(1));
+    Ok(Arc::new(Factory::start(factory_config, ledger, ca).await?))
+}
+
+/// The guard of one server process. Its lockouts persist in
+/// `<data>/lockouts/<server>.json`, so restarting a server does not clear a
+/// station locked out for repeated refusals (2.4.14.21): only an admin's
+/// `ClearLockout` does. One file per server, since `serve ca|ledger|provisioner`
+/// may run as separate processes over one data directory.
+fn guard(data_dir: &Path, config: &Config, server: &str) -> Result<Guard> {
+    let dir = data_dir.join(layout::LOCKOUTS_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let path = dir.join(format!("{server}.json"));
+    let lockouts = transport::LockoutTracker::open(config.transport.lockout.clone(), &path)
+        .map_err(|e| Error::Config(format!("lockout state {}: {e}", path.display())))?;
+    let count = lockouts.count();
+    if count > 0 {
+        tracing::warn!(count, path = %path.display(), "callers still locked out from an earlier run");
+    }
+    Ok(Guard::with_lockouts(
+        config.transport.clone(),
+        Metrics::global().clone(),
+        Arc::new(lockouts),
+    ))
+}
+
+fn server_tls(data_dir: &Path, name: &str) -> Result<ServerTls> {
+    ServerTls::from_files(&setup::credentials(data_dir, name))
+        .map_err(|e| Error::Config(format!("server credentials {name:?} (run `trustline serve all --init` or `trustline pki issue`): {e}")))
+}
+
+async fn run_server(
+    routes: tonic::service::RoutesBuilder,
+    listener: TcpListener,
+    tls: ServerTls,
+    guard: Guard,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    transport::serve(routes.routes(), listener, tls, guard, shutdown)
+        .await
+        .map_err(|e| Error::Config(format!("server: {e}")))
+}
+
+/// Opens the CA of a data directory on `hsm`.
+///
+/// # Errors
+/// [`Error::Config`] when the CA is missing or does not match the HSM.
+pub fn open_ca(data_dir: &Path, hsm: ca_service::Hsm) -> Result<Arc<ca_service::Ca>> {
+    ca_service::Ca::open(
+        hsm,
+        &data_dir.join(layout::CA_DIR),
+        &ca_service::keys::KeyLabels::default(),
+    )
+    .map(Arc::new)
+    .map_err(|e| Error::Config(format!("opening the CA: {e}")))
+}
+
+/// Serves the CA alone.
+///
+/// # Errors
+/// As [`open_ca`]; server start-up failures.
+pub async fn serve_ca(
+    data_dir: &Path,
+    config: &Config,
+    hsm: ca_service::Hsm,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let ca = open_ca(data_dir, hsm)?;
+    let guard = guard(data_dir, config, setup::CA_SERVER)?;
+    let (mut routes, _health) =
+        transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
+    routes.add_service(
+        CertificateAuthorityServer::new(ca_service::CaService::new(ca))
+            .with_message_limits(guard.limits()),
+    );
+    run_server(
+        routes,
+        listener,
+        server_tls(data_dir, setup::CA_SERVER)?,
+        guard,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves the provisioner alone, reaching the CA and the ledger over mTLS.
+///
+/// # Errors
+/// Credential, connection and start-up failures.
+pub async fn serve_provisioner(
+    data_dir: &Path,
+    config: &Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let client = ClientTls::from_files(&setup::credentials(data_dir, setup::PROVISIONER))
+        .map_err(|e| Error::Config(format!("provisioner client credentials: {e}")))?;
+    let ca_channel = client
+        .connect(&config.provisioner.ca_endpoint)
+        .await
+        .map_err(|e| Error::Config(format!("connecting to the CA: {e}")))?;
+    let ledger_channel = client
+        .connect(&config.provisioner.ledger_endpoint)
+        .await
+        .map_err(|e| Error::Config(format!("connecting to the ledger: {e}")))?;
+    let ownership = Ownership::start(
+        OwnershipConfig::default(),
+        remote_ownership_backends(ledger_channel.clone(), ca_channel.clone()),
+    )
+    .await?;
+    let factory = factory(
+        data_dir,
+        config,
+        Arc::new(RemoteLedger::new(ledger_channel)),
+        Arc::new(RemoteCa::new(ca_channel)),
+    )
+    .await?;
+    let guard = guard(data_dir, config, setup::PROVISIONER)?;
+    let (mut routes, _health) =
+        transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
+    routes.add_service(provisioner::service::server(factory, guard.limits()));
+    routes.add_service(ownership::service::server(
+        Arc::new(ownership),
+        guard.limits(),
+    ));
+    run_server(
+        routes,
+        listener,
+        server_tls(data_dir, setup::PROVISIONER)?,
+        guard,
+        shutdown,
+    )
+    .await
+}
+
+/// Binds `addr`.
+///
+/// # Errors
+/// [`Error::Config`] naming the address.
+pub async fn bind(addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))
+}
+
+/// The in-process CA back end over an open CA.
+pub fn local_ca(ca: Arc<ca_service::Ca>) -> Arc<dyn CaApi> {
+    Arc::new(LocalCa::new(
+        Arc::new(ca_service::CaService::new(ca)),
+        RequestIdentity::new(provisioner_caller()),
+    ))
+}
+
+/// The in-process ledger back end over a ledger service.
+pub fn local_ledger<S: trustline_proto::v1::custody_ledger_server::CustodyLedger>(
+    service: Arc<S>,
+) -> Arc<dyn LedgerApi> {
+    Arc::new(LocalLedger::new(
+        service,
+        RequestIdentity::new(provisioner_caller()),
+    ))
+}
+
+/// Routes of the provisioner (and, in `all`, the ledger) on one listener.
+fn provisioning_routes(
+    guard: &Guard,
+    factory: Arc<Factory>,
+) -> Result<tonic::service::RoutesBuilder> {
+    let (mut routes, _health) =
+        transport::operational_routes(guard).map_err(|e| Error::Config(e.to_string()))?;
+    routes.add_service(provisioner::service::server(factory, guard.limits()));
+    Ok(routes)
+}
+
+/// Opens the ledger of a data directory, its checkpoints signed by the
+/// ledger key on `hsm`.
+///
+/// # Errors
+/// [`Error::Config`] when the key or the ledger cannot be opened.
+pub fn open_ledger(data_dir: &Path, hsm: &ca_service::Hsm) -> Result<custody_ledger::Ledger> {
+    let signer = hsm
+        .signer(&ca_service::keys::KeyLabels::default().checkpoint)
+        .map_err(|e| {
+            Error::Config(format!(
+                "the ledger checkpoint key (run `trustline ca init`): {e}"
+            ))
+        })?;
+    let config = custody_ledger::LedgerConfig::new(data_dir.join(layout::LEDGER_DIR));
+    custody_ledger::Ledger::open(config, Arc::new(signer))
+        .map_err(|e| Error::Config(format!("opening the ledger: {e}")))
+}
+
+/// Closes the ledger: a last checkpoint, threads stopped, index synced.
+fn close_ledger(ledger: custody_ledger::Ledger) {
+    ledger.close();
+}
+
+/// Serves the ledger alone.
+///
+/// # Errors
+/// As [`open_ledger`]; server start-up failures.
+pub async fn serve_ledger(
+    data_dir: &Path,
+    config: &Config,
+    hsm: &ca_service::Hsm,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let ledger = open_ledger(data_dir, hsm)?;
+    let guard = guard(data_dir, config, setup::LEDGER_SERVER)?;
+    let (mut routes, _health) =
+        transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
+    routes.add_service(
+        CustodyLedgerServer::new(custody_ledger::service::LedgerService::new(ledger.clone()))
+            .with_message_limits(guard.limits()),
+    );
+    let served = run_server(
+        routes,
+        listener,
+        server_tls(data_dir, setup::LEDGER_SERVER)?,
+        guard,
+        shutdown,
+    )
+    .await;
+    close_ledger(ledger);
+    served
+}
+
+/// Serves everything in one process: the provisioner calls the CA and the
+/// ledger in-process; the provisioner and the ledger (for auditors) listen
+/// on `listener`.
+///
+/// # Errors
+/// As [`open_ca`], [`open_ledger`] and [`factory`]; server failures.
+pub async fn serve_all(
+    data_dir: &Path,
+    config: &Config,
+    hsm: ca_service::Hsm,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let ledger = open_ledger(data_dir, &hsm)?;
+    let served = async {
+        let ca = open_ca(data_dir, hsm)?;
+        let ownership = Ownership::start(
+            OwnershipConfig::default(),
+            direct_ownership_backends(&ledger, ca.clone()),
+        )
+        .await?;
+        let factory = factory(
+            data_dir,
+            config,
+            Arc::new(DirectLedger::new(ledger.clone())),
+            local_ca(ca),
+        )
+        .await?;
+        let guard = guard(data_dir, config, setup::ALL_SERVER)?;
+        let mut routes = provisioning_routes(&guard, factory)?;
+        routes.add_service(ownership::service::server(
+            Arc::new(ownership),
+            guard.limits(),
+        ));
+        routes.add_service(
+            CustodyLedgerServer::new(custody_ledger::service::LedgerService::new(ledger.clone()))
+                .with_message_limits(guard.limits()),
+        );
+        run_server(
+            routes,
+            listener,
+            server_tls(data_dir, setup::PROVISIONER)?,
+            guard,
+            shutdown,
+        )
+        .await
+    }
+    .await;
+    close_ledger(ledger);
+    served
+}

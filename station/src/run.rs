@@ -1,0 +1,389 @@
+//! The station run: drives devices through claim, personalisation and
+//! certification with K concurrent workers over one long-lived mTLS channel
+//! (a new TLS handshake per device would cost more than the device), and
+//! writes what each certified device received.
+//!
+//! Every device ends in one of three outcomes: provisioned; refused (the
+//! service said no for a reason the factory expects — a clone, a
+//! counterfeit, overproduction, a policy failure — carried in the
+//! `trustline-refusal` metadata); or failed (the line itself failed: the
+//! network, a service error, a device that stopped answering). A run with
+//! any failure is unsuccessful; refusals are the line doing its job.
+//!
+//! Outputs (with an output directory): `<serial>.pem` (the chain, device
+//! certificate first), `<serial>.voucher.cbor` (the voucher as the device
+//! bound it) and one JSON line per provisioned device in `devices.jsonl`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tonic::transport::Channel;
+use tonic::Code;
+use trustline_proto::v1;
+use trustline_proto::v1::provisioning_client::ProvisioningClient;
+
+use provisioner::orders::SerialScheme;
+
+use crate::error::{Error, Result};
+use crate::link::DeviceLink;
+
+mod outputs;
+mod provision;
+
+pub use outputs::chain_pem;
+use outputs::write_outputs;
+use provision::provision;
+
+/// How devices get their identity key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The RoT generates the key (key attestation).
+    OnDevice,
+    /// The HSM generates the key and delivers it wrapped to the RoT.
+    Hsm,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "on-device" => Ok(Mode::OnDevice),
+            "hsm" => Ok(Mode::Hsm),
+            other => Err(format!("unknown mode {other:?} (on-device or hsm)")),
+        }
+    }
+}
+
+/// One device to provision.
+pub struct Job<L> {
+    /// The device.
+    pub link: L,
+    /// A serial to use instead of the next free one (a device that carries
+    /// its own serial, e.g. a rework or a cloned label).
+    pub serial: Option<String>,
+}
+
+/// What a run is asked to do.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The production order.
+    pub order_id: String,
+    /// Personalisation mode.
+    pub mode: Mode,
+    /// Devices in flight at once (workers), all on one channel.
+    pub concurrency: usize,
+    /// Where to write chains, vouchers and the manifest.
+    pub out_dir: Option<PathBuf>,
+    /// First owner's public key to name in every voucher, if known.
+    pub first_owner: Option<Vec<u8>>,
+    /// The serial number (within the order's scheme) to start from; `None`
+    /// starts after the devices the order has certified so far.
+    pub first_serial: Option<u64>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// How often a step is retried when the service is unavailable (a
+    /// retried `Certify` is answered from the ledger, never twice).
+    pub retries: u32,
+}
+
+/// A device that was certified.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    /// Its serial.
+    pub serial: String,
+    /// Its RoT.
+    pub rot_id: String,
+    /// Its physical label.
+    pub label: String,
+    /// Its chain, DER, device certificate first.
+    pub chain: Vec<Vec<u8>>,
+    /// The voucher as the device bound it.
+    pub voucher: Vec<u8>,
+    /// The `CERTIFIED` entry.
+    pub ledger_seq: u64,
+    /// Whether the answer was a replay.
+    pub replayed: bool,
+}
+
+/// How one device ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Claimed, personalised, certified and written.
+    Provisioned(Provisioned),
+    /// The service refused it for a reason the factory expects.
+    Refused {
+        /// The step: "claim", "complete-claim", "deliver-key", "certify".
+        stage: &'static str,
+        /// The gRPC code.
+        code: Code,
+        /// The `trustline-refusal` reason.
+        reason: String,
+        /// The service's message.
+        message: String,
+    },
+    /// The line failed.
+    Failed {
+        /// The step.
+        stage: &'static str,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl Outcome {
+    /// The refusal reason, if refused.
+    pub fn refusal(&self) -> Option<&str> {
+        match self {
+            Outcome::Refused { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The gRPC code of a refusal.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Outcome::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct Report {
+    /// Every device's outcome, in job order.
+    pub outcomes: Vec<Outcome>,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// Devices provisioned.
+    pub fn provisioned(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Provisioned(_)))
+            .count()
+    }
+
+    /// Refusals by reason.
+    pub fn refusals(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for reason in self.outcomes.iter().filter_map(Outcome::refusal) {
+            *out.entry(reason.to_owned()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// Devices that failed.
+    pub fn failures(&self) -> Vec<&Outcome> {
+        self.outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Failed { .. }))
+            .collect()
+    }
+
+    /// Provisioned devices per second of wall time.
+    pub fn devices_per_second(&self) -> f64 {
+        self.provisioned() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Live counters for the progress line.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) provisioned: AtomicU64,
+    pub(super) refused: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) reasons: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Counters {
+    fn record(&self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Provisioned(_) => self.provisioned.fetch_add(1, Ordering::Relaxed),
+            Outcome::Refused { reason, .. } => {
+                let mut r = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
+                *r.entry(reason.clone()).or_insert(0) += 1;
+                self.refused.fetch_add(1, Ordering::Relaxed)
+            }
+            Outcome::Failed { .. } => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    fn message(&self) -> String {
+        let reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
+        let reasons: Vec<String> = reasons.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!(
+            "ok={} refused={} [{}] errors={}",
+            self.provisioned.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+            reasons.join(" "),
+            self.failed.load(Ordering::Relaxed)
+        )
+    }
+}
+
+/// Where the next serial comes from.
+pub(super) struct Serials {
+    pub(super) scheme: SerialScheme,
+    pub(super) next: AtomicU64,
+}
+
+impl Serials {
+    pub(super) fn next(&self) -> Option<String> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        (n <= self.scheme.last).then(|| self.scheme.format(n))
+    }
+}
+
+/// State shared by the workers.
+pub(super) struct Shared<L> {
+    pub(super) config: RunConfig,
+    pub(super) serials: Serials,
+    pub(super) queue: Mutex<VecDeque<(usize, Job<L>)>>,
+    pub(super) results: Mutex<Vec<Option<(Outcome, L)>>>,
+    pub(super) counters: Counters,
+    pub(super) manifest: Option<Mutex<std::fs::File>>,
+}
+
+/// Runs `jobs` through the line; returns the report and the devices.
+///
+/// # Errors
+/// [`Error::Backend`] when the order cannot be read (nothing was done);
+/// [`Error::Io`] when the output directory cannot be created. Per-device
+/// problems are outcomes, not errors.
+pub async fn run<L: DeviceLink + 'static>(
+    channel: Channel,
+    config: RunConfig,
+    jobs: Vec<Job<L>>,
+) -> Result<(Report, Vec<L>)> {
+    let mut client = ProvisioningClient::new(channel);
+    let status = client
+        .get_order(v1::GetOrderRequest {
+            order_id: config.order_id.clone(),
+        })
+        .await
+        .map_err(|s| Error::Backend {
+            service: "provisioner",
+            status: Box::new(s),
+        })?
+        .into_inner();
+    let order = status
+        .order
+        .ok_or_else(|| Error::Invalid("the provisioner returned no order".into()))?;
+    let scheme = order
+        .serial_scheme
+        .ok_or_else(|| Error::Invalid("the order has no serial scheme".into()))?;
+    let scheme = SerialScheme {
+        prefix: scheme.prefix,
+        first: scheme.first,
+        last: scheme.last,
+        digits: scheme.digits,
+    };
+    let first = config
+        .first_serial
+        .unwrap_or(scheme.first.saturating_add(status.certified));
+    let manifest = match &config.out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            let path = dir.join("devices.jsonl");
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            Some(Mutex::new(file))
+        }
+        None => None,
+    };
+    let total = jobs.len();
+    let progress = if config.progress {
+        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} {msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let workers = config.concurrency.clamp(1, total.max(1));
+    let shared = Arc::new(Shared {
+        serials: Serials {
+            scheme,
+            next: AtomicU64::new(first),
+        },
+        queue: Mutex::new(jobs.into_iter().enumerate().collect()),
+        results: Mutex::new((0..total).map(|_| None).collect()),
+        counters: Counters::default(),
+        manifest,
+        config,
+    });
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let shared = shared.clone();
+        let client = client.clone();
+        let progress = progress.clone();
+        tasks.spawn(async move { worker(shared, client, progress).await });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            return Err(Error::Config(format!("a station worker panicked: {e}")));
+        }
+    }
+    let elapsed = started.elapsed();
+    progress.finish_with_message(shared.counters.message());
+    let results = std::mem::take(&mut *shared.results.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut outcomes = Vec::with_capacity(total);
+    let mut links = Vec::with_capacity(total);
+    for result in results.into_iter().flatten() {
+        outcomes.push(result.0);
+        links.push(result.1);
+    }
+    Ok((Report { outcomes, elapsed }, links))
+}
+
+async fn worker<L: DeviceLink>(
+    shared: Arc<Shared<L>>,
+    client: ProvisioningClient<Channel>,
+    progress: ProgressBar,
+) {
+    loop {
+        let next = shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        let Some((index, mut job)) = next else {
+            return;
+        };
+        let outcome = match provision(&shared, client.clone(), &mut job).await {
+            Ok(p) => {
+                if let Err(e) = write_outputs(&shared, &p) {
+                    Outcome::Failed {
+                        stage: "write",
+                        message: e.to_string(),
+                    }
+                } else {
+                    Outcome::Provisioned(p)
+                }
+            }
+            Err(o) => o,
+        };
+        shared.counters.record(&outcome);
+        progress.inc(1);
+        if index % 16 == 0 || !matches!(outcome, Outcome::Provisioned(_)) {
+            progress.set_message(shared.counters.message());
+        }
+        shared.results.lock().unwrap_or_else(|p| p.into_inner())[index] = Some((outcome, job.link));
+    }
+}

@@ -1,0 +1,159 @@
+//! One device through the line: claim, personalisation (on the device or
+//! in the HSM), certification and storing what it received, each step
+//! classified as done, refused (an expected refusal, by its
+//! `trustline-refusal` reason) or failed.
+
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use trustline_proto::v1;
+use trustline_proto::v1::provisioning_client::ProvisioningClient;
+
+use trustline_proto::refusal::{is_failure, refusal_reason};
+
+use crate::error::Error;
+use crate::link::{DeviceLink, WrappedKey};
+
+use super::*;
+
+/// Classifies a status from the service.
+pub(super) fn refused(stage: &'static str, status: Status) -> Outcome {
+    let reason = refusal_reason(&status).map(str::to_owned);
+    match reason {
+        Some(reason) if !is_failure(&reason) => Outcome::Refused {
+            stage,
+            code: status.code(),
+            reason,
+            message: status.message().to_owned(),
+        },
+        _ => Outcome::Failed {
+            stage,
+            message: format!("{:?}: {}", status.code(), status.message()),
+        },
+    }
+}
+
+pub(super) fn failed(stage: &'static str) -> impl Fn(Error) -> Outcome {
+    move |e| Outcome::Failed {
+        stage,
+        message: e.to_string(),
+    }
+}
+
+/// Calls `f` until it succeeds, is refused, or has failed `retries + 1`
+/// times with `UNAVAILABLE`.
+async fn with_retries<T, F, Fut>(retries: u32, mut f: F) -> std::result::Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, Status>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(s) if s.code() == Code::Unavailable && attempt < retries => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+pub(super) async fn provision<L: DeviceLink>(
+    shared: &Shared<L>,
+    mut client: ProvisioningClient<Channel>,
+    job: &mut Job<L>,
+) -> std::result::Result<Provisioned, Outcome> {
+    let config = &shared.config;
+    let link = &mut job.link;
+    let attestation = link
+        .read_attestation()
+        .await
+        .map_err(failed("read-attestation"))?;
+    let begin = client
+        .begin_claim(v1::BeginClaimRequest {
+            order_id: config.order_id.clone(),
+            attestation: Some(attestation),
+        })
+        .await
+        .map_err(|s| refused("claim", s))?
+        .into_inner();
+    let receipt = link
+        .claim(&begin.nonce, &begin.anchor)
+        .await
+        .map_err(failed("install-anchor"))?;
+    client
+        .complete_claim(v1::CompleteClaimRequest {
+            receipt: Some(receipt),
+        })
+        .await
+        .map_err(|s| refused("complete-claim", s))?;
+    link.lock_readout().await.map_err(failed("lock"))?;
+    let key_attestation = match config.mode {
+        Mode::OnDevice => link
+            .generate_key(&begin.nonce)
+            .await
+            .map_err(failed("generate-key"))?,
+        Mode::Hsm => {
+            let request = v1::DeliverDeviceKeyRequest {
+                rot_id: begin.rot_id.clone(),
+                order_id: config.order_id.clone(),
+            };
+            let delivered = client
+                .deliver_device_key(request)
+                .await
+                .map_err(|s| refused("deliver-key", s))?
+                .into_inner();
+            let key = WrappedKey {
+                device_public_key: delivered.device_public_key,
+                hsm_ephemeral_public_key: delivered.hsm_ephemeral_public_key,
+                wrapped_key: delivered.wrapped_key,
+                kdf: delivered.kdf,
+            };
+            link.install_wrapped_key(&key, &begin.nonce)
+                .await
+                .map_err(failed("install-key"))?
+        }
+    };
+    let serial = match job.serial.clone() {
+        Some(s) => s,
+        None => shared.serials.next().ok_or_else(|| Outcome::Failed {
+            stage: "serial",
+            message: "the order's serial scheme is used up".into(),
+        })?,
+    };
+    let proof = link
+        .prove_possession(&serial, &begin.nonce)
+        .await
+        .map_err(failed("prove-possession"))?;
+    let request = v1::CertifyRequest {
+        order_id: config.order_id.clone(),
+        rot_id: begin.rot_id.clone(),
+        serial: serial.clone(),
+        key_attestation: Some(key_attestation),
+        subject_key: Some(v1::certify_request::SubjectKey::ProofOfPossession(proof)),
+        first_owner_public_key: config.first_owner.clone().unwrap_or_default(),
+    };
+    let certified = with_retries(config.retries, || {
+        let mut client = client.clone();
+        let request = request.clone();
+        async move { client.certify(request).await }
+    })
+    .await
+    .map_err(|s| refused("certify", s))?
+    .into_inner();
+    let voucher = link
+        .store_certification(&certified.certificate_chain, &certified.voucher)
+        .await
+        .map_err(failed("store-certification"))?;
+    Ok(Provisioned {
+        serial,
+        rot_id: begin.rot_id,
+        label: certified.label,
+        chain: certified.certificate_chain,
+        voucher,
+        ledger_seq: certified.ledger_seq,
+        replayed: certified.replayed,
+    })
+}

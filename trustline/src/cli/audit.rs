@@ -1,0 +1,368 @@
+//! `trustline audit`: the OEM's audit of a custody ledger for
+//! overproduction, clones, counterfeits and gaps (2.4.14.3, 2.4.14.4,
+//! 2.4.14.22), and `trustline audit synth`, which writes a clean synthetic
+//! ledger of N entries to measure it on.
+//!
+//! Thin: the work is in [`audit`]. Exit codes: 0 no findings, 1
+//! findings (a ledger that does not verify is the first and only one), 2
+//! usage or I/O error.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use trustline_proto::v1::custody_ledger_client::CustodyLedgerClient;
+
+use super::Outcome;
+use audit::{self, render, AuditOptions, LedgerSource};
+
+/// `trustline audit` arguments, or a helper subcommand.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct AuditCommand {
+    /// A helper instead of an audit.
+    #[command(subcommand)]
+    pub(crate) tool: Option<AuditTool>,
+    /// The audit.
+    #[command(flatten)]
+    pub(crate) args: AuditArgs,
+}
+
+/// Helpers.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditTool {
+    /// Writes a clean synthetic ledger (real keys and certificates, the
+    /// line's payloads and constraints) to measure the audit on.
+    Synth(SynthArgs),
+}
+
+/// `trustline audit synth` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct SynthArgs {
+    /// The data directory to create (`ledger/` and `ca/` inside).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: PathBuf,
+    /// Exactly this many entries.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub(crate) entries: u64,
+    /// Instead of N entries, the small two-site scenario the tests use,
+    /// clean or with planted anomalies (an over-quota certificate, a
+    /// duplicate serial across sites, an unrecorded certificate among the
+    /// field sightings in DIR/field).
+    #[arg(long, value_enum)]
+    pub(crate) scenario: Option<Scenario>,
+    /// No progress bar.
+    #[arg(long)]
+    pub(crate) no_progress: bool,
+}
+
+/// The small scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Scenario {
+    /// No anomaly.
+    Clean,
+    /// The three planted anomalies.
+    Planted,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// For a terminal.
+    Text,
+    /// For tools.
+    Json,
+    /// One self-contained HTML file with charts.
+    Html,
+}
+
+/// Where the ledger comes from.
+#[derive(Debug, Args)]
+#[group(required = false, multiple = false)]
+pub(crate) struct AuditSource {
+    /// A data directory (its `ledger/` is read; the OEM keys default to its
+    /// `ca/` files) or a ledger directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// An export file (`trustline ledger export`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) export: Option<PathBuf>,
+    /// A running ledger service (`host:port`), read as the `auditor` role
+    /// over mutual TLS; its latest signed checkpoint is audited.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) endpoint: Option<String>,
+}
+
+/// `trustline audit` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    /// The ledger.
+    #[command(flatten)]
+    pub(crate) source: AuditSource,
+    /// The OEM order key (PEM public key) that every production order must
+    /// be signed with [default with --data-dir: DIR/ca/order-key.pub.pem].
+    #[arg(long, value_name = "PEM")]
+    pub(crate) order_key: Option<PathBuf>,
+    /// The ledger's checkpoint key (PEM) [default with --data-dir: the
+    /// ledger's own ledger-key.pub.pem; with --endpoint: the key the service
+    /// reports, with a warning]. Required with --export.
+    #[arg(long, value_name = "PEM")]
+    pub(crate) ledger_key: Option<PathBuf>,
+    /// OEM CA certificates (PEM or DER; repeatable): the root and the site
+    /// intermediates [default with --data-dir: DIR/ca/oem-root.pem and
+    /// DIR/ca/site-intermediate.pem].
+    #[arg(long = "ca-cert", value_name = "PEM")]
+    pub(crate) ca_certs: Vec<PathBuf>,
+    /// A checkpoint note kept from an earlier audit (repeatable): the
+    /// ledger must still contain it with the same root.
+    #[arg(long = "checkpoint", value_name = "NOTE_FILE")]
+    pub(crate) checkpoints: Vec<PathBuf>,
+    /// A directory of device certificates seen in the field or at
+    /// onboarding (PEM or DER files, searched recursively).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) field: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+    /// Write the report here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+    /// Claims this recent (before the last entry) count as in flight, not
+    /// as gaps, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub(crate) in_flight_grace: u64,
+    /// Certificate-checking threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub(crate) jobs: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub(crate) no_progress: bool,
+    /// Client certificate directory for --endpoint (`pki/` of a data
+    /// directory: NAME.pem, NAME.key, service-ca.pem).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) pki: Option<PathBuf>,
+    /// Client certificate name in --pki (an `auditor` certificate).
+    #[arg(long, value_name = "NAME", default_value = "auditor")]
+    pub(crate) name: String,
+    /// With --endpoint: keep the signed snapshot the audit ran on here.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) save_snapshot: Option<PathBuf>,
+}
+
+/// Runs `trustline audit`.
+///
+/// # Errors
+/// Usage and I/O errors; findings are an [`Outcome::Findings`].
+pub(crate) fn run(command: AuditCommand) -> anyhow::Result<Outcome> {
+    match command.tool {
+        Some(AuditTool::Synth(args)) => synth(&args),
+        None => audit(command.args),
+    }
+}
+
+fn synth(args: &SynthArgs) -> anyhow::Result<Outcome> {
+    if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
+        bail!("{} exists and is not empty", args.out.display());
+    }
+    if let Some(scenario) = args.scenario {
+        let planted = scenario == Scenario::Planted;
+        let plant = audit::synth::Plant {
+            over_quota: planted,
+            duplicate_serial: planted,
+            unrecorded_in_field: planted,
+        };
+        let s = audit::synth::seed_scenario(&args.out, &plant)?;
+        println!(
+            "wrote {} entries to {}; field sightings in {}",
+            s.entries,
+            s.data_dir.display(),
+            s.field_dir.display()
+        );
+        return Ok(Outcome::Success);
+    }
+    let made = audit::synth::generate(&args.out, args.entries, !args.no_progress)?;
+    println!(
+        "wrote {} entries ({} devices, {} orders) to {} in {:.1} s",
+        made.entries,
+        made.devices,
+        made.orders,
+        made.data_dir.display(),
+        made.duration_ms as f64 / 1000.0
+    );
+    Ok(Outcome::Success)
+}
+
+fn read_spki(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let block = pem::parse(&text).with_context(|| format!("{} is not PEM", path.display()))?;
+    if block.tag() != "PUBLIC KEY" {
+        bail!(
+            "{} holds a {}, not a PUBLIC KEY",
+            path.display(),
+            block.tag()
+        );
+    }
+    Ok(block.into_contents())
+}
+
+fn audit(args: AuditArgs) -> anyhow::Result<Outcome> {
+    let data_dir = args.source.data_dir.clone();
+    let defaults = |name: &str| data_dir.as_ref().map(|d| d.join("ca").join(name));
+    let order_key_path = args
+        .order_key
+        .clone()
+        .or_else(|| defaults("order-key.pub.pem"))
+        .context("--order-key is required (the OEM order public key, PEM)")?;
+    let ca_paths = if args.ca_certs.is_empty() {
+        match (defaults("oem-root.pem"), defaults("site-intermediate.pem")) {
+            (Some(root), Some(intermediate)) => vec![intermediate, root],
+            _ => bail!("--ca-cert is required (the OEM root and site intermediates)"),
+        }
+    } else {
+        args.ca_certs.clone()
+    };
+    let mut ca_certificates = Vec::new();
+    for p in &ca_paths {
+        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        let found = audit::certs::certificates_in(&bytes);
+        if found.is_empty() {
+            bail!("{} holds no certificate", p.display());
+        }
+        ca_certificates.extend(found);
+    }
+    let mut anchors = Vec::new();
+    for p in &args.checkpoints {
+        anchors
+            .push(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?);
+    }
+    let ledger_key = args.ledger_key.as_deref().map(read_spki).transpose()?;
+    let mut options = AuditOptions {
+        order_key: read_spki(&order_key_path)?,
+        ledger_key,
+        ca_certificates,
+        anchors,
+        field_dir: args.field.clone(),
+        in_flight_grace_ms: i64::try_from(args.in_flight_grace.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+        progress: !args.no_progress,
+    };
+    // Kept alive until the audit is done when the snapshot is temporary.
+    let mut _temp_dir = None;
+    let source = match (
+        &args.source.data_dir,
+        &args.source.export,
+        &args.source.endpoint,
+    ) {
+        (Some(dir), None, None) => LedgerSource::DataDir(dir.clone()),
+        (None, Some(file), None) => {
+            if options.ledger_key.is_none() {
+                bail!("--ledger-key is required with --export");
+            }
+            LedgerSource::Export(file.clone())
+        }
+        (None, None, Some(endpoint)) => {
+            let path = match &args.save_snapshot {
+                Some(p) => p.clone(),
+                None => {
+                    let dir = tempfile_dir()?;
+                    let p = dir.join("snapshot.tlexport");
+                    _temp_dir = Some(TempDir(dir));
+                    p
+                }
+            };
+            let snapshot = fetch_snapshot(endpoint, &args, &path)?;
+            if options.ledger_key.is_none() {
+                eprintln!(
+                    "warning: no --ledger-key given; verifying with the key the service reports (give the key you obtained independently)"
+                );
+                options.ledger_key = Some(snapshot.service_key.clone());
+            }
+            LedgerSource::Export(snapshot.path)
+        }
+        _ => bail!("give one of --data-dir, --export or --endpoint"),
+    };
+    let report = audit::run(&source, &options)?;
+    let rendered = match args.format {
+        Format::Text => render::text(&report),
+        Format::Json => render::json(&report),
+        Format::Html => render::html(&report),
+    };
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, rendered)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "{}: {} entries, {} finding(s); report written to {}",
+                report.ledger.source,
+                report.ledger.entries,
+                report.findings.total(),
+                path.display()
+            );
+        }
+        None => print!("{rendered}"),
+    }
+    Ok(if report.has_findings() {
+        Outcome::Findings
+    } else {
+        Outcome::Success
+    })
+}
+
+fn fetch_snapshot(
+    endpoint: &str,
+    args: &AuditArgs,
+    out: &Path,
+) -> anyhow::Result<audit::source::Snapshot> {
+    let pki = args
+        .pki
+        .clone()
+        .or_else(|| args.source.data_dir.as_ref().map(|d| d.join("pki")))
+        .context(
+            "--pki is required with --endpoint (the directory holding the auditor certificate)",
+        )?;
+    let tls =
+        transport::ClientTls::from_files(&transport::CredentialPaths::in_dir(&pki, &args.name))
+            .with_context(|| {
+                format!(
+                    "loading client certificate {:?} from {}",
+                    args.name,
+                    pki.display()
+                )
+            })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let bar = audit::progress_bar(!args.no_progress, None, "fetching the signed ledger");
+    let snapshot = runtime.block_on(async {
+        let channel = tls.connect(endpoint).await?;
+        let mut client = CustodyLedgerClient::new(channel).max_decoding_message_size(4 << 20);
+        let snapshot = audit::source::snapshot(&mut client, out, &|n| bar.set_position(n)).await?;
+        anyhow::Ok(snapshot)
+    })?;
+    bar.finish_and_clear();
+    Ok(snapshot)
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    for attempt in 0..16u32 {
+        let dir = base.join(format!("trustline-audit-{}-{attempt}", std::process::id()));
+        if std::fs::create_dir(&dir).is_ok() {
+            return Ok(dir);
+        }
+    }
+    bail!("cannot create a temporary directory in {}", base.display())
+}

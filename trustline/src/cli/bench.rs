@@ -1,0 +1,288 @@
+//! `trustline bench …`: throughput measurements (never timed tests).
+//!
+//! `bench hsm` measures raw HSM P-256 signatures/s with 1 and N sessions,
+//! certificates issued/s and wrapped device keys/s, each with its ratio to
+//! the raw signature rate of the same run (`ca_service::bench`). Without HSM
+//! options it runs on a fresh embedded SoftHSM2 token in a temporary
+//! directory (or under `--data-dir`), with throw-away keys either way.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ca_service::bench::{self, BenchConfig};
+use ca_service::Hsm;
+use clap::{Args, Subcommand};
+
+use super::hsm_args::HsmArgs;
+use super::Outcome;
+
+/// `trustline bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Bench {
+    /// HSM and CA: raw P-256 signatures/s (1 and N sessions), certificates
+    /// issued/s and HSM-made wrapped device keys/s.
+    Hsm(HsmBenchArgs),
+    /// Custody ledger: durable appends/s with 1, 16 and 256 appenders,
+    /// p50/p99 acknowledgement latency, raw fdatasync/s of the same disk,
+    /// checkpoint lag, and proofs/s and full verify time at 1M entries.
+    Ledger(LedgerBenchArgs),
+    /// The factory line end to end: devices/s per personalisation mode with
+    /// K stations, server CPU per device, and the ratio to the HSM bound
+    /// measured in the same run.
+    Line(super::bench_line::LineArgs),
+}
+
+/// `trustline bench ledger` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct LedgerBenchArgs {
+    /// A scratch directory on the disk to measure [default: a temporary
+    /// directory].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+    /// Entries in the large ledger for proofs/s and verify time; 0 skips it.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub(crate) entries: u64,
+    /// Multiplies the appends per concurrency level (2k, 20k, 100k).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub(crate) scale: f64,
+    /// The measured ledgers' overlay limit (durable entries held in memory
+    /// ahead of the index) [default: the ledger's default].
+    #[arg(long, value_name = "N")]
+    pub(crate) overlay_limit: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `trustline bench hsm` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct HsmBenchArgs {
+    /// N: sessions (and threads) for the multi-session phases.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub(crate) sessions: usize,
+    /// Seconds per phase (six phases).
+    #[arg(long, value_name = "S", default_value_t = 3.0)]
+    pub(crate) seconds: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// A data directory whose embedded token to use [default: a fresh token
+    /// in a temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// The HSM (overrides the embedded token).
+    #[command(flatten)]
+    pub(crate) hsm: HsmArgs,
+}
+
+/// A fresh directory under the system temp directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn create() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "trustline-bench-{}-{}",
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 4]>())
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a `bench` subcommand.
+///
+/// # Errors
+/// HSM and CA errors, with context.
+pub(crate) fn run(command: Bench) -> anyhow::Result<Outcome> {
+    match command {
+        Bench::Hsm(args) => hsm(&args),
+        Bench::Line(args) => super::bench_line::run(&args),
+        Bench::Ledger(args) => ledger(&args),
+    }
+}
+
+fn hsm(args: &HsmBenchArgs) -> anyhow::Result<Outcome> {
+    if args.sessions == 0 || !(args.seconds > 0.0 && args.seconds <= 600.0) {
+        bail!("--sessions must be at least 1 and --seconds between 0 and 600");
+    }
+    let temp = match (&args.data_dir, args.hsm.is_explicit()) {
+        (None, false) => Some(TempDir::create()?),
+        _ => None,
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| temp.as_ref().map(|t| t.0.clone()));
+    let mut config = args.hsm.config(data_dir.as_deref())?;
+    config.pool_size = config.pool_size.max(args.sessions);
+    let hsm = Hsm::open(&config).context("opening the HSM")?;
+    let work_dir = match &data_dir {
+        Some(d) => d.join("bench"),
+        None => std::env::temp_dir(),
+    };
+    let bench_config = BenchConfig {
+        sessions: args.sessions,
+        phase: Duration::from_secs_f64(args.seconds),
+    };
+    let spinner = (!args.json).then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.enable_steady_tick(Duration::from_millis(120));
+        s
+    });
+    let report = bench::run(&hsm, &work_dir, &bench_config, &mut |phase| {
+        if let Some(s) = &spinner {
+            s.set_message(phase.to_owned());
+        }
+    })?;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    drop(temp);
+    Ok(Outcome::Success)
+}
+
+fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
+    use custody_ledger::bench as lb;
+    if !(args.scale > 0.0 && args.scale <= 100.0) {
+        bail!("--scale must be above 0 and at most 100");
+    }
+    let temp = match &args.dir {
+        None => Some(TempDir::create()?),
+        Some(_) => None,
+    };
+    let dir = args
+        .dir
+        .clone()
+        .or_else(|| temp.as_ref().map(|t| t.0.clone()))
+        .context("no scratch directory")?;
+    let mut config = lb::BenchConfig::new(dir.join("ledger-bench"));
+    for level in &mut config.levels {
+        level.1 = ((level.1 as f64 * args.scale) as u64).max(level.0 as u64);
+    }
+    config.large_entries = args.entries;
+    if let Some(n) = args.overlay_limit {
+        if n == 0 {
+            bail!("--overlay-limit must be at least 1");
+        }
+        config.overlay_limit = n;
+    }
+    let spinner = (!args.json).then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.enable_steady_tick(Duration::from_millis(120));
+        s
+    });
+    let report = lb::run(&config, &|phase: &str| {
+        if let Some(s) = &spinner {
+            s.set_message(phase.to_owned());
+        }
+    })?;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let mut lags = report.checkpoint_latency_ms.clone();
+    lags.sort_by(f64::total_cmp);
+    let lag_max = lags.last().copied().unwrap_or(0.0);
+    let lag_median = lags.get(lags.len() / 2).copied().unwrap_or(0.0);
+    if args.json {
+        let levels: Vec<_> = report
+            .levels
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "appenders": l.concurrency,
+                    "appends": l.appends,
+                    "per_second": l.per_second,
+                    "p50_ms": l.p50_ms,
+                    "p99_ms": l.p99_ms,
+                    "max_ms": l.max_ms,
+                })
+            })
+            .collect();
+        let large = report.large.as_ref().map(|g| {
+            serde_json::json!({
+                "entries": g.entries,
+                "fill_per_second": g.fill_per_second,
+                "index_catch_up_seconds": g.index_catch_up_seconds,
+                "inclusion_proofs_per_second": g.inclusion_proofs_per_second,
+                "consistency_proofs_per_second": g.consistency_proofs_per_second,
+                "reopen_seconds": g.reopen_seconds,
+                "verify_seconds": g.verify_seconds,
+                "segment_bytes": g.segment_bytes,
+            })
+        });
+        let v = serde_json::json!({
+            "fdatasync_per_second": report.fdatasync_per_second,
+            "record_bytes": report.record_bytes,
+            "appends": levels,
+            "checkpoint_lag_ms": { "median": lag_median, "max": lag_max, "samples": report.checkpoint_latency_ms },
+            "large": large,
+            "overlay_limit": config.overlay_limit,
+            "peak_rss_bytes": report.peak_rss_bytes,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("custody ledger on {}", dir.display());
+        println!(
+            "raw 300-byte append + fdatasync: {:.0}/s",
+            report.fdatasync_per_second
+        );
+        println!(
+            "entry record: {} bytes (Certified-like, 2 unique keys, 1 quota)",
+            report.record_bytes
+        );
+        for l in &report.levels {
+            println!(
+                "{:>4} appenders: {:>8.0} durable appends/s  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} appends)",
+                l.concurrency, l.per_second, l.p50_ms, l.p99_ms, l.max_ms, l.appends
+            );
+        }
+        println!("signed checkpoint covers a new entry after: median {lag_median:.0} ms, max {lag_max:.0} ms");
+        if let Some(g) = &report.large {
+            println!(
+                "at {} entries ({} MB of segments):",
+                g.entries,
+                g.segment_bytes >> 20
+            );
+            println!(
+                "  sustained fill (256 appenders, index keeping up): {:.0} appends/s",
+                g.fill_per_second
+            );
+            println!(
+                "  index caught up {:.1} s after the fill; then:",
+                g.index_catch_up_seconds
+            );
+            println!("  inclusion proofs: {:.0}/s", g.inclusion_proofs_per_second);
+            println!(
+                "  consistency proofs: {:.0}/s",
+                g.consistency_proofs_per_second
+            );
+            println!(
+                "  reopen (recovery + self-check): {:.2} s",
+                g.reopen_seconds
+            );
+            println!("  full offline verify: {:.2} s", g.verify_seconds);
+        }
+        if let Some(b) = report.peak_rss_bytes {
+            println!(
+                "peak resident memory: {} MB (overlay limit {} entries)",
+                b >> 20,
+                config.overlay_limit
+            );
+        }
+    }
+    drop(temp);
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,342 @@
+//! `trustline demo`: the whole factory line on this machine, end to end.
+//!
+//! In a fresh directory: an embedded SoftHSM2 token, the CA (`ca init`), the
+//! service PKI (service CA key in the token; server, admin and station
+//! certificates), then `serve all` on loopback behind TLS 1.3 with client
+//! certificates. The OEM signs and opens an order for N devices; S stations
+//! provision N genuine devices plus one past the quota, a few key clones,
+//! impostors and counterfeits (station 1 makes its keys in the HSM, the
+//! others on the device); the ledger publishes a checkpoint; the services
+//! stop; the ledger files are verified offline and every chain with
+//! `openssl verify`. `--json` prints exactly `{provisioned,
+//! duplicates_rejected, counterfeits_rejected, quota_rejected,
+//! ledger_entries, checkpoint, ledger_verified, devices_per_second}`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{ensure, Context};
+use ca_service::keys::KeyLabels;
+use clap::Args;
+use hsm_sim::rot::Fleet;
+use serde::Serialize;
+use transport::{ClientTls, Limits, RateLimit};
+use trustline_proto::v1;
+use trustline_proto::v1::custody_ledger_client::CustodyLedgerClient;
+use trustline_proto::v1::provisioning_client::ProvisioningClient;
+
+use super::hsm_args::HsmArgs;
+use super::Outcome;
+use site::serve;
+use site::setup;
+use site::Config;
+use station::run::{self, Job, Mode, Report, RunConfig};
+use station::sim::SimLink;
+
+/// The demo's factory site.
+const SITE: &str = "site-1";
+/// The demo's order.
+const ORDER: &str = "PO-DEMO-1";
+
+/// `trustline demo` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Genuine devices ordered and built.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub(crate) devices: usize,
+    /// Stations on the line, each with its own certificate and channel.
+    #[arg(long, value_name = "S", default_value_t = 4)]
+    pub(crate) stations: usize,
+    /// Where every artifact goes (token, CA, PKI, ledger, device chains and
+    /// vouchers); must not exist yet or be empty.
+    #[arg(long, value_name = "DIR", default_value = "demo-out")]
+    pub(crate) dir: PathBuf,
+    /// Print exactly the summary JSON object.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    provisioned: usize,
+    duplicates_rejected: usize,
+    counterfeits_rejected: usize,
+    quota_rejected: usize,
+    ledger_entries: u64,
+    checkpoint: String,
+    ledger_verified: bool,
+    devices_per_second: f64,
+}
+
+/// Runs the demo.
+///
+/// # Errors
+/// When `--dir` is not empty, or any set-up, service or I/O step fails.
+pub(crate) fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
+    ensure!(
+        args.devices > 0 && args.stations > 0,
+        "--devices and --stations must be at least 1"
+    );
+    super::fresh_dir(&args.dir)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(demo(&args))
+}
+
+fn say(args: &DemoArgs, line: &str) {
+    if !args.json {
+        println!("{line}");
+    }
+}
+
+/// Limits for a line on one machine: the default per-station rate (200
+/// calls/s) would make the demo measure the throttle.
+fn demo_limits() -> Limits {
+    Limits {
+        rate: RateLimit {
+            per_second: 50_000.0,
+            burst: 50_000,
+        },
+        max_concurrent_per_caller: 128,
+        max_streams_per_connection: 256,
+        ..Limits::default()
+    }
+}
+
+async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
+    transport::install_crypto_provider();
+    let dir = args.dir.as_path();
+    let hsm = HsmArgs::open_embedded(dir, 4)?;
+    setup::init_ca(&hsm, dir, SITE)?;
+    let stations: Vec<(String, String)> = (1..=args.stations)
+        .map(|i| (SITE.to_owned(), format!("st-{i:02}")))
+        .collect();
+    setup::init_pki(&hsm, dir, &stations)?;
+    say(
+        args,
+        &format!("token, CA and service PKI ready in {}", dir.display()),
+    );
+
+    // Silicon: N genuine dies plus one past the quota, and the adversaries.
+    let clones = 3.min(args.devices);
+    let fleet = Fleet::builder()
+        .seed(rand::random())
+        .genuine(args.devices + 1)
+        .key_clones(clones)
+        .impostors(2)
+        .self_signed(2)
+        .unknown_vendor(2)
+        .build()
+        .context("building the simulated fleet")?;
+    site::config::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots())?;
+    let vendors: Vec<String> = fleet.vendor_roots().into_iter().map(|(n, _)| n).collect();
+    let firmware = fleet.firmware_sha256();
+
+    // The services, behind mTLS on loopback.
+    let mut config = Config::load(dir)?;
+    config.transport = demo_limits();
+    let listener = serve::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = {
+        let (dir, config, hsm) = (dir.to_path_buf(), config.clone(), hsm.clone());
+        tokio::spawn(async move {
+            serve::serve_all(&dir, &config, hsm, listener, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    say(
+        args,
+        &format!("serve all listening on {addr} (TLS 1.3, client certificates required)"),
+    );
+    let connect = |name: String| {
+        let addr = addr.clone();
+        async move {
+            let tls = ClientTls::from_files(&setup::credentials(dir, &name))?;
+            anyhow::Ok(tls.connect(&addr).await?)
+        }
+    };
+
+    // The OEM signs the order in the HSM and opens it.
+    let now = backends::now_ms();
+    let order = v1::ProductionOrder {
+        order_id: ORDER.into(),
+        sku: "TL-SENSOR-1".into(),
+        site: SITE.into(),
+        quantity: args.devices as u64,
+        serial_scheme: Some(v1::SerialScheme {
+            prefix: "TLS".into(),
+            first: 1,
+            last: 99_999_999,
+            digits: 8,
+        }),
+        not_before_ms: now - 60_000,
+        not_after_ms: now + 7 * 86_400_000,
+        allowed_ic_vendors: vendors,
+        allowed_firmware_sha256: firmware.to_vec(),
+    };
+    let signer = hsm
+        .signer(&KeyLabels::default().order)
+        .context("the OEM order key")?;
+    let signed = trustline_proto::statement::sign(&signer, &order)?;
+    let admin = connect(setup::ADMIN.to_owned()).await?;
+    ProvisioningClient::new(admin.clone())
+        .open_order(v1::OpenOrderRequest {
+            signed_order: Some(signed),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("opening the order: {}", s.message()))?;
+    say(
+        args,
+        &format!(
+            "order {ORDER} opened: {} x TL-SENSOR-1 at {SITE}",
+            args.devices
+        ),
+    );
+
+    // S stations, devices dealt in turn; each its own serial range.
+    let mut decks: Vec<Vec<Job<SimLink>>> = (0..args.stations).map(|_| Vec::new()).collect();
+    for (i, device) in fleet.into_devices().into_iter().enumerate() {
+        decks[i % args.stations].push(Job {
+            link: SimLink::new(device.rot),
+            serial: None,
+        });
+    }
+    let out = dir.join("devices");
+    let span = (args.devices as u64 + 100) / args.stations as u64 + 1;
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    for (i, jobs) in decks.into_iter().enumerate() {
+        let channel = connect(setup::station_name(SITE, &stations[i].1)).await?;
+        let config = RunConfig {
+            order_id: ORDER.into(),
+            mode: if i == 1 { Mode::Hsm } else { Mode::OnDevice },
+            concurrency: 16,
+            out_dir: Some(out.clone()),
+            first_owner: None,
+            first_serial: Some(1 + i as u64 * span),
+            progress: !args.json && i == 0,
+            retries: 1,
+        };
+        runs.push(tokio::spawn(run::run(channel, config, jobs)));
+    }
+    let mut reports: Vec<Report> = Vec::new();
+    for r in runs {
+        reports.push(r.await.context("a station task")??.0);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+
+    // Sign a checkpoint over everything, then stop (the ledger closes).
+    let checkpoint = CustodyLedgerClient::new(admin)
+        .publish_checkpoint(v1::PublishCheckpointRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("publishing a checkpoint: {}", s.message()))?
+        .into_inner();
+    let _ = stop_tx.send(());
+    server.await.context("the server task")??;
+
+    // Offline checks: the ledger files, every chain.
+    let storage = custody_ledger::storage::FileStorage::open(&dir.join(setup::LEDGER_DIR))?;
+    let verified = custody_ledger::verify::verify_dir(&storage, &Default::default(), &mut |_| {})?;
+    let chains: Vec<Vec<Vec<u8>>> = reports
+        .iter()
+        .flat_map(|r| r.outcomes.iter())
+        .filter_map(|o| match o {
+            run::Outcome::Provisioned(p) => Some(p.chain.clone()),
+            _ => None,
+        })
+        .collect();
+    let root = dir.join(setup::CA_DIR).join(ca_service::ca::ROOT_CERT_FILE);
+    let openssl_ok = openssl_verify_all(&root, &out, &reports);
+
+    let count = |pred: &dyn Fn(&str) -> bool| -> usize {
+        reports
+            .iter()
+            .flat_map(|r| r.outcomes.iter())
+            .filter_map(run::Outcome::refusal)
+            .filter(|r| pred(r))
+            .count()
+    };
+    let failures: usize = reports.iter().map(|r| r.failures().len()).sum();
+    let summary = Summary {
+        provisioned: chains.len(),
+        duplicates_rejected: count(&|r| r.starts_with("duplicate") || r == "already-claimed"),
+        counterfeits_rejected: count(&|r| r == "counterfeit"),
+        quota_rejected: count(&|r| r == "quota"),
+        ledger_entries: verified.report.entries,
+        checkpoint: checkpoint.note.clone(),
+        ledger_verified: verified.report.is_ok(),
+        devices_per_second: chains.len() as f64 / elapsed.max(1e-9),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!();
+        println!(
+            "provisioned            {:>6}  ({:.0} devices/s over {} stations)",
+            summary.provisioned, summary.devices_per_second, args.stations
+        );
+        println!(
+            "duplicates rejected    {:>6}  (key clones of claimed dies)",
+            summary.duplicates_rejected
+        );
+        println!(
+            "counterfeits rejected  {:>6}  (impostors, self-signed, unknown vendor)",
+            summary.counterfeits_rejected
+        );
+        println!(
+            "quota rejected         {:>6}  (devices past the order's quantity)",
+            summary.quota_rejected
+        );
+        println!("failures               {failures:>6}");
+        println!(
+            "ledger entries         {:>6}  verified offline: {}",
+            summary.ledger_entries,
+            if summary.ledger_verified { "yes" } else { "NO" }
+        );
+        match openssl_ok {
+            Some((ok, n)) => println!("openssl verify         {ok:>6} of {n} chains OK"),
+            None => println!("openssl verify         skipped (openssl not installed)"),
+        }
+        println!("checkpoint:\n{}", summary.checkpoint.trim_end());
+        println!("artifacts in {}", dir.display());
+    }
+    let chains_ok = openssl_ok.is_none_or(|(ok, n)| ok == n);
+    Ok(if failures == 0 && summary.ledger_verified && chains_ok {
+        Outcome::Success
+    } else {
+        Outcome::Findings
+    })
+}
+
+/// `openssl verify` on every written chain; `None` without openssl.
+fn openssl_verify_all(root: &Path, out: &Path, reports: &[Report]) -> Option<(usize, usize)> {
+    let serials: Vec<&str> = reports
+        .iter()
+        .flat_map(|r| r.outcomes.iter())
+        .filter_map(|o| match o {
+            run::Outcome::Provisioned(p) => Some(p.serial.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut ok = 0;
+    for serial in &serials {
+        let chain = out.join(format!("{serial}.pem"));
+        let result = Command::new("openssl")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(root)
+            .arg("-untrusted")
+            .arg(&chain)
+            .arg(&chain)
+            .output();
+        match result {
+            Ok(o) if o.status.success() => ok += 1,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    Some((ok, serials.len()))
+}

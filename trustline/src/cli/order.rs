@@ -1,0 +1,192 @@
+//! `trustline order …`: the OEM's production orders (2.4.14.22).
+//!
+//! `order create` signs a `ProductionOrder` with the OEM order key in the
+//! HSM and writes the signed statement to a file; `order open` sends it to
+//! the provisioner as an admin (`OpenOrder`); `order status` shows an
+//! order's progress.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use ca_service::keys::KeyLabels;
+use ca_service::Hsm;
+use clap::{Args, Subcommand};
+use prost::Message;
+use trustline_proto::v1;
+use trustline_proto::v1::provisioning_client::ProvisioningClient;
+
+use super::hsm_args::HsmArgs;
+use super::station::ClientArgs;
+use super::Outcome;
+use site::setup;
+
+/// `trustline order` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum OrderCommand {
+    /// Signs a production order with the OEM order key (HSM).
+    Create(CreateArgs),
+    /// Opens a signed order on the provisioner (as admin).
+    Open(OpenArgs),
+    /// Shows an order and how many devices it has certified.
+    Status(StatusArgs),
+}
+
+/// `trustline order create` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// The data directory whose embedded token holds the order key.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// The order id.
+    #[arg(long)]
+    pub(crate) id: String,
+    /// The product.
+    #[arg(long)]
+    pub(crate) sku: String,
+    /// The one site that may build it.
+    #[arg(long)]
+    pub(crate) site: String,
+    /// The most devices it may certify.
+    #[arg(long)]
+    pub(crate) quantity: u64,
+    /// Serial prefix.
+    #[arg(long, default_value = "SN")]
+    pub(crate) serial_prefix: String,
+    /// First serial number.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) first: u64,
+    /// Last serial number [default: first + quantity - 1].
+    #[arg(long)]
+    pub(crate) last: Option<u64>,
+    /// Zero-padded digits.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) digits: u32,
+    /// Days from now the order stays valid.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) valid_days: u32,
+    /// An allowed IC vendor (repeat for several).
+    #[arg(long = "vendor", value_name = "NAME", required = true)]
+    pub(crate) vendors: Vec<String>,
+    /// SHA-256 (hex) of the only firmware image allowed.
+    #[arg(long, value_name = "HEX")]
+    pub(crate) firmware_sha256: String,
+    /// Where to write the signed order.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: PathBuf,
+    /// The HSM.
+    #[command(flatten)]
+    pub(crate) hsm: HsmArgs,
+}
+
+/// `trustline order open` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct OpenArgs {
+    /// The signed order written by `order create`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) file: PathBuf,
+    /// The provisioner and the admin's credentials.
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+}
+
+/// `trustline order status` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The order id.
+    #[arg(long)]
+    pub(crate) id: String,
+    /// The provisioner and the caller's credentials.
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+}
+
+/// Runs an `order` subcommand.
+///
+/// # Errors
+/// HSM, I/O and RPC errors, with context.
+pub(crate) fn run(command: OrderCommand) -> anyhow::Result<Outcome> {
+    match command {
+        OrderCommand::Create(args) => create(&args),
+        OrderCommand::Open(args) => runtime()?.block_on(open(args)),
+        OrderCommand::Status(args) => runtime()?.block_on(status(args)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the runtime")
+}
+
+fn create(args: &CreateArgs) -> anyhow::Result<Outcome> {
+    let firmware = hex::decode(&args.firmware_sha256).context("--firmware-sha256 is not hex")?;
+    if firmware.len() != 32 {
+        bail!("--firmware-sha256 must be 32 bytes");
+    }
+    let now = backends::now_ms();
+    let order = v1::ProductionOrder {
+        order_id: args.id.clone(),
+        sku: args.sku.clone(),
+        site: args.site.clone(),
+        quantity: args.quantity,
+        serial_scheme: Some(v1::SerialScheme {
+            prefix: args.serial_prefix.clone(),
+            first: args.first,
+            last: args
+                .last
+                .unwrap_or_else(|| args.first.saturating_add(args.quantity.saturating_sub(1))),
+            digits: args.digits,
+        }),
+        not_before_ms: now - 60_000,
+        not_after_ms: now + i64::from(args.valid_days) * 86_400_000,
+        allowed_ic_vendors: args.vendors.clone(),
+        allowed_firmware_sha256: firmware,
+    };
+    let hsm = Hsm::open(&args.hsm.config(args.data_dir.as_deref())?).context("opening the HSM")?;
+    let signer = hsm
+        .signer(&KeyLabels::default().order)
+        .context("the OEM order key (run `trustline ca init` first)")?;
+    let signed = trustline_proto::statement::sign(&signer, &order).context("signing the order")?;
+    std::fs::write(&args.out, signed.encode_to_vec())
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("signed order {} written to {}", args.id, args.out.display());
+    Ok(Outcome::Success)
+}
+
+async fn open(args: OpenArgs) -> anyhow::Result<Outcome> {
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let signed = v1::SignedStatement::decode(bytes.as_slice()).context("not a signed order")?;
+    let channel = args.client.connect(setup::ADMIN).await?;
+    let response = ProvisioningClient::new(channel)
+        .open_order(v1::OpenOrderRequest {
+            signed_order: Some(signed),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    println!(
+        "order {} opened (ledger entry {})",
+        response.order_id, response.ledger_seq
+    );
+    Ok(Outcome::Success)
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
+    let channel = args.client.connect(setup::ADMIN).await?;
+    let status = ProvisioningClient::new(channel)
+        .get_order(v1::GetOrderRequest { order_id: args.id })
+        .await
+        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    let order = status.order.unwrap_or_default();
+    println!(
+        "order {} sku {} site {}: {} of {} certified, {} remaining{}",
+        order.order_id,
+        order.sku,
+        order.site,
+        status.certified,
+        order.quantity,
+        status.remaining,
+        if status.closed { " (closed)" } else { "" }
+    );
+    Ok(Outcome::Success)
+}
