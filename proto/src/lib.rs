@@ -3,16 +3,19 @@
 //! Everything that crosses a process boundary is defined here: the gRPC
 //! services and messages of package `trustline.v1` (generated from
 //! `proto/trustline/v1/*.proto`), the signed-statement format that devices,
-//! owners and the OEM use ([`statement`]), how a root of trust is named
+//! owners and the OEM use ([`statement`]), strict ECDSA P-256 (canonical
+//! keys, low-S only: [`ecdsa`]), how a root of trust is named
 //! ([`identity`]), the ownership voucher format ([`voucher`]), and the
-//! [`signer::Signer`] trait that puts every signing key
-//! — HSM-backed in production, software in tests — behind one interface.
+//! [`signer::Signer`] and [`signer::Ed25519Signer`] traits that put every
+//! signing key — HSM-backed in production, software in tests — behind one
+//! interface.
 //!
 //! Generated prost types are a wire boundary: services convert them into
 //! domain types at the edge.
 
 #![forbid(unsafe_code)]
 
+pub mod ecdsa;
 pub mod identity;
 pub mod signer;
 pub mod statement;

@@ -820,16 +820,9 @@ fn parse_cose(
 }
 
 fn cose_signature_ok(cose: &CoseSign1, spki: &[u8]) -> bool {
-    let Ok(key) = parse_p256_spki(spki) else {
-        return false;
-    };
-    let point = p256::EncodedPoint::from(key);
+    // Strict: a high-S twin would be other COSE bytes for the same entry.
     cose.verify_signature(b"", |sig, tbs| {
-        ring::signature::UnparsedPublicKey::new(
-            &ring::signature::ECDSA_P256_SHA256_FIXED,
-            point.as_bytes(),
-        )
-        .verify(tbs, sig)
+        crate::ecdsa::verify_strict(spki, tbs, sig, crate::ecdsa::SignatureEncoding::Raw)
     })
     .is_ok()
 }
