@@ -145,10 +145,7 @@ fn a_non_p256_or_malformed_key_is_refused() {
         .find("06082a8648ce3d030107")
         .expect("curve oid")
         / 2;
-    p384.splice(
-        at..at + 10,
-        hex::decode("06052b81040022").expect("hex").into_iter(),
-    );
+    p384.splice(at..at + 10, hex::decode("06052b81040022").expect("hex"));
     p384[1] -= 3;
     p384[3] -= 3;
     // An Ed25519 key (RFC 8410 example).
