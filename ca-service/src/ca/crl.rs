@@ -80,5 +80,4 @@ impl Ca {
             .map_err(|e| rcgen_failure("the CRL", e))?;
         Ok(crl.der().to_vec())
     }
-
 }

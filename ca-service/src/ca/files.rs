@@ -68,7 +68,10 @@ pub(crate) fn write_pem(path: &Path, tag: &str, der: &[u8]) -> Result<(), Error>
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
     }
-    write_atomically(path, pem::encode(&pem::Pem::new(tag, der.to_vec())).as_bytes())
+    write_atomically(
+        path,
+        pem::encode(&pem::Pem::new(tag, der.to_vec())).as_bytes(),
+    )
 }
 
 /// Reads one PEM block tagged `tag` from `path`.

@@ -82,7 +82,9 @@ impl std::fmt::Debug for Ca {
 }
 
 /// The subject key identifier of a CA certificate.
-pub(crate) fn subject_key_id(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<Vec<u8>> {
+pub(crate) fn subject_key_id(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+) -> Option<Vec<u8>> {
     cert.iter_extensions()
         .find_map(|ext| match ext.parsed_extension() {
             ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),

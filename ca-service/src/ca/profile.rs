@@ -105,7 +105,11 @@ pub(super) fn root_dn(organization: &str) -> DistinguishedName {
 }
 
 /// A site intermediate's subject for `generation`.
-pub(super) fn intermediate_dn(organization: &str, site: &str, generation: u32) -> DistinguishedName {
+pub(super) fn intermediate_dn(
+    organization: &str,
+    site: &str,
+    generation: u32,
+) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, organization);
     dn.push(DnType::OrganizationalUnitName, site);
@@ -144,8 +148,8 @@ pub(super) fn device_params(
     );
     let uri = rcgen::string::Ia5String::try_from(format!("{ROT_URI_PREFIX}{}", request.rot_id()))
         .map_err(|e| Error::InvalidRotId {
-            rot_id: e.to_string(),
-        })?;
+        rot_id: e.to_string(),
+    })?;
     let mut params = CertificateParams::default();
     params.distinguished_name = dn;
     params.not_before = now();

@@ -82,8 +82,8 @@ fn refused(reason: impl Into<String>) -> Error {
 }
 
 fn parse_cert<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>, Error> {
-    let (rest, cert) =
-        X509Certificate::from_der(der).map_err(|e| refused(format!("{what} does not parse: {e}")))?;
+    let (rest, cert) = X509Certificate::from_der(der)
+        .map_err(|e| refused(format!("{what} does not parse: {e}")))?;
     if !rest.is_empty() {
         return Err(refused(format!("{what} has {} trailing bytes", rest.len())));
     }
@@ -281,9 +281,10 @@ pub fn sign_intermediate_request(
     take_signer_failure();
     check_root_key(root, root_cert_der)?;
     let key = verify_csr(csr_der)?;
-    let (_, csr) = X509CertificationRequest::from_der(csr_der).map_err(|e| Error::CsrMalformed {
-        reason: e.to_string(),
-    })?;
+    let (_, csr) =
+        X509CertificationRequest::from_der(csr_der).map_err(|e| Error::CsrMalformed {
+            reason: e.to_string(),
+        })?;
     let subject = &csr.certification_request_info.subject;
     let root_cert = parse_cert(root_cert_der, "the root certificate")?;
     let root_org = first(root_cert.subject().iter_organization())
@@ -309,10 +310,7 @@ pub fn sign_intermediate_request(
     let issuer = Issuer::from_ca_cert_der(&root_cert_der.into(), root)
         .map_err(|e| rcgen_failure("the root issuer", e))?;
     let cert = ca_params(dn, 0, true)
-        .signed_by(
-            &SubjectPoint(crate::hsm::uncompressed_point(&key)),
-            &issuer,
-        )
+        .signed_by(&SubjectPoint(crate::hsm::uncompressed_point(&key)), &issuer)
         .map_err(|e| rcgen_failure("the new site intermediate certificate", e))?;
     tracing::info!(site, cn, "site intermediate request signed by the root");
     Ok(cert.der().to_vec())

@@ -87,15 +87,12 @@ fn read_public(
             found: curve_name(&params),
         }));
     }
-    point
-        .as_deref()
-        .and_then(ed25519_point)
-        .ok_or_else(|| {
-            Fault::Ca(Error::KeyNotEd25519 {
-                label: name.to_owned(),
-                found: "a CKA_EC_POINT that is not 32 bytes".to_owned(),
-            })
+    point.as_deref().and_then(ed25519_point).ok_or_else(|| {
+        Fault::Ca(Error::KeyNotEd25519 {
+            label: name.to_owned(),
+            found: "a CKA_EC_POINT that is not 32 bytes".to_owned(),
         })
+    })
 }
 
 /// An Ed25519 private key in the HSM (the witness key), usable as a
@@ -151,8 +148,10 @@ impl HsmEd25519Signer {
     pub fn try_sign(&self, message: &[u8]) -> Result<[u8; ED25519_SIGNATURE_LEN], Error> {
         let token = self.hsm.token_label();
         let mechanism = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
-        let raw = self.hsm.pool().run(|s| {
-            match s.sign(&mechanism, self.handle(), message) {
+        let raw = self
+            .hsm
+            .pool()
+            .run(|s| match s.sign(&mechanism, self.handle(), message) {
                 Ok(sig) => Ok(sig),
                 Err(e)
                     if matches!(
@@ -168,8 +167,7 @@ impl HsmEd25519Signer {
                     s.sign(&mechanism, fresh, message).p11("C_Sign")
                 }
                 Err(e) => Err(Fault::P11("C_Sign", e)),
-            }
-        })?;
+            })?;
         raw.as_slice().try_into().map_err(|_| Error::Pkcs11 {
             operation: "C_Sign",
             reason: format!(

@@ -30,8 +30,8 @@ use cryptoki::mechanism::MechanismType;
 use cryptoki::slot::Slot;
 
 pub(crate) use ec::uncompressed as uncompressed_point;
-pub(crate) use key::take_signer_failure;
 pub use ed25519::HsmEd25519Signer;
+pub(crate) use key::take_signer_failure;
 pub use key::{HsmSigner, KeyObject, KeyProtection};
 pub use module::{resolve_module, MODULE_ENV, SOFTHSM_MODULE_PATHS};
 pub use pin::{PinSource, DEFAULT_PIN_ENV};

@@ -289,14 +289,20 @@ mod tests {
             handles: Vec::new(),
         };
         let point = uncompressed(&transport.public_key());
-        if let Err(e) = wrap_in_session(&mut made, &point, KeyDeliveryKdf::EcdhXCoordinate) { panic!("wrap: {e:?}"); }
+        if let Err(e) = wrap_in_session(&mut made, &point, KeyDeliveryKdf::EcdhXCoordinate) {
+            panic!("wrap: {e:?}");
+        }
         let s = lease.session();
         let [device_public, device_private, ephemeral_public, ephemeral_private, kek] =
             made.handles[..]
         else {
             panic!("expected five objects, got {}", made.handles.len());
         };
-        let read = |h, wanted| read_table(s, h, wanted).map_err(|_| "read").expect("attributes");
+        let read = |h, wanted| {
+            read_table(s, h, wanted)
+                .map_err(|_| "read")
+                .expect("attributes")
+        };
         let inert_public = table(&[
             ("CKA_TOKEN", false),
             ("CKA_PRIVATE", true),
