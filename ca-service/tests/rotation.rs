@@ -2,16 +2,18 @@
 //! issued before and after a rotation each verify with their own chain and
 //! not with the other's; with the root on the same token in one call, and
 //! with the root at the hub through a request the hub signs and the site
-//! installs (issue 13; 2.4.8.18, 2.4.14.19).
+//! installs; and each generation revokes its own devices (issue 13;
+//! 2.4.8.18, 2.4.14.19, 2.4.14.24).
 
 mod common;
 
 use std::path::Path;
 
-use ca_service::ca::{self, INTERMEDIATE_CERT_FILE, ROOT_CERT_FILE};
+use ca_service::ca::{self, CrlRequest, RevokedSerial, INTERMEDIATE_CERT_FILE, ROOT_CERT_FILE};
 use ca_service::keys::KeyLabels;
 use ca_service::{Ca, Error};
 use common::{fixture, hsm, openssl, pem, pop_request, rot_id};
+use time::OffsetDateTime;
 use trustline_proto::signer::SoftwareSigner;
 
 /// Whether `openssl verify -CAfile root -untrusted intermediate leaf`
@@ -37,6 +39,33 @@ fn openssl_accepts(root: &[u8], intermediate: &[u8], leaf: &[u8]) -> (bool, Stri
         ],
     );
     (ok && text.contains("leaf.pem: OK"), text)
+}
+
+/// `openssl verify -crl_check` of `leaf` with `crl`.
+fn crl_check(root: &[u8], intermediate: &[u8], crl: &[u8], leaf: &[u8]) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, tag, der) in [
+        ("root.pem", "CERTIFICATE", root),
+        ("intermediate.pem", "CERTIFICATE", intermediate),
+        ("crl.pem", "X509 CRL", crl),
+        ("leaf.pem", "CERTIFICATE", leaf),
+    ] {
+        std::fs::write(dir.path().join(name), pem(tag, der)).expect("write");
+    }
+    openssl(
+        dir.path(),
+        &[
+            "verify",
+            "-crl_check",
+            "-CRLfile",
+            "crl.pem",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "intermediate.pem",
+            "leaf.pem",
+        ],
+    )
 }
 
 fn issue(ca: &Ca, serial: &str) -> Vec<u8> {
@@ -101,6 +130,34 @@ fn devices_issued_before_and_after_a_rotation_verify_with_their_own_chain() {
     assert_eq!(history[0].certificate_der, old);
     // The old key stays for CRLs of the devices it issued.
     assert!(f.hsm.key_exists(&labels.intermediate).expect("exists"));
+    let (_, before_cert) = x509_parser::parse_x509_certificate(&before).expect("parse");
+    let now = OffsetDateTime::now_utc();
+    let request = |serials: Vec<Vec<u8>>| CrlRequest {
+        revoked: serials
+            .into_iter()
+            .map(|serial| RevokedSerial {
+                serial,
+                revoked_at: now,
+            })
+            .collect(),
+        crl_number: 1,
+        this_update: now,
+        next_update: now + time::Duration::days(1),
+    };
+    let old_crl = reopened
+        .sign_crl_for_generation(1, &request(vec![before_cert.raw_serial().to_vec()]))
+        .expect("generation 1 CRL");
+    let new_crl = reopened
+        .sign_crl_for_generation(2, &request(Vec::new()))
+        .expect("generation 2 CRL");
+    let (ok, text) = crl_check(&root, &old, &old_crl, &before);
+    assert!(!ok && text.contains("revoked"), "{text}");
+    let (ok, text) = crl_check(&root, &new, &new_crl, &after);
+    assert!(ok, "{text}");
+    assert!(matches!(
+        reopened.sign_crl_for_generation(9, &request(Vec::new())),
+        Err(Error::NotInitialized { .. })
+    ));
 
     let third = ca::rotate_intermediate(&f.hsm, &f.ca_dir(), &labels).expect("rotate again");
     assert_eq!((third.generation, third.previous_generation), (3, 2));

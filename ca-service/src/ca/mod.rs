@@ -7,7 +7,7 @@
 //! - `init.rs`: [`init`], the CA's keys and certificates, made once;
 //! - `files.rs`: the CA directory and the archive of intermediate
 //!   generations ([`intermediates`]);
-//! - `crl.rs`: [`Ca::sign_crl`];
+//! - `crl.rs`: [`Ca::sign_crl`], [`Ca::sign_crl_for_generation`];
 //! - `rotation.rs`: a new site intermediate under the root — in one call
 //!   when the root is on the same token ([`rotate_intermediate`]), or as a
 //!   request on the site token ([`request_intermediate`]), signed where the
@@ -25,7 +25,7 @@ mod init;
 mod profile;
 mod rotation;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rcgen::Issuer;
 use x509_parser::extensions::ParsedExtension;
@@ -65,6 +65,8 @@ pub struct Ca {
     issuer: Issuer<'static, HsmSigner>,
     intermediate_key_id: Vec<u8>,
     generation: u32,
+    ca_dir: PathBuf,
+    labels: KeyLabels,
     organization: String,
     root_der: Vec<u8>,
     intermediate_der: Vec<u8>,
@@ -156,6 +158,8 @@ impl Ca {
             issuer,
             intermediate_key_id,
             generation,
+            ca_dir: ca_dir.to_path_buf(),
+            labels: labels.clone(),
             organization,
             root_der,
             intermediate_der,
