@@ -14,6 +14,11 @@
 //! signature it needs is visible directly (goal: ≥ 0.8). The benchmark makes
 //! its own throw-away CA keys on the token (label prefix `trustline-bench-`)
 //! and destroys them afterwards.
+//!
+//! [`verifiers`] compares P-256 verification in ring, aws-lc-rs and p256
+//! (issue 16.3); it needs no HSM.
+
+pub mod verifiers;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

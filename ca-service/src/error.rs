@@ -174,6 +174,31 @@ pub enum Error {
         /// The key's label.
         label: String,
     },
+    /// The key is not an Ed25519 key (another key type, or another Edwards
+    /// curve such as Ed448).
+    #[error("key {label:?} is not an Ed25519 key: the token holds {found}")]
+    KeyNotEd25519 {
+        /// The key's label.
+        label: String,
+        /// What the token holds instead (key type or curve).
+        found: String,
+    },
+    /// A token meant for one key (the ledger's checkpoint key) also holds
+    /// other private keys: a host holding its PIN could use them. Refused so
+    /// that a ledger host never logs into a CA token (issue 12.6).
+    #[error(
+        "token {token:?} holds other private keys besides {label:?} ({}); \
+         the ledger's checkpoint key needs a token of its own",
+        others.join(", ")
+    )]
+    TokenShared {
+        /// The token's label.
+        token: String,
+        /// The key that should be alone.
+        label: String,
+        /// Labels of the other private keys found.
+        others: Vec<String>,
+    },
     /// A PKCS#11 URI is malformed or names something this CA cannot use.
     #[error("invalid PKCS#11 URI: {reason}")]
     InvalidUri {
@@ -225,6 +250,15 @@ pub enum Error {
         role: &'static str,
         /// The key's label.
         label: String,
+    },
+    /// A site intermediate rotation step was refused: the certificate to
+    /// install is not a CA certificate signed by this CA's root, names
+    /// another organisation, or matches no pending request. Nothing was
+    /// changed.
+    #[error("intermediate rotation refused: {reason}")]
+    RotationRefused {
+        /// Why.
+        reason: String,
     },
     /// A file could not be read or written.
     #[error("{action} {path}: {source}")]
@@ -414,10 +448,13 @@ impl From<Error> for tonic::Status {
             | Error::KeyNotFound { .. }
             | Error::AmbiguousKey { .. }
             | Error::KeyNotP256 { .. }
+            | Error::KeyNotEd25519 { .. }
+            | Error::TokenShared { .. }
             | Error::InvalidUri { .. }
             | Error::UriTokenMismatch { .. }
             | Error::NotInitialized { .. }
-            | Error::CertificateKeyMismatch { .. } => Code::FailedPrecondition,
+            | Error::CertificateKeyMismatch { .. }
+            | Error::RotationRefused { .. } => Code::FailedPrecondition,
             Error::Pkcs11 { .. }
             | Error::Io { .. }
             | Error::Encoding { .. }

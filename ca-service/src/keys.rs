@@ -1,22 +1,33 @@
 //! The labels of Trustline's HSM keys (docs/operations.md) and the set that
 //! `ca init` creates.
 //!
-//! Every one of these is a `CKA_TOKEN`, `CKA_SENSITIVE`, non-extractable
-//! P-256 private key with its public key beside it under the same label and
-//! `CKA_ID` (invariant 3; 2.4.5.20, 2.4.9.4).
+//! Every one of these is a `CKA_TOKEN`, `CKA_SENSITIVE`, non-extractable,
+//! non-modifiable private key that can only sign, with its public key
+//! beside it under the same label and `CKA_ID` (invariant 3; 2.4.5.20,
+//! 2.4.9.4; attribute table in [`crate::hsm::usage`]).
+//!
+//! Tokens (issue 12.6, issue 13): the CA token holds the root (demo only),
+//! the site intermediates and — until the hub exists — the OEM order and
+//! voucher keys; the ledger's checkpoint key lives on a token of its own
+//! ([`crate::ledger_key`]); the witness key on the hub's token.
 
 /// The OEM root CA key (offline in production, in the HSM in the demo).
 pub const OEM_ROOT: &str = "trustline-oem-root";
-/// The site intermediate CA key that signs device certificates and CRLs.
+/// The site intermediate CA key that signs device certificates and CRLs
+/// (generation 1; later generations append `-g<n>`, see
+/// [`KeyLabels::intermediate_label`]).
 pub const SITE_INTERMEDIATE: &str = "trustline-site-intermediate";
 /// The OEM production-order signing key (2.4.14.22).
 pub const OEM_ORDER: &str = "trustline-oem-order";
 /// The OEM ownership-voucher signing key (2.4.14.7).
 pub const OEM_VOUCHER: &str = "trustline-oem-voucher";
-/// The custody ledger's checkpoint signing key.
+/// The custody ledger's checkpoint signing key, on the ledger's own token
+/// (never the CA's: [`crate::ledger_key`]).
 pub const LEDGER_CHECKPOINT: &str = "trustline-ledger-checkpoint";
 /// The service PKI's CA key (created by the transport layer, not `ca init`).
 pub const SERVICE_CA: &str = "trustline-service-ca";
+/// The hub's witness key (Ed25519, C2SP `cosignature/v1`; issue 13).
+pub const WITNESS: &str = "trustline-witness";
 
 /// The labels of the keys one CA uses. The defaults are the labels above;
 /// other sets (for example the benchmark's throw-away keys) use a prefix so
@@ -25,14 +36,13 @@ pub const SERVICE_CA: &str = "trustline-service-ca";
 pub struct KeyLabels {
     /// The OEM root CA key.
     pub root: String,
-    /// The site intermediate CA key.
+    /// The site intermediate CA key of generation 1 (the base of every
+    /// generation's label).
     pub intermediate: String,
     /// The OEM production-order key.
     pub order: String,
     /// The OEM voucher key.
     pub voucher: String,
-    /// The ledger checkpoint key.
-    pub checkpoint: String,
 }
 
 impl Default for KeyLabels {
@@ -42,7 +52,6 @@ impl Default for KeyLabels {
             intermediate: SITE_INTERMEDIATE.to_owned(),
             order: OEM_ORDER.to_owned(),
             voucher: OEM_VOUCHER.to_owned(),
-            checkpoint: LEDGER_CHECKPOINT.to_owned(),
         }
     }
 }
@@ -55,18 +64,39 @@ impl KeyLabels {
             intermediate: format!("{prefix}-intermediate"),
             order: format!("{prefix}-order"),
             voucher: format!("{prefix}-voucher"),
-            checkpoint: format!("{prefix}-checkpoint"),
         }
     }
 
-    /// Every label, in creation order.
-    pub fn all(&self) -> [&str; 5] {
-        [
-            &self.root,
-            &self.intermediate,
-            &self.order,
-            &self.voucher,
-            &self.checkpoint,
-        ]
+    /// Every label `ca init` creates, in creation order.
+    pub fn all(&self) -> [&str; 4] {
+        [&self.root, &self.intermediate, &self.order, &self.voucher]
+    }
+
+    /// The label of the site intermediate key of `generation` (1 is the one
+    /// `ca init` made; each rotation adds one): [`KeyLabels::intermediate`]
+    /// for 1, `<intermediate>-g<n>` after.
+    pub fn intermediate_label(&self, generation: u32) -> String {
+        if generation <= 1 {
+            self.intermediate.clone()
+        } else {
+            format!("{}-g{generation}", self.intermediate)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intermediate_generations_have_distinct_labels() {
+        let labels = KeyLabels::default();
+        assert_eq!(labels.intermediate_label(1), SITE_INTERMEDIATE);
+        assert_eq!(
+            labels.intermediate_label(2),
+            "trustline-site-intermediate-g2"
+        );
+        assert_ne!(labels.intermediate_label(2), labels.intermediate_label(3));
+        assert!(!labels.all().contains(&LEDGER_CHECKPOINT));
     }
 }

@@ -227,7 +227,10 @@ pub fn verify_csr(der: &[u8]) -> Result<p256::PublicKey, Error> {
             algorithm: oid_name(&csr.signature_algorithm.algorithm),
         });
     }
-    statement::verify_signature(
+    // A PKCS#10 self-signature from the device's own library: high-S is
+    // accepted as by every X.509 verifier (the CSR's bytes identify
+    // nothing; the key does, canonicalised).
+    trustline_proto::ecdsa::verify_x509(
         spki.raw,
         csr.certification_request_info.raw,
         &csr.signature_value.data,

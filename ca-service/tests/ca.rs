@@ -141,13 +141,13 @@ fn init_runs_once_and_refuses_an_initialised_token_or_directory() {
     let Error::AlreadyInitialized { existing } = &err else {
         panic!("unexpected {err:?}");
     };
-    assert_eq!(existing.len(), 7, "five keys and two files: {existing:?}");
+    assert_eq!(existing.len(), 6, "four keys and two files: {existing:?}");
     let elsewhere = tempfile::tempdir().expect("tempdir");
     assert!(matches!(
         ca::init(&f.hsm, &InitOptions::default(), elsewhere.path()),
         Err(Error::AlreadyInitialized { .. })
     ));
-    assert_eq!(f.hsm.private_keys().expect("list").len(), 5);
+    assert_eq!(f.hsm.private_keys().expect("list").len(), 4);
 }
 
 #[test]

@@ -145,7 +145,7 @@ fn a_lost_login_is_restored_without_an_error() {
 fn hsm_made_device_keys_unwrap_on_the_device_and_leave_nothing_behind() {
     let f = fixture("wrap", 2);
     let before = f.hsm.private_keys().expect("list");
-    assert_eq!(before.len(), 5, "{before:?}");
+    assert_eq!(before.len(), 4, "{before:?}");
     let mut certs = Vec::new();
     for i in 0..3 {
         let transport = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);

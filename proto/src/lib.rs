@@ -3,13 +3,14 @@
 //! Everything that crosses a process boundary is defined here: the gRPC
 //! services and messages of package `trustline.v1` (generated from
 //! `proto/trustline/v1/*.proto`), the signed-statement format that devices,
-//! owners and the OEM use ([`statement`]), how a root of trust is named
+//! owners and the OEM use ([`statement`]), strict ECDSA P-256 (canonical
+//! keys, low-S only: [`ecdsa`]), how a root of trust is named
 //! ([`identity`]), the ownership voucher format ([`voucher`]) and its FIDO
 //! Device Onboard 1.1 form ([`fdo`]), the framed station ↔ device protocol
 //! of `trustline.device.v1` ([`device`]), the refusal reasons services
-//! attach to statuses ([`refusal`]), and the
-//! [`signer::Signer`] trait that puts every signing key
-//! — HSM-backed in production, software in tests — behind one interface.
+//! attach to statuses ([`refusal`]), and the [`signer::Signer`] and
+//! [`signer::Ed25519Signer`] traits that put every signing key —
+//! HSM-backed in production, software in tests — behind one interface.
 //!
 //! Key design decision: generated prost types are a wire boundary —
 //! services convert them into domain types at the edge, and everything
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod device;
+pub mod ecdsa;
 pub mod fdo;
 pub mod identity;
 pub mod refusal;

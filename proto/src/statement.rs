@@ -7,12 +7,14 @@
 //! signed bytes and decoded only after the signature checks out ("parse,
 //! don't validate": [`verify`] returns the decoded message or an error).
 //!
-//! Verification uses `ring` (the same code rustls uses), about three times
-//! faster than pure-Rust P-256 verification; the factory line verifies
-//! several statements per device.
+//! Signatures are checked by [`crate::ecdsa::verify_strict`]: a high-S
+//! twin of a valid signature, or a DER encoding other than the canonical
+//! one, is a bad signature, so one statement has one accepted byte string
+//! per signing (issue 12, "ECDSA malleability"). Every Trustline signer
+//! emits low-S.
 
-use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
-
+pub use crate::ecdsa::{canonical_p256_spki, p256_spki, parse_p256_spki, MAX_SPKI_LEN};
+use crate::ecdsa::{verify_strict, SignatureEncoding};
 use crate::signer::Signer;
 use crate::v1;
 use crate::Error;
@@ -20,9 +22,7 @@ use crate::Error;
 /// Largest statement body accepted, in bytes.
 pub const MAX_BODY_LEN: usize = 16 * 1024;
 /// Largest DER ECDSA P-256 signature (two 33-byte integers and headers).
-pub const MAX_SIGNATURE_LEN: usize = 72;
-/// Largest SubjectPublicKeyInfo accepted, in bytes.
-pub const MAX_SPKI_LEN: usize = 512;
+pub const MAX_SIGNATURE_LEN: usize = crate::ecdsa::MAX_DER_SIGNATURE_LEN;
 
 /// A protobuf message that can be signed as a statement.
 pub trait Statement: prost::Message + Default {
@@ -118,30 +118,8 @@ pub fn decode_unverified<S: Statement>(signed: &v1::SignedStatement) -> Result<S
     })
 }
 
-/// Parses a SubjectPublicKeyInfo that must hold a P-256 key.
-///
-/// # Errors
-/// [`Error::NotP256`] for any other key, curve or malformed encoding.
-pub fn parse_p256_spki(spki_der: &[u8]) -> Result<p256::PublicKey, Error> {
-    if spki_der.len() > MAX_SPKI_LEN {
-        return Err(Error::NotP256(format!(
-            "public key of {} bytes is larger than {MAX_SPKI_LEN}",
-            spki_der.len()
-        )));
-    }
-    p256::PublicKey::from_public_key_der(spki_der)
-        .map_err(|e| Error::NotP256(format!("not a P-256 SubjectPublicKeyInfo: {e}")))
-}
-
-/// The SubjectPublicKeyInfo DER of a P-256 public key.
-pub fn p256_spki(key: &p256::PublicKey) -> Vec<u8> {
-    key.to_public_key_der()
-        .map(|d| d.as_bytes().to_vec())
-        // Encoding a valid point cannot fail.
-        .unwrap_or_default()
-}
-
-/// Verifies a DER ECDSA P-256 / SHA-256 signature over `message`.
+/// Verifies a DER ECDSA P-256 / SHA-256 signature over `message`, strictly
+/// (low-S, canonical DER: [`crate::ecdsa::verify_strict`]).
 ///
 /// # Errors
 /// [`Error::NotP256`] for a bad key, [`Error::BadSignature`] otherwise.
@@ -150,17 +128,7 @@ pub fn verify_signature(
     message: &[u8],
     signature_der: &[u8],
 ) -> Result<(), Error> {
-    let key = parse_p256_spki(spki_der)?;
-    if signature_der.len() > MAX_SIGNATURE_LEN {
-        return Err(Error::BadSignature("signature"));
-    }
-    let point = p256::EncodedPoint::from(key);
-    ring::signature::UnparsedPublicKey::new(
-        &ring::signature::ECDSA_P256_SHA256_ASN1,
-        point.as_bytes(),
-    )
-    .verify(message, signature_der)
-    .map_err(|_| Error::BadSignature("signature"))
+    verify_strict(spki_der, message, signature_der, SignatureEncoding::Der)
 }
 
 #[cfg(test)]
@@ -234,6 +202,25 @@ mod tests {
             verify::<v1::ClaimReceipt>(&huge, key.public_key_der()),
             Err(Error::BodyTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_high_s_twin_of_a_statement_signature_is_refused() {
+        let key = SoftwareSigner::generate();
+        let signed = sign(&key, &receipt()).expect("sign");
+        let sig = p256::ecdsa::Signature::from_der(&signed.signature).expect("der");
+        assert!(crate::ecdsa::is_low_s(&sig));
+        let twin = p256::ecdsa::Signature::from_scalars(sig.r(), -*sig.s()).expect("twin");
+        let mut forged = signed.clone();
+        forged.signature = twin.to_der().as_bytes().to_vec();
+        let input = signing_input(v1::ClaimReceipt::DOMAIN, &signed.body);
+        crate::ecdsa::verify_x509(key.public_key_der(), &input, &forged.signature)
+            .expect("the twin is a mathematically valid signature");
+        assert!(matches!(
+            verify::<v1::ClaimReceipt>(&forged, key.public_key_der()),
+            Err(Error::BadSignature("trustline.v1.ClaimReceipt"))
+        ));
+        verify::<v1::ClaimReceipt>(&signed, key.public_key_der()).expect("the original verifies");
     }
 
     #[test]

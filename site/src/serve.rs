@@ -275,7 +275,7 @@ fn provisioning_routes(
 /// [`Error::Config`] when the key or the ledger cannot be opened.
 pub fn open_ledger(data_dir: &Path, hsm: &ca_service::Hsm) -> Result<custody_ledger::Ledger> {
     let signer = hsm
-        .signer(&ca_service::keys::KeyLabels::default().checkpoint)
+        .signer(ca_service::keys::LEDGER_CHECKPOINT)
         .map_err(|e| {
             Error::Config(format!(
                 "the ledger checkpoint key (run `trustline ca init`): {e}"

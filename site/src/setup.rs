@@ -64,13 +64,18 @@ pub fn init_ca(hsm: &Hsm, data_dir: &Path, site: &str) -> Result<()> {
         labels: KeyLabels::default(),
         ..InitOptions::default()
     };
-    let report =
-        ca::init(hsm, &options, &ca_dir).map_err(|e| Error::Config(format!("ca init: {e}")))?;
+    ca::init(hsm, &options, &ca_dir).map_err(|e| Error::Config(format!("ca init: {e}")))?;
     let ledger_key = data_dir.join(LEDGER_KEY_FILE);
     if let Some(parent) = ledger_key.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    ca::write_atomically(&ledger_key, report.checkpoint_key_pem.as_bytes())
+    // Transitional (issue 12.6): `ca init` no longer makes the checkpoint
+    // key; it belongs on the ledger's own token (`ca_service::ledger_key`).
+    // Until serve/setup open that second token it is made here, as before.
+    let checkpoint = hsm
+        .generate_key(ca_service::keys::LEDGER_CHECKPOINT)
+        .map_err(|e| Error::Config(format!("ledger checkpoint key: {e}")))?;
+    ca::write_atomically(&ledger_key, checkpoint.public_key_pem().as_bytes())
         .map_err(|e| Error::Config(format!("writing the ledger key: {e}")))
 }
 

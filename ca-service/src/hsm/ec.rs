@@ -29,12 +29,14 @@ pub(crate) fn uncompressed(key: &p256::PublicKey) -> Vec<u8> {
     p256::EncodedPoint::from(key).as_bytes().to_vec()
 }
 
-/// Converts a `CKM_ECDSA` P-256 signature (r‖s, 32 bytes each) into DER.
+/// Converts a `CKM_ECDSA` P-256 signature (r‖s, 32 bytes each) into DER,
+/// in low-S form: the token may return either twin `(r, s)` / `(r, n − s)`
+/// and Trustline's strict verifier accepts only the low one.
 ///
 /// # Errors
 /// [`Error::Pkcs11`] when the token returned something that is not a valid
 /// P-256 signature.
-pub(crate) fn raw_signature_to_der(raw: &[u8]) -> Result<Vec<u8>, Error> {
+pub(crate) fn raw_signature_to_low_s_der(raw: &[u8]) -> Result<Vec<u8>, Error> {
     let sig = p256::ecdsa::Signature::from_slice(raw).map_err(|_| Error::Pkcs11 {
         operation: "C_Sign",
         reason: format!(
@@ -42,6 +44,7 @@ pub(crate) fn raw_signature_to_der(raw: &[u8]) -> Result<Vec<u8>, Error> {
             raw.len()
         ),
     })?;
+    let sig = trustline_proto::ecdsa::normalize_s(sig);
     Ok(sig.to_der().as_bytes().to_vec())
 }
 
@@ -55,10 +58,15 @@ mod tests {
         let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
         let digest = [7u8; 32];
         let sig: p256::ecdsa::Signature = key.sign_prehash(&digest).expect("sign");
-        let der = raw_signature_to_der(&sig.to_bytes()).expect("der");
-        assert_eq!(der, sig.to_der().as_bytes());
-        assert!(raw_signature_to_der(&[0u8; 64]).is_err());
-        assert!(raw_signature_to_der(&[1u8; 63]).is_err());
+        let low = trustline_proto::ecdsa::normalize_s(sig);
+        let high = p256::ecdsa::Signature::from_scalars(low.r(), -*low.s()).expect("twin");
+        // Either twin from the token becomes the one low-S DER signature.
+        for raw in [low.to_bytes(), high.to_bytes()] {
+            let der = raw_signature_to_low_s_der(&raw).expect("der");
+            assert_eq!(der, low.to_der().as_bytes());
+        }
+        assert!(raw_signature_to_low_s_der(&[0u8; 64]).is_err());
+        assert!(raw_signature_to_low_s_der(&[1u8; 63]).is_err());
     }
 
     #[test]

@@ -17,9 +17,13 @@ use cryptoki::session::Session;
 use sha2::{Digest, Sha256};
 use trustline_proto::signer::Signer;
 
-use super::ec::{point_from_ec_point, raw_signature_to_der, uncompressed, P256_PARAMS};
+use super::ec::{point_from_ec_point, raw_signature_to_low_s_der, uncompressed, P256_PARAMS};
 use super::pool::{Fault, P11Context};
 use super::uri::{ObjectType, Pkcs11Uri};
+use super::usage::{
+    read_table, signing_key_templates, KeyPairAttributes, PRIVATE_KEY_ATTRIBUTES,
+    PUBLIC_KEY_ATTRIBUTES,
+};
 use super::Hsm;
 use crate::Error;
 
@@ -248,7 +252,8 @@ impl HsmSigner {
     }
 
     /// Signs a SHA-256 digest in the HSM with `CKM_ECDSA`; returns the DER
-    /// signature. A stale object handle (the token was re-opened) is
+    /// signature in low-S form (tokens return either twin; Trustline's
+    /// verifiers accept only low-S, issue 12 "ECDSA malleability"). A stale object handle (the token was re-opened) is
     /// refreshed by finding the key again, once.
     ///
     /// # Errors
@@ -275,7 +280,7 @@ impl HsmSigner {
                 Err(e) => Err(Fault::P11("C_Sign", e)),
             }
         })?;
-        raw_signature_to_der(&raw)
+        raw_signature_to_low_s_der(&raw)
     }
 
     /// Signs SHA-256(`message`) in the HSM; returns the DER signature.
@@ -318,10 +323,12 @@ impl rcgen::SigningKey for HsmSigner {
 }
 
 impl Hsm {
-    /// Generates a P-256 key pair on the token under `label`: the private
-    /// key `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE`, not
-    /// `CKA_EXTRACTABLE`, signing only; the public key beside it with the
-    /// same label and a random 16-byte `CKA_ID` (invariant 3).
+    /// Generates a P-256 signing key pair on the token under `label`, with
+    /// the signing-key attributes of [`super::usage`] (private key
+    /// `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE`, not `CKA_EXTRACTABLE`,
+    /// not `CKA_MODIFIABLE`, `CKA_SIGN` and no other usage); the public key
+    /// beside it with the same label and a random 16-byte `CKA_ID`
+    /// (invariant 3, issue 12.6).
     ///
     /// # Errors
     /// [`Error::KeyExists`] when an object with this label exists already;
@@ -338,24 +345,8 @@ impl Hsm {
                     label: label.to_owned(),
                 }));
             }
-            let public_template = [
-                Attribute::Token(true),
-                Attribute::Private(false),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::Id(id.to_vec()),
-                Attribute::EcParams(P256_PARAMS.to_vec()),
-                Attribute::Verify(true),
-            ];
-            let private_template = [
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::Id(id.to_vec()),
-                Attribute::Sign(true),
-                Attribute::Derive(false),
-            ];
+            let (public_template, private_template) =
+                signing_key_templates(label, &id, P256_PARAMS);
             let (public, private) = s
                 .generate_key_pair(
                     &Mechanism::EccKeyPairGen,
@@ -475,6 +466,26 @@ impl Hsm {
                 }
             }
             Ok(p)
+        })
+    }
+
+    /// Every boolean usage and protection attribute of the key pair
+    /// labelled `label` (private and public object), as the token reports
+    /// them: the evidence behind the table in [`super::usage`].
+    ///
+    /// # Errors
+    /// [`Error::KeyNotFound`], [`Error::AmbiguousKey`] and precise PKCS#11
+    /// errors.
+    pub fn key_attributes(&self, label: &str) -> Result<KeyPairAttributes, Error> {
+        let lookup = KeyLookup::label(label);
+        let token = self.token_label();
+        self.pool().run(|s| {
+            let private = find_one(s, &lookup, ObjectClass::PRIVATE_KEY, token)?;
+            let public = find_one(s, &lookup, ObjectClass::PUBLIC_KEY, token)?;
+            Ok(KeyPairAttributes {
+                private: read_table(s, private, PRIVATE_KEY_ATTRIBUTES)?,
+                public: read_table(s, public, PUBLIC_KEY_ATTRIBUTES)?,
+            })
         })
     }
 

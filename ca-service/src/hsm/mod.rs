@@ -5,15 +5,20 @@
 //! label (slot ids change when tokens are initialised), reads the PIN from
 //! its [`PinSource`], opens [`HsmConfig::pool_size`] sessions and logs in.
 //! [`Hsm`] is a cheap handle (`Clone`, `Send`, `Sync`) around that pool.
+//! Every key it generates gets the attributes of [`usage`] (only the usages
+//! it needs); P-256 signing keys sign through [`HsmSigner`], Ed25519 keys
+//! (the hub's witness) through [`HsmEd25519Signer`].
 //! Everything here is blocking; async callers run it on
 //! `tokio::task::spawn_blocking`.
 
 mod ec;
+mod ed25519;
 mod key;
 pub mod module;
 mod pin;
 mod pool;
 pub mod uri;
+pub mod usage;
 mod wrap;
 
 use std::path::{Path, PathBuf};
@@ -25,11 +30,13 @@ use cryptoki::mechanism::MechanismType;
 use cryptoki::slot::Slot;
 
 pub(crate) use ec::uncompressed as uncompressed_point;
+pub use ed25519::HsmEd25519Signer;
 pub(crate) use key::take_signer_failure;
 pub use key::{HsmSigner, KeyObject, KeyProtection};
 pub use module::{resolve_module, MODULE_ENV, SOFTHSM_MODULE_PATHS};
 pub use pin::{PinSource, DEFAULT_PIN_ENV};
 pub use uri::Pkcs11Uri;
+pub use usage::{AttributeTable, KeyPairAttributes};
 pub use wrap::{KeyDeliveryKdf, WrappedDeviceKey, KEY_DELIVERY_SHARED_INFO};
 
 use crate::Error;
@@ -73,10 +80,13 @@ impl HsmConfig {
     }
 }
 
+/// Optional mechanisms, probed once at open.
 #[derive(Debug, Clone, Copy)]
-struct Mechanisms {
-    ecdh_derive: bool,
-    aes_key_wrap_pad: bool,
+pub(crate) struct Mechanisms {
+    pub(crate) ecdh_derive: bool,
+    pub(crate) aes_key_wrap_pad: bool,
+    pub(crate) edwards_key_gen: bool,
+    pub(crate) eddsa: bool,
 }
 
 struct Inner {
@@ -135,6 +145,10 @@ impl Hsm {
             aes_key_wrap_pad: ctx
                 .get_mechanism_info(slot, MechanismType::AES_KEY_WRAP_PAD)
                 .is_ok(),
+            edwards_key_gen: ctx
+                .get_mechanism_info(slot, MechanismType::ECC_EDWARDS_KEY_PAIR_GEN)
+                .is_ok(),
+            eddsa: ctx.get_mechanism_info(slot, MechanismType::EDDSA).is_ok(),
         };
         let pin = config.pin.read()?;
         let pool = Pool::open(
@@ -163,6 +177,10 @@ impl Hsm {
 
     pub(crate) fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+
+    pub(crate) fn mechanisms(&self) -> Mechanisms {
+        self.inner.mechanisms
     }
 
     /// The token's label.

@@ -3,7 +3,7 @@
 //!
 //! In one session, all as session objects:
 //! 1. a P-256 device key pair (private key sensitive, extractable only so it
-//!    can be wrapped);
+//!    can be wrapped, and usable for nothing else: `usage.rs`);
 //! 2. an ephemeral P-256 ECDH key pair;
 //! 3. `CKM_ECDH1_DERIVE` of the ephemeral private key with the RoT's
 //!    (attested) transport public key into an AES-256 key-encryption key —
@@ -26,6 +26,7 @@ use cryptoki::types::Ulong;
 use super::ec::{uncompressed, P256_PARAMS};
 use super::key::read_public_point;
 use super::pool::{map_p11, rv, Fault, P11Context};
+use super::usage::{device_key_templates, ephemeral_key_templates, kek_usage_template};
 use super::Hsm;
 use crate::Error;
 
@@ -196,43 +197,25 @@ fn wrap_in_session(
 ) -> Result<WrappedDeviceKey, Fault> {
     let s = made.session;
     // 1. The device key pair: session objects; the private key is sensitive
-    //    and extractable only so that it can be wrapped.
+    //    and extractable only so that it can be wrapped (usage table in
+    //    `usage.rs`).
+    let (public_template, private_template) = device_key_templates(P256_PARAMS);
     let (device_public, device_private) = s
         .generate_key_pair(
             &Mechanism::EccKeyPairGen,
-            &[
-                Attribute::Token(false),
-                Attribute::EcParams(P256_PARAMS.to_vec()),
-                Attribute::Verify(false),
-            ],
-            &[
-                Attribute::Token(false),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(true),
-                Attribute::Sign(false),
-                Attribute::Derive(false),
-            ],
+            &public_template,
+            &private_template,
         )
         .p11("C_GenerateKeyPair")?;
     made.handles.push(device_public);
     made.handles.push(device_private);
-    // 2. The ephemeral ECDH key pair.
+    // 2. The ephemeral ECDH key pair: it only derives.
+    let (public_template, private_template) = ephemeral_key_templates(P256_PARAMS);
     let (ephemeral_public, ephemeral_private) = s
         .generate_key_pair(
             &Mechanism::EccKeyPairGen,
-            &[
-                Attribute::Token(false),
-                Attribute::EcParams(P256_PARAMS.to_vec()),
-            ],
-            &[
-                Attribute::Token(false),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Derive(true),
-                Attribute::Sign(false),
-            ],
+            &public_template,
+            &private_template,
         )
         .p11("C_GenerateKeyPair")?;
     made.handles.push(ephemeral_public);
@@ -241,23 +224,17 @@ fn wrap_in_session(
     let ephemeral_point = read_public_point(s, ephemeral_public, "ephemeral key")?;
     // 3. The key-encryption key.
     let params = Ecdh1DeriveParams::new(kdf.ec_kdf(), transport_point);
+    let mut kek_template = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(Ulong::new(32)),
+    ];
+    kek_template.extend(kek_usage_template());
     let kek = s
         .derive_key(
             &Mechanism::Ecdh1Derive(params),
             ephemeral_private,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(Ulong::new(32)),
-                Attribute::Token(false),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Wrap(true),
-                Attribute::Unwrap(false),
-                Attribute::Encrypt(false),
-                Attribute::Decrypt(false),
-            ],
+            &kek_template,
         )
         .p11("C_DeriveKey")?;
     made.handles.push(kek);
@@ -279,4 +256,134 @@ fn wrap_in_session(
         wrapped_key,
         kdf,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::usage::{
+        read_table, PRIVATE_KEY_ATTRIBUTES, PUBLIC_KEY_ATTRIBUTES, SECRET_KEY_ATTRIBUTES,
+    };
+    use super::*;
+
+    fn table(pairs: &[(&'static str, bool)]) -> super::super::usage::AttributeTable {
+        pairs.iter().copied().collect()
+    }
+
+    /// Every object the wrap path makes carries only the usage it needs
+    /// (issue 12.6): read back over PKCS#11 before the objects are
+    /// destroyed.
+    #[test]
+    fn wrap_path_objects_have_only_the_usages_they_need() {
+        let token = hsm_sim::softhsm::test_token("wrap-usages").expect("token");
+        let mut config = crate::HsmConfig::new(
+            token.label.clone(),
+            crate::PinSource::File(token.pin_file.clone()),
+        );
+        config.module = Some(token.module.clone());
+        config.pool_size = 1;
+        let hsm = Hsm::open(&config).expect("open");
+        let transport = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+        let lease = hsm.pool().checkout().expect("session");
+        let mut made = Made {
+            session: lease.session(),
+            handles: Vec::new(),
+        };
+        let point = uncompressed(&transport.public_key());
+        if let Err(e) = wrap_in_session(&mut made, &point, KeyDeliveryKdf::EcdhXCoordinate) {
+            panic!("wrap: {e:?}");
+        }
+        let s = lease.session();
+        let [device_public, device_private, ephemeral_public, ephemeral_private, kek] =
+            made.handles[..]
+        else {
+            panic!("expected five objects, got {}", made.handles.len());
+        };
+        let read = |h, wanted| {
+            read_table(s, h, wanted)
+                .map_err(|_| "read")
+                .expect("attributes")
+        };
+        let inert_public = table(&[
+            ("CKA_TOKEN", false),
+            ("CKA_PRIVATE", true),
+            ("CKA_MODIFIABLE", false),
+            ("CKA_COPYABLE", false),
+            ("CKA_VERIFY", false),
+            ("CKA_VERIFY_RECOVER", false),
+            ("CKA_ENCRYPT", false),
+            ("CKA_WRAP", false),
+            ("CKA_DERIVE", false),
+        ]);
+        let mut device_public_expected = inert_public.clone();
+        let mut ephemeral_public_expected = inert_public;
+        // CKA_PRIVATE of a public key is the token's default; only read it.
+        let device_public_found = read(device_public, PUBLIC_KEY_ATTRIBUTES);
+        let ephemeral_public_found = read(ephemeral_public, PUBLIC_KEY_ATTRIBUTES);
+        device_public_expected.insert("CKA_PRIVATE", device_public_found["CKA_PRIVATE"]);
+        ephemeral_public_expected.insert("CKA_PRIVATE", ephemeral_public_found["CKA_PRIVATE"]);
+        assert_eq!(device_public_found, device_public_expected, "device public");
+        assert_eq!(
+            ephemeral_public_found, ephemeral_public_expected,
+            "ephemeral public"
+        );
+        assert_eq!(
+            read(device_private, PRIVATE_KEY_ATTRIBUTES),
+            table(&[
+                ("CKA_TOKEN", false),
+                ("CKA_PRIVATE", true),
+                ("CKA_SENSITIVE", true),
+                ("CKA_EXTRACTABLE", true),
+                ("CKA_ALWAYS_SENSITIVE", true),
+                ("CKA_NEVER_EXTRACTABLE", false),
+                ("CKA_MODIFIABLE", false),
+                ("CKA_COPYABLE", false),
+                ("CKA_SIGN", false),
+                ("CKA_SIGN_RECOVER", false),
+                ("CKA_DECRYPT", false),
+                ("CKA_UNWRAP", false),
+                ("CKA_DERIVE", false),
+            ]),
+            "device private"
+        );
+        assert_eq!(
+            read(ephemeral_private, PRIVATE_KEY_ATTRIBUTES),
+            table(&[
+                ("CKA_TOKEN", false),
+                ("CKA_PRIVATE", true),
+                ("CKA_SENSITIVE", true),
+                ("CKA_EXTRACTABLE", false),
+                ("CKA_ALWAYS_SENSITIVE", true),
+                ("CKA_NEVER_EXTRACTABLE", true),
+                ("CKA_MODIFIABLE", false),
+                ("CKA_COPYABLE", false),
+                ("CKA_SIGN", false),
+                ("CKA_SIGN_RECOVER", false),
+                ("CKA_DECRYPT", false),
+                ("CKA_UNWRAP", false),
+                ("CKA_DERIVE", true),
+            ]),
+            "ephemeral private"
+        );
+        assert_eq!(
+            read(kek, SECRET_KEY_ATTRIBUTES),
+            table(&[
+                ("CKA_TOKEN", false),
+                ("CKA_PRIVATE", true),
+                ("CKA_SENSITIVE", true),
+                ("CKA_EXTRACTABLE", false),
+                // SoftHSM2 refuses CKA_MODIFIABLE in a derive template.
+                ("CKA_MODIFIABLE", true),
+                ("CKA_COPYABLE", false),
+                ("CKA_WRAP", true),
+                ("CKA_UNWRAP", false),
+                ("CKA_ENCRYPT", false),
+                ("CKA_DECRYPT", false),
+                ("CKA_SIGN", false),
+                ("CKA_VERIFY", false),
+                ("CKA_DERIVE", false),
+            ]),
+            "key-encryption key"
+        );
+        made.destroy_all().map_err(|_| "destroy").expect("destroy");
+    }
 }

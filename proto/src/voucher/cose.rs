@@ -7,7 +7,6 @@ use coset::{iana, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializ
 use super::cbor::*;
 use super::*;
 use crate::signer::Signer;
-use crate::statement::parse_p256_spki;
 use crate::Error;
 
 pub(super) fn cose_structure(
@@ -103,16 +102,9 @@ pub(super) fn parse_cose(
 }
 
 pub(super) fn cose_signature_ok(cose: &CoseSign1, spki: &[u8]) -> bool {
-    let Ok(key) = parse_p256_spki(spki) else {
-        return false;
-    };
-    let point = p256::EncodedPoint::from(key);
+    // Strict: a high-S twin would be other COSE bytes for the same entry.
     cose.verify_signature(b"", |sig, tbs| {
-        ring::signature::UnparsedPublicKey::new(
-            &ring::signature::ECDSA_P256_SHA256_FIXED,
-            point.as_bytes(),
-        )
-        .verify(tbs, sig)
+        crate::ecdsa::verify_strict(spki, tbs, sig, crate::ecdsa::SignatureEncoding::Raw)
     })
     .is_ok()
 }

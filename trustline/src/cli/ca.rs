@@ -71,13 +71,17 @@ fn init(args: &InitArgs) -> anyhow::Result<Outcome> {
         site: args.site.clone(),
         labels: KeyLabels::default(),
     };
-    let report = ca::init(&hsm, &options, &args.data_dir.join(CA_DIR))?;
+    let mut report = ca::init(&hsm, &options, &args.data_dir.join(CA_DIR))?;
     let ledger_key = args.data_dir.join(LEDGER_KEY_FILE);
     if let Some(parent) = ledger_key.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    ca::write_atomically(&ledger_key, report.checkpoint_key_pem.as_bytes())?;
+    // Transitional (issue 12.6): the checkpoint key belongs on the ledger's
+    // own token (`ca_service::ledger_key`); made here until that is wired.
+    let checkpoint = hsm.generate_key(ca_service::keys::LEDGER_CHECKPOINT)?;
+    report.keys.push(checkpoint.name().to_owned());
+    ca::write_atomically(&ledger_key, checkpoint.public_key_pem().as_bytes())?;
     let mut files: Vec<String> = report
         .files
         .iter()
