@@ -405,7 +405,7 @@ fn walk_dir(storage: &dyn Storage, opts: &Options, c: &mut Checker<'_>) -> Resul
             }));
         }
         let mut found: Option<Problem> = None;
-        let walked = segments::walk(&name, &bytes, HEADER_LEN, |offset, rec| {
+        let walked = segments::walk(&bytes, HEADER_LEN, |offset, rec| {
             if found.is_some() {
                 return Ok(());
             }
@@ -426,35 +426,27 @@ fn walk_dir(storage: &dyn Storage, opts: &Options, c: &mut Checker<'_>) -> Resul
             };
             found = result.err();
             Ok(())
-        });
+        })?;
         if let Some(p) = found {
             return Ok(Err(p));
         }
-        match walked {
-            Ok(End::Clean) => {}
-            Ok(End::Torn { offset, reason }) => {
-                let what = if i + 1 == segs.len() {
-                    format!(
-                        "{reason}: the last record is incomplete or damaged (a torn write is cut \
-                         when the ledger next opens; otherwise the entry was truncated)"
-                    )
-                } else {
-                    format!("{reason}: a damaged record inside a closed segment")
-                };
-                return Ok(Err(Problem {
-                    seq: Some(c.next),
-                    location: format!("{name} offset {offset}"),
-                    what,
-                }));
-            }
-            Err(Error::Corrupt { location, what }) => {
-                return Ok(Err(Problem {
-                    seq: Some(c.next),
-                    location,
-                    what,
-                }));
-            }
-            Err(e) => return Err(e),
+        if let End::Bad(bad) = walked {
+            let what = if i + 1 == segs.len() && bad.is_torn_tail() {
+                format!(
+                    "{}: the last record is incomplete or damaged (a torn write is cut when the \
+                     ledger next opens; otherwise the entry was truncated)",
+                    bad.reason
+                )
+            } else if i + 1 == segs.len() {
+                bad.describe()
+            } else {
+                format!("{}: a damaged record inside a closed segment", bad.describe())
+            };
+            return Ok(Err(Problem {
+                seq: Some(c.next),
+                location: format!("{name} offset {}", bad.offset),
+                what,
+            }));
         }
     }
     if let Some(note) = storage

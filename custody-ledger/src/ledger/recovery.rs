@@ -2,12 +2,20 @@
 //! rebuild it), and check the tail against the last checkpoint before
 //! serving anything.
 //!
-//! 1. The last segment is read whole. A bad record close to its end is a
-//!    torn write (never acknowledged: its batch's `fdatasync` did not
-//!    return) and is cut off; a bad record further in is corruption.
+//! 1. The last segment is read whole and a cut is *planned*, never made
+//!    yet. A bad record is a torn write (never acknowledged: its batch's
+//!    `fdatasync` did not return) only when it lies within one batch of the
+//!    end ([`segments::TORN_WINDOW`]: the writer has at most one batch
+//!    unsynced) and no valid record follows it. Anywhere else it is
+//!    corruption: open refuses, naming file, offset and seq.
 //! 2. The index is opened; when sled cannot open it, it is deleted and
-//!    rebuilt. An index that covers more entries than the segments hold
-//!    means segment data was lost: refused.
+//!    rebuilt. The planned cut is checked against what is known to be
+//!    acknowledged: the index watermark (entries and resume position), the
+//!    index's last checkpoint record and `checkpoint.latest`. A cut that
+//!    would remove an entry or checkpoint record either covers is refused
+//!    and nothing on disk changes; only then is the cut made. An index that
+//!    covers more entries than the segments hold means segment data was
+//!    lost: refused.
 //! 3. Records past the index watermark are replayed into the index. Each
 //!    entry passes the same per-entry checks as the offline verifier
 //!    (`entry::check_stored`: canonical encoding, seq, known kind,
@@ -81,18 +89,115 @@ pub(crate) fn check_public_key(storage: &dyn Storage, key: &LedgerKey) -> Result
     }
 }
 
-/// The last segment after its torn tail was cut.
-struct Tail {
+/// The last segment, and what recovery would cut from the end of the
+/// ledger. Nothing is changed on disk until [`TailPlan::apply`], which runs
+/// only after the cut was checked against the index watermark and the
+/// latest checkpoint.
+struct TailPlan {
     id: u64,
+    /// The segment's bytes, already without the planned cut.
     bytes: Vec<u8>,
+    /// Entry records kept in it.
     entries: u64,
+    /// The largest checkpoint size among the records kept in it.
+    checkpoint_kept: Option<u64>,
+    /// The torn tail to cut, if any.
+    cut: Option<Cut>,
+    /// Later segments whose creation was torn (header never durable, no
+    /// record): removed by `apply`.
+    torn_creations: Vec<u64>,
+    /// No segment existed: segment 0 is created by `apply`.
+    create_first: bool,
 }
 
-/// Finds the last segment, removes it if its creation was torn, and cuts a
-/// torn tail.
-fn recover_tail(storage: &dyn Storage, segs: &mut Vec<u64>) -> Result<Tail> {
-    loop {
-        let Some(&id) = segs.last() else {
+/// A planned cut of the last segment.
+struct Cut {
+    /// Where the bad record starts; the segment is cut to this length.
+    offset: u64,
+    /// The bytes cut.
+    len: u64,
+    /// Why the bytes there are not a record.
+    reason: String,
+}
+
+impl TailPlan {
+    /// Where a cut starts, for messages: file, offset and the first seq it
+    /// would remove.
+    fn cut_location(&self, cut: &Cut) -> String {
+        format!(
+            "{} offset {} (entry {})",
+            segment_name(self.id),
+            cut.offset,
+            self.id + self.entries
+        )
+    }
+
+    /// Refuses a cut that would remove anything known to be durable and
+    /// acknowledged: entries or records the index covers (its watermark),
+    /// or entries and the checkpoint record that a signed checkpoint covers
+    /// (`checkpoint.latest` and the index's last checkpoint record). Since
+    /// the writer acknowledges nothing before its batch is synced, the
+    /// index and the published checkpoints only ever cover synced bytes.
+    fn check_cut(&self, protect: &Protected) -> Result<()> {
+        let Some(cut) = &self.cut else {
+            return Ok(());
+        };
+        let kept = self.id + self.entries;
+        let refuse = |why: String| {
+            Err(Error::corrupt(
+                self.cut_location(cut),
+                format!(
+                    "{}; it looks like a torn write, but {why}, so the bytes were durable and \
+                     acknowledged: refusing to open and leaving every file as it is (restore \
+                     the segment from a copy or an export)",
+                    cut.reason
+                ),
+            ))
+        };
+        if protect.indexed_entries > kept {
+            return refuse(format!(
+                "the index already covers {} entries and the cut would leave {kept}",
+                protect.indexed_entries
+            ));
+        }
+        if protect.resume.segment > self.id
+            || (protect.resume.segment == self.id && protect.resume.offset > cut.offset)
+        {
+            return refuse(format!(
+                "the index has already read records up to {} offset {}",
+                segment_name(protect.resume.segment),
+                protect.resume.offset
+            ));
+        }
+        if let Some((size, source)) = &protect.checkpoint {
+            if *size > kept {
+                return refuse(format!(
+                    "{source} covers {size} entries and the cut would leave {kept}"
+                ));
+            }
+            let record_kept = self.checkpoint_kept.is_some_and(|k| k >= *size)
+                || protect.checkpoint_before_tail >= *size;
+            if *size > 0 && !record_kept {
+                return refuse(format!(
+                    "{source} covers {size} entries and the cut would remove the checkpoint \
+                     record that was written before it was published"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the plan so on disk: removes segments whose creation was torn,
+    /// creates segment 0 when none is left, cuts the torn tail.
+    fn apply(&self, storage: &dyn Storage) -> Result<()> {
+        for &id in &self.torn_creations {
+            let name = segment_name(id);
+            tracing::warn!(segment = %name, "removing a segment whose creation was torn");
+            storage
+                .remove(&name)
+                .map_err(|e| Error::io(format!("removing {name}"), e))?;
+        }
+        if self.create_first {
             let name = segment_name(0);
             let header = format::encode_header(SEGMENT_MAGIC, 0);
             storage
@@ -101,11 +206,55 @@ fn recover_tail(storage: &dyn Storage, segs: &mut Vec<u64>) -> Result<Tail> {
                 .and_then(|()| storage.append(&name, &header))
                 .and_then(|()| storage.sync(&name))
                 .map_err(|e| Error::io(format!("creating {name}"), e))?;
+        }
+        if let Some(cut) = &self.cut {
+            let name = segment_name(self.id);
+            tracing::warn!(
+                segment = %name,
+                offset = cut.offset,
+                cut = cut.len,
+                reason = %cut.reason,
+                "cutting a torn tail (an unacknowledged write)"
+            );
+            storage
+                .truncate(&name, cut.offset)
+                .map_err(|e| Error::io(format!("cutting the torn tail of {name}"), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a cut must never go below.
+struct Protected {
+    /// Entries the index covers (its watermark).
+    indexed_entries: u64,
+    /// Where the index's replay resumes: every record before it is indexed.
+    resume: Position,
+    /// The largest signed checkpoint known (size, where it was found).
+    checkpoint: Option<(u64, &'static str)>,
+    /// The largest checkpoint record in segments before the last one.
+    checkpoint_before_tail: u64,
+}
+
+/// Finds the last segment and plans what to cut: segments whose creation
+/// was torn, and a torn tail. Changes nothing.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming file, offset and seq when a bad record cannot
+/// be a torn write (too far from the end, or valid records follow it).
+fn plan_tail(storage: &dyn Storage, segs: &mut Vec<u64>) -> Result<TailPlan> {
+    let mut torn_creations = Vec::new();
+    loop {
+        let Some(&id) = segs.last() else {
             segs.push(0);
-            return Ok(Tail {
+            return Ok(TailPlan {
                 id: 0,
-                bytes: header.to_vec(),
+                bytes: format::encode_header(SEGMENT_MAGIC, 0).to_vec(),
                 entries: 0,
+                checkpoint_kept: None,
+                cut: None,
+                torn_creations,
+                create_first: true,
             });
         };
         let name = segment_name(id);
@@ -116,36 +265,114 @@ fn recover_tail(storage: &dyn Storage, segs: &mut Vec<u64>) -> Result<Tail> {
         if format::parse_header(&bytes, SEGMENT_MAGIC).is_err() && torn_creation(&bytes) {
             // Created, but its header never became durable (records are
             // written only after it is synced): it holds nothing.
-            tracing::warn!(segment = %name, "removing a segment whose creation was torn");
-            storage
-                .remove(&name)
-                .map_err(|e| Error::io(format!("removing {name}"), e))?;
+            torn_creations.push(id);
             segs.pop();
             continue;
         }
         segments::check_header(&name, id, &bytes)?;
         let mut entries = 0u64;
-        let end = segments::walk(&name, &bytes, HEADER_LEN, |_, rec| {
+        let mut checkpoint_kept = None;
+        let end = segments::walk(&bytes, HEADER_LEN, |_, rec| {
             if rec.kind == format::KIND_ENTRY {
                 entries += 1;
+            } else if rec.kind == format::KIND_CHECKPOINT {
+                if let Ok(Record::Checkpoint(c)) = rec.parse() {
+                    checkpoint_kept = checkpoint_kept.max(Some(c.size));
+                }
             }
             Ok(())
         })?;
-        if let End::Torn { offset, reason } = end {
-            tracing::warn!(
-                segment = %name,
-                offset,
-                cut = bytes.len() as u64 - offset,
-                %reason,
-                "cutting a torn tail (an unacknowledged write)"
-            );
-            storage
-                .truncate(&name, offset)
-                .map_err(|e| Error::io(format!("cutting the torn tail of {name}"), e))?;
-            bytes.truncate(offset as usize);
+        let mut cut = None;
+        if let End::Bad(bad) = end {
+            let location = format!("{name} offset {} (entry {})", bad.offset, id + entries);
+            if !bad.is_torn_tail() {
+                return Err(Error::corrupt(location, bad.describe()));
+            }
+            cut = Some(Cut {
+                offset: bad.offset,
+                len: bad.remaining,
+                reason: bad.describe(),
+            });
+            bytes.truncate(bad.offset as usize);
         }
-        return Ok(Tail { id, bytes, entries });
+        return Ok(TailPlan {
+            id,
+            bytes,
+            entries,
+            checkpoint_kept,
+            cut,
+            torn_creations,
+            create_first: false,
+        });
     }
+}
+
+/// What the cut must be checked against: the index watermark, the index's
+/// last checkpoint record and `checkpoint.latest` (its signature checked
+/// with the ledger key).
+fn protected(
+    storage: &dyn Storage,
+    index: &Index,
+    key: &LedgerKey,
+    plan: &TailPlan,
+    segs: &[u64],
+) -> Result<Protected> {
+    let state = index.state()?;
+    let mut checkpoint: Option<(u64, &'static str)> = index
+        .latest_checkpoint()?
+        .map(|c| (c.size, "the index's last checkpoint record"));
+    if plan.cut.is_some() {
+        if let Some(bytes) = storage
+            .read_all(LATEST_CHECKPOINT_FILE)
+            .map_err(|e| Error::io(format!("reading {LATEST_CHECKPOINT_FILE}"), e))?
+        {
+            let cp = String::from_utf8(bytes)
+                .map_err(|_| "not UTF-8".to_string())
+                .and_then(|note| {
+                    checkpoint::open(&note, key.spki(), Some(key.origin()))
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| {
+                    Error::corrupt(
+                        LATEST_CHECKPOINT_FILE,
+                        format!("{e}: cannot tell whether the torn tail was acknowledged"),
+                    )
+                })?;
+            if checkpoint.is_none_or(|(s, _)| cp.size > s) {
+                checkpoint = Some((cp.size, LATEST_CHECKPOINT_FILE));
+            }
+        }
+    }
+    // Checkpoint records in earlier segments count as kept.
+    let mut checkpoint_before_tail = 0;
+    if let Some((size, _)) = checkpoint {
+        if plan.checkpoint_kept.is_none_or(|k| k < size) && plan.cut.is_some() {
+            for &id in segs.iter().filter(|&&id| id < plan.id).rev() {
+                let bytes = segments::read(storage, id)?;
+                segments::walk(&bytes, HEADER_LEN, |_, rec| {
+                    if let Ok(Record::Checkpoint(c)) = rec.parse() {
+                        checkpoint_before_tail = checkpoint_before_tail.max(c.size);
+                    }
+                    Ok(())
+                })?;
+                if checkpoint_before_tail > 0 {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(Protected {
+        indexed_entries: state.as_ref().map_or(0, |s| s.entries),
+        resume: state.map_or(
+            Position {
+                segment: 0,
+                offset: HEADER_LEN as u64,
+            },
+            |s| s.resume,
+        ),
+        checkpoint,
+        checkpoint_before_tail,
+    })
 }
 
 /// Whether a segment with a bad header is the remains of a creation torn
@@ -197,7 +424,7 @@ pub(crate) fn recover(
     key: &LedgerKey,
 ) -> Result<Recovered> {
     let mut segs = segments::list(storage)?;
-    let tail = recover_tail(storage, &mut segs)?;
+    let plan = plan_tail(storage, &mut segs)?;
     if segs.first() != Some(&0) {
         return Err(Error::corrupt(
             segment_name(segs.first().copied().unwrap_or(0)),
@@ -206,6 +433,15 @@ pub(crate) fn recover(
     }
     let path = config.index_path();
     let (index, fresh) = open_index(&path, config.index_cache_bytes)?;
+    // Nothing is cut below what the index or a signed checkpoint covers:
+    // refuse first, change the files after.
+    plan.check_cut(&protected(storage, &index, key, &plan, &segs)?)?;
+    plan.apply(storage)?;
+    let tail = Tail {
+        id: plan.id,
+        entries: plan.entries,
+        bytes: plan.bytes,
+    };
     match replay_and_check(config, storage, key, index, &segs, &tail) {
         Ok(r) => Ok(r),
         Err(Failure::Refuse(e)) => Err(e),
@@ -216,6 +452,13 @@ pub(crate) fn recover(
             replay_and_check(config, storage, key, index, &segs, &tail).map_err(Failure::into_error)
         }
     }
+}
+
+/// The last segment after recovery: what replay reads.
+struct Tail {
+    id: u64,
+    bytes: Vec<u8>,
+    entries: u64,
 }
 
 /// Why recovery stopped.
@@ -308,13 +551,13 @@ fn replay_and_check(
                 ),
             )));
         }
-        let end = segments::walk(&name, bytes, start as usize, |offset, rec| {
+        let end = segments::walk(bytes, start as usize, |offset, rec| {
             rp.record(id, &name, offset, rec)
         })?;
-        if end != End::Clean {
+        if let End::Bad(bad) = end {
             return Err(Failure::Refuse(Error::corrupt(
-                &name,
-                "a segment other than the last ends in a torn record",
+                format!("{name} offset {} (entry {})", bad.offset, rp.next),
+                format!("{} (a segment other than the last)", bad.describe()),
             )));
         }
     }
