@@ -433,7 +433,9 @@ impl Ledger {
         self.shared.indexed.load(Ordering::Acquire)
     }
 
-    fn submit(
+    /// Queues one append for the writer; the receiver answers once it is
+    /// durable or refused.
+    pub(crate) fn submit(
         &self,
         draft: Draft,
         unique_keys: Vec<UniqueKey>,

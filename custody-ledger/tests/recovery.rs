@@ -81,7 +81,12 @@ fn flip_entry(dir: &Path, seq: u64) -> usize {
 
 /// Opens, expects a refusal naming the segment, `offset` and `seq`, and
 /// checks that the segment is byte for byte what it was before.
-fn assert_refused_untouched(dir: &Path, signer: Arc<dyn Signer>, offset: usize, seq: u64) -> String {
+fn assert_refused_untouched(
+    dir: &Path,
+    signer: Arc<dyn Signer>,
+    offset: usize,
+    seq: u64,
+) -> String {
     let before = std::fs::read(segment(dir)).unwrap();
     let err = Ledger::open(config(dir), signer).unwrap_err();
     let msg = err.to_string();
