@@ -66,30 +66,20 @@ pub struct LedgerConfig {
     pub segment_max_bytes: u64,
     /// Most requests taken into one group commit.
     pub max_batch: usize,
-    /// Most durable entries held in memory ahead of the index; the writer
-    /// waits for the indexer beyond this.
+    /// Most bytes of durable entries held in memory ahead of the index
+    /// (an estimate of what each holds: about 0.6 KB for a `Certified`-like
+    /// entry with two unique keys); the writer waits for the indexer
+    /// beyond this.
     ///
     /// Trade-off: the overlay is what lets a burst be acknowledged at the
-    /// speed of `fdatasync` rather than of sled. The indexer leaves it alone
-    /// until it is half full (or appends pause), so a burst of about
-    /// `overlay_limit / 2` entries runs at full speed; past that the indexer
-    /// competes for the CPU, and at the limit appends go at sled's sustained
-    /// rate (about 5k/s on the 2-vCPU reference machine). Each held entry
-    /// costs about 1.3 KB (its index data plus the overlay's key, node and
-    /// device maps), so 256k hold at most about 330 MB; a full overlay also
-    /// means a long catch-up for the indexer, during which the process
-    /// grows further and proofs are slower.
-    ///
-    /// Measured with `trustline bench ledger` (2-vCPU, noisy disk; absolute
-    /// rates vary by a third from run to run, the ordering held in every
-    /// run), 100k appends by 256 appenders after 22k earlier ones: 256k →
-    /// 39k–42k/s, p99 19 ms; 192k → 26k–33k/s, p99 35–44 ms; 128k →
-    /// 18k–21k/s, p99 41–45 ms. Peak RSS over a whole run with a one-million-entry phase:
-    /// 2.2 GB with 256k, 1.6 GB with 128k, 1.2 GB with 32k (the 2.9 GB seen
-    /// before came mostly from indexing in 4096-entry sled batches, now
-    /// 512). Every smaller default cost burst throughput, so it stays 256k;
-    /// lower it where memory matters more than bursts.
-    pub overlay_limit: usize,
+    /// speed of `fdatasync` rather than of the index. The indexer leaves it
+    /// alone until it is half full (or appends pause), so a burst of about
+    /// half the limit runs at full speed; at the limit appends go at the
+    /// index's sustained rate. Bounded by bytes, not entries, so large
+    /// entries cannot blow it up, and kept small, so the ledger's memory
+    /// stays flat whatever its size (issue 16, item 4). Measured with
+    /// `trustline bench ledger` (its `--overlay-mib`).
+    pub overlay_bytes: usize,
     /// Entries before the last checkpoint re-read and re-hashed on open.
     pub tail_check: u64,
     /// sled's cache size in bytes.
@@ -109,9 +99,9 @@ impl LedgerConfig {
             checkpoint_interval: Duration::from_millis(500),
             segment_max_bytes: 64 << 20,
             max_batch: 2048,
-            overlay_limit: 256 * 1024,
+            overlay_bytes: 64 << 20,
             tail_check: 4096,
-            index_cache_bytes: 128 << 20,
+            index_cache_bytes: 32 << 20,
         }
     }
 
@@ -543,7 +533,7 @@ impl Ledger {
     pub fn lookup_key(&self, key: &UniqueKey) -> Result<Option<u64>> {
         self.shared.check_running()?;
         key.validate()?;
-        let enc = key.encoded();
+        let enc = key.index_key();
         if let Some(seq) = self.shared.overlay().key_holder(&enc) {
             return Ok(Some(seq));
         }

@@ -853,7 +853,7 @@ impl<'a> Replayer<'a> {
         let constraints = Constraints::of_entry(&decoded);
         let mut encoded = Vec::with_capacity(constraints.unique_keys.len());
         for k in &constraints.unique_keys {
-            let enc = k.encoded();
+            let enc = k.index_key();
             let holder = match self.keys.get(&enc) {
                 Some(s) => Some(*s),
                 None => self.index.key_holder(&enc)?,
