@@ -106,6 +106,7 @@ pub fn run(source: &LedgerSource, options: &AuditOptions) -> Result<AuditReport>
         key: options.ledger_key.clone(),
         origin: None,
         anchors: options.anchors.clone(),
+        ..verify::Options::default()
     };
     let mut analysis = Analysis::new(ctx, field);
     let bar = progress_bar(

@@ -10,7 +10,9 @@
 //! 4. Optionally at N entries (default one million): the sustained fill
 //!    rate, inclusion and consistency proofs/s, and the time of a full
 //!    offline verify of the data directory.
-//! 5. The process's peak resident memory over the run.
+//! 5. The process's peak resident memory in each phase (Linux `VmHWM`,
+//!    reset between phases through `/proc/self/clear_refs`) and over the
+//!    whole run.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,9 +43,9 @@ pub struct BenchConfig {
     pub proof_time: Duration,
     /// The checkpoint cadence of the measured ledgers.
     pub checkpoint_interval: Duration,
-    /// The measured ledgers' [`LedgerConfig::overlay_limit`] (to weigh
+    /// The measured ledgers' [`LedgerConfig::overlay_bytes`] (to weigh
     /// memory against burst throughput).
-    pub overlay_limit: usize,
+    pub overlay_bytes: usize,
 }
 
 impl BenchConfig {
@@ -57,7 +59,7 @@ impl BenchConfig {
             large_entries: 1_000_000,
             proof_time: Duration::from_secs(2),
             checkpoint_interval: LedgerConfig::new(".").checkpoint_interval,
-            overlay_limit: LedgerConfig::new(".").overlay_limit,
+            overlay_bytes: LedgerConfig::new(".").overlay_bytes,
         }
     }
 }
@@ -77,6 +79,8 @@ pub struct AppendLevel {
     pub p99_ms: f64,
     /// Worst acknowledgement latency, milliseconds.
     pub max_ms: f64,
+    /// Peak resident memory of the process during this level, bytes.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// The large-ledger part.
@@ -100,6 +104,12 @@ pub struct LargeReport {
     pub verify_seconds: f64,
     /// Bytes of segment files.
     pub segment_bytes: u64,
+    /// Peak resident memory while filling and until the index caught up.
+    pub fill_peak_rss_bytes: Option<u64>,
+    /// Peak resident memory while generating proofs and reopening.
+    pub serve_peak_rss_bytes: Option<u64>,
+    /// Peak resident memory of the offline verify.
+    pub verify_peak_rss_bytes: Option<u64>,
 }
 
 /// Everything measured.
@@ -133,6 +143,12 @@ fn peak_rss_bytes() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024)
+}
+
+/// Starts a new peak-memory phase: resets `VmHWM` to the current resident
+/// size (Linux `clear_refs` value 5; elsewhere the peak stays the run's).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// A sample `Certified`-like append number `n` of run `run`.
@@ -225,7 +241,7 @@ async fn append_load(
 fn ledger_config(dir: &Path, cfg: &BenchConfig) -> LedgerConfig {
     let mut c = LedgerConfig::new(dir);
     c.checkpoint_interval = cfg.checkpoint_interval;
-    c.overlay_limit = cfg.overlay_limit;
+    c.overlay_bytes = cfg.overlay_bytes;
     c
 }
 
@@ -267,6 +283,7 @@ pub fn run(cfg: &BenchConfig, progress: &(dyn Fn(&str) + Send + Sync)) -> Result
         progress(&format!(
             "{total} durable appends with {concurrency} appenders"
         ));
+        reset_peak_rss();
         let (mut lat, took) =
             rt.block_on(append_load(&ledger, run as u64 + 1, concurrency, total))?;
         lat.sort_by(f64::total_cmp);
@@ -277,6 +294,7 @@ pub fn run(cfg: &BenchConfig, progress: &(dyn Fn(&str) + Send + Sync)) -> Result
             p50_ms: percentile(&lat, 50),
             p99_ms: percentile(&lat, 99),
             max_ms: lat.last().copied().unwrap_or(0.0),
+            peak_rss_bytes: peak_rss_bytes(),
         });
     }
 
@@ -302,13 +320,27 @@ pub fn run(cfg: &BenchConfig, progress: &(dyn Fn(&str) + Send + Sync)) -> Result
     } else {
         None
     };
+    // The phases reset the peak: the run's is the largest of theirs.
+    let peak_rss_bytes = levels
+        .iter()
+        .map(|l| l.peak_rss_bytes)
+        .chain(large.iter().flat_map(|g| {
+            [
+                g.fill_peak_rss_bytes,
+                g.serve_peak_rss_bytes,
+                g.verify_peak_rss_bytes,
+            ]
+        }))
+        .chain([peak_rss_bytes()])
+        .flatten()
+        .max();
     Ok(BenchReport {
         fdatasync_per_second,
         record_bytes: rec.len(),
         levels,
         checkpoint_latency_ms,
         large,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes,
     })
 }
 
@@ -321,6 +353,7 @@ fn large(
     let dir = cfg.dir.join("large");
     let _ = std::fs::remove_dir_all(&dir);
     let n = cfg.large_entries;
+    reset_peak_rss();
     let ledger = Ledger::open(ledger_config(&dir, cfg), signer.clone())?;
     let start = Instant::now();
     let step = (n / 10).max(1);
@@ -338,7 +371,7 @@ fn large(
 
     // Proofs are measured in the steady state, once the indexer has moved
     // the overlay's backlog into sled (a burst leaves up to
-    // `overlay_limit` entries behind; while it drains, proofs compete with
+    // `overlay_bytes` of entries behind; while it drains, proofs compete with
     // it for the CPU and the sled tree).
     progress("waiting for the index to catch up");
     let t0 = Instant::now();
@@ -346,6 +379,8 @@ fn large(
         std::thread::sleep(Duration::from_millis(20));
     }
     let index_catch_up_seconds = t0.elapsed().as_secs_f64();
+    let fill_peak_rss_bytes = peak_rss_bytes();
+    reset_peak_rss();
 
     progress("generating proofs");
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -376,6 +411,8 @@ fn large(
     let ledger = Ledger::open(ledger_config(&dir, cfg), signer)?;
     let reopen_seconds = t0.elapsed().as_secs_f64();
     ledger.close();
+    let serve_peak_rss_bytes = peak_rss_bytes();
+    reset_peak_rss();
 
     progress("verifying offline");
     let storage =
@@ -390,6 +427,7 @@ fn large(
     let t0 = Instant::now();
     let verified = verify::verify_dir(&storage, &verify::Options::default(), &mut |_| {})?;
     let verify_seconds = t0.elapsed().as_secs_f64();
+    let verify_peak_rss_bytes = peak_rss_bytes();
     if let Some(p) = verified.report.problem {
         return Err(Error::corrupt(
             p.location.clone(),
@@ -406,5 +444,8 @@ fn large(
         reopen_seconds,
         verify_seconds,
         segment_bytes,
+        fill_peak_rss_bytes,
+        serve_peak_rss_bytes,
+        verify_peak_rss_bytes,
     })
 }

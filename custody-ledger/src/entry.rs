@@ -198,7 +198,17 @@ impl UniqueKey {
         Ok(())
     }
 
-    /// The index form: `len(namespace) as u8 ‖ namespace ‖ value`.
+    /// The key as the live index stores it: the first 16 bytes of
+    /// SHA-256 of [`UniqueKey::encoded`]. Short, fixed-size keys keep the
+    /// index and the overlay small; two keys colliding (about 2^-64 at
+    /// 2^32 keys) could only refuse an append as a false duplicate, never
+    /// admit a real one (invariant 2 fails safe).
+    pub(crate) fn index_key(&self) -> Vec<u8> {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(self.encoded())[..16].to_vec()
+    }
+
+    /// The canonical form: `len(namespace) as u8 ‖ namespace ‖ value`.
     pub(crate) fn encoded(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1 + self.namespace.len() + self.value.len());
         // validate() bounds the namespace to 64 bytes.

@@ -74,7 +74,7 @@ pub fn export(storage: &dyn Storage, out: &Path) -> Result<ExportSummary> {
         let seg = segments::read(storage, id)?;
         let name = segments::segment_name(id);
         let mut write_err = None;
-        let end = segments::walk(&name, &seg, HEADER_LEN, |offset, rec| {
+        let end = segments::walk(&seg, HEADER_LEN, |offset, rec| {
             let start = offset as usize;
             match rec
                 .parse()
@@ -101,11 +101,13 @@ pub fn export(storage: &dyn Storage, out: &Path) -> Result<ExportSummary> {
         if let Some(e) = write_err {
             return Err(io(e));
         }
-        if let End::Torn { offset, reason } = end {
-            if i + 1 != segs.len() {
+        if let End::Bad(bad) = end {
+            // A record still being written at the end of a running ledger's
+            // last segment is left out; anything else is damage.
+            if i + 1 != segs.len() || !bad.is_torn_tail() {
                 return Err(Error::corrupt(
-                    format!("{name} offset {offset}"),
-                    reason.to_string(),
+                    format!("{name} offset {}", bad.offset),
+                    bad.describe(),
                 ));
             }
         }

@@ -17,7 +17,7 @@
 //! T tile u64 BE                       → 16 entry locations and the tile's
 //!                                       Merkle nodes of levels 0..=4
 //! N level u8, index u64 BE            → node hash (levels above 4)
-//! K ns_len u8, namespace, value       → holder seq u64 BE
+//! K UniqueKey::index_key (16 bytes)  → holder seq u64 BE
 //! Q counter                           → count u64 BE
 //! D len u8, rot_id, seq u64 BE        → leaf hash of that entry
 //! C size u64 BE                       → root hash ‖ signed note
@@ -45,7 +45,7 @@ const TAG_DEVICE: u8 = b'D';
 const TAG_CHECKPOINT: u8 = b'C';
 
 /// Version of this layout; an index of another version is rebuilt.
-const INDEX_FORMAT: u32 = 2;
+const INDEX_FORMAT: u32 = 3;
 
 /// Height of a tile: it holds the nodes of levels `0..=TILE_HEIGHT`.
 pub(crate) const TILE_HEIGHT: u8 = 4;
@@ -127,7 +127,7 @@ pub(crate) struct IndexedEntry {
     pub(crate) nodes: Vec<CompletedNode>,
     pub(crate) rot_id: String,
     pub(crate) leaf: Hash,
-    /// Encoded unique keys ([`crate::entry::UniqueKey::encoded`]).
+    /// Unique keys in index form ([`crate::entry::UniqueKey::index_key`]).
     pub(crate) keys: Vec<Vec<u8>>,
     pub(crate) quota: Option<String>,
 }

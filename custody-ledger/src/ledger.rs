@@ -16,19 +16,30 @@
 //!
 //! Readers see exactly the durable entries: the overlay (durable, not yet in
 //! sled) first, then sled.
+//!
+//! Where things are: `config.rs` (how a ledger is opened), `shared.rs` (the
+//! state and messages the threads share), `read.rs` (entries, lookups,
+//! proofs, device histories), `recovery/` (what open does), `overlay.rs`,
+//! and one file per thread. This file holds the handle: open, append,
+//! checkpoints, close.
 
+mod config;
 mod indexer;
 mod overlay;
 mod publisher;
+mod read;
 mod recovery;
+mod shared;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+pub use config::{
+    LedgerConfig, DEFAULT_ORIGIN, INDEX_DIR, LATEST_CHECKPOINT_FILE, PUBLIC_KEY_FILE,
+};
+pub(crate) use shared::{LiveNodes, PublisherMsg, Shared, Threads, WriterMsg};
+
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
 
 use tokio::sync::{oneshot, watch};
 use trustline_proto::signer::Signer;
@@ -36,92 +47,10 @@ use trustline_proto::signer::Signer;
 use crate::checkpoint::{LedgerKey, SignedCheckpoint};
 use crate::entry::{Appended, Constraints, Draft, QuotaUse, StoredEntry, UniqueKey, MAX_ENTRY_LEN};
 use crate::error::{Error, Result};
-use crate::index::{Index, Location};
-use crate::merkle::{self, ConsistencyProof, Hash, InclusionProof, NodeReader};
+use crate::merkle::InclusionProof;
 use crate::storage::{FileStorage, Storage};
 
 use overlay::Overlay;
-
-/// File holding the latest signed checkpoint note: an anchor that reveals a
-/// cut-off tail even when the index is gone.
-pub const LATEST_CHECKPOINT_FILE: &str = "checkpoint.latest";
-/// File holding the checkpoint public key (PEM), for auditors.
-pub const PUBLIC_KEY_FILE: &str = "ledger-key.pub.pem";
-/// The index directory's name inside the ledger directory.
-pub const INDEX_DIR: &str = "index";
-
-/// How to open a ledger.
-#[derive(Debug, Clone)]
-pub struct LedgerConfig {
-    /// The ledger directory (`<data>/ledger`): segments, the latest
-    /// checkpoint, the public key, and the index below it.
-    pub dir: PathBuf,
-    /// Where the sled index lives; `None` means `<dir>/index`.
-    pub index_dir: Option<PathBuf>,
-    /// The checkpoint origin and signed-note key name.
-    pub origin: String,
-    /// How often a checkpoint is published while there are new entries.
-    pub checkpoint_interval: Duration,
-    /// A segment is closed once it reaches this size.
-    pub segment_max_bytes: u64,
-    /// Most requests taken into one group commit.
-    pub max_batch: usize,
-    /// Most durable entries held in memory ahead of the index; the writer
-    /// waits for the indexer beyond this.
-    ///
-    /// Trade-off: the overlay is what lets a burst be acknowledged at the
-    /// speed of `fdatasync` rather than of sled. The indexer leaves it alone
-    /// until it is half full (or appends pause), so a burst of about
-    /// `overlay_limit / 2` entries runs at full speed; past that the indexer
-    /// competes for the CPU, and at the limit appends go at sled's sustained
-    /// rate (about 5k/s on the 2-vCPU reference machine). Each held entry
-    /// costs about 1.3 KB (its index data plus the overlay's key, node and
-    /// device maps), so 256k hold at most about 330 MB; a full overlay also
-    /// means a long catch-up for the indexer, during which the process
-    /// grows further and proofs are slower.
-    ///
-    /// Measured with `trustline bench ledger` (2-vCPU, noisy disk; absolute
-    /// rates vary by a third from run to run, the ordering held in every
-    /// run), 100k appends by 256 appenders after 22k earlier ones: 256k →
-    /// 39k–42k/s, p99 19 ms; 192k → 26k–33k/s, p99 35–44 ms; 128k →
-    /// 18k–21k/s, p99 41–45 ms. Peak RSS over a whole run with a one-million-entry phase:
-    /// 2.2 GB with 256k, 1.6 GB with 128k, 1.2 GB with 32k (the 2.9 GB seen
-    /// before came mostly from indexing in 4096-entry sled batches, now
-    /// 512). Every smaller default cost burst throughput, so it stays 256k;
-    /// lower it where memory matters more than bursts.
-    pub overlay_limit: usize,
-    /// Entries before the last checkpoint re-read and re-hashed on open.
-    pub tail_check: u64,
-    /// sled's cache size in bytes.
-    pub index_cache_bytes: u64,
-}
-
-/// The default checkpoint origin.
-pub const DEFAULT_ORIGIN: &str = "trustline.example/custody-ledger";
-
-impl LedgerConfig {
-    /// Defaults for a ledger in `dir`.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self {
-            dir: dir.into(),
-            index_dir: None,
-            origin: DEFAULT_ORIGIN.to_string(),
-            checkpoint_interval: Duration::from_millis(500),
-            segment_max_bytes: 64 << 20,
-            max_batch: 2048,
-            overlay_limit: 256 * 1024,
-            tail_check: 4096,
-            index_cache_bytes: 128 << 20,
-        }
-    }
-
-    /// The index directory.
-    pub fn index_path(&self) -> PathBuf {
-        self.index_dir
-            .clone()
-            .unwrap_or_else(|| self.dir.join(INDEX_DIR))
-    }
-}
 
 /// A device's entries, each with an inclusion proof against one checkpoint.
 #[derive(Debug, Clone)]
@@ -139,173 +68,6 @@ pub struct ProvenEntry {
     pub entry: StoredEntry,
     /// Its inclusion proof.
     pub proof: InclusionProof,
-}
-
-/// Messages to the writer thread.
-pub(crate) enum WriterMsg {
-    Append {
-        draft: Draft,
-        constraints: Constraints,
-        reply: oneshot::Sender<Result<Appended>>,
-    },
-    Checkpoint {
-        checkpoint: SignedCheckpoint,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    Shutdown,
-}
-
-/// Messages to the publisher thread.
-pub(crate) enum PublisherMsg {
-    Publish(oneshot::Sender<Result<SignedCheckpoint>>),
-    Shutdown,
-}
-
-/// State shared by the handle and the three threads.
-pub(crate) struct Shared {
-    pub(crate) config: LedgerConfig,
-    pub(crate) storage: Arc<dyn Storage>,
-    pub(crate) index: Index,
-    pub(crate) key: LedgerKey,
-    pub(crate) signer: Arc<dyn Signer>,
-    pub(crate) overlay: Mutex<Overlay>,
-    /// Signalled when the overlay gains entries (indexer) or loses them
-    /// (a writer waiting for room).
-    pub(crate) overlay_changed: Condvar,
-    /// Durable entries per quota counter; changed only by the writer.
-    pub(crate) quotas: Mutex<HashMap<String, u64>>,
-    /// The latched failure.
-    pub(crate) stopped: Mutex<Option<String>>,
-    pub(crate) closed: AtomicBool,
-    /// Appends submitted and not yet answered: the indexer waits for zero.
-    pub(crate) pending: AtomicUsize,
-    /// Entries in sled (the indexer's watermark): readers of older data
-    /// go straight to sled without taking the overlay lock.
-    pub(crate) indexed: AtomicU64,
-    pub(crate) latest: RwLock<Option<SignedCheckpoint>>,
-    pub(crate) checkpoint_size: watch::Sender<u64>,
-    pub(crate) writer_tx: mpsc::Sender<WriterMsg>,
-    pub(crate) publisher_tx: mpsc::Sender<PublisherMsg>,
-}
-
-impl Shared {
-    pub(crate) fn overlay(&self) -> MutexGuard<'_, Overlay> {
-        self.overlay.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn quotas(&self) -> MutexGuard<'_, HashMap<String, u64>> {
-        self.quotas.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Latches the first failure.
-    pub(crate) fn stop(&self, reason: String) {
-        let mut s = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
-        if s.is_none() {
-            tracing::error!(%reason, "custody ledger stopped");
-            *s = Some(reason);
-        }
-        drop(s);
-        self.overlay_changed.notify_all();
-    }
-
-    /// `Err` once the ledger has stopped or closed.
-    pub(crate) fn check_running(&self) -> Result<()> {
-        if let Some(reason) = self
-            .stopped
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            return Err(Error::Stopped(reason.clone()));
-        }
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        Ok(())
-    }
-
-    /// Durable entries.
-    pub(crate) fn size(&self) -> u64 {
-        self.overlay().durable_size()
-    }
-
-    pub(crate) fn latest(&self) -> Option<SignedCheckpoint> {
-        self.latest
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn location(&self, seq: u64) -> Result<Location> {
-        if let Some(loc) = self.overlay().location(seq) {
-            return Ok(loc);
-        }
-        self.index
-            .location(seq)?
-            .ok_or_else(|| Error::Index(format!("entry {seq} is durable but not indexed")))
-    }
-
-    /// Reads entry `seq` (which must be durable) from its segment.
-    pub(crate) fn read_entry(&self, seq: u64) -> Result<Vec<u8>> {
-        recovery::read_entry_at(self.storage.as_ref(), seq, self.location(seq)?)
-    }
-}
-
-/// Reads subtree hashes from the overlay, then sled.
-pub(crate) struct LiveNodes<'a>(pub(crate) &'a Shared);
-
-impl NodeReader for LiveNodes<'_> {
-    fn node(&self, level: u8, index: u64) -> Result<Hash> {
-        let end = (index + 1) << level;
-        if end <= self.0.indexed.load(Ordering::Acquire) {
-            return NodeReader::node(&self.0.index, level, index);
-        }
-        if let Some(h) = self.0.overlay().node(level, index) {
-            return Ok(h);
-        }
-        NodeReader::node(&self.0.index, level, index)
-    }
-}
-
-/// Joins the threads when the last handle goes.
-struct Threads {
-    shared: Arc<Shared>,
-    handles: Mutex<Vec<(&'static str, JoinHandle<()>)>>,
-}
-
-impl Threads {
-    fn shutdown(&self) {
-        let handles: Vec<_> =
-            std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
-        if handles.is_empty() {
-            return;
-        }
-        // Publisher first (it may publish a last checkpoint through the
-        // writer), then the writer, then the indexer drains the overlay.
-        let _ = self.shared.publisher_tx.send(PublisherMsg::Shutdown);
-        for (name, h) in handles {
-            if name == "writer" {
-                let _ = self.shared.writer_tx.send(WriterMsg::Shutdown);
-            }
-            if name == "indexer" {
-                self.shared.overlay().stop_indexer();
-                self.shared.overlay_changed.notify_all();
-            }
-            if h.join().is_err() {
-                tracing::error!(thread = name, "custody ledger thread panicked");
-            }
-        }
-        self.shared.closed.store(true, Ordering::Release);
-        if let Err(e) = self.shared.index.flush() {
-            tracing::warn!(error = %e, "flushing the index on close");
-        }
-    }
-}
-
-impl Drop for Threads {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
 }
 
 /// A handle on an open ledger. Cheap to clone; the ledger closes when the
@@ -433,7 +195,9 @@ impl Ledger {
         self.shared.indexed.load(Ordering::Acquire)
     }
 
-    fn submit(
+    /// Queues one append for the writer; the receiver answers once it is
+    /// durable or refused.
+    pub(crate) fn submit(
         &self,
         draft: Draft,
         unique_keys: Vec<UniqueKey>,
@@ -500,63 +264,6 @@ impl Ledger {
         rx.blocking_recv().map_err(|_| Error::Closed)?
     }
 
-    /// The exact stored bytes of entry `seq`.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] past the end; [`Error::Corrupt`] when the stored
-    /// record fails its checksum.
-    pub fn get_entry(&self, seq: u64) -> Result<Vec<u8>> {
-        self.shared.check_running()?;
-        let size = self.size();
-        if seq >= size {
-            return Err(Error::NotFound(format!(
-                "entry {seq} (the ledger has {size} entries)"
-            )));
-        }
-        self.shared.read_entry(seq)
-    }
-
-    /// Entries `[start, end)`, at most `limit` of them; `end` is clamped to
-    /// the durable size.
-    ///
-    /// # Errors
-    /// As [`Ledger::get_entry`].
-    pub fn entries(&self, start: u64, end: u64, limit: usize) -> Result<Vec<StoredEntry>> {
-        self.shared.check_running()?;
-        let end = end.min(self.size()).min(start.saturating_add(limit as u64));
-        (start..end)
-            .map(|seq| {
-                Ok(StoredEntry {
-                    seq,
-                    entry: self.shared.read_entry(seq)?,
-                })
-            })
-            .collect()
-    }
-
-    /// The entry holding `key`, if any.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for a malformed key; [`Error::Index`].
-    pub fn lookup_key(&self, key: &UniqueKey) -> Result<Option<u64>> {
-        self.shared.check_running()?;
-        key.validate()?;
-        let enc = key.encoded();
-        if let Some(seq) = self.shared.overlay().key_holder(&enc) {
-            return Ok(Some(seq));
-        }
-        self.shared.index.key_holder(&enc)
-    }
-
-    /// How many durable entries count against `counter`.
-    ///
-    /// # Errors
-    /// [`Error::Stopped`] / [`Error::Closed`].
-    pub fn quota(&self, counter: &str) -> Result<u64> {
-        self.shared.check_running()?;
-        Ok(self.shared.quotas().get(counter).copied().unwrap_or(0))
-    }
-
     /// The latest signed checkpoint, if one has been published.
     pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
         self.shared.latest()
@@ -604,114 +311,6 @@ impl Ledger {
             .await
             .map_err(|_| Error::Closed)?;
         self.latest_checkpoint().ok_or(Error::Closed)
-    }
-
-    fn resolve_size(&self, tree_size: u64) -> Result<u64> {
-        if tree_size == 0 {
-            return self
-                .latest_checkpoint()
-                .map(|c| c.size)
-                .ok_or_else(|| Error::NotFound("no checkpoint has been published yet".into()));
-        }
-        let size = self.size();
-        if tree_size > size {
-            return Err(Error::OutOfRange(format!(
-                "tree size {tree_size} is beyond the ledger's {size} entries"
-            )));
-        }
-        Ok(tree_size)
-    }
-
-    /// The inclusion proof of entry `seq` in the tree of `tree_size`
-    /// entries (0: the latest checkpoint's size).
-    ///
-    /// # Errors
-    /// [`Error::OutOfRange`], [`Error::NotFound`] (no checkpoint yet).
-    pub fn inclusion_proof(&self, seq: u64, tree_size: u64) -> Result<InclusionProof> {
-        self.shared.check_running()?;
-        let size = self.resolve_size(tree_size)?;
-        merkle::inclusion_proof(&LiveNodes(&self.shared), seq, size)
-    }
-
-    /// The consistency proof from `from_size` to `to_size` (0: the latest
-    /// checkpoint's size).
-    ///
-    /// # Errors
-    /// [`Error::OutOfRange`], [`Error::NotFound`] (no checkpoint yet).
-    pub fn consistency_proof(&self, from_size: u64, to_size: u64) -> Result<ConsistencyProof> {
-        self.shared.check_running()?;
-        let to = self.resolve_size(to_size)?;
-        merkle::consistency_proof(&LiveNodes(&self.shared), from_size, to)
-    }
-
-    /// The root hash of the tree of `tree_size` entries (0: the latest
-    /// checkpoint's size).
-    ///
-    /// # Errors
-    /// As [`Ledger::inclusion_proof`].
-    pub fn root(&self, tree_size: u64) -> Result<Hash> {
-        let size = self.resolve_size(tree_size)?;
-        merkle::root(&LiveNodes(&self.shared), size)
-    }
-
-    /// Every entry of the device `rot_id` (2.4.14.12), each with an
-    /// inclusion proof against one checkpoint. A checkpoint is published
-    /// first when the latest one does not cover the device's last entry.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for a malformed `rot_id`, plus those of
-    /// [`Ledger::publish_checkpoint`].
-    pub async fn device_history(&self, rot_id: &str) -> Result<DeviceHistory> {
-        self.shared.check_running()?;
-        if !trustline_proto::identity::is_well_formed_rot_id(rot_id) {
-            return Err(Error::InvalidArgument(
-                "rot_id must be 64 lowercase hex characters".into(),
-            ));
-        }
-        let seqs = self.device_seqs(rot_id)?;
-        let covered = self.latest_checkpoint().map_or(0, |c| c.size);
-        let needs = seqs.last().map_or(0, |&s| s + 1);
-        let checkpoint = match self.latest_checkpoint() {
-            Some(c) if covered >= needs => c,
-            _ => self.publish_checkpoint().await?,
-        };
-        let this = self.clone();
-        let rot = rot_id.to_string();
-        tokio::task::spawn_blocking(move || this.prove_history(&rot, checkpoint))
-            .await
-            .map_err(|_| Error::Closed)?
-    }
-
-    fn device_seqs(&self, rot_id: &str) -> Result<Vec<u64>> {
-        let mut seqs: BTreeMap<u64, ()> = BTreeMap::new();
-        for (seq, _) in self.shared.index.device_entries(rot_id)? {
-            seqs.insert(seq, ());
-        }
-        for seq in self.shared.overlay().device_seqs(rot_id) {
-            seqs.insert(seq, ());
-        }
-        Ok(seqs.into_keys().collect())
-    }
-
-    fn prove_history(&self, rot_id: &str, checkpoint: SignedCheckpoint) -> Result<DeviceHistory> {
-        let nodes = LiveNodes(&self.shared);
-        let mut entries = Vec::new();
-        for seq in self.device_seqs(rot_id)? {
-            if seq >= checkpoint.size {
-                break;
-            }
-            entries.push(ProvenEntry {
-                entry: StoredEntry {
-                    seq,
-                    entry: self.shared.read_entry(seq)?,
-                },
-                proof: merkle::inclusion_proof(&nodes, seq, checkpoint.size)?,
-            });
-        }
-        Ok(DeviceHistory {
-            checkpoint,
-            entries,
-        })
     }
 
     /// Closes the ledger: publishes a last checkpoint if entries are

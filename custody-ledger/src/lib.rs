@@ -10,6 +10,13 @@
 //!   [`LedgerConfig`] and a checkpoint [`trustline_proto::signer::Signer`],
 //!   then [`Ledger::append`] a [`Draft`] with [`UniqueKey`]s and a
 //!   [`QuotaUse`].
+//! - [`engine`] is the seam a second storage engine (PostgreSQL, issue 14)
+//!   implements: [`LedgerEngine`] — batched appends with constraints,
+//!   entries, key lookups, quotas, checkpoints, proofs and device
+//!   histories. [`Ledger`] (segments + index + threads) is the default
+//!   engine; the gRPC [`service`] takes any `Arc<dyn LedgerEngine>`. The
+//!   verifier and exports need no engine: they read entry bytes and signed
+//!   checkpoints.
 //! - [`merkle`] is the RFC 6962 / 9162 math, pure.
 //! - [`checkpoint`] makes and checks C2SP signed-note checkpoints.
 //! - [`format`] documents the segment and export files byte by byte.
@@ -21,6 +28,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod engine;
 pub mod entry;
 mod error;
 pub mod export;
@@ -34,6 +42,7 @@ pub mod storage;
 pub mod verify;
 
 pub use checkpoint::{LedgerKey, SignedCheckpoint};
+pub use engine::{Append, EngineFuture, LedgerEngine};
 pub use entry::{Appended, Constraints, Draft, EventKind, QuotaUse, StoredEntry, UniqueKey};
 pub use error::{Error, Result};
 pub use ledger::{

@@ -1,5 +1,7 @@
-//! Segment files: names, listing, and walking their records with torn-tail
-//! detection. The byte layout is in [`crate::format`].
+//! Segment files: names, listing, and walking their records, saying where
+//! and why a walk met bytes that are not a record and whether they can be a
+//! torn write. The byte layout is in [`crate::format`]; what recovery does
+//! with a bad record is in `ledger::recovery`.
 
 use crate::error::{Error, Result};
 use crate::format::{self, CheckedRecord, FrameError, UnverifiedRecord, HEADER_LEN, SEGMENT_MAGIC};
@@ -8,12 +10,15 @@ use crate::storage::Storage;
 /// Suffix of segment file names.
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 
-/// How far from the end of the last segment a bad record may be and still
-/// count as a torn write. The writer never has more than one batch
-/// unsynced, and a batch stops growing at [`MAX_BATCH_BYTES`] plus one
-/// entry; a bad record further from the end than this sits under data that
-/// a successful `fdatasync` made durable, so it is corruption, not a tear.
-pub(crate) const TORN_WINDOW: u64 = 2 * MAX_BATCH_BYTES + format::MAX_BODY_LEN as u64;
+/// The most bytes one group commit can leave unsynced: the writer has at
+/// most one batch written and not yet synced (it syncs a batch before it
+/// acknowledges it and before it writes the next one), and a batch stops
+/// growing once it holds [`MAX_BATCH_BYTES`], so it is at most that plus one
+/// record. A bad record further from the end of the last segment than this
+/// sits under data that a successful `fdatasync` made durable: it is
+/// corruption, never a torn write.
+pub(crate) const TORN_WINDOW: u64 =
+    MAX_BATCH_BYTES + (format::RECORD_HEADER_LEN + format::MAX_BODY_LEN) as u64;
 
 /// The writer starts a new batch once this many bytes are queued.
 pub(crate) const MAX_BATCH_BYTES: u64 = 4 << 20;
@@ -79,24 +84,72 @@ pub(crate) fn check_header(name: &str, id: u64, bytes: &[u8]) -> Result<()> {
 pub(crate) enum End {
     /// The last record ends exactly at the end of the bytes.
     Clean,
-    /// The bytes from `offset` on are not a record, and they are close
-    /// enough to the end to be a torn write (see [`TORN_WINDOW`]).
-    Torn {
-        /// Where the first bad record starts.
-        offset: u64,
-        /// Why it is not a record.
-        reason: FrameError,
-    },
+    /// The bytes from some offset on are not a record.
+    Bad(BadRecord),
+}
+
+/// The first place in a segment where the bytes are not a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BadRecord {
+    /// Where the bad record starts.
+    pub(crate) offset: u64,
+    /// Why it is not a record.
+    pub(crate) reason: FrameError,
+    /// Bytes from `offset` to the end of the segment.
+    pub(crate) remaining: u64,
+    /// Where the first valid record after it starts, when one does and the
+    /// bad record is within [`TORN_WINDOW`] of the end (further in, the
+    /// answer does not matter: it is corruption either way).
+    pub(crate) next_valid: Option<u64>,
+}
+
+impl BadRecord {
+    /// Whether this can be the torn tail of the last batch: within one
+    /// batch of the end, and with no valid record after it (a torn write
+    /// leaves missing, short, zeroed or garbage bytes at the very end; valid
+    /// records after bad bytes mean the bad bytes were once durable).
+    pub(crate) fn is_torn_tail(&self) -> bool {
+        self.remaining <= TORN_WINDOW && self.next_valid.is_none()
+    }
+
+    /// Why it is or is not a torn write, in words.
+    pub(crate) fn describe(&self) -> String {
+        match self.next_valid {
+            _ if self.remaining > TORN_WINDOW => format!(
+                "{}, and {} bytes follow: more than one batch could leave unsynced, so this is \
+                 corruption of durable data, not a torn write",
+                self.reason, self.remaining
+            ),
+            Some(at) => format!(
+                "{}, and a valid record follows at offset {at}: bytes before a durable record \
+                 were damaged, so this is corruption, not a torn write",
+                self.reason
+            ),
+            None => format!("{} ({} bytes to the end)", self.reason, self.remaining),
+        }
+    }
+}
+
+/// The offset of the first valid record (framing, CRC and body) that starts
+/// after `from`, if any.
+fn next_valid_record(bytes: &[u8], from: usize) -> Option<u64> {
+    (from + 1..bytes.len())
+        .find(|&at| {
+            UnverifiedRecord::new(&bytes[at..])
+                .check()
+                .is_ok_and(|r| r.parse().is_ok())
+        })
+        .map(|at| at as u64)
 }
 
 /// Walks the records of `bytes` from `start`, calling `each(offset,
-/// record)` for each in order.
+/// record)` for each in order, and says how the walk ended. Whether a bad
+/// record may be cut is the caller's decision ([`BadRecord::is_torn_tail`]
+/// is necessary, not sufficient).
 ///
 /// # Errors
-/// [`Error::Corrupt`] for a bad record too far from the end to be a torn
-/// write; whatever `each` returns.
+/// Whatever `each` returns.
 pub(crate) fn walk(
-    name: &str,
     bytes: &[u8],
     start: usize,
     mut each: impl FnMut(u64, CheckedRecord<'_>) -> Result<()>,
@@ -111,16 +164,17 @@ pub(crate) fn walk(
             }
             Err(reason) => {
                 let remaining = (bytes.len() - at) as u64;
-                if remaining > TORN_WINDOW {
-                    return Err(Error::corrupt(
-                        format!("{name} offset {at}"),
-                        format!("{reason}, and {remaining} bytes follow: not a torn write"),
-                    ));
-                }
-                return Ok(End::Torn {
+                let next_valid = if remaining <= TORN_WINDOW {
+                    next_valid_record(bytes, at)
+                } else {
+                    None
+                };
+                return Ok(End::Bad(BadRecord {
                     offset: at as u64,
                     reason,
-                });
+                    remaining,
+                    next_valid,
+                }));
             }
         }
     }

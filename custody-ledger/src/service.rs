@@ -1,4 +1,5 @@
-//! The `trustline.v1.CustodyLedger` gRPC service over a [`Ledger`].
+//! The `trustline.v1.CustodyLedger` gRPC service over any
+//! [`LedgerEngine`] (the file engine, [`Ledger`], by default).
 //!
 //! Generated protobuf types stop here: requests are converted to the
 //! ledger's domain types and answers back. Authentication and
@@ -12,6 +13,7 @@
 //! with [`append_conflict`] and [`quota_exhausted`].
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::Stream;
 use prost::Message;
@@ -21,7 +23,8 @@ use trustline_proto::v1;
 use trustline_proto::v1::custody_ledger_server::{CustodyLedger, CustodyLedgerServer};
 
 use crate::checkpoint::SignedCheckpoint;
-use crate::entry::{Draft, EventKind, QuotaUse, UniqueKey};
+use crate::engine::LedgerEngine;
+use crate::entry::{Constraints, Draft, EventKind, QuotaUse, UniqueKey};
 use crate::error::Error;
 use crate::ledger::Ledger;
 use crate::merkle::{ConsistencyProof, InclusionProof};
@@ -174,29 +177,24 @@ fn hashes_from_wire(path: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, Error> {
 /// The gRPC service.
 #[derive(Debug, Clone)]
 pub struct LedgerService {
-    ledger: Ledger,
+    engine: Arc<dyn LedgerEngine>,
 }
 
 impl LedgerService {
-    /// A service over `ledger`.
+    /// A service over the file engine `ledger`.
     pub fn new(ledger: Ledger) -> Self {
-        Self { ledger }
+        Self::with_engine(Arc::new(ledger))
+    }
+
+    /// A service over any engine.
+    pub fn with_engine(engine: Arc<dyn LedgerEngine>) -> Self {
+        Self { engine }
     }
 
     /// The tonic server for this service.
     pub fn into_server(self) -> CustodyLedgerServer<Self> {
         CustodyLedgerServer::new(self)
     }
-}
-
-/// Runs blocking ledger work (file reads, sled) off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| Status::internal("ledger task failed"))?
-        .map_err(Status::from)
 }
 
 #[tonic::async_trait]
@@ -215,7 +213,16 @@ impl CustodyLedger for LedgerService {
             counter: q.counter,
             limit: q.limit,
         });
-        let a = self.ledger.append(draft, keys, quota).await?;
+        let a = self
+            .engine
+            .append(
+                draft,
+                Constraints {
+                    unique_keys: keys,
+                    quota,
+                },
+            )
+            .await?;
         Ok(Response::new(v1::AppendResponse {
             seq: a.seq,
             entry: a.entry,
@@ -228,7 +235,7 @@ impl CustodyLedger for LedgerService {
         _request: Request<v1::GetCheckpointRequest>,
     ) -> Result<Response<v1::Checkpoint>, Status> {
         let c = self
-            .ledger
+            .engine
             .latest_checkpoint()
             .ok_or_else(|| Status::not_found("not found: no checkpoint has been published yet"))?;
         Ok(Response::new(checkpoint_to_wire(&c)))
@@ -238,7 +245,7 @@ impl CustodyLedger for LedgerService {
         &self,
         _request: Request<v1::PublishCheckpointRequest>,
     ) -> Result<Response<v1::Checkpoint>, Status> {
-        let c = self.ledger.publish_checkpoint().await?;
+        let c = self.engine.publish_checkpoint().await?;
         Ok(Response::new(checkpoint_to_wire(&c)))
     }
 
@@ -247,8 +254,7 @@ impl CustodyLedger for LedgerService {
         request: Request<v1::GetEntryRequest>,
     ) -> Result<Response<v1::StoredEntry>, Status> {
         let seq = request.into_inner().seq;
-        let ledger = self.ledger.clone();
-        let entry = blocking(move || ledger.get_entry(seq)).await?;
+        let entry = self.engine.entry(seq).await?;
         Ok(Response::new(v1::StoredEntry { seq, entry }))
     }
 
@@ -260,7 +266,7 @@ impl CustodyLedger for LedgerService {
         request: Request<v1::GetEntriesRequest>,
     ) -> Result<Response<Self::GetEntriesStream>, Status> {
         let r = request.into_inner();
-        let size = self.ledger.size();
+        let size = self.engine.size();
         let end = if r.end == 0 { size } else { r.end };
         if r.start > end || end > size {
             return Err(Error::OutOfRange(format!(
@@ -270,14 +276,15 @@ impl CustodyLedger for LedgerService {
             .into());
         }
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let ledger = self.ledger.clone();
+        let engine = self.engine.clone();
         let start = r.start;
         tokio::spawn(async move {
             let mut next = start;
             while next < end {
-                let l = ledger.clone();
-                let from = next;
-                let chunk = blocking(move || l.entries(from, end, STREAM_CHUNK)).await;
+                let chunk = engine
+                    .entries(next, end, STREAM_CHUNK)
+                    .await
+                    .map_err(Status::from);
                 match chunk {
                     Ok(entries) if !entries.is_empty() => {
                         next += entries.len() as u64;
@@ -315,8 +322,7 @@ impl CustodyLedger for LedgerService {
                 .key
                 .ok_or_else(|| Status::invalid_argument("invalid request: the key is missing"))?,
         );
-        let ledger = self.ledger.clone();
-        let holder = blocking(move || ledger.lookup_key(&key)).await?;
+        let holder = self.engine.lookup_key(key).await?;
         Ok(Response::new(v1::LookupKeyResponse {
             found: holder.is_some(),
             holder_seq: holder.unwrap_or(0),
@@ -328,7 +334,7 @@ impl CustodyLedger for LedgerService {
         request: Request<v1::GetQuotaRequest>,
     ) -> Result<Response<v1::QuotaValue>, Status> {
         let counter = request.into_inner().counter;
-        let used = self.ledger.quota(&counter)?;
+        let used = self.engine.quota(counter.clone()).await?;
         Ok(Response::new(v1::QuotaValue { counter, used }))
     }
 
@@ -337,8 +343,7 @@ impl CustodyLedger for LedgerService {
         request: Request<v1::InclusionProofRequest>,
     ) -> Result<Response<v1::InclusionProof>, Status> {
         let r = request.into_inner();
-        let ledger = self.ledger.clone();
-        let p = blocking(move || ledger.inclusion_proof(r.seq, r.tree_size)).await?;
+        let p = self.engine.inclusion_proof(r.seq, r.tree_size).await?;
         Ok(Response::new(inclusion_to_wire(&p)))
     }
 
@@ -347,8 +352,10 @@ impl CustodyLedger for LedgerService {
         request: Request<v1::ConsistencyProofRequest>,
     ) -> Result<Response<v1::ConsistencyProof>, Status> {
         let r = request.into_inner();
-        let ledger = self.ledger.clone();
-        let p = blocking(move || ledger.consistency_proof(r.from_size, r.to_size)).await?;
+        let p = self
+            .engine
+            .consistency_proof(r.from_size, r.to_size)
+            .await?;
         Ok(Response::new(consistency_to_wire(&p)))
     }
 
@@ -357,7 +364,7 @@ impl CustodyLedger for LedgerService {
         request: Request<v1::DeviceHistoryRequest>,
     ) -> Result<Response<v1::DeviceHistory>, Status> {
         let rot_id = request.into_inner().rot_id;
-        let h = self.ledger.device_history(&rot_id).await?;
+        let h = self.engine.device_history(rot_id).await?;
         Ok(Response::new(v1::DeviceHistory {
             checkpoint: Some(checkpoint_to_wire(&h.checkpoint)),
             entries: h
@@ -378,7 +385,7 @@ impl CustodyLedger for LedgerService {
         &self,
         _request: Request<v1::GetLedgerKeyRequest>,
     ) -> Result<Response<v1::LedgerKey>, Status> {
-        let k = self.ledger.ledger_key();
+        let k = self.engine.ledger_key();
         Ok(Response::new(v1::LedgerKey {
             origin: k.origin().to_string(),
             key_name: k.origin().to_string(),

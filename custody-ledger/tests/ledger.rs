@@ -507,3 +507,53 @@ async fn malformed_appends_are_refused_before_anything_is_written() {
     ));
     ledger.close();
 }
+
+/// The engine seam (issue 14 preparation): a batch through
+/// `LedgerEngine::append_batch` is checked in order against earlier
+/// entries and earlier appends of the batch, one result per append, and a
+/// refusal leaves nothing of that append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_through_the_engine_seam_is_checked_in_order() {
+    use custody_ledger::{Append, Constraints, LedgerEngine};
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(config(dir.path()), signer()).unwrap();
+    let engine: Arc<dyn LedgerEngine> = Arc::new(ledger.clone());
+    let append = |device: u64, limit: u64| {
+        let (draft, unique_keys, quota) = certified(device, "PO-E", limit);
+        Append {
+            draft,
+            constraints: Constraints { unique_keys, quota },
+        }
+    };
+    let results = engine
+        .append_batch(vec![append(1, 2), append(1, 2), append(2, 2), append(3, 2)])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 4);
+    let first = results[0].as_ref().unwrap().seq;
+    assert!(
+        matches!(&results[1], Err(Error::Conflict { holder_seq, .. }) if *holder_seq == first),
+        "{:?}",
+        results[1]
+    );
+    assert!(results[2].is_ok());
+    assert!(matches!(
+        &results[3],
+        Err(Error::QuotaExhausted { used: 2, .. })
+    ));
+    assert_eq!(engine.size(), 2);
+    assert_eq!(engine.quota("order/PO-E".into()).await.unwrap(), 2);
+    let bytes = engine.entry(first).await.unwrap();
+    assert_eq!(&bytes, &results[0].as_ref().unwrap().entry);
+    let cp = engine.publish_checkpoint().await.unwrap();
+    let p = engine.inclusion_proof(first, 0).await.unwrap();
+    verify_inclusion(&leaf_hash(&bytes), &p, &cp.root).unwrap();
+    assert_eq!(
+        engine
+            .lookup_key(UniqueKey::new("serial", "SN-000002"))
+            .await
+            .unwrap(),
+        Some(first + 1)
+    );
+    ledger.close();
+}

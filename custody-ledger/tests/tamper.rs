@@ -87,6 +87,19 @@ impl Fixture {
 
     /// Verifies the fixture with the segment replaced by `segment`.
     fn verify_with(&self, segment: Vec<u8>, anchors: Vec<String>) -> Report {
+        self.verify_opts(
+            segment,
+            Options {
+                key: Some(self.spki.clone()),
+                anchors,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// Verifies the fixture with the segment replaced by `segment`, with
+    /// `opts`.
+    fn verify_opts(&self, segment: Vec<u8>, opts: Options) -> Report {
         let s = SimStorage::new();
         for (n, b) in &self.files {
             s.set_file(
@@ -98,11 +111,6 @@ impl Fixture {
                 },
             );
         }
-        let opts = Options {
-            key: Some(self.spki.clone()),
-            origin: None,
-            anchors,
-        };
         verify::verify_dir(&s, &opts, &mut |_| {}).unwrap().report
     }
 
@@ -293,12 +301,20 @@ fn a_rewritten_history_is_caught_by_the_signed_checkpoints() {
         signer: f.signer.clone(),
         _index: tempfile::tempdir().unwrap(),
     };
-    assert!(
-        f2.verify(bad.clone()).is_ok(),
-        "without an outside anchor the rewrite is self-consistent"
-    );
+    // Without an outside anchor the rewrite is self-consistent, but the
+    // entries after the old checkpoint are signed by nothing: that fails
+    // closed, and passes only when an unsigned tail is allowed.
+    let p = f2.verify(bad.clone()).problem.expect("fails closed");
+    assert!(p.what.contains("after the latest signed checkpoint"), "{p}");
+    let allowing = |anchors: Vec<String>| Options {
+        key: Some(f.spki.clone()),
+        anchors,
+        allow_unsigned_tail: true,
+        ..Options::default()
+    };
+    assert!(f2.verify_opts(bad.clone(), allowing(vec![])).is_ok());
     let p = f2
-        .verify_with(bad, vec![f.kept.note.clone()])
+        .verify_opts(bad, allowing(vec![f.kept.note.clone()]))
         .problem
         .expect("caught by the kept checkpoint");
     assert!(p.location.contains("anchor"), "{p}");
@@ -445,9 +461,17 @@ fn a_well_formed_planted_entry_is_accepted_by_open_and_verify() {
     // The control for the refusals below: the planting itself is sound.
     let f = fixture();
     let seg = planted(&f, &next_entry(&f.segment()).encode_to_vec());
-    let r = f.verify(seg.clone());
+    let r = f.verify_opts(
+        seg.clone(),
+        Options {
+            key: Some(f.spki.clone()),
+            allow_unsigned_tail: true,
+            ..Options::default()
+        },
+    );
     assert!(r.is_ok(), "{:?}", r.problem);
     assert_eq!(r.entries, 61);
+    assert_eq!(r.uncovered, 1);
     for own_index in [true, false] {
         let ledger = f.open_with(seg.clone(), own_index).unwrap();
         assert_eq!(ledger.size(), 61);
@@ -498,4 +522,148 @@ fn open_and_verify_refuse_a_non_canonical_encoding() {
     let mut unknown = canonical.clone();
     unknown.extend_from_slice(&[0x98, 0x06, 0x01]);
     assert_refused_as_entry_60(&unknown, "not canonically encoded");
+}
+
+/// Writes an export of `records` (segment records, verbatim) under the
+/// fixture's key, with a correct trailer: what someone holding only the
+/// public key file could fabricate.
+fn fabricated_export(f: &Fixture, records: &[Rec], seg: &[u8], path: &std::path::Path) {
+    let mut out = format::encode_header(format::EXPORT_MAGIC, 0).to_vec();
+    format::encode_key(custody_ledger::DEFAULT_ORIGIN, &f.spki, &mut out);
+    let (mut entries, mut checkpoints, mut head) = (0, 0, GENESIS_HEAD);
+    for r in records {
+        out.extend_from_slice(&seg[r.offset..r.offset + r.len]);
+        match &r.record {
+            Record::Entry(e) => {
+                entries += 1;
+                head = chain_head(&head, &leaf_hash(&e.entry));
+            }
+            _ => checkpoints += 1,
+        }
+    }
+    format::encode_trailer(
+        &format::Trailer {
+            entries,
+            checkpoints,
+            head,
+        },
+        &mut out,
+    );
+    std::fs::write(path, out).unwrap();
+}
+
+fn key_only(f: &Fixture) -> Options {
+    Options {
+        key: Some(f.spki.clone()),
+        ..Options::default()
+    }
+}
+
+/// Issue 12, item 12: a well-formed chain of entries that no checkpoint
+/// signs proves nothing — anyone with the public key file can make one.
+#[test]
+fn a_fabricated_export_signed_by_nobody_fails() {
+    let f = fixture();
+    let seg = f.segment();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fabricated.export");
+    fabricated_export(&f, &entry_recs(&seg), &seg, &path);
+    let r = verify::verify_export(&path, &key_only(&f), &mut |_| {})
+        .unwrap()
+        .report;
+    let p = r.problem.expect("nothing signed covers it");
+    assert!(p.what.contains("no signed checkpoint"), "{p}");
+    assert_eq!(
+        r.entries, 60,
+        "every entry is well formed: only signatures are missing"
+    );
+    // The same as a data directory without checkpoints.
+    let mut bare = seg[..format::HEADER_LEN].to_vec();
+    for r in entry_recs(&seg) {
+        bare.extend_from_slice(&seg[r.offset..r.offset + r.len]);
+    }
+    let s = SimStorage::new();
+    s.set_file(SEGMENT, bare);
+    let p = verify::verify_dir(&s, &key_only(&f), &mut |_| {})
+        .unwrap()
+        .report
+        .problem
+        .expect("nothing signed covers it");
+    assert!(p.what.contains("no signed checkpoint"), "{p}");
+}
+
+/// Issue 12, item 12: entries after the latest signed checkpoint fail
+/// unless explicitly allowed; allowed, the report counts them.
+#[test]
+fn an_unsigned_tail_fails_unless_allowed_and_is_counted() {
+    let f = fixture();
+    let seg = f.segment();
+    // Entries 45..60 after the checkpoint of 45: drop the last checkpoint.
+    let recs: Vec<Rec> = records(&seg)
+        .into_iter()
+        .filter(|r| !matches!(&r.record, Record::Checkpoint(c) if c.size == 60))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tail.export");
+    fabricated_export(&f, &recs, &seg, &path);
+    let r = verify::verify_export(&path, &key_only(&f), &mut |_| {})
+        .unwrap()
+        .report;
+    let p = r.problem.expect("an unsigned tail fails closed");
+    assert_eq!(p.seq, Some(45), "{p}");
+    assert!(p.what.contains("after the latest signed checkpoint"), "{p}");
+    let allowed = Options {
+        allow_unsigned_tail: true,
+        ..key_only(&f)
+    };
+    let r = verify::verify_export(&path, &allowed, &mut |_| {})
+        .unwrap()
+        .report;
+    assert!(r.is_ok(), "{:?}", r.problem);
+    assert_eq!((r.entries, r.uncovered), (60, 15));
+
+    // A data directory whose last entries no checkpoint covers.
+    let seg61 = planted(&f, &next_entry(&seg).encode_to_vec());
+    let p = f.verify(seg61.clone()).problem.expect("fails closed");
+    assert_eq!(p.seq, Some(60), "{p}");
+    let r = f.verify_opts(seg61, allowed);
+    assert!(r.is_ok(), "{:?}", r.problem);
+    assert_eq!(r.uncovered, 1);
+}
+
+/// The flat-memory pass proves the same as the whole tree: a checkpoint
+/// written after later entries, and anchors of every size, still verify,
+/// and the kept tree (for proofs) has every leaf.
+#[test]
+fn anchors_of_every_size_and_the_kept_tree_agree_with_the_streaming_pass() {
+    let f = fixture();
+    let seg = f.segment();
+    let notes: Vec<String> = records(&seg)
+        .into_iter()
+        .filter_map(|r| match r.record {
+            Record::Checkpoint(c) => Some(c.note),
+            _ => None,
+        })
+        .collect();
+    let r = f.verify_with(seg.clone(), notes.clone());
+    assert!(r.is_ok(), "{:?}", r.problem);
+    assert_eq!(r.anchors, notes.len() as u64 + 1);
+    let s = SimStorage::new();
+    for (n, b) in &f.files {
+        s.set_file(n, b.clone());
+    }
+    let kept = verify::verify_dir(
+        &s,
+        &Options {
+            keep_tree: true,
+            ..key_only(&f)
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(kept.tree.size(), 60);
+    assert_eq!(kept.tree.root(), f.kept.root);
+    let streamed = verify::verify_dir(&s, &key_only(&f), &mut |_| {}).unwrap();
+    assert_eq!(streamed.report.root, f.kept.root);
+    assert_eq!(streamed.tree.size(), 0, "no tree kept unless asked");
 }

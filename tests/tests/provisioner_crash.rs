@@ -196,8 +196,15 @@ async fn a_provisioner_killed_mid_run_loses_no_acknowledged_device() {
     // The ledger files verify offline after the crash and the restart.
     let storage =
         custody_ledger::storage::FileStorage::open(&dir.join(setup::LEDGER_DIR)).expect("storage");
-    let verified = custody_ledger::verify::verify_dir(&storage, &Default::default(), &mut |_| {})
-        .expect("verify");
+    // Integrity, not coverage: the last entries after the restart need not
+    // be under a checkpoint yet (the verifier fails closed on that unless
+    // told).
+    let options = custody_ledger::verify::Options {
+        allow_unsigned_tail: true,
+        ..Default::default()
+    };
+    let verified =
+        custody_ledger::verify::verify_dir(&storage, &options, &mut |_| {}).expect("verify");
     assert!(verified.report.is_ok(), "{:?}", verified.report.problem);
     assert!(verified.report.entries as usize >= received.len());
 }

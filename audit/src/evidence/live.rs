@@ -56,6 +56,7 @@ pub fn collect(source: &LedgerSource, ledger_key: Option<Vec<u8>>) -> Result<Liv
         key: ledger_key,
         origin: None,
         anchors: Vec::new(),
+        ..verify::Options::default()
     };
     let verified = source.verify(&options, &mut |ve| {
         *by_kind.entry(ve.entry.kind).or_insert(0) += 1;

@@ -30,7 +30,7 @@ const IDLE: Duration = Duration::from_millis(20);
 
 /// The thread body. `state` is the watermark at open.
 pub(crate) fn run(shared: &Arc<Shared>, mut state: IndexState) {
-    let high = (shared.config.overlay_limit / 2).max(1);
+    let high = (shared.config.overlay_bytes / 2).max(1);
     let mut last_flush = Instant::now();
     loop {
         let taken = {
@@ -52,7 +52,7 @@ pub(crate) fn run(shared: &Arc<Shared>, mut state: IndexState) {
                 }
                 let idle_for = overlay.last_push().elapsed();
                 let quiet = shared.pending.load(Ordering::Acquire) == 0 && idle_for >= IDLE;
-                if stopping || overlay.len() >= high || quiet {
+                if stopping || overlay.bytes() >= high || quiet {
                     break;
                 }
                 let idle_for = if idle_for >= IDLE {

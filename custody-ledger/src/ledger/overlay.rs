@@ -24,6 +24,32 @@ pub(crate) struct OverlayEntry {
     pub(crate) time_ms: i64,
 }
 
+/// What one entry costs in the overlay beyond its own struct: heap parts,
+/// the `Arc`, and its slots in the key and device maps (hash map slots at
+/// about half load, plus the allocator's bookkeeping).
+fn entry_bytes(e: &OverlayEntry) -> usize {
+    const ALLOC: usize = 16;
+    const KEY_SLOT: usize = 2 * (24 + 8 + 1);
+    const DEVICE_SLOT: usize = 2 * (24 + 24 + 1);
+    let d = &e.data;
+    std::mem::size_of::<OverlayEntry>()
+        + std::mem::size_of::<Option<u64>>()
+        + 2 * ALLOC
+        + d.nodes.capacity() * std::mem::size_of::<crate::merkle::CompletedNode>()
+        + ALLOC
+        + d.keys
+            .iter()
+            .map(|k| k.capacity() + ALLOC + 24 + KEY_SLOT)
+            .sum::<usize>()
+        + d.keys.capacity() * 24
+        + if d.rot_id.is_empty() {
+            0
+        } else {
+            d.rot_id.capacity() + ALLOC + DEVICE_SLOT + d.rot_id.len() + ALLOC
+        }
+        + d.quota.as_ref().map_or(0, |q| q.capacity() + ALLOC)
+}
+
 /// A durable checkpoint record awaiting the index.
 #[derive(Debug, Clone)]
 pub(crate) struct OverlayCheckpoint {
@@ -41,10 +67,15 @@ pub(crate) struct Overlay {
     /// Shared with the indexer's [`Taken`], so taking a chunk copies
     /// pointers, not entries, while the lock is held.
     entries: VecDeque<Arc<OverlayEntry>>,
+    /// For each entry, the seq of the same device's previous entry when
+    /// that one is in the overlay too.
+    device_prev: VecDeque<Option<u64>>,
     checkpoints: VecDeque<OverlayCheckpoint>,
     keys: HashMap<Vec<u8>, u64>,
-    nodes: HashMap<(u8, u64), Hash>,
-    devices: HashMap<String, VecDeque<(u64, Hash)>>,
+    /// A device's last entry in the overlay.
+    devices: HashMap<String, u64>,
+    /// Estimated heap bytes held ([`entry_bytes`] of every entry).
+    bytes: usize,
     stop_indexer: bool,
     last_push: Instant,
 }
@@ -61,10 +92,11 @@ impl Overlay {
         Self {
             base,
             entries: VecDeque::new(),
+            device_prev: VecDeque::new(),
             checkpoints: VecDeque::new(),
             keys: HashMap::new(),
-            nodes: HashMap::new(),
             devices: HashMap::new(),
+            bytes: 0,
             stop_indexer: false,
             last_push: Instant::now(),
         }
@@ -75,9 +107,9 @@ impl Overlay {
         self.base + self.entries.len() as u64
     }
 
-    /// Entries awaiting the index.
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+    /// Estimated heap bytes the overlay holds.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Whether the indexer has nothing to do.
@@ -102,18 +134,16 @@ impl Overlay {
     pub(crate) fn push_entry(&mut self, e: OverlayEntry) {
         debug_assert_eq!(e.data.seq, self.durable_size());
         self.last_push = Instant::now();
+        self.bytes += entry_bytes(&e);
         for k in &e.data.keys {
             self.keys.insert(k.clone(), e.data.seq);
         }
-        for &(level, index, hash) in &e.data.nodes {
-            self.nodes.insert((level, index), hash);
-        }
-        if !e.data.rot_id.is_empty() {
-            self.devices
-                .entry(e.data.rot_id.clone())
-                .or_default()
-                .push_back((e.data.seq, e.data.leaf));
-        }
+        let prev = if e.data.rot_id.is_empty() {
+            None
+        } else {
+            self.devices.insert(e.data.rot_id.clone(), e.data.seq)
+        };
+        self.device_prev.push_back(prev);
         self.entries.push_back(Arc::new(e));
     }
 
@@ -146,21 +176,15 @@ impl Overlay {
             let Some(e) = self.entries.pop_front() else {
                 break;
             };
+            self.device_prev.pop_front();
+            self.bytes = self.bytes.saturating_sub(entry_bytes(&e));
             for k in &e.data.keys {
                 if self.keys.get(k) == Some(&e.data.seq) {
                     self.keys.remove(k);
                 }
             }
-            for &(level, index, _) in &e.data.nodes {
-                self.nodes.remove(&(level, index));
-            }
-            if !e.data.rot_id.is_empty() {
-                if let Some(list) = self.devices.get_mut(&e.data.rot_id) {
-                    list.pop_front();
-                    if list.is_empty() {
-                        self.devices.remove(&e.data.rot_id);
-                    }
-                }
+            if !e.data.rot_id.is_empty() && self.devices.get(&e.data.rot_id) == Some(&e.data.seq) {
+                self.devices.remove(&e.data.rot_id);
             }
             self.base += 1;
         }
@@ -169,13 +193,28 @@ impl Overlay {
         }
     }
 
-    pub(crate) fn location(&self, seq: u64) -> Option<Location> {
+    fn entry(&self, seq: u64) -> Option<&OverlayEntry> {
         let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
-        self.entries.get(i).map(|e| e.data.location)
+        self.entries.get(i).map(|e| e.as_ref())
     }
 
+    pub(crate) fn location(&self, seq: u64) -> Option<Location> {
+        self.entry(seq).map(|e| e.data.location)
+    }
+
+    /// A subtree hash, from the entry that completed it: the subtree
+    /// `(level, index)` ends at seq `(index + 1)·2^level − 1`.
     pub(crate) fn node(&self, level: u8, index: u64) -> Option<Hash> {
-        self.nodes.get(&(level, index)).copied()
+        let last = index
+            .checked_add(1)?
+            .checked_mul(1u64.checked_shl(u32::from(level))?)?
+            .checked_sub(1)?;
+        self.entry(last)?
+            .data
+            .nodes
+            .iter()
+            .find(|&&(l, i, _)| l == level && i == index)
+            .map(|&(_, _, h)| h)
     }
 
     pub(crate) fn key_holder(&self, encoded: &[u8]) -> Option<u64> {
@@ -183,13 +222,90 @@ impl Overlay {
     }
 
     pub(crate) fn device_last(&self, rot_id: &str) -> Option<(u64, Hash)> {
-        self.devices.get(rot_id).and_then(|l| l.back()).copied()
+        let seq = *self.devices.get(rot_id)?;
+        Some((seq, self.entry(seq)?.data.leaf))
     }
 
+    /// The device's entries in the overlay, oldest first.
     pub(crate) fn device_seqs(&self, rot_id: &str) -> Vec<u64> {
-        self.devices
-            .get(rot_id)
-            .map(|l| l.iter().map(|(s, _)| *s).collect())
-            .unwrap_or_default()
+        let mut out = Vec::new();
+        let mut next = self.devices.get(rot_id).copied();
+        // Links to entries already popped (below `base`) end the walk.
+        while let Some(seq) = next.filter(|&s| s >= self.base) {
+            out.push(seq);
+            next = usize::try_from(seq - self.base)
+                .ok()
+                .and_then(|i| self.device_prev.get(i).copied().flatten());
+        }
+        out.reverse();
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap (ARCHITECTURE.md).
+mod tests {
+    use super::*;
+    use crate::merkle::{leaf_hash, Frontier, MemoryTree, NodeReader};
+
+    fn entry(seq: u64, frontier: &mut Frontier, rot: &str) -> OverlayEntry {
+        let leaf = leaf_hash(&seq.to_le_bytes());
+        let mut nodes = Vec::new();
+        frontier.push(leaf, &mut |n| nodes.push(n));
+        OverlayEntry {
+            data: IndexedEntry {
+                seq,
+                location: Location {
+                    segment: 0,
+                    offset: seq,
+                    len: 1,
+                },
+                nodes,
+                rot_id: rot.to_string(),
+                leaf,
+                keys: vec![seq.to_le_bytes().to_vec()],
+                quota: None,
+            },
+            end: Position::default(),
+            head: leaf,
+            time_ms: 0,
+        }
+    }
+
+    #[test]
+    fn nodes_device_chains_and_bytes_follow_pushes_and_pops() {
+        let mut frontier = Frontier::new();
+        let mut tree = MemoryTree::new();
+        let mut o = Overlay::new(0);
+        for seq in 0..40u64 {
+            let rot = if seq % 3 == 0 { "a" } else { "b" };
+            o.push_entry(entry(seq, &mut frontier, rot));
+            tree.push(leaf_hash(&seq.to_le_bytes()));
+        }
+        let full = o.bytes();
+        assert!(full > 40 * 200, "{full}");
+        // Every complete subtree is found through the entry that ended it.
+        for level in 0..6u8 {
+            for index in 0..(40u64 >> level) {
+                assert_eq!(
+                    o.node(level, index),
+                    Some(tree.node(level, index).unwrap()),
+                    "({level}, {index})"
+                );
+            }
+        }
+        assert_eq!(o.node(3, 5), None, "not complete yet");
+        let a: Vec<u64> = (0..40).filter(|s| s % 3 == 0).collect();
+        assert_eq!(o.device_seqs("a"), a);
+        o.pop(10, 0);
+        assert!(o.bytes() < full);
+        let a: Vec<u64> = (10..40).filter(|s| s % 3 == 0).collect();
+        assert_eq!(o.device_seqs("a"), a, "links below the base end the walk");
+        assert_eq!(o.device_last("b").unwrap().0, 38);
+        assert_eq!(o.node(0, 3), None, "popped");
+        assert_eq!(o.key_holder(&12u64.to_le_bytes()), Some(12));
+        assert_eq!(o.key_holder(&2u64.to_le_bytes()), None);
+        o.pop(30, 0);
+        assert_eq!((o.bytes(), o.device_seqs("a").len()), (0, 0));
     }
 }

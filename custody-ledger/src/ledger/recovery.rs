@@ -2,12 +2,20 @@
 //! rebuild it), and check the tail against the last checkpoint before
 //! serving anything.
 //!
-//! 1. The last segment is read whole. A bad record close to its end is a
-//!    torn write (never acknowledged: its batch's `fdatasync` did not
-//!    return) and is cut off; a bad record further in is corruption.
+//! 1. The last segment is read whole and a cut is *planned*, never made
+//!    yet. A bad record is a torn write (never acknowledged: its batch's
+//!    `fdatasync` did not return) only when it lies within one batch of the
+//!    end ([`segments::TORN_WINDOW`]: the writer has at most one batch
+//!    unsynced) and no valid record follows it. Anywhere else it is
+//!    corruption: open refuses, naming file, offset and seq.
 //! 2. The index is opened; when sled cannot open it, it is deleted and
-//!    rebuilt. An index that covers more entries than the segments hold
-//!    means segment data was lost: refused.
+//!    rebuilt. The planned cut is checked against what is known to be
+//!    acknowledged: the index watermark (entries and resume position), the
+//!    index's last checkpoint record and `checkpoint.latest`. A cut that
+//!    would remove an entry or checkpoint record either covers is refused
+//!    and nothing on disk changes; only then is the cut made. An index that
+//!    covers more entries than the segments hold means segment data was
+//!    lost: refused.
 //! 3. Records past the index watermark are replayed into the index. Each
 //!    entry passes the same per-entry checks as the offline verifier
 //!    (`entry::check_stored`: canonical encoding, seq, known kind,
@@ -20,6 +28,9 @@
 //!    segments, re-checked with `entry::check_stored` and re-hashed against
 //!    the index and the chain.
 //!
+//! `tail.rs` plans and checks the cut (steps 1–2), `replay.rs` replays
+//! records (step 3); this file ties them together and self-checks.
+//!
 //! When steps 3–4 fail on an existing index, the index is rebuilt from the
 //! segments once and the checks run again; if they still fail the ledger
 //! refuses to open with an [`Error::Corrupt`] saying what and where.
@@ -30,16 +41,19 @@ use std::path::Path;
 
 use super::{LedgerConfig, LATEST_CHECKPOINT_FILE, PUBLIC_KEY_FILE};
 use crate::checkpoint::{self, LedgerKey, SignedCheckpoint};
-use crate::entry::{self, Constraints};
+use crate::entry;
 use crate::error::{Error, Result};
-use crate::format::{self, CheckedRecord, Record, HEADER_LEN, SEGMENT_MAGIC};
-use crate::index::{Index, IndexState, IndexedCheckpoint, IndexedEntry, Location, Position};
+use crate::format::{self, Record, HEADER_LEN};
+use crate::index::{Index, IndexState, Location, Position};
 use crate::merkle::{self, chain_head, leaf_hash, Frontier, Hash, GENESIS_HEAD};
 use crate::segments::{self, segment_name, End};
 use crate::storage::Storage;
 
-/// Entries replayed per index batch.
-const REPLAY_CHUNK: usize = 8192;
+mod replay;
+mod tail;
+
+use replay::Replayer;
+use tail::{plan_tail, protected};
 
 /// What the writer, indexer and readers start from.
 pub(crate) struct Recovered {
@@ -81,83 +95,6 @@ pub(crate) fn check_public_key(storage: &dyn Storage, key: &LedgerKey) -> Result
     }
 }
 
-/// The last segment after its torn tail was cut.
-struct Tail {
-    id: u64,
-    bytes: Vec<u8>,
-    entries: u64,
-}
-
-/// Finds the last segment, removes it if its creation was torn, and cuts a
-/// torn tail.
-fn recover_tail(storage: &dyn Storage, segs: &mut Vec<u64>) -> Result<Tail> {
-    loop {
-        let Some(&id) = segs.last() else {
-            let name = segment_name(0);
-            let header = format::encode_header(SEGMENT_MAGIC, 0);
-            storage
-                .create(&name)
-                .and_then(|()| storage.sync_dir())
-                .and_then(|()| storage.append(&name, &header))
-                .and_then(|()| storage.sync(&name))
-                .map_err(|e| Error::io(format!("creating {name}"), e))?;
-            segs.push(0);
-            return Ok(Tail {
-                id: 0,
-                bytes: header.to_vec(),
-                entries: 0,
-            });
-        };
-        let name = segment_name(id);
-        let mut bytes = storage
-            .read_all(&name)
-            .map_err(|e| Error::io(format!("reading {name}"), e))?
-            .unwrap_or_default();
-        if format::parse_header(&bytes, SEGMENT_MAGIC).is_err() && torn_creation(&bytes) {
-            // Created, but its header never became durable (records are
-            // written only after it is synced): it holds nothing.
-            tracing::warn!(segment = %name, "removing a segment whose creation was torn");
-            storage
-                .remove(&name)
-                .map_err(|e| Error::io(format!("removing {name}"), e))?;
-            segs.pop();
-            continue;
-        }
-        segments::check_header(&name, id, &bytes)?;
-        let mut entries = 0u64;
-        let end = segments::walk(&name, &bytes, HEADER_LEN, |_, rec| {
-            if rec.kind == format::KIND_ENTRY {
-                entries += 1;
-            }
-            Ok(())
-        })?;
-        if let End::Torn { offset, reason } = end {
-            tracing::warn!(
-                segment = %name,
-                offset,
-                cut = bytes.len() as u64 - offset,
-                %reason,
-                "cutting a torn tail (an unacknowledged write)"
-            );
-            storage
-                .truncate(&name, offset)
-                .map_err(|e| Error::io(format!("cutting the torn tail of {name}"), e))?;
-            bytes.truncate(offset as usize);
-        }
-        return Ok(Tail { id, bytes, entries });
-    }
-}
-
-/// Whether a segment with a bad header is the remains of a creation torn
-/// by a crash: short, and without a single valid record after the header.
-fn torn_creation(bytes: &[u8]) -> bool {
-    if bytes.len() as u64 > HEADER_LEN as u64 + segments::TORN_WINDOW {
-        return false;
-    }
-    (HEADER_LEN.min(bytes.len())..bytes.len())
-        .all(|at| format::UnverifiedRecord::new(&bytes[at..]).check().is_err())
-}
-
 /// Opens the index, rebuilding it when sled cannot open it. Returns whether
 /// it is fresh (empty).
 fn open_index(path: &Path, cache: u64) -> Result<(Index, bool)> {
@@ -197,7 +134,7 @@ pub(crate) fn recover(
     key: &LedgerKey,
 ) -> Result<Recovered> {
     let mut segs = segments::list(storage)?;
-    let tail = recover_tail(storage, &mut segs)?;
+    let plan = plan_tail(storage, &mut segs)?;
     if segs.first() != Some(&0) {
         return Err(Error::corrupt(
             segment_name(segs.first().copied().unwrap_or(0)),
@@ -206,6 +143,15 @@ pub(crate) fn recover(
     }
     let path = config.index_path();
     let (index, fresh) = open_index(&path, config.index_cache_bytes)?;
+    // Nothing is cut below what the index or a signed checkpoint covers:
+    // refuse first, change the files after.
+    plan.check_cut(&protected(storage, &index, key, &plan, &segs)?)?;
+    plan.apply(storage)?;
+    let tail = Tail {
+        id: plan.id,
+        entries: plan.entries,
+        bytes: plan.bytes,
+    };
     match replay_and_check(config, storage, key, index, &segs, &tail) {
         Ok(r) => Ok(r),
         Err(Failure::Refuse(e)) => Err(e),
@@ -216,6 +162,13 @@ pub(crate) fn recover(
             replay_and_check(config, storage, key, index, &segs, &tail).map_err(Failure::into_error)
         }
     }
+}
+
+/// The last segment after recovery: what replay reads.
+struct Tail {
+    id: u64,
+    bytes: Vec<u8>,
+    entries: u64,
 }
 
 /// Why recovery stopped.
@@ -308,13 +261,13 @@ fn replay_and_check(
                 ),
             )));
         }
-        let end = segments::walk(&name, bytes, start as usize, |offset, rec| {
+        let end = segments::walk(bytes, start as usize, |offset, rec| {
             rp.record(id, &name, offset, rec)
         })?;
-        if end != End::Clean {
+        if let End::Bad(bad) = end {
             return Err(Failure::Refuse(Error::corrupt(
-                &name,
-                "a segment other than the last ends in a torn record",
+                format!("{name} offset {} (entry {})", bad.offset, rp.next),
+                format!("{} (a segment other than the last)", bad.describe()),
             )));
         }
     }
@@ -483,187 +436,5 @@ pub(crate) fn read_entry_at(storage: &dyn Storage, seq: u64, loc: Location) -> R
             where_(),
             "the index points at another record",
         )),
-    }
-}
-
-/// Replays records into the index, checking them as it goes.
-struct Replayer<'a> {
-    index: &'a Index,
-    key: &'a LedgerKey,
-    state: IndexState,
-    next: u64,
-    frontier: Frontier,
-    entries: Vec<IndexedEntry>,
-    checkpoints: Vec<IndexedCheckpoint>,
-    keys: HashMap<Vec<u8>, u64>,
-    quotas: HashMap<String, u64>,
-    devices: HashMap<String, Hash>,
-    last_checkpoint: u64,
-}
-
-impl<'a> Replayer<'a> {
-    fn new(index: &'a Index, key: &'a LedgerKey, state: IndexState) -> Result<Self> {
-        let frontier = Frontier::from_reader(index, state.entries)?;
-        let last_checkpoint = index.latest_checkpoint()?.map_or(0, |c| c.size);
-        Ok(Self {
-            index,
-            key,
-            next: state.entries,
-            state,
-            frontier,
-            entries: Vec::new(),
-            checkpoints: Vec::new(),
-            keys: HashMap::new(),
-            quotas: HashMap::new(),
-            devices: HashMap::new(),
-            last_checkpoint,
-        })
-    }
-
-    fn record(
-        &mut self,
-        segment: u64,
-        name: &str,
-        offset: u64,
-        rec: CheckedRecord<'_>,
-    ) -> Result<()> {
-        let where_ = format!("{name} offset {offset}");
-        let end = Position {
-            segment,
-            offset: offset + rec.total_len as u64,
-        };
-        match rec.parse().map_err(|e| Error::corrupt(&where_, e))? {
-            Record::Entry(e) => {
-                let location = Location {
-                    segment,
-                    offset,
-                    len: rec.total_len as u32,
-                };
-                self.entry(&where_, location, e)?;
-            }
-            Record::Checkpoint(c) => {
-                let cp = checkpoint::open(&c.note, self.key.spki(), Some(self.key.origin()))
-                    .map_err(|e| Error::corrupt(&where_, e.to_string()))?;
-                if cp.size != c.size || cp.root != c.root {
-                    return Err(Error::corrupt(
-                        &where_,
-                        "checkpoint record disagrees with its note",
-                    ));
-                }
-                if c.size > self.next || c.size < self.last_checkpoint {
-                    return Err(Error::corrupt(
-                        &where_,
-                        format!(
-                            "checkpoint of size {} out of order (after {} entries and a checkpoint of {})",
-                            c.size, self.next, self.last_checkpoint
-                        ),
-                    ));
-                }
-                self.last_checkpoint = c.size;
-                self.checkpoints.push(IndexedCheckpoint {
-                    size: c.size,
-                    root: c.root,
-                    note: c.note,
-                });
-            }
-            Record::Trailer(_) | Record::Key(_) => {
-                return Err(Error::corrupt(&where_, "an export record inside a segment"));
-            }
-        }
-        self.state.resume = end;
-        if self.entries.len() >= REPLAY_CHUNK {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn entry(&mut self, where_: &str, location: Location, e: format::EntryRecord) -> Result<()> {
-        let seq = self.next;
-        let at = |what: String| Error::corrupt(format!("entry {seq} ({where_})"), what);
-        if e.seq != seq {
-            return Err(at(format!(
-                "record has seq {} where {seq} was expected",
-                e.seq
-            )));
-        }
-        // The same per-entry checks as `trustline ledger verify`.
-        let decoded = entry::check_stored(seq, &e.entry).map_err(at)?;
-        if decoded.prev_hash != self.state.head {
-            return Err(at("prev_hash does not match the hash chain: this entry or the one before it was altered".into()));
-        }
-        if decoded.time_ms < self.state.last_time_ms {
-            return Err(at("time goes backwards".into()));
-        }
-        let expected_prev = if decoded.rot_id.is_empty() {
-            None
-        } else {
-            match self.devices.get(&decoded.rot_id) {
-                Some(h) => Some(*h),
-                None => self.index.device_last(&decoded.rot_id)?.map(|(_, h)| h),
-            }
-        };
-        if decoded.device_prev != expected_prev.map(|h| h.to_vec()).unwrap_or_default() {
-            return Err(at(
-                "device_prev does not match the device's previous entry".into()
-            ));
-        }
-        let constraints = Constraints::of_entry(&decoded);
-        let mut encoded = Vec::with_capacity(constraints.unique_keys.len());
-        for k in &constraints.unique_keys {
-            let enc = k.encoded();
-            let holder = match self.keys.get(&enc) {
-                Some(s) => Some(*s),
-                None => self.index.key_holder(&enc)?,
-            };
-            if let Some(h) = holder {
-                return Err(at(format!("unique key {k} is already held by entry {h}")));
-            }
-            encoded.push(enc);
-        }
-        if let Some(q) = &constraints.quota {
-            let used = self.index.quotas_one(&q.counter)?
-                + self.quotas.get(&q.counter).copied().unwrap_or(0);
-            if used >= q.limit {
-                return Err(at(format!(
-                    "quota {:?} was already at its limit {}",
-                    q.counter, q.limit
-                )));
-            }
-            *self.quotas.entry(q.counter.clone()).or_default() += 1;
-        }
-        let leaf = leaf_hash(&e.entry);
-        let mut nodes = Vec::with_capacity(2);
-        self.frontier.push(leaf, &mut |n| nodes.push(n));
-        for enc in &encoded {
-            self.keys.insert(enc.clone(), seq);
-        }
-        if !decoded.rot_id.is_empty() {
-            self.devices.insert(decoded.rot_id.clone(), leaf);
-        }
-        self.state.head = chain_head(&self.state.head, &leaf);
-        self.state.last_time_ms = decoded.time_ms;
-        self.entries.push(IndexedEntry {
-            seq,
-            location,
-            nodes,
-            rot_id: decoded.rot_id,
-            leaf,
-            keys: encoded,
-            quota: constraints.quota.map(|q| q.counter),
-        });
-        self.next += 1;
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        self.state.entries = self.next;
-        self.index
-            .apply(&self.entries, &self.checkpoints, &self.state)?;
-        self.entries.clear();
-        self.checkpoints.clear();
-        self.keys.clear();
-        self.quotas.clear();
-        self.devices.clear();
-        Ok(())
     }
 }

@@ -244,9 +244,9 @@ impl Writer {
 
     /// Waits while the index is too far behind.
     fn wait_for_room(&self) {
-        let limit = self.shared.config.overlay_limit.max(1);
+        let limit = self.shared.config.overlay_bytes.max(1);
         let mut overlay = self.shared.overlay();
-        while overlay.len() >= limit && self.shared.check_running().is_ok() {
+        while overlay.bytes() >= limit && self.shared.check_running().is_ok() {
             overlay = self
                 .shared
                 .overlay_changed
@@ -284,7 +284,7 @@ impl Writer {
         let encoded: Vec<Vec<u8>> = constraints
             .unique_keys
             .iter()
-            .map(|k| k.encoded())
+            .map(|k| k.index_key())
             .collect();
         let mut device_prev = None;
         {

@@ -40,16 +40,17 @@ pub(crate) struct LedgerBenchArgs {
     /// directory].
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
-    /// Entries in the large ledger for proofs/s and verify time; 0 skips it.
+    /// Entries in the large ledger for proofs/s, verify time and memory
+    /// (e.g. 5000000 to check that memory stays flat); 0 skips it.
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub(crate) entries: u64,
     /// Multiplies the appends per concurrency level (2k, 20k, 100k).
     #[arg(long, value_name = "X", default_value_t = 1.0)]
     pub(crate) scale: f64,
-    /// The measured ledgers' overlay limit (durable entries held in memory
-    /// ahead of the index) [default: the ledger's default].
-    #[arg(long, value_name = "N")]
-    pub(crate) overlay_limit: Option<usize>,
+    /// The measured ledgers' overlay limit in MiB (durable entries held in
+    /// memory ahead of the index) [default: the ledger's default].
+    #[arg(long, value_name = "MIB")]
+    pub(crate) overlay_mib: Option<usize>,
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -173,11 +174,11 @@ fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
         level.1 = ((level.1 as f64 * args.scale) as u64).max(level.0 as u64);
     }
     config.large_entries = args.entries;
-    if let Some(n) = args.overlay_limit {
+    if let Some(n) = args.overlay_mib {
         if n == 0 {
-            bail!("--overlay-limit must be at least 1");
+            bail!("--overlay-mib must be at least 1");
         }
-        config.overlay_limit = n;
+        config.overlay_bytes = n << 20;
     }
     let spinner = (!args.json).then(|| {
         let s = indicatif::ProgressBar::new_spinner();
@@ -208,6 +209,7 @@ fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
                     "p50_ms": l.p50_ms,
                     "p99_ms": l.p99_ms,
                     "max_ms": l.max_ms,
+                    "peak_rss_bytes": l.peak_rss_bytes,
                 })
             })
             .collect();
@@ -221,6 +223,9 @@ fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
                 "reopen_seconds": g.reopen_seconds,
                 "verify_seconds": g.verify_seconds,
                 "segment_bytes": g.segment_bytes,
+                "fill_peak_rss_bytes": g.fill_peak_rss_bytes,
+                "serve_peak_rss_bytes": g.serve_peak_rss_bytes,
+                "verify_peak_rss_bytes": g.verify_peak_rss_bytes,
             })
         });
         let v = serde_json::json!({
@@ -229,7 +234,7 @@ fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
             "appends": levels,
             "checkpoint_lag_ms": { "median": lag_median, "max": lag_max, "samples": report.checkpoint_latency_ms },
             "large": large,
-            "overlay_limit": config.overlay_limit,
+            "overlay_bytes": config.overlay_bytes,
             "peak_rss_bytes": report.peak_rss_bytes,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -243,10 +248,11 @@ fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
             "entry record: {} bytes (Certified-like, 2 unique keys, 1 quota)",
             report.record_bytes
         );
+        let mb = |b: Option<u64>| b.map_or("?".to_string(), |b| format!("{} MB", b >> 20));
         for l in &report.levels {
             println!(
-                "{:>4} appenders: {:>8.0} durable appends/s  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} appends)",
-                l.concurrency, l.per_second, l.p50_ms, l.p99_ms, l.max_ms, l.appends
+                "{:>4} appenders: {:>8.0} durable appends/s  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} appends)  peak RSS {}",
+                l.concurrency, l.per_second, l.p50_ms, l.p99_ms, l.max_ms, l.appends, mb(l.peak_rss_bytes)
             );
         }
         println!("signed checkpoint covers a new entry after: median {lag_median:.0} ms, max {lag_max:.0} ms");
@@ -257,8 +263,9 @@ fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
                 g.segment_bytes >> 20
             );
             println!(
-                "  sustained fill (256 appenders, index keeping up): {:.0} appends/s",
-                g.fill_per_second
+                "  sustained fill (256 appenders, index keeping up): {:.0} appends/s  peak RSS {}",
+                g.fill_per_second,
+                mb(g.fill_peak_rss_bytes)
             );
             println!(
                 "  index caught up {:.1} s after the fill; then:",
@@ -273,13 +280,21 @@ fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
                 "  reopen (recovery + self-check): {:.2} s",
                 g.reopen_seconds
             );
-            println!("  full offline verify: {:.2} s", g.verify_seconds);
+            println!(
+                "  proofs and reopen: peak RSS {}",
+                mb(g.serve_peak_rss_bytes)
+            );
+            println!(
+                "  full offline verify: {:.2} s  peak RSS {}",
+                g.verify_seconds,
+                mb(g.verify_peak_rss_bytes)
+            );
         }
         if let Some(b) = report.peak_rss_bytes {
             println!(
-                "peak resident memory: {} MB (overlay limit {} entries)",
+                "peak resident memory over the run: {} MB (overlay limit {} MiB)",
                 b >> 20,
-                config.overlay_limit
+                config.overlay_bytes >> 20
             );
         }
     }

@@ -65,6 +65,10 @@ pub(crate) struct TrustArgs {
     /// must still contain it, with the same root.
     #[arg(long = "checkpoint", value_name = "NOTE_FILE")]
     pub(crate) checkpoints: Vec<PathBuf>,
+    /// Accept entries that no signed checkpoint covers (e.g. a running
+    /// ledger's last moments) instead of failing; the report counts them.
+    #[arg(long)]
+    pub(crate) allow_unsigned: bool,
 }
 
 /// `trustline ledger verify` arguments.
@@ -183,6 +187,9 @@ pub(super) fn options(source: &SourceArgs, trust: &TrustArgs) -> anyhow::Result<
         key,
         origin: trust.origin.clone(),
         anchors,
+        allow_unsigned_tail: trust.allow_unsigned,
+        // `proof` and `history` prove from the recomputed tree.
+        keep_tree: true,
     })
 }
 
@@ -290,7 +297,7 @@ pub(super) fn verify_cmd(a: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<
         if r.uncovered > 0 {
             writeln!(
                 out,
-                "note: the last {} entries are not yet covered by a checkpoint",
+                "note (--allow-unsigned): the last {} entries are covered by no signed checkpoint",
                 r.uncovered
             )?;
         }
