@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "trustline/v1/provisioning.proto",
     "trustline/v1/ownership.proto",
     "trustline/v1/admin.proto",
+    "trustline/v1/hub.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
