@@ -17,6 +17,15 @@ use sha2::{Digest, Sha256};
 use trustline_proto::signer::{Signer, SoftwareSigner};
 use trustline_proto::v1;
 
+/// Runs blocking ledger calls also from inside a (multi-threaded) runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
 /// The witness's key name in tests.
 pub(crate) const WITNESS: &str = "oem.example/hub-witness";
 
@@ -95,13 +104,9 @@ impl Site {
             signed_order: Some(signed),
         }
         .encode_to_vec();
-        self.ledger
-            .append_blocking(
-                self.draft(EventKind::OrderOpened, None, order_id, payload),
-                vec![UniqueKey::new("order", order_id.as_bytes().to_vec())],
-                None,
-            )
-            .unwrap();
+        let draft = self.draft(EventKind::OrderOpened, None, order_id, payload);
+        let key = UniqueKey::new("order", order_id.as_bytes().to_vec());
+        blocking(|| self.ledger.append_blocking(draft, vec![key], None)).unwrap();
     }
 
     /// Records `CERTIFIED` of `device` under `order`, counted against the
@@ -123,15 +128,14 @@ impl Site {
             ..Default::default()
         }
         .encode_to_vec();
-        self.ledger.append_blocking(
-            self.draft(EventKind::Certified, Some(device), order, payload),
-            vec![
-                UniqueKey::new("serial", device.serial.as_bytes().to_vec()),
-                UniqueKey::new("rot", device.rot_id.as_bytes().to_vec()),
-                UniqueKey::new("device-key", Sha256::digest(&device.key).to_vec()),
-            ],
-            Some(QuotaUse::new(format!("order/{order}"), limit)),
-        )
+        let draft = self.draft(EventKind::Certified, Some(device), order, payload);
+        let keys = vec![
+            UniqueKey::new("serial", device.serial.as_bytes().to_vec()),
+            UniqueKey::new("rot", device.rot_id.as_bytes().to_vec()),
+            UniqueKey::new("device-key", Sha256::digest(&device.key).to_vec()),
+        ];
+        let quota = Some(QuotaUse::new(format!("order/{order}"), limit));
+        blocking(|| self.ledger.append_blocking(draft, keys, quota))
     }
 
     /// Records a custody event of `device`.
@@ -140,9 +144,8 @@ impl Site {
             note: "test".into(),
         }
         .encode_to_vec();
-        self.ledger
-            .append_blocking(self.draft(kind, Some(device), order, payload), vec![], None)
-            .unwrap();
+        let draft = self.draft(kind, Some(device), order, payload);
+        blocking(|| self.ledger.append_blocking(draft, vec![], None)).unwrap();
     }
 
     /// `n` certified devices `<tag>-0..n` under `order`.
@@ -158,7 +161,7 @@ impl Site {
 
     /// Signs a checkpoint covering everything.
     pub(crate) fn checkpoint(&self) -> SignedCheckpoint {
-        self.ledger.publish_checkpoint_blocking().unwrap()
+        blocking(|| self.ledger.publish_checkpoint_blocking()).unwrap()
     }
 
     /// Entries `[start, end)` as exact bytes.
