@@ -246,8 +246,9 @@ fn registry_event(
                 .signed_order?;
             let terms_sha256: Hash = Sha256::digest(&signed.body).into();
             let order = match &orders.order_key {
-                Some(key) => trustline_proto::statement::verify::<v1::ProductionOrder>(&signed, key)
-                    .ok(),
+                Some(key) => {
+                    trustline_proto::statement::verify::<v1::ProductionOrder>(&signed, key).ok()
+                }
                 None => v1::ProductionOrder::decode(signed.body.as_slice()).ok(),
             };
             let (quantity, allocation) = match &order {
@@ -304,7 +305,11 @@ fn registry_event(
 /// else nothing (see the crate doc, "Orders split across sites").
 pub fn allocation_of(order: &v1::ProductionOrder, site: &str) -> u64 {
     if order.allocations.is_empty() {
-        return if order.site == site { order.quantity } else { 0 };
+        return if order.site == site {
+            order.quantity
+        } else {
+            0
+        };
     }
     order
         .allocations

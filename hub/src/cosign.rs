@@ -274,7 +274,9 @@ mod tests {
         assert!(verify_cosignature(&note, w.name(), &[7; 32]).is_err());
         assert!(verify_cosignature(&note, "witness.example/w2", &w.public_key()).is_err());
         // The blob is key ID ‖ u64 BE timestamp ‖ signature.
-        let blob = B64.decode(line.trim_end().rsplit(' ').next().unwrap()).unwrap();
+        let blob = B64
+            .decode(line.trim_end().rsplit(' ').next().unwrap())
+            .unwrap();
         assert_eq!(blob.len(), 76);
         assert_eq!(blob[..4], key_id(w.name(), &w.public_key()));
         assert_eq!(blob[4..12], 1_679_315_147u64.to_be_bytes());

@@ -240,7 +240,9 @@ fn encode_site(r: &SiteRow) -> Vec<u8> {
 fn decode_site(b: &[u8]) -> Result<SiteRow> {
     let mut d = Dec::new(b, "site");
     if d.u8()? != 1 {
-        return Err(Error::Corrupt("a stored site row has an unknown version".into()));
+        return Err(Error::Corrupt(
+            "a stored site row has an unknown version".into(),
+        ));
     }
     let size = d.u64()?;
     let head = d.hash()?;
@@ -436,16 +438,17 @@ fn apply_events(w: &WriteTransaction, site: &str, events: &[RegistryEvent]) -> R
         Some(g) => decode_counts(g.value())?,
         None => SiteCounts::default(),
     };
-    let order_row = |orders: &redb::Table<(&str, &str), &[u8]>, order: &str| -> Result<OrderSiteRow> {
-        match orders.get((order, site))? {
-            Some(g) => decode_order(order, site, g.value()),
-            None => Ok(OrderSiteRow {
-                order_id: order.to_string(),
-                site: site.to_string(),
-                ..OrderSiteRow::default()
-            }),
-        }
-    };
+    let order_row =
+        |orders: &redb::Table<(&str, &str), &[u8]>, order: &str| -> Result<OrderSiteRow> {
+            match orders.get((order, site))? {
+                Some(g) => decode_order(order, site, g.value()),
+                None => Ok(OrderSiteRow {
+                    order_id: order.to_string(),
+                    site: site.to_string(),
+                    ..OrderSiteRow::default()
+                }),
+            }
+        };
     for ev in events {
         match ev {
             RegistryEvent::OrderOpened {

@@ -411,7 +411,12 @@ impl Hub {
             }
         };
         store.commit_ingest(&batch)?;
-        tracing::debug!(site, from = batch.from, to = batch.row.size, "entries mirrored");
+        tracing::debug!(
+            site,
+            from = batch.from,
+            to = batch.row.size,
+            "entries mirrored"
+        );
         let row = SiteRow {
             cosigned: row.cosigned,
             forks: row.forks,
@@ -434,7 +439,12 @@ impl Hub {
     /// [`Error::BadProof`]; [`Error::Behind`] (mirror too short);
     /// [`Error::Fork`] ([`ForkKind::ConflictingCheckpoint`], recorded);
     /// [`Error::Signer`], [`Error::Store`] (nothing answered).
-    pub fn add_checkpoint(&self, old_size: u64, proof: &[Vec<u8>], note: &str) -> Result<Cosignature> {
+    pub fn add_checkpoint(
+        &self,
+        old_size: u64,
+        proof: &[Vec<u8>],
+        note: &str,
+    ) -> Result<Cosignature> {
         if proof.len() > MAX_PROOF_LINES {
             return Err(Error::InvalidArgument(format!(
                 "at most {MAX_PROOF_LINES} consistency proof lines"
@@ -500,7 +510,11 @@ impl Hub {
             let mirrored = merkle::root(&nodes, cp.size)
                 .map_err(|e| Error::Corrupt(format!("site {site}'s mirrored tree: {e}")))?;
             if mirrored != cp.root {
-                let held_note = row.cosigned.as_ref().map(|c| c.note.clone()).unwrap_or_default();
+                let held_note = row
+                    .cosigned
+                    .as_ref()
+                    .map(|c| c.note.clone())
+                    .unwrap_or_default();
                 let reason = format!(
                     "the checkpoint's root for size {} is not the root of the {} entries the hub mirrors",
                     cp.size, cp.size

@@ -124,7 +124,7 @@
 
 #![forbid(unsafe_code)]
 
-// BENCH pub mod bench;
+pub mod bench;
 mod check;
 pub mod cosign;
 pub mod embedded;

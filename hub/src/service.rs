@@ -94,12 +94,9 @@ impl From<Error> for Status {
             }
             Error::Behind { state, .. } => with_details(Code::Aborted, message, &state, "behind"),
             Error::Fork { kind, state, .. } => match kind {
-                ForkKind::RewrittenEntry => with_details(
-                    Code::AlreadyExists,
-                    message,
-                    &state,
-                    "fork-rewritten-entry",
-                ),
+                ForkKind::RewrittenEntry => {
+                    with_details(Code::AlreadyExists, message, &state, "fork-rewritten-entry")
+                }
                 ForkKind::ConflictingCheckpoint => with_details(
                     Code::AlreadyExists,
                     message,

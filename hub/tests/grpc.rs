@@ -47,7 +47,12 @@ async fn the_witness_over_grpc_scopes_sites_and_maps_every_refusal() {
     let mut clone = Device::new("b0");
     clone.serial = "SN-a-0".into();
     b.certify(&clone, "PO-2", 10);
-    let hub = hub(&dir.path().join("hub"), &key, &[a.config(), b.config()], None);
+    let hub = hub(
+        &dir.path().join("hub"),
+        &key,
+        &[a.config(), b.config()],
+        None,
+    );
     let limits = Limits {
         unlimited_roles: Role::ALL.to_vec(),
         ..Limits::default()
@@ -74,7 +79,10 @@ async fn the_witness_over_grpc_scopes_sites_and_maps_every_refusal() {
         consistency_proof: proof,
         checkpoint: note.to_string(),
     };
-    let err = site_b.add_checkpoint(add(0, vec![], &cp.note)).await.unwrap_err();
+    let err = site_b
+        .add_checkpoint(add(0, vec![], &cp.note))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let err = site_b
         .get_site_state(v1::GetSiteStateRequest {
@@ -86,7 +94,10 @@ async fn the_witness_over_grpc_scopes_sites_and_maps_every_refusal() {
     assert_eq!(hub.status("site-a").unwrap().mirror_size, 0);
 
     // Beyond the mirror: ABORTED with what the hub holds.
-    let err = site_a.add_checkpoint(add(0, vec![], &cp.note)).await.unwrap_err();
+    let err = site_a
+        .add_checkpoint(add(0, vec![], &cp.note))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
     let held = hub::service::site_state_details(&err).unwrap();
     assert_eq!((held.mirror_size, held.cosigned_size), (0, 0));
@@ -98,7 +109,10 @@ async fn the_witness_over_grpc_scopes_sites_and_maps_every_refusal() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ok.cosigned_note, format!("{}{}", cp.note, ok.signature_lines));
+    assert_eq!(
+        ok.cosigned_note,
+        format!("{}{}", cp.note, ok.signature_lines)
+    );
     hub::cosign::verify_cosignature(&ok.cosigned_note, WITNESS, &key.cosigner().public_key())
         .unwrap();
 
@@ -106,7 +120,10 @@ async fn the_witness_over_grpc_scopes_sites_and_maps_every_refusal() {
     a.certify_many("more", 2, "PO-1", 10);
     let cp2 = a.checkpoint();
     site_a.push_entries(push(&a, cp.size)).await.unwrap();
-    let err = site_a.add_checkpoint(add(0, vec![], &cp2.note)).await.unwrap_err();
+    let err = site_a
+        .add_checkpoint(add(0, vec![], &cp2.note))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
     assert_eq!(
         err.metadata().get("trustline-refusal").unwrap(),
@@ -282,9 +299,15 @@ async fn run_serves_the_hub_over_mtls_and_stops_on_shutdown() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(hub::server::run(hub.clone(), listener, tls, guard, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(hub::server::run(
+        hub.clone(),
+        listener,
+        tls,
+        guard,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
 
     let uplink = Caller::new(Role::Site, "site-a", "uplink").unwrap();
     let (chain, client_key) = issue(&ca, &ca_key, &uplink, CertificateKind::Client);

@@ -143,9 +143,7 @@ fn a_resent_batch_and_a_replay_from_an_older_size_count_nothing_twice() {
     hub.push_entries("site-a", 2, all[2..6].to_vec()).unwrap();
     hub.push_entries("site-a", n, Vec::new()).unwrap();
     assert_eq!(figures(&hub), once);
-    let d = hub
-        .devices(&DeviceQuery::Serial("SN-d-0".into()))
-        .unwrap();
+    let d = hub.devices(&DeviceQuery::Serial("SN-d-0".into())).unwrap();
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].state, hub::model::CustodyState::Shipped);
     // A gap is refused with the size to resume from; nothing changes.
@@ -169,7 +167,9 @@ fn a_hub_killed_mid_ingest_loses_nothing_and_counts_nothing_twice() {
         let all = site.entries(0, n);
         // The first batch commits; the hub dies in the second.
         let crashing = open(&hub_dir, &key, &site, Some((2, how)));
-        crashing.push_entries("site-a", 0, all[..6].to_vec()).unwrap();
+        crashing
+            .push_entries("site-a", 0, all[..6].to_vec())
+            .unwrap();
         let died = crashing.push_entries("site-a", 6, all[6..].to_vec());
         assert!(matches!(died, Err(Error::Store(_))), "{how:?}: {died:?}");
         drop(crashing);
@@ -217,7 +217,11 @@ fn an_entry_that_fails_verification_is_refused_recorded_and_adds_nothing() {
     ];
     for (i, (entries, bad_at, what)) in cases.into_iter().enumerate() {
         match hub.push_entries("site-a", 0, entries) {
-            Err(Error::Fork { kind, reason, state }) => {
+            Err(Error::Fork {
+                kind,
+                reason,
+                state,
+            }) => {
                 assert_eq!(kind, ForkKind::BadEntry);
                 assert!(reason.contains(what), "{reason}");
                 assert_eq!(state.mirror_size, 2, "nothing of the batch is kept");

@@ -35,7 +35,12 @@ fn the_same_serial_rot_id_or_device_key_at_two_sites_is_a_cross_site_clone() {
     }
     b.custody(EventKind::Scrapped, &rot_clone, "PO-B");
     let key = WitnessKey::new();
-    let hub = hub(&dir.path().join("hub"), &key, &[a.config(), b.config()], None);
+    let hub = hub(
+        &dir.path().join("hub"),
+        &key,
+        &[a.config(), b.config()],
+        None,
+    );
     sync(&hub, &a, &a.checkpoint()).unwrap();
     sync(&hub, &b, &b.checkpoint()).unwrap();
 
@@ -44,7 +49,11 @@ fn the_same_serial_rot_id_or_device_key_at_two_sites_is_a_cross_site_clone() {
     let kinds: Vec<IdentityKind> = clones.iter().map(|c| c.kind).collect();
     assert_eq!(
         kinds,
-        [IdentityKind::Serial, IdentityKind::RotId, IdentityKind::DeviceKey]
+        [
+            IdentityKind::Serial,
+            IdentityKind::RotId,
+            IdentityKind::DeviceKey
+        ]
     );
     for c in &clones {
         let mut sites: Vec<&str> = c.holders.iter().map(|h| h.site.as_str()).collect();
@@ -132,7 +141,12 @@ fn an_order_split_across_sites_is_summed_and_any_excess_flagged() {
     assert!(b_row.over_allocation());
     let c_row = o.sites.iter().find(|r| r.site == "site-c").unwrap();
     assert!(c_row.over_allocation());
-    assert!(!o.sites.iter().find(|r| r.site == "site-a").unwrap().over_allocation());
+    assert!(!o
+        .sites
+        .iter()
+        .find(|r| r.site == "site-a")
+        .unwrap()
+        .over_allocation());
     // Per-site figures agree.
     let figures = hub.site_figures().unwrap();
     let certified: Vec<u64> = figures.iter().map(|(_, c)| c.certified).collect();

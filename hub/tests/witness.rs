@@ -28,7 +28,9 @@ fn a_cosigned_checkpoint_verifies_with_the_site_key_and_the_witness_key_independ
     let hub = hub(&dir.path().join("hub"), &key, &[site.config()], None);
     let c = sync(&hub, &site, &cp).unwrap();
     assert_eq!(c.cosigned_note, format!("{}{}", cp.note, c.signature_lines));
-    assert!(c.signature_lines.starts_with(&format!("\u{2014} {WITNESS} ")));
+    assert!(c
+        .signature_lines
+        .starts_with(&format!("\u{2014} {WITNESS} ")));
     assert!(c.signature_lines.ends_with('\n') && c.signature_lines.lines().count() == 1);
 
     // Our own verifiers agree…
@@ -50,7 +52,10 @@ fn a_cosigned_checkpoint_verifies_with_the_site_key_and_the_witness_key_independ
         let path = dir.path().join("case.json");
         std::fs::write(&path, case.to_string()).unwrap();
         Command::new("python3")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/verify_cosigned.py"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/verify_cosigned.py"
+            ))
             .arg(&path)
             .output()
             .expect("python3 must be installed (scripts/install-deps.sh)")
@@ -139,7 +144,10 @@ fn the_hub_refuses_rewritten_truncated_and_forked_histories_also_after_a_restart
         // A forked, longer checkpoint: its proof cannot reach the held root.
         let proof = forged.proof(5, 8);
         assert!(
-            matches!(hub.add_checkpoint(5, &proof, &forged_cp8.note), Err(Error::BadProof(_))),
+            matches!(
+                hub.add_checkpoint(5, &proof, &forged_cp8.note),
+                Err(Error::BadProof(_))
+            ),
             "forked extension cosigned"
         );
         // Truncation: an older, smaller checkpoint is not cosigned again.

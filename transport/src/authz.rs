@@ -146,7 +146,10 @@ pub static RULES: &[Rule] = &[
     // its own ledger (2.4.14.6, 2.4.14.22); auditors read what it holds.
     site_rule("/trustline.v1.Witness/PushEntries", &[Site]),
     site_rule("/trustline.v1.Witness/AddCheckpoint", &[Site]),
-    site_rule("/trustline.v1.Witness/GetSiteState", &[Site, Auditor, Admin]),
+    site_rule(
+        "/trustline.v1.Witness/GetSiteState",
+        &[Site, Auditor, Admin],
+    ),
     rule("/trustline.v1.Witness/GetWitnessKey", EVERYONE),
     // Registry (the OEM hub): figures, forks and clones across sites.
     rule("/trustline.v1.Registry/GetDevice", &[Auditor, Admin]),

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use custody_ledger::{Draft, EventKind, Ledger, LedgerConfig, QuotaUse, SignedCheckpoint, UniqueKey};
+use custody_ledger::{
+    Draft, EventKind, Ledger, LedgerConfig, QuotaUse, SignedCheckpoint, UniqueKey,
+};
 use hub::{Cosignature, Cosigner, Hub, HubConfig, SiteConfig, SoftwareWitnessSigner};
 use prost::Message;
 use ring::signature::Ed25519KeyPair;
@@ -83,10 +85,21 @@ impl Site {
 
     /// The hub's configuration of this site.
     pub(crate) fn config(&self) -> SiteConfig {
-        SiteConfig::new(&self.name, &origin(&self.name), self.signer.public_key_der()).unwrap()
+        SiteConfig::new(
+            &self.name,
+            &origin(&self.name),
+            self.signer.public_key_der(),
+        )
+        .unwrap()
     }
 
-    fn draft(&self, kind: EventKind, device: Option<&Device>, order: &str, payload: Vec<u8>) -> Draft {
+    fn draft(
+        &self,
+        kind: EventKind,
+        device: Option<&Device>,
+        order: &str,
+        payload: Vec<u8>,
+    ) -> Draft {
         Draft {
             kind,
             rot_id: device.map(|d| d.rot_id.clone()).unwrap_or_default(),
@@ -245,7 +258,10 @@ impl WitnessKey {
     pub(crate) fn new() -> Self {
         let rng = ring::rand::SystemRandom::new();
         Self {
-            pkcs8: Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref().to_vec(),
+            pkcs8: Ed25519KeyPair::generate_pkcs8(&rng)
+                .unwrap()
+                .as_ref()
+                .to_vec(),
         }
     }
 
@@ -259,7 +275,12 @@ impl WitnessKey {
 }
 
 /// A hub on the embedded store in `dir` for `sites`.
-pub(crate) fn hub(dir: &Path, key: &WitnessKey, sites: &[SiteConfig], order_key: Option<Vec<u8>>) -> Hub {
+pub(crate) fn hub(
+    dir: &Path,
+    key: &WitnessKey,
+    sites: &[SiteConfig],
+    order_key: Option<Vec<u8>>,
+) -> Hub {
     Hub::open_embedded(
         dir,
         HubConfig {
@@ -273,11 +294,19 @@ pub(crate) fn hub(dir: &Path, key: &WitnessKey, sites: &[SiteConfig], order_key:
 
 /// What an uplink does: push every entry the hub lacks, then ask for a
 /// cosignature of `checkpoint` with a proof from the hub's cosigned size.
-pub(crate) fn sync(hub: &Hub, site: &Site, checkpoint: &SignedCheckpoint) -> hub::Result<Cosignature> {
+pub(crate) fn sync(
+    hub: &Hub,
+    site: &Site,
+    checkpoint: &SignedCheckpoint,
+) -> hub::Result<Cosignature> {
     let state = hub.status(&site.name)?;
     let end = site.ledger.size();
     if end > state.mirror_size {
-        hub.push_entries(&site.name, state.mirror_size, site.entries(state.mirror_size, end))?;
+        hub.push_entries(
+            &site.name,
+            state.mirror_size,
+            site.entries(state.mirror_size, end),
+        )?;
     }
     let old = state.cosigned_size();
     let proof = if old == 0 || old == checkpoint.size {
