@@ -300,27 +300,8 @@ pub fn run(cfg: &BenchConfig, progress: &(dyn Fn(&str) + Send + Sync)) -> Result
                 let mut last_push = Instant::now();
                 loop {
                     let size = ledger.size();
-                    if mirror < size {
-                        let l = ledger.clone();
-                        let from = mirror;
-                        let entries =
-                            tokio::task::spawn_blocking(move || l.entries(from, size, batch))
-                                .await
-                                .map_err(|e| bench_err("read", e))?
-                                .map_err(|e| bench_err("read", e))?;
-                        let state = client
-                            .push_entries(v1::PushEntriesRequest {
-                                site: name.clone(),
-                                start: mirror,
-                                entries: entries.into_iter().map(|e| e.entry).collect(),
-                            })
-                            .await
-                            .map_err(|e| bench_err("push", e))?
-                            .into_inner();
-                        mirror = state.mirror_size;
-                        last_push = Instant::now();
-                        continue;
-                    }
+                    // Cosign the latest checkpoint as soon as the mirror
+                    // covers it; otherwise push the next batch.
                     if let Some(cp) = ledger.latest_checkpoint() {
                         if cp.size > cosigned && cp.size <= mirror {
                             let proof = if cosigned == 0 {
@@ -349,6 +330,27 @@ pub fn run(cfg: &BenchConfig, progress: &(dyn Fn(&str) + Send + Sync)) -> Result
                             cosigned = cp.size;
                             continue;
                         }
+                    }
+                    if mirror < size {
+                        let l = ledger.clone();
+                        let from = mirror;
+                        let entries =
+                            tokio::task::spawn_blocking(move || l.entries(from, size, batch))
+                                .await
+                                .map_err(|e| bench_err("read", e))?
+                                .map_err(|e| bench_err("read", e))?;
+                        let state = client
+                            .push_entries(v1::PushEntriesRequest {
+                                site: name.clone(),
+                                start: mirror,
+                                entries: entries.into_iter().map(|e| e.entry).collect(),
+                            })
+                            .await
+                            .map_err(|e| bench_err("push", e))?
+                            .into_inner();
+                        mirror = state.mirror_size;
+                        last_push = Instant::now();
+                        continue;
                     }
                     if !appending.load(Ordering::Acquire)
                         && mirror == ledger.size()
