@@ -2,8 +2,7 @@
 # Installs what Trustline's demo and tests need beyond the Rust toolchain,
 # from the OS packages, only when missing: SoftHSM2 (the PKCS#11 token),
 # OpenSSL (to check every certificate we issue), Chromium (to render the
-# audit report in a test), Python's cryptography (the hub's independent
-# cosignature verifier).
+# audit report in a test).
 set -euo pipefail
 
 need=()
@@ -18,10 +17,6 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ "${TRUSTLINE_SKIP_BROWSER:-0}" != 1 ]; then
   command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
 fi
-# The hub's tests check cosigned checkpoints with an independent verifier
-# written in Python (hub/tests/verify_cosigned.py) on the `cryptography`
-# package.
-python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 echo "installing: ${need[*]}" >&2
