@@ -7,6 +7,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "trustline/v1/common.proto",
     "trustline/v1/ledger.proto",
+    "trustline/v1/hub.proto",
     "trustline/v1/ca.proto",
     "trustline/v1/provisioning.proto",
     "trustline/v1/ownership.proto",

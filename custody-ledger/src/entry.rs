@@ -139,7 +139,7 @@ impl Draft {
 ///
 /// # Errors
 /// What is wrong, in words; the caller adds where.
-pub(crate) fn check_stored(seq: u64, bytes: &[u8]) -> std::result::Result<v1::LedgerEntry, String> {
+pub fn check_stored(seq: u64, bytes: &[u8]) -> std::result::Result<v1::LedgerEntry, String> {
     let e = v1::LedgerEntry::decode(bytes).map_err(|err| format!("not a LedgerEntry: {err}"))?;
     if e.encoded_len() != bytes.len() || e.encode_to_vec() != bytes {
         return Err("the entry is not canonically encoded".into());

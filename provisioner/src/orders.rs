@@ -209,6 +209,7 @@ impl Order {
             not_after_ms: self.not_after_ms,
             allowed_ic_vendors: self.allowed_ic_vendors.clone(),
             allowed_firmware_sha256: self.allowed_firmware_sha256.to_vec(),
+            ..Default::default()
         }
     }
 }
@@ -254,6 +255,7 @@ pub(crate) mod tests {
             not_after_ms: i64::MAX,
             allowed_ic_vendors: vec!["acme".into()],
             allowed_firmware_sha256: vec![1; 32],
+            ..Default::default()
         }
     }
 

@@ -244,6 +244,7 @@ impl Line {
                 .map(|(n, _)| n)
                 .collect(),
             allowed_firmware_sha256: self.fleet.firmware_sha256().to_vec(),
+            ..Default::default()
         };
         trustline_proto::statement::sign(&self.order_signer, &order).expect("sign order")
     }

@@ -257,6 +257,7 @@ pub fn order(
         not_after_ms: now + 30 * 86_400_000,
         allowed_ic_vendors: vendors.to_vec(),
         allowed_firmware_sha256: firmware.to_vec(),
+        ..Default::default()
     }
 }
 

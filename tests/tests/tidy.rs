@@ -65,6 +65,7 @@ const CRATE_ORDER: &[&str] = &[
     "audit",
     "station",
     "site",
+    "hub",
     "trustline",
     "trustline-tests",
 ];
@@ -86,6 +87,9 @@ const ABSENCES: &[(&str, &str)] = &[
     ("audit", "ca-service"),
     ("station", "site"),
     ("station", "ca-service"),
+    ("hub", "provisioner"),
+    ("hub", "station"),
+    ("hub", "site"),
 ];
 
 /// Crates that may link the simulator (the binary's demo, bench and `--sim`
@@ -214,6 +218,7 @@ const CONCEPT_CRATES: &[(&str, &str)] = &[
     ("audit", "audit/src/lib.rs"),
     ("station", "station/src/lib.rs"),
     ("site", "site/src/lib.rs"),
+    ("hub", "hub/src/lib.rs"),
     ("trustline", "trustline/src/main.rs"),
 ];
 

@@ -27,7 +27,7 @@ use std::fmt;
 use serde::Serialize;
 use tonic::Status;
 
-use crate::identity::Role::{Admin, Auditor, Operator, Provisioner, Station};
+use crate::identity::Role::{Admin, Auditor, Operator, Provisioner, Site, Station};
 use crate::identity::{Caller, Role};
 
 /// Who may call one RPC.
@@ -54,7 +54,7 @@ impl Rule {
     }
 }
 
-const EVERYONE: &[Role] = &[Station, Provisioner, Auditor, Operator, Admin];
+const EVERYONE: &[Role] = &[Station, Provisioner, Auditor, Operator, Admin, Site];
 const PROVISIONER: &[Role] = &[Provisioner];
 const ADMIN: &[Role] = &[Admin];
 const STATION: &[Role] = &[Station];
@@ -153,6 +153,21 @@ pub static RULES: &[Rule] = &[
         "/trustline.v1.Ownership/GetDeviceState",
         &[Operator, Auditor, Admin],
     ),
+    // Witness (the OEM hub): a site's uplink pushes and gets cosigned only
+    // its own ledger (2.4.14.6, 2.4.14.22); auditors read what it holds.
+    site_rule("/trustline.v1.Witness/PushEntries", &[Site]),
+    site_rule("/trustline.v1.Witness/AddCheckpoint", &[Site]),
+    site_rule(
+        "/trustline.v1.Witness/GetSiteState",
+        &[Site, Auditor, Admin],
+    ),
+    rule("/trustline.v1.Witness/GetWitnessKey", EVERYONE),
+    // Registry (the OEM hub): figures, forks and clones across sites.
+    rule("/trustline.v1.Registry/GetDevice", &[Auditor, Admin]),
+    rule("/trustline.v1.Registry/ListSites", &[Auditor, Admin]),
+    rule("/trustline.v1.Registry/ListOrders", &[Auditor, Admin]),
+    rule("/trustline.v1.Registry/ListForks", &[Auditor, Admin]),
+    rule("/trustline.v1.Registry/ListClones", &[Auditor, Admin]),
     // Admin: lockouts (2.4.14.21).
     rule("/trustline.v1.Admin/ListLockouts", ADMIN),
     rule("/trustline.v1.Admin/ClearLockout", ADMIN),

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! - `<role>` is one of `station`, `provisioner`, `auditor`, `operator`,
-//!   `admin` ([`Role`]);
+//!   `admin`, `site` ([`Role`]);
 //! - `<site>` is the factory site a station belongs to (e.g. `site-a`); roles
 //!   that are not tied to a site conventionally use `hq`;
 //! - `<name>` names the caller within its site (e.g. `st-01`).
@@ -70,16 +70,20 @@ pub enum Role {
     Operator,
     /// The OEM's administrators: orders, first transfers, lockouts.
     Admin,
+    /// A factory site's uplink to the OEM hub: pushes its own site ledger's
+    /// entries and checkpoints to the witness; acts only for its own site.
+    Site,
 }
 
 impl Role {
     /// Every role, in the order tables print them.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Station,
         Role::Provisioner,
         Role::Auditor,
         Role::Operator,
         Role::Admin,
+        Role::Site,
     ];
 
     /// The role's name as it appears in certificates and tables.
@@ -90,13 +94,14 @@ impl Role {
             Role::Auditor => "auditor",
             Role::Operator => "operator",
             Role::Admin => "admin",
+            Role::Site => "site",
         }
     }
 
     /// Whether callers of this role may act only for their own site in
     /// site-scoped RPCs (see [`Authorized::scope`]).
     pub fn is_site_scoped(self) -> bool {
-        matches!(self, Role::Station)
+        matches!(self, Role::Station | Role::Site)
     }
 }
 
@@ -115,7 +120,7 @@ impl FromStr for Role {
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
                 Error::InvalidIdentity(format!(
-                    "unknown role {s:?} (expected one of station, provisioner, auditor, operator, admin)"
+                    "unknown role {s:?} (expected one of station, provisioner, auditor, operator, admin, site)"
                 ))
             })
     }

@@ -257,5 +257,6 @@ pub fn order(
         not_after_ms: window_ms.1,
         allowed_ic_vendors: vec!["synthetic".into()],
         allowed_firmware_sha256: vec![0x5a; 32],
+        ..Default::default()
     }
 }

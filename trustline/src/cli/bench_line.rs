@@ -273,6 +273,7 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
             not_after_ms: now + 86_400_000,
             allowed_ic_vendors: vendors.clone(),
             allowed_firmware_sha256: fleet.firmware_sha256().to_vec(),
+            ..Default::default()
         };
         let signed = trustline_proto::statement::sign(&signer, &order)?;
         admin

@@ -176,6 +176,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
         not_after_ms: now + 7 * 86_400_000,
         allowed_ic_vendors: vendors,
         allowed_firmware_sha256: firmware.to_vec(),
+        ..Default::default()
     };
     let signer = hsm
         .signer(&KeyLabels::default().order)

@@ -128,6 +128,7 @@ async fn simulated(args: &InspectArgs) -> anyhow::Result<Outcome> {
         not_after_ms: now + 86_400_000,
         allowed_ic_vendors: vendors,
         allowed_firmware_sha256: firmware.to_vec(),
+        ..Default::default()
     };
     let order_key = hsm
         .signer(&KeyLabels::default().order)

@@ -139,6 +139,7 @@ fn create(args: &CreateArgs) -> anyhow::Result<Outcome> {
         not_after_ms: now + i64::from(args.valid_days) * 86_400_000,
         allowed_ic_vendors: args.vendors.clone(),
         allowed_firmware_sha256: firmware,
+        ..Default::default()
     };
     let hsm = Hsm::open(&args.hsm.config(args.data_dir.as_deref())?).context("opening the HSM")?;
     let signer = hsm
