@@ -662,3 +662,75 @@ async fn nothing_is_released_when_the_ledger_cannot_record_it() {
     assert_eq!(entry.kind, EventKind::Certified as i32);
     assert_eq!(line.ledger.count(EventKind::Certified), 1);
 }
+
+/// 2.4.5.32, 2.4.14.17: a receipt is recorded only when the RoT signed it
+/// over a nonce this site issued it, before the nonce expired, naming the
+/// OEM anchor; an expired, forged, replayed or foreign-anchor receipt is
+/// refused (only the impostor's forgery is recorded, as a counterfeit).
+#[tokio::test]
+async fn expired_forged_and_foreign_anchor_receipts_are_refused() {
+    let mut fleet = Fleet::builder().seed(6).genuine(3).build().expect("fleet");
+    let mut impostor = fleet.impostor(2).expect("impostor");
+    let mut line = line("factory-receipts", fleet).await;
+    line.open("PO-6", 10).await;
+    let mut late = take(&mut line.fleet, 0);
+    let mut foreign = take(&mut line.fleet, 1);
+
+    // Expired: a line whose nonces expire at once.
+    line.config.claim_ttl = std::time::Duration::ZERO;
+    line.restart().await;
+    let c = line
+        .factory
+        .begin_claim(&station(), "PO-6", &late.attestation())
+        .await
+        .expect("begin");
+    let receipt = late.claim(&c.nonce, &c.anchor).expect("receipt");
+    let err = line
+        .factory
+        .complete_claim(&station(), &receipt, &late.attestation())
+        .await
+        .expect_err("expired");
+    assert!(matches!(err, Error::NonceExpired), "{err}");
+    line.config.claim_ttl = FactoryConfig::DEFAULT_CLAIM_TTL;
+    line.restart().await;
+
+    // A receipt naming another anchor.
+    let c = line
+        .factory
+        .begin_claim(&station(), "PO-6", &foreign.attestation())
+        .await
+        .expect("begin");
+    let receipt = foreign
+        .claim(&c.nonce, b"someone else's anchor")
+        .expect("receipt");
+    let err = line
+        .factory
+        .complete_claim(&station(), &receipt, &foreign.attestation())
+        .await
+        .expect_err("foreign anchor");
+    assert!(matches!(err, Error::AnchorMismatch { .. }), "{err}");
+
+    // A receipt answering another die's nonce.
+    let err = line
+        .factory
+        .complete_claim(&station(), &receipt, &late.attestation())
+        .await
+        .expect_err("another die's nonce");
+    assert!(matches!(err, Error::NonceReplayed), "{err}");
+
+    // A forgery: the chain is genuine, the signer is not the die.
+    let c = line
+        .factory
+        .begin_claim(&station(), "PO-6", &impostor.attestation())
+        .await
+        .expect("begin");
+    let forged = impostor.claim(&c.nonce, &c.anchor).expect("forged");
+    let err = line
+        .factory
+        .complete_claim(&station(), &forged, &impostor.attestation())
+        .await
+        .expect_err("forged");
+    assert!(matches!(err, Error::Counterfeit(_)), "{err}");
+    assert_eq!(line.ledger.count(EventKind::CounterfeitRejected), 1);
+    assert_eq!(line.ledger.count(EventKind::Claimed), 0);
+}
