@@ -221,22 +221,27 @@ impl Factory {
         now: i64,
     ) -> Result<(String, u64)> {
         let rot = &presented.rot;
-        if let Some(holder) = self.claim_holder(&rot.rot_id).await? {
-            return self
-                .claimed_before(actor, &known.order, &presented, holder)
-                .await;
-        }
-        if presented.expired {
-            return Err(Error::NonceExpired);
-        }
-        let receipt: v1::ClaimReceipt =
-            match statement::verify(presented.receipt, &rot.attestation_key) {
-                Ok(r) => r,
-                Err(trustline_proto::Error::BadSignature(_)) => {
-                    return Err(self.impostor(actor, &known.order, &presented).await)
-                }
-                Err(e) => return Err(e.into()),
-            };
+        let verified = match statement::verify(presented.receipt, &rot.attestation_key) {
+            Ok(r) => Some(r),
+            Err(trustline_proto::Error::BadSignature(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        // The first claim of a fresh receipt goes straight to the append
+        // (whose unique key answers "claimed already"); only an expired or
+        // forged receipt looks for a recorded claim first, so that nothing
+        // is recorded against a claimed RoT and a late retry still gets its
+        // claim back.
+        let Some(receipt) = verified.filter(|_: &v1::ClaimReceipt| !presented.expired) else {
+            if let Some(holder) = self.claim_holder(&rot.rot_id).await? {
+                return self
+                    .claimed_before(actor, &known.order, &presented, holder)
+                    .await;
+            }
+            if presented.expired {
+                return Err(Error::NonceExpired);
+            }
+            return Err(self.impostor(actor, &known.order, &presented).await);
+        };
         if receipt.anchor_sha256 != self.chain.anchor_sha256 {
             return Err(Error::AnchorMismatch {
                 found: hex::encode(&receipt.anchor_sha256),
