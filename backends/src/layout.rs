@@ -10,6 +10,7 @@
 //!   pki/             the service CA and every service and client credential
 //!   vendors/         IC-vendor root certificates, <name>.pem
 //!   lockouts/        lockout state per server process, <server>.json
+//!   claim.key        the site's claim-nonce key (32 random bytes, 0600)
 //!   hsm/             the embedded SoftHSM2 token (demo and laptops only)
 //! ```
 
@@ -26,6 +27,8 @@ pub use transport::pki::PKI_DIR;
 pub const VENDORS_DIR: &str = "vendors";
 /// Lockout state of each server process (`<server>.json`).
 pub const LOCKOUTS_DIR: &str = "lockouts";
+/// The site's claim-nonce key, shared by every provisioner of the site.
+pub const CLAIM_KEY_FILE: &str = "claim.key";
 /// The ledger checkpoint public key.
 pub const LEDGER_KEY_FILE: &str = "ledger/ledger-key.pub.pem";
 /// The embedded SoftHSM2 token (demo and laptop default).

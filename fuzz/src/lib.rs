@@ -14,7 +14,7 @@
 //! | --- | --- |
 //! | `statement` | `trustline_proto::statement::{decode_unverified, verify}` for all eight statement kinds |
 //! | `order` | `provisioner::orders::Order::verify` (the factory's signed-order check) |
-//! | `claim_receipt` | `provisioner::claim::ClaimBook::complete` |
+//! | `claim_receipt` | `provisioner::nonce::Opened` (the stateless claim nonce) and the receipt checks of `CompleteClaim` |
 //! | `transport_key` | `provisioner::claim::ClaimedRot::transport_key` |
 //! | `rot_attestation` | `RotAttestation` wire decode + `provisioner::vendors::VendorRoots::verify` |
 //! | `device_request` | `ca_service::request::{verify_csr, DeviceCertificateRequest::verify}` |

@@ -6,12 +6,24 @@
 //! this RoT under this order, a key attestation by the RoT's attestation key
 //! that answers the claim nonce, names the OEM anchor, the order's firmware
 //! and locked readout, and (in HSM mode) a key this provisioner delivered to
-//! this RoT; and a proof of possession (or CSR) of the same key, for the
-//! same serial, RoT and nonce (the CA checks its signature).
+//! this RoT; and a proof of possession (or CSR) signed by that key, for the
+//! same serial, RoT and nonce.
 //!
-//! Then the CA signs, the voucher is built, and the ledger appends
-//! `CERTIFIED` with unique keys `serial`, `rot`, `device-key` and the
-//! order's quota counter in one atomic, durable write. Only after that
+//! Every signature — the key attestation, the proof of possession or the
+//! CSR's self-signature — is verified here, before any uniqueness lookup,
+//! replay answer or ledger record (issue 12 item 2): key attestations are
+//! public (they are in the ledger), so a request that has not proved it
+//! holds the device key must not be able to make the factory record a
+//! duplicate against a device it never held. (The CA verifies the proof
+//! again before it signs; the second check costs one P-256 verification,
+//! about 65 µs per device.) A station never names the first owner: the
+//! service refuses a request that does ([`Error::FirstOwner`]) before this
+//! code runs, and no voucher entry is signed here.
+//!
+//! Then the CA signs, the manufacturer voucher is built, and the ledger appends
+//! `CERTIFIED` with unique keys `serial`, `rot`, `device-key` (SHA-256 of
+//! the canonical SPKI) and the order's quota counter in one atomic, durable
+//! write. Only after that
 //! append is acknowledged are the chain, label and voucher returned
 //! (invariant 1). A collision or an exhausted quota is `crate::collisions`'
 //! to answer: a retry of this very device, key and serial gets the stored
@@ -30,6 +42,7 @@ use sha2::{Digest, Sha256};
 use trustline_proto::statement;
 use trustline_proto::v1;
 use trustline_proto::v1::{EventKind, PersonalisationMode};
+use x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA256;
 use x509_parser::prelude::FromDer;
 
 use crate::claim::ClaimedRot;
@@ -63,8 +76,6 @@ pub struct CertifyInput {
     pub key_attestation: v1::SignedStatement,
     /// Proof of possession of the device key.
     pub subject: SubjectKey,
-    /// The first owner's public key, when known at certification.
-    pub first_owner: Option<Vec<u8>>,
 }
 
 /// What a certified device receives.
@@ -74,7 +85,7 @@ pub struct Certified {
     pub chain: Vec<Vec<u8>>,
     /// The physical label (2.4.14.11).
     pub label: String,
-    /// The ownership voucher, CBOR.
+    /// The manufacturer ownership voucher (no entries yet), CBOR.
     pub voucher: Vec<u8>,
     /// The `CERTIFIED` entry.
     pub ledger_seq: u64,
@@ -85,17 +96,15 @@ pub struct Certified {
 #[derive(Debug)]
 pub(crate) struct CachedResult {
     pub(crate) serial: String,
-    pub(crate) device_key: Vec<u8>,
+    /// SHA-256 of the canonical device key.
+    pub(crate) device_key_hash: Vec<u8>,
     pub(crate) result: Certified,
 }
 
-/// Recent results by rot_id, so a retry returns exactly what was sent: a
-/// [`BoundedCache`], since every result can be rebuilt from its `CERTIFIED`
-/// entry (see `crate::collisions`) — with one known exception: a voucher
-/// entry 0 signed for a first owner named at `Certify` is not in the
-/// ledger (invariant 6), so once its result is evicted (or after a
-/// restart) a retry gets the manufacturer voucher without it. Making entry
-/// 0 durable is issue 12, item 10; until then this cache is the only copy.
+/// Recent results by rot_id, so a retry is answered without a ledger read:
+/// a [`BoundedCache`], since every result — chain, label and manufacturer
+/// voucher — is rebuilt exactly from its `CERTIFIED` entry when it is not
+/// here (see `crate::collisions`).
 #[derive(Debug)]
 pub(crate) struct ResultCache {
     results: BoundedCache<String, Arc<CachedResult>>,
@@ -119,7 +128,10 @@ impl ResultCache {
 
 /// What the checks established about the device.
 pub(crate) struct Checked {
+    /// The device key as the key attestation names it.
     pub(crate) device_key: Vec<u8>,
+    /// SHA-256 of its canonical SPKI: what uniqueness and retries compare.
+    pub(crate) device_key_hash: Vec<u8>,
     pub(crate) mode: PersonalisationMode,
 }
 
@@ -129,7 +141,9 @@ impl Factory {
     /// # Errors
     /// Order errors ([`Error::UnknownOrder`], [`Error::WrongSite`],
     /// [`Error::OrderClosed`], [`Error::OrderOutsideWindow`]);
-    /// [`Error::Invalid`], [`Error::BadSignature`], [`Error::NotClaimed`],
+    /// [`Error::Invalid`], [`Error::BadSignature`] (any signature that does
+    /// not verify, before anything is looked up or recorded),
+    /// [`Error::NotClaimed`],
     /// [`Error::AnchorMismatch`], [`Error::FirmwareNotAllowed`],
     /// [`Error::ReadoutNotLocked`], [`Error::KeyNotDelivered`];
     /// [`Error::Duplicate`] and [`Error::QuotaExhausted`] (both recorded);
@@ -151,7 +165,7 @@ impl Factory {
 
         // A retry answered from memory.
         if let Some(hit) = self.certified.get(&input.rot_id) {
-            if hit.serial == input.serial && hit.device_key == checked.device_key {
+            if hit.serial == input.serial && hit.device_key_hash == checked.device_key_hash {
                 return Ok(Certified {
                     replayed: true,
                     ..hit.result.clone()
@@ -163,7 +177,7 @@ impl Factory {
         }
 
         // Spare the HSM a signature for a request the ledger would refuse.
-        let device_key_hash = key_hash(&checked.device_key);
+        let device_key_hash = checked.device_key_hash.clone();
         let (by_rot, by_serial, by_key, used) = futures::try_join!(
             self.lookup(keys::ROT, input.rot_id.as_bytes()),
             self.lookup(keys::SERIAL, input.serial.as_bytes()),
@@ -222,21 +236,13 @@ impl Factory {
             self.chain.root.clone(),
         ];
 
-        // The voucher, and its first entry when the first owner is known.
-        let chain_refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
-        let mut voucher = trustline_proto::voucher::Voucher::manufacturer(
+        // The manufacturer voucher: entry 0 is the OEM's to make, OEM-side.
+        let voucher = voucher::manufacturer(
             &input.rot_id,
             &input.serial,
-            &chain_refs,
+            &chain,
             &self.chain.voucher_public_key,
         )?;
-        let first_owner = match &input.first_owner {
-            Some(owner) => {
-                Some(voucher::add_first_owner(&mut voucher, owner, self.ca.as_ref()).await?)
-            }
-            None => None,
-        };
-        let voucher = voucher.encode();
         let label = label::label(&input.rot_id, &order.sku)?;
 
         // Recorded before released.
@@ -247,7 +253,7 @@ impl Factory {
             key_attestation: Some(input.key_attestation.clone()),
             label: label.clone(),
             voucher_sha256: Sha256::digest(&voucher).to_vec(),
-            first_owner,
+            first_owner: None,
         };
         let entry = draft(
             EventKind::Certified,
@@ -283,7 +289,7 @@ impl Factory {
                     input.rot_id.clone(),
                     CachedResult {
                         serial: input.serial.clone(),
-                        device_key: checked.device_key,
+                        device_key_hash,
                         result: result.clone(),
                     },
                 );
@@ -304,7 +310,8 @@ impl Factory {
         }
     }
 
-    /// Verifies the key attestation and the proof of possession's names.
+    /// Verifies the key attestation and the proof of possession (or CSR):
+    /// every signature and every name, before anything is looked up.
     async fn check_attestation(
         &self,
         order: &Order,
@@ -334,18 +341,9 @@ impl Factory {
         if !ka.readout_locked {
             return Err(Error::ReadoutNotLocked);
         }
-        statement::parse_p256_spki(&ka.device_public_key)?;
+        let device_key_hash = key_hash(&ka.device_public_key)?;
         let mode = match PersonalisationMode::try_from(ka.mode) {
-            Ok(m @ PersonalisationMode::OnDevice) => m,
-            Ok(m @ PersonalisationMode::Hsm) => {
-                if !self
-                    .was_delivered(&claim.rot_id, &ka.device_public_key)
-                    .await?
-                {
-                    return Err(Error::KeyNotDelivered);
-                }
-                m
-            }
+            Ok(m @ (PersonalisationMode::OnDevice | PersonalisationMode::Hsm)) => m,
             _ => {
                 return Err(Error::Invalid(
                     "key attestation names no personalisation mode".into(),
@@ -354,9 +352,7 @@ impl Factory {
         };
         match &input.subject {
             SubjectKey::Proof(proof) => {
-                // Names only: the CA verifies the signature over these very
-                // bytes before it signs (ca_service::request).
-                let pop: v1::ProofOfPossession = statement::decode_unverified(proof)?;
+                let pop: v1::ProofOfPossession = statement::verify(proof, &ka.device_public_key)?;
                 if pop.rot_id != claim.rot_id
                     || pop.serial != input.serial
                     || pop.device_public_key != ka.device_public_key
@@ -367,24 +363,45 @@ impl Factory {
                     ));
                 }
             }
-            SubjectKey::Csr(der) => {
-                if der.len() > MAX_CSR_LEN {
-                    return Err(Error::Invalid("csr is too large".into()));
-                }
-                let (_, csr) =
-                    x509_parser::certification_request::X509CertificationRequest::from_der(der)
-                        .map_err(|e| Error::Invalid(format!("csr does not parse: {e}")))?;
-                if csr.certification_request_info.subject_pki.raw != ka.device_public_key.as_slice()
-                {
-                    return Err(Error::Invalid(
-                        "csr is for another key than the attested one".into(),
-                    ));
-                }
-            }
+            SubjectKey::Csr(der) => verify_csr(der, &device_key_hash)?,
+        }
+        // Only now a lookup: whether this provisioner delivered the key.
+        if mode == PersonalisationMode::Hsm
+            && !self.was_delivered(&claim.rot_id, &device_key_hash).await?
+        {
+            return Err(Error::KeyNotDelivered);
         }
         Ok(Checked {
             device_key: ka.device_public_key,
+            device_key_hash,
             mode,
         })
     }
+}
+
+/// Checks that a CSR is for the attested key (its canonical hash is
+/// `device_key_hash`) and that the key signed it (ECDSA P-256 / SHA-256).
+fn verify_csr(der: &[u8], device_key_hash: &[u8]) -> Result<()> {
+    if der.len() > MAX_CSR_LEN {
+        return Err(Error::Invalid("csr is too large".into()));
+    }
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
+        .map_err(|e| Error::Invalid(format!("csr does not parse: {e}")))?;
+    let spki = csr.certification_request_info.subject_pki.raw;
+    if key_hash(spki)? != device_key_hash {
+        return Err(Error::Invalid(
+            "csr is for another key than the attested one".into(),
+        ));
+    }
+    if csr.signature_algorithm.algorithm != OID_SIG_ECDSA_WITH_SHA256 {
+        return Err(Error::Invalid(
+            "csr is not signed with ecdsa-with-sha256".into(),
+        ));
+    }
+    trustline_proto::ecdsa::verify_x509(
+        spki,
+        csr.certification_request_info.raw,
+        &csr.signature_value.data,
+    )
+    .map_err(|_| Error::BadSignature("the csr's self-signature does not verify".into()))
 }

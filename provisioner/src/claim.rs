@@ -1,52 +1,24 @@
-//! Claiming a RoT for the OEM (DESIGN "factory flow" steps 2–3; Appendix B,
-//! "Claiming").
+//! Claimed RoTs, as the later steps of the line need them (DESIGN "factory
+//! flow" steps 4–5).
 //!
-//! `BeginClaim` hands out a single-use random nonce with an expiry and the
-//! OEM trust anchor (the DER of the OEM root certificate). No HSM signature
-//! is spent: a blank RoT could not check one, and the receipt proves what was
-//! installed. `CompleteClaim` takes the RoT's receipt, consumes the nonce
-//! (whether or not the receipt then verifies — a nonce is good for one try),
-//! verifies the receipt with the attestation key of the RoT the nonce was
-//! issued to, and refuses a receipt that names any other anchor.
-//!
-//! Claimed RoTs are remembered here in a [`BoundedCache`]; the ledger's
-//! `CLAIMED` entry (unique key `("claim", rot_id)`) is the truth and
-//! survives restarts. Pending claims are not a cache — they cannot be
-//! reloaded — so they live in a bounded map of their own that refuses new
-//! sessions with [`Error::Busy`] when full and never evicts one.
+//! The ledger's `CLAIMED` entry (unique key `("claim", rot_id)`) is the
+//! truth and survives restarts; [`ClaimBook`] only caches what was read or
+//! recorded, in a [`BoundedCache`], so a miss is read from the ledger again.
+//! There is no pending-claim state at all: claim nonces are stateless
+//! ([`crate::nonce`]). The factory reads a claim with `Factory::claimed`
+//! (cache, then ledger) and asks whether one exists with
+//! `Factory::claim_holder`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use backends::BoundedCache;
+use backends::{keys, BoundedCache};
 
 use trustline_proto::statement;
 use trustline_proto::v1;
+use trustline_proto::v1::EventKind;
 
 use crate::error::{Error, Result};
-use crate::vendors::AuthenticRot;
-
-/// Length of a claim nonce.
-pub const NONCE_LEN: usize = 32;
-
-/// A claim session between `BeginClaim` and `CompleteClaim`.
-#[derive(Debug, Clone)]
-pub struct PendingClaim {
-    /// The authentic RoT the nonce was issued to.
-    pub rot: AuthenticRot,
-    /// Its attestation chain as presented (recorded with the claim).
-    pub chain: Vec<Vec<u8>>,
-    /// Its transport-key statement as presented.
-    pub transport_key: Option<v1::SignedStatement>,
-    /// The transport key, verified against the attestation key.
-    pub verified_transport_key: Option<Vec<u8>>,
-    /// The order it is being claimed under.
-    pub order_id: String,
-    /// The order's site.
-    pub site: String,
-    /// When the nonce stops being accepted, Unix ms.
-    pub expires_at_ms: i64,
-}
+use crate::{payload_of, Factory};
 
 /// A claimed RoT, as the factory needs it for the later steps.
 #[derive(Debug)]
@@ -98,89 +70,18 @@ impl ClaimedRot {
     }
 }
 
-/// Open claim sessions and the cache of claimed RoTs.
+/// The cache of claimed RoTs.
 #[derive(Debug)]
 pub struct ClaimBook {
-    max_pending: usize,
-    // A std Mutex: held only for map operations, never across await.
-    pending: Mutex<HashMap<[u8; NONCE_LEN], PendingClaim>>,
     claimed: BoundedCache<String, Arc<ClaimedRot>>,
 }
 
 impl ClaimBook {
-    /// A book holding at most `max_pending` open sessions and caching at
-    /// most `max_claimed` claimed RoTs.
-    pub fn new(max_pending: usize, max_claimed: usize) -> Self {
+    /// A book caching at most `max_claimed` claimed RoTs.
+    pub fn new(max_claimed: usize) -> Self {
         Self {
-            max_pending,
-            pending: Mutex::new(HashMap::new()),
             claimed: BoundedCache::new(max_claimed),
         }
-    }
-
-    /// Opens a session; returns its fresh nonce.
-    ///
-    /// # Errors
-    /// [`Error::Busy`] when too many sessions are open even after dropping
-    /// the expired ones.
-    pub fn begin(&self, claim: PendingClaim, now_ms: i64) -> Result<[u8; NONCE_LEN]> {
-        let mut nonce = [0u8; NONCE_LEN];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
-            .map_err(|_| Error::Config("no system randomness".into()))?;
-        let mut pending = lock(&self.pending);
-        if pending.len() >= self.max_pending {
-            pending.retain(|_, p| p.expires_at_ms > now_ms);
-            if pending.len() >= self.max_pending {
-                return Err(Error::Busy);
-            }
-        }
-        pending.insert(nonce, claim);
-        Ok(nonce)
-    }
-
-    /// Consumes the session a receipt answers and verifies the receipt.
-    ///
-    /// # Errors
-    /// [`Error::NonceReplayed`] for an unknown or spent nonce,
-    /// [`Error::NonceExpired`], [`Error::ReceiptForged`] (the receipt is not
-    /// signed by the attestation key the nonce was issued to),
-    /// [`Error::Invalid`] for a receipt naming another RoT, and
-    /// [`Error::AnchorMismatch`] for a receipt naming another anchor.
-    pub fn complete(
-        &self,
-        receipt: &v1::SignedStatement,
-        anchor_sha256: &[u8; 32],
-        now_ms: i64,
-    ) -> Result<(PendingClaim, v1::ClaimReceipt)> {
-        let unverified: v1::ClaimReceipt = statement::decode_unverified(receipt)?;
-        let nonce: [u8; NONCE_LEN] = unverified
-            .nonce
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::NonceReplayed)?;
-        let claim = lock(&self.pending)
-            .remove(&nonce)
-            .ok_or(Error::NonceReplayed)?;
-        if now_ms >= claim.expires_at_ms {
-            return Err(Error::NonceExpired);
-        }
-        let verified: v1::ClaimReceipt =
-            match statement::verify(receipt, &claim.rot.attestation_key) {
-                Ok(v) => v,
-                Err(trustline_proto::Error::BadSignature(_)) => {
-                    return Err(Error::ReceiptForged(Box::new(claim)))
-                }
-                Err(e) => return Err(e.into()),
-            };
-        if verified.rot_id != claim.rot.rot_id {
-            return Err(Error::Invalid("receipt names another rot".into()));
-        }
-        if verified.anchor_sha256 != anchor_sha256 {
-            return Err(Error::AnchorMismatch {
-                found: hex::encode(&verified.anchor_sha256),
-            });
-        }
-        Ok((claim, verified))
     }
 
     /// A cached claimed RoT.
@@ -194,97 +95,65 @@ impl ClaimBook {
         self.claimed.insert(rot.rot_id.clone(), rot.clone());
         rot
     }
-
-    /// Open sessions (for metrics and tests).
-    pub fn pending_len(&self) -> usize {
-        lock(&self.pending).len()
-    }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Map operations leave the map consistent even if a holder panicked.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use trustline_proto::signer::{Signer, SoftwareSigner};
-
-    fn pending(key: &SoftwareSigner, expires_at_ms: i64) -> PendingClaim {
-        let attestation_key = key.public_key_der().to_vec();
-        PendingClaim {
-            rot: AuthenticRot {
-                rot_id: trustline_proto::identity::rot_id(&attestation_key),
-                attestation_key,
-                vendor: "acme".into(),
-            },
-            chain: vec![],
-            transport_key: None,
-            verified_transport_key: None,
-            order_id: "PO-1".into(),
-            site: "site-a".into(),
-            expires_at_ms,
+impl Factory {
+    /// The `CLAIMED` entry of a RoT, if any.
+    pub(crate) async fn claim_holder(&self, rot_id: &str) -> Result<Option<u64>> {
+        if let Some(c) = self.claims.claimed(rot_id) {
+            return Ok(Some(c.claimed_seq));
         }
+        self.lookup(keys::CLAIM, rot_id.as_bytes()).await
     }
 
-    fn receipt(key: &SoftwareSigner, nonce: &[u8], anchor: &[u8; 32]) -> v1::SignedStatement {
-        let r = v1::ClaimReceipt {
-            rot_id: trustline_proto::identity::rot_id(key.public_key_der()),
-            nonce: nonce.to_vec(),
-            anchor_sha256: anchor.to_vec(),
+    /// A claimed RoT, from the cache or the ledger.
+    pub(crate) async fn claimed(&self, rot_id: &str) -> Result<Arc<ClaimedRot>> {
+        if let Some(c) = self.claims.claimed(rot_id) {
+            return Ok(c);
+        }
+        let Some(seq) = self.lookup(keys::CLAIM, rot_id.as_bytes()).await? else {
+            return Err(Error::NotClaimed(rot_id.to_owned()));
         };
-        statement::sign(key, &r).expect("sign")
+        let entry = self.entry(seq).await?;
+        let payload: v1::ClaimedPayload = payload_of(&entry, EventKind::Claimed)?;
+        let corrupt = |reason: &str| Error::CorruptEntry {
+            seq,
+            reason: reason.to_owned(),
+        };
+        let die = payload
+            .attestation_chain
+            .first()
+            .ok_or_else(|| corrupt("claim without attestation chain"))?;
+        let attestation_key = spki_of_certificate(die)
+            .ok_or_else(|| corrupt("attestation certificate does not parse"))?;
+        if trustline_proto::identity::rot_id(&attestation_key) != rot_id {
+            return Err(corrupt("claim names another rot"));
+        }
+        let receipt = payload
+            .receipt
+            .ok_or_else(|| corrupt("claim without receipt"))?;
+        Ok(self.claims.remember(ClaimedRot {
+            rot_id: rot_id.to_owned(),
+            attestation_key,
+            nonce: receipt_nonce(&receipt),
+            order_id: entry.order_id,
+            site: entry.site,
+            transport_key: payload.transport_key,
+            verified_transport_key: Default::default(),
+            claimed_seq: seq,
+        }))
     }
+}
 
-    #[test]
-    fn a_nonce_is_good_for_exactly_one_receipt() {
-        let book = ClaimBook::new(10, 10);
-        let key = SoftwareSigner::generate();
-        let nonce = book.begin(pending(&key, 1000), 0).expect("begin");
-        let r = receipt(&key, &nonce, &[7; 32]);
-        assert!(book.complete(&r, &[7; 32], 10).is_ok());
-        assert!(matches!(
-            book.complete(&r, &[7; 32], 10),
-            Err(Error::NonceReplayed)
-        ));
-    }
+/// The SubjectPublicKeyInfo DER of a certificate, if it parses.
+pub(crate) fn spki_of_certificate(der: &[u8]) -> Option<Vec<u8>> {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .map(|(_, c)| c.public_key().raw.to_vec())
+}
 
-    #[test]
-    fn expired_forged_and_foreign_anchor_receipts_are_refused() {
-        let book = ClaimBook::new(10, 10);
-        let key = SoftwareSigner::generate();
-        let nonce = book.begin(pending(&key, 1000), 0).expect("begin");
-        assert!(matches!(
-            book.complete(&receipt(&key, &nonce, &[7; 32]), &[7; 32], 1000),
-            Err(Error::NonceExpired)
-        ));
-        let nonce = book.begin(pending(&key, 1000), 0).expect("begin");
-        let impostor = SoftwareSigner::generate();
-        let mut forged = receipt(&impostor, &nonce, &[7; 32]);
-        let mut body: v1::ClaimReceipt = statement::decode_unverified(&forged).expect("decode");
-        body.rot_id = trustline_proto::identity::rot_id(key.public_key_der());
-        forged = statement::sign(&impostor, &body).expect("sign");
-        assert!(matches!(
-            book.complete(&forged, &[7; 32], 10),
-            Err(Error::ReceiptForged(_))
-        ));
-        let nonce = book.begin(pending(&key, 1000), 0).expect("begin");
-        assert!(matches!(
-            book.complete(&receipt(&key, &nonce, &[8; 32]), &[7; 32], 10),
-            Err(Error::AnchorMismatch { .. })
-        ));
-    }
-
-    #[test]
-    fn a_full_book_drops_expired_sessions_then_refuses() {
-        let book = ClaimBook::new(2, 10);
-        let key = SoftwareSigner::generate();
-        book.begin(pending(&key, 5), 0).expect("begin");
-        book.begin(pending(&key, 5), 0).expect("begin");
-        assert!(matches!(book.begin(pending(&key, 50), 1), Err(Error::Busy)));
-        book.begin(pending(&key, 50), 10)
-            .expect("expired ones dropped");
-        assert_eq!(book.pending_len(), 1);
-    }
+fn receipt_nonce(receipt: &v1::SignedStatement) -> Vec<u8> {
+    statement::decode_unverified::<v1::ClaimReceipt>(receipt)
+        .map(|r| r.nonce)
+        .unwrap_or_default()
 }

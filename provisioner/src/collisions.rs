@@ -16,7 +16,7 @@ use trustline_proto::v1::EventKind;
 use crate::certify::{Certified, CertifyInput, Checked};
 use crate::error::{Error, Result};
 use crate::orders::Order;
-use crate::{key_hash, payload_of, Actor, Factory};
+use crate::{key_hash, payload_of, voucher, Actor, Factory};
 
 impl Factory {
     /// A collision with entry `holder_seq` under `namespace`: the same
@@ -37,7 +37,8 @@ impl Factory {
             && holder.serial == input.serial
         {
             let payload: v1::CertifiedPayload = payload_of(&holder, EventKind::Certified)?;
-            if payload.device_public_key == checked.device_key {
+            if key_hash(&payload.device_public_key).ok().as_ref() == Some(&checked.device_key_hash)
+            {
                 return self.replay(&holder, payload);
             }
         }
@@ -61,14 +62,15 @@ impl Factory {
             self.chain.intermediate.clone(),
             self.chain.root.clone(),
         ];
-        let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
-        let voucher = trustline_proto::voucher::Voucher::manufacturer(
+        let voucher = voucher::manufacturer(
             &holder.rot_id,
             &holder.serial,
-            &refs,
+            &chain,
             &self.chain.voucher_public_key,
-        )?
-        .encode();
+        )?;
+        // Entries written before issue 12 may name a first owner signed at
+        // Certify: their recorded hash covers entry 0, which was never stored
+        // (invariant 6), so only the manufacturer voucher can go back.
         if payload.first_owner.is_none()
             && Sha256::digest(&voucher)[..] != payload.voucher_sha256[..]
         {
@@ -77,9 +79,6 @@ impl Factory {
                 reason: "the rebuilt voucher does not match the recorded hash".into(),
             });
         }
-        // With a first owner, the signed entry 0 is not stored (invariant 6):
-        // the manufacturer voucher goes back, and the first transfer is made
-        // again through the ownership service.
         Ok(Certified {
             chain,
             label: payload.label,
@@ -195,8 +194,10 @@ pub(crate) fn namespace_name(namespace: &str) -> &'static str {
     }
 }
 
+/// The canonical device-key hash a (verified) key attestation names.
 fn decode_device_key_hash(ka: &v1::SignedStatement) -> Vec<u8> {
     statement::decode_unverified::<v1::KeyAttestation>(ka)
-        .map(|k| key_hash(&k.device_public_key))
+        .ok()
+        .and_then(|k| key_hash(&k.device_public_key).ok())
         .unwrap_or_default()
 }

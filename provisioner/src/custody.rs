@@ -10,7 +10,12 @@
 //! record receiving a device (the receiving site, the caller's own, is
 //! recorded as the entry's site). The order of shipments and
 //! receipts is recorded, not enforced: a device may be shipped on through
-//! several hands.
+//! several hands. Factory custody ends when the device's field life begins:
+//! once any field event is recorded for it (a transfer, an onboarding —
+//! the ownership service's `device-field` → `rot_id/0` key, see
+//! [`backends::keys`]), every custody step is refused with
+//! [`Error::LeftFactory`] (`FAILED_PRECONDITION`), so no station can scrap
+//! or ship a device that already belongs to a customer (issue 12 item 3).
 
 use backends::{append_request, keys, AppendRefusal};
 use trustline_proto::v1;
@@ -64,7 +69,7 @@ impl Factory {
     ///
     /// # Errors
     /// [`Error::Invalid`], [`Error::UnknownDevice`], [`Error::WrongSite`],
-    /// [`Error::Scrapped`], [`Error::Backend`].
+    /// [`Error::Scrapped`], [`Error::LeftFactory`], [`Error::Backend`].
     pub async fn record_custody(
         &self,
         actor: &Actor,
@@ -95,12 +100,16 @@ impl Factory {
             let known = self.order(&device.order_id).await?;
             check_site(actor, &known.order)?;
         }
-        if self
-            .lookup(keys::SCRAPPED, rot_id.as_bytes())
-            .await?
-            .is_some()
-        {
+        let first_field = first_field_event(rot_id);
+        let (scrapped, in_the_field) = futures::try_join!(
+            self.lookup(keys::SCRAPPED, rot_id.as_bytes()),
+            self.lookup(keys::DEVICE_FIELD, first_field.as_bytes()),
+        )?;
+        if scrapped.is_some() {
             return Err(Error::Scrapped(rot_id.to_owned()));
+        }
+        if in_the_field.is_some() {
+            return Err(Error::LeftFactory(rot_id.to_owned()));
         }
         let site = match (kind, actor.scope.own_site()) {
             (CustodyKind::Received, Some(site)) => site.to_owned(),
@@ -132,4 +141,10 @@ impl Factory {
             Err(AppendRefusal::Failed(s)) => Err(Error::ledger(s)),
         }
     }
+}
+
+/// The value of a device's first field event under `device-field` (the
+/// ownership service's `rot_id/n`, with n = 0).
+fn first_field_event(rot_id: &str) -> String {
+    format!("{rot_id}/0")
 }

@@ -6,12 +6,15 @@
 //! refusals by reason without parsing messages. The codes follow one rule:
 //!
 //! - `PERMISSION_DENIED`: *who* is asking is not allowed (another site's
-//!   order, a role that may not do this);
+//!   order, a role that may not do this, a station naming a first owner);
 //! - `FAILED_PRECONDITION`: the device, claim or order is not in a state that
-//!   allows the step (counterfeit silicon, a spent or expired claim nonce, an
-//!   expired or closed order, firmware not allowed, readout not locked);
+//!   allows the step (counterfeit silicon, a claim nonce not issued for this
+//!   RoT and caller, or expired, an expired or closed order, firmware not
+//!   allowed, readout not locked, a device that left the factory);
 //! - `ALREADY_EXISTS`: a second claim, or a serial, RoT or device key that is
-//!   already certified (invariant 2);
+//!   already certified (invariant 2); a second claim's status carries a
+//!   `ClaimPresenceChallenge` in its details when the presenter may still
+//!   prove it holds the die's attestation key;
 //! - `RESOURCE_EXHAUSTED`: the order's quota is used up (invariant 4);
 //! - `NOT_FOUND`: no such order or device;
 //! - `INVALID_ARGUMENT`: malformed input, or a statement whose signature does
@@ -38,22 +41,32 @@ pub enum Error {
         /// The order.
         order_id: String,
     },
-    /// The claim nonce was never issued, or was already used (a replayed
-    /// receipt). The claim is not recorded.
-    #[error("claim nonce is unknown or already used")]
+    /// The claim nonce was not issued by this site for this RoT, order,
+    /// caller and attestation (a receipt replayed from elsewhere, another
+    /// station's nonce, a forged nonce). Nothing is recorded.
+    #[error("claim nonce was not issued for this rot, order and caller")]
     NonceReplayed,
-    /// A claim receipt is not signed by the attestation key its nonce was
-    /// issued to: the die cannot sign with the key its certificate names
-    /// (an impostor). Turned into [`Error::Counterfeit`] once recorded.
-    #[error("claim receipt is not signed by the attested key")]
-    ReceiptForged(Box<crate::claim::PendingClaim>),
-    /// The claim nonce expired before the receipt came back.
+    /// The claim nonce expired before the receipt came back (a final
+    /// refusal: the die has signed its one receipt). Nothing is recorded.
     #[error("claim nonce expired")]
     NonceExpired,
-    /// The RoT is already claimed (a second claim, or a clone of a claimed
-    /// RoT). Recorded as `DUPLICATE_REJECTED`.
-    #[error("rot {0} is already claimed")]
-    AlreadyClaimed(String),
+    /// The RoT is already claimed. Nothing is recorded for a bare
+    /// presentation of its chain; only a receipt over a presence challenge
+    /// (or a second first-claim receipt) that verifies under its attestation
+    /// key — a proven clone — is recorded, as `DUPLICATE_REJECTED`.
+    #[error("rot {rot_id} is already claimed")]
+    AlreadyClaimed {
+        /// The RoT.
+        rot_id: String,
+        /// The presence challenge sent in the status details, when the
+        /// presenter may still prove it holds the attestation key.
+        presence: Option<Box<trustline_proto::v1::ClaimPresenceChallenge>>,
+    },
+    /// A station named a device's first owner at `Certify`: only the OEM
+    /// names (or commits to) a first owner, OEM-side. Nothing is signed or
+    /// recorded.
+    #[error("a station may not name a device's first owner")]
+    FirstOwner,
     /// The receipt or key attestation names a trust anchor other than the
     /// OEM's: the RoT belongs to someone else.
     #[error("the rot reports trust anchor {found}, not the oem anchor")]
@@ -137,10 +150,11 @@ pub enum Error {
     /// (2.4.14.14).
     #[error("device {0} was scrapped")]
     Scrapped(String),
-    /// Too many claim sessions are open; try again later. Nothing was
-    /// recorded.
-    #[error("too many open claim sessions")]
-    Busy,
+    /// The device has left the factory (a transfer, onboarding or other
+    /// field event is recorded): factory custody steps — shipping,
+    /// receiving, scrapping — are over for it.
+    #[error("device {0} has left the factory: its field life has begun")]
+    LeftFactory(String),
     /// The CA or the ledger refused or failed; nothing was released.
     #[error("{service} failed: {status}")]
     Backend {
@@ -170,8 +184,8 @@ impl Error {
             Error::VendorNotAllowed { .. } => "vendor-not-allowed",
             Error::NonceReplayed => "nonce-replayed",
             Error::NonceExpired => "nonce-expired",
-            Error::ReceiptForged(_) => "counterfeit",
-            Error::AlreadyClaimed(_) => "already-claimed",
+            Error::AlreadyClaimed { .. } => "already-claimed",
+            Error::FirstOwner => "first-owner",
             Error::AnchorMismatch { .. } => "anchor-mismatch",
             Error::UnknownOrder(_) => "unknown-order",
             Error::OrderOutsideWindow { .. } => "order-window",
@@ -192,7 +206,7 @@ impl Error {
             Error::QuotaExhausted { .. } => "quota",
             Error::UnknownDevice(_) => "unknown-device",
             Error::Scrapped(_) => "scrapped",
-            Error::Busy => "busy",
+            Error::LeftFactory(_) => "left-factory",
             Error::Backend { .. } => "backend",
             Error::CorruptEntry { .. } => "corrupt-entry",
             Error::Config(_) => "config",
@@ -202,12 +216,11 @@ impl Error {
     /// The gRPC code for this error (see the module doc for the rule).
     pub fn code(&self) -> Code {
         match self {
-            Error::WrongSite { .. } => Code::PermissionDenied,
+            Error::WrongSite { .. } | Error::FirstOwner => Code::PermissionDenied,
             Error::Counterfeit(_)
             | Error::VendorNotAllowed { .. }
             | Error::NonceReplayed
             | Error::NonceExpired
-            | Error::ReceiptForged(_)
             | Error::AnchorMismatch { .. }
             | Error::OrderOutsideWindow { .. }
             | Error::OrderClosed(_)
@@ -215,14 +228,14 @@ impl Error {
             | Error::FirmwareNotAllowed { .. }
             | Error::ReadoutNotLocked
             | Error::KeyNotDelivered
-            | Error::Scrapped(_) => Code::FailedPrecondition,
-            Error::AlreadyClaimed(_) | Error::Duplicate { .. } | Error::OrderExists(_) => {
+            | Error::Scrapped(_)
+            | Error::LeftFactory(_) => Code::FailedPrecondition,
+            Error::AlreadyClaimed { .. } | Error::Duplicate { .. } | Error::OrderExists(_) => {
                 Code::AlreadyExists
             }
             Error::QuotaExhausted { .. } => Code::ResourceExhausted,
             Error::UnknownOrder(_) | Error::UnknownDevice(_) => Code::NotFound,
             Error::BadSignature(_) | Error::Invalid(_) => Code::InvalidArgument,
-            Error::Busy => Code::Unavailable,
             Error::Backend { status, .. } => match status.code() {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Code::Unavailable,
                 _ => Code::Internal,
@@ -236,7 +249,7 @@ impl Error {
     pub fn is_expected_refusal(&self) -> bool {
         !matches!(
             self,
-            Error::Backend { .. } | Error::CorruptEntry { .. } | Error::Config(_) | Error::Busy
+            Error::Backend { .. } | Error::CorruptEntry { .. } | Error::Config(_)
         )
     }
 
@@ -267,7 +280,20 @@ impl From<trustline_proto::Error> for Error {
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        trustline_proto::refusal::status(e.code(), e.to_string(), e.reason())
+        let status = trustline_proto::refusal::status(e.code(), e.to_string(), e.reason());
+        match &e {
+            // The presence challenge rides in the status details.
+            Error::AlreadyClaimed {
+                presence: Some(challenge),
+                ..
+            } => Status::with_details_and_metadata(
+                status.code(),
+                status.message(),
+                prost::Message::encode_to_vec(challenge.as_ref()).into(),
+                status.metadata().clone(),
+            ),
+            _ => status,
+        }
     }
 }
 

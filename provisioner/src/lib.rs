@@ -18,12 +18,24 @@
 //! site-scoped step checks against the data's site through one function
 //! ([`order_book::check_site`]).
 //!
+//! A station is never trusted with more than its own devices (issue 12):
+//! it cannot name a device's first owner (`Certify` refuses one, and no
+//! voucher entry is signed here — entry 0 is the OEM's, made by the
+//! ownership service); a refusal is recorded against a device only after
+//! the caller's site is checked and only when the request proved something
+//! about the device (a clone is recorded only once a fresh signature by the
+//! attestation key proves it — a replayed public chain leaves no trace);
+//! every signature of a `Certify` request is verified before any lookup,
+//! replay answer or record; and factory custody steps end once the device
+//! has a field event.
+//!
 //! Modules: [`orders`] (the signed order), [`order_book`] (orders known to
-//! the line, opening and closing them), [`vendors`] and [`claim`] (claim
-//! sessions), `claiming` (the claim flow), `personalise`, `certify` and
-//! `collisions` (certification, retries, duplicates and overproduction),
-//! `custody`, [`label`], [`voucher`], [`service`] (the gRPC edge), and
-//! [`error`].
+//! the line, opening and closing them), [`vendors`], [`nonce`] (stateless
+//! claim nonces under the site's claim key) and [`claim`] (claimed RoTs),
+//! `claiming` (the claim flow and presence challenges), `personalise`,
+//! `certify` and `collisions` (certification, retries, duplicates and
+//! overproduction), `custody`, [`label`], [`voucher`], [`service`] (the
+//! gRPC edge), and [`error`].
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +46,7 @@ mod collisions;
 mod custody;
 pub mod error;
 pub mod label;
+pub mod nonce;
 pub mod order_book;
 pub mod orders;
 mod personalise;
@@ -57,6 +70,7 @@ pub use certify::{Certified, CertifyInput, SubjectKey};
 pub use claiming::ClaimChallenge;
 pub use custody::CustodyKind;
 pub use error::{Error, Result};
+pub use nonce::ClaimKey;
 pub use order_book::OrderProgress;
 pub use personalise::DeliveredKey;
 
@@ -73,23 +87,32 @@ pub struct FactoryConfig {
     pub oem_order_key: Vec<u8>,
     /// The IC vendors whose silicon may be claimed.
     pub vendor_roots: Vec<VendorRoot>,
-    /// How long a claim nonce stays valid.
+    /// The site's claim key: claim nonces are made and checked with it
+    /// ([`nonce`]). Every provisioner replica of a site must have the same
+    /// key, and it must outlive restarts (the site keeps it in its data
+    /// directory), or claims begun before a restart cannot be completed.
+    pub claim_key: ClaimKey,
+    /// How long a claim nonce stays valid: long enough for a slow line or a
+    /// restart between a device's receipt and `CompleteClaim` (a receipt
+    /// whose nonce expired while the RoT is unclaimed is refused, and that
+    /// die cannot sign a second first claim).
     pub claim_ttl: Duration,
-    /// Most claim sessions open at once.
-    pub max_pending_claims: usize,
     /// Most entries in each in-memory cache (claimed RoTs, certified
     /// results); beyond it they are reloaded from the ledger.
     pub cache_entries: usize,
 }
 
 impl FactoryConfig {
+    /// The default claim nonce lifetime: 30 minutes.
+    pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(30 * 60);
+
     /// A configuration with the default limits.
-    pub fn new(oem_order_key: Vec<u8>, vendor_roots: Vec<VendorRoot>) -> Self {
+    pub fn new(oem_order_key: Vec<u8>, vendor_roots: Vec<VendorRoot>, claim_key: ClaimKey) -> Self {
         Self {
             oem_order_key,
             vendor_roots,
-            claim_ttl: Duration::from_secs(300),
-            max_pending_claims: 100_000,
+            claim_key,
+            claim_ttl: Self::DEFAULT_CLAIM_TTL,
             cache_entries: 1_000_000,
         }
     }
@@ -160,7 +183,7 @@ impl Factory {
             voucher_public_key: chain.voucher_public_key,
         };
         Ok(Self {
-            claims: ClaimBook::new(config.max_pending_claims, config.cache_entries),
+            claims: ClaimBook::new(config.cache_entries),
             certified: certify::ResultCache::new(config.cache_entries),
             delivered: personalise::DeliveredKeys::new(config.cache_entries),
             orders: OrderBook::new(config.cache_entries),
@@ -262,8 +285,14 @@ fn payload_of<P: Message + Default>(entry: &v1::LedgerEntry, kind: EventKind) ->
     })
 }
 
-/// SHA-256 of a key, as held under the `device-key` and `delivered-key`
-/// namespaces.
-fn key_hash(spki: &[u8]) -> Vec<u8> {
-    Sha256::digest(spki).to_vec()
+/// SHA-256 of a key's canonical SubjectPublicKeyInfo, as held under the
+/// `device-key` and `delivered-key` namespaces: one P-256 key written
+/// compressed or uncompressed is one key (invariant 2, issue 12).
+///
+/// # Errors
+/// [`Error::Invalid`] for a key that is not P-256.
+fn key_hash(spki: &[u8]) -> Result<Vec<u8>> {
+    trustline_proto::identity::canonical_key_hash(spki)
+        .map(|h| h.to_vec())
+        .map_err(|e| Error::Invalid(format!("device key: {e}")))
 }

@@ -7,8 +7,10 @@
 //! which chains to an IC-vendor root — or the key would be handed to whoever
 //! supplied the transport key. `KEY_DELIVERED` is recorded (with the hash of
 //! the wrapped blob) before the wrapped key is returned (invariant 1), and
-//! it names the device key so that `Certify` accepts an HSM-mode key only if
-//! this provisioner delivered it to this RoT.
+//! it names the device key (unique key `delivered-key` → SHA-256 of its
+//! canonical SPKI) so that `Certify` accepts an HSM-mode key only if this
+//! provisioner delivered it to this RoT, in whichever point form the key
+//! attestation writes it.
 
 use backends::{append_request, keys, AppendRefusal, BoundedCache};
 use sha2::{Digest, Sha256};
@@ -34,9 +36,9 @@ pub struct DeliveredKey {
     pub ledger_seq: u64,
 }
 
-/// Device keys delivered to RoTs, as (rot_id, device key) pairs: a
-/// [`BoundedCache`] of the ledger's `delivered-key` unique keys, so a miss
-/// is answered from the ledger.
+/// Device keys delivered to RoTs, as (rot_id, SHA-256 of the canonical
+/// device key) pairs: a [`BoundedCache`] of the ledger's `delivered-key`
+/// unique keys, so a miss is answered from the ledger.
 #[derive(Debug)]
 pub(crate) struct DeliveredKeys {
     pairs: BoundedCache<(String, Vec<u8>), ()>,
@@ -49,13 +51,13 @@ impl DeliveredKeys {
         }
     }
 
-    fn remember(&self, rot_id: &str, device_key: Vec<u8>) {
-        self.pairs.insert((rot_id.to_owned(), device_key), ());
+    fn remember(&self, rot_id: &str, device_key_hash: Vec<u8>) {
+        self.pairs.insert((rot_id.to_owned(), device_key_hash), ());
     }
 
-    fn contains(&self, rot_id: &str, device_key: &[u8]) -> bool {
+    fn contains(&self, rot_id: &str, device_key_hash: &[u8]) -> bool {
         self.pairs
-            .get(&(rot_id.to_owned(), device_key.to_vec()))
+            .get(&(rot_id.to_owned(), device_key_hash.to_vec()))
             .is_some()
     }
 }
@@ -113,7 +115,8 @@ impl Factory {
             order_id,
             &payload,
         );
-        let key = keys::unique(keys::DELIVERED_KEY, key_hash(&wrapped.device_public_key));
+        let device_key_hash = key_hash(&wrapped.device_public_key)?;
+        let key = keys::unique(keys::DELIVERED_KEY, device_key_hash.clone());
         let seq = match self
             .ledger
             .append(append_request(entry, vec![key], None))
@@ -132,8 +135,7 @@ impl Factory {
             }
             Err(AppendRefusal::Failed(s)) => return Err(Error::ledger(s)),
         };
-        self.delivered
-            .remember(rot_id, wrapped.device_public_key.clone());
+        self.delivered.remember(rot_id, device_key_hash);
         Ok(DeliveredKey {
             device_public_key: wrapped.device_public_key,
             hsm_ephemeral_public_key: wrapped.hsm_ephemeral_public_key,
@@ -173,21 +175,19 @@ impl Factory {
         }
     }
 
-    /// Whether `device_key` was delivered by this provisioner to `rot_id`.
-    pub(crate) async fn was_delivered(&self, rot_id: &str, device_key: &[u8]) -> Result<bool> {
-        if self.delivered.contains(rot_id, device_key) {
+    /// Whether the device key whose canonical hash is `device_key_hash`
+    /// was delivered by this provisioner to `rot_id`.
+    pub(crate) async fn was_delivered(&self, rot_id: &str, device_key_hash: &[u8]) -> Result<bool> {
+        if self.delivered.contains(rot_id, device_key_hash) {
             return Ok(true);
         }
-        let Some(seq) = self
-            .lookup(keys::DELIVERED_KEY, &key_hash(device_key))
-            .await?
-        else {
+        let Some(seq) = self.lookup(keys::DELIVERED_KEY, device_key_hash).await? else {
             return Ok(false);
         };
         let entry = self.entry(seq).await?;
         let delivered = entry.kind == EventKind::KeyDelivered as i32 && entry.rot_id == rot_id;
         if delivered {
-            self.delivered.remember(rot_id, device_key.to_vec());
+            self.delivered.remember(rot_id, device_key_hash.to_vec());
         }
         Ok(delivered)
     }

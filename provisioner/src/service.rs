@@ -136,11 +136,13 @@ impl Provisioning for ProvisioningService {
         request: Request<v1::CompleteClaimRequest>,
     ) -> Result<Response<v1::CompleteClaimResponse>, Status> {
         let actor = actor(&request)?;
-        let receipt = request
-            .into_inner()
-            .receipt
-            .ok_or_else(|| missing("receipt"))?;
-        let (rot_id, ledger_seq) = self.factory.complete_claim(&actor, &receipt).await?;
+        let r = request.into_inner();
+        let receipt = r.receipt.ok_or_else(|| missing("receipt"))?;
+        let attestation = r.attestation.ok_or_else(|| missing("attestation"))?;
+        let (rot_id, ledger_seq) = self
+            .factory
+            .complete_claim(&actor, &receipt, &attestation)
+            .await?;
         Ok(Response::new(v1::CompleteClaimResponse {
             rot_id,
             ledger_seq,
@@ -172,6 +174,11 @@ impl Provisioning for ProvisioningService {
     ) -> Result<Response<v1::CertifyResponse>, Status> {
         let actor = actor(&request)?;
         let r = request.into_inner();
+        // The first owner is the OEM's to name (issue 12 item 1): refused
+        // before anything is looked up, signed or recorded.
+        if !r.first_owner_public_key.is_empty() {
+            return Err(Error::FirstOwner.into());
+        }
         let subject = match r.subject_key {
             Some(v1::certify_request::SubjectKey::ProofOfPossession(p)) => SubjectKey::Proof(p),
             Some(v1::certify_request::SubjectKey::CsrDer(d)) => SubjectKey::Csr(d),
@@ -185,7 +192,6 @@ impl Provisioning for ProvisioningService {
                 .key_attestation
                 .ok_or_else(|| missing("key_attestation"))?,
             subject,
-            first_owner: (!r.first_owner_public_key.is_empty()).then_some(r.first_owner_public_key),
         };
         let c = self.factory.certify(&actor, input).await?;
         Ok(Response::new(v1::CertifyResponse {

@@ -1,6 +1,10 @@
 //! Factory policy tests against the real CA on a SoftHSM2 test token and an
 //! in-memory ledger double that applies unique keys and quotas as the
 //! custody ledger does (the end-to-end suite in `tests/` uses the real one).
+//! What a hostile station tries, and how a claim survives hiccups (issue
+//! 12), is in `hostile`.
+
+mod hostile;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +17,7 @@ use trustline_proto::signer::Signer;
 use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
 
-use backends::{now_ms, AppendRefusal, LedgerApi, LocalCa, RequestIdentity};
+use backends::{now_ms, AppendRefusal, CaApi, LedgerApi, LocalCa, RequestIdentity};
 
 use super::*;
 
@@ -50,6 +54,18 @@ impl MemLedger {
 
     fn set_down(&self, down: bool) {
         self.0.lock().expect("lock").down = down;
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().expect("lock").entries.len()
+    }
+
+    /// The decoded entries from `from` on.
+    fn entries_from(&self, from: usize) -> Vec<v1::LedgerEntry> {
+        self.0.lock().expect("lock").entries[from..]
+            .iter()
+            .map(|e| v1::LedgerEntry::decode(e.as_slice()).expect("entry"))
+            .collect()
     }
 }
 
@@ -158,15 +174,23 @@ impl LedgerApi for MemLedger {
 struct Line {
     factory: Factory,
     ledger: Arc<MemLedger>,
+    ca: Arc<dyn CaApi>,
+    config: FactoryConfig,
     order_signer: ca_service::HsmSigner,
     fleet: Fleet,
+    /// Vendor names orders allow: the fleet's and any extra ones.
+    vendors: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 fn station() -> Actor {
+    station_of("site-a", "st-01")
+}
+
+fn station_of(site: &str, name: &str) -> Actor {
     Actor {
-        id: "station/site-a/st-01".into(),
-        scope: transport::SiteScope::Site("site-a".into()),
+        id: format!("station/{site}/{name}"),
+        scope: transport::SiteScope::Site(site.into()),
     }
 }
 
@@ -178,6 +202,11 @@ fn admin() -> Actor {
 }
 
 async fn line(name: &str, fleet: Fleet) -> Line {
+    line_with(name, fleet, vec![]).await
+}
+
+/// A line trusting `fleet`'s vendors and `extra` roots.
+async fn line_with(name: &str, fleet: Fleet, extra: Vec<VendorRoot>) -> Line {
     let token = hsm_sim::softhsm::test_token(name).expect("token");
     let mut config = ca_service::HsmConfig::new(
         token.label.clone(),
@@ -193,25 +222,34 @@ async fn line(name: &str, fleet: Fleet) -> Line {
     let identity = RequestIdentity::new(
         transport::Caller::new(transport::Role::Provisioner, "hq", "provisioner").expect("caller"),
     );
-    let ca = Arc::new(LocalCa::new(
+    let ca: Arc<dyn CaApi> = Arc::new(LocalCa::new(
         Arc::new(ca_service::CaService::new(Arc::new(ca))),
         identity,
     ));
     let ledger = Arc::new(MemLedger::default());
-    let vendor_roots = fleet
+    let mut vendor_roots: Vec<VendorRoot> = fleet
         .vendor_roots()
         .into_iter()
         .map(|(name, certificate)| VendorRoot { name, certificate })
         .collect();
-    let config = FactoryConfig::new(order_signer.public_key_der().to_vec(), vendor_roots);
-    let factory = Factory::start(config, ledger.clone(), ca)
+    vendor_roots.extend(extra);
+    let vendors = vendor_roots.iter().map(|v| v.name.clone()).collect();
+    let config = FactoryConfig::new(
+        order_signer.public_key_der().to_vec(),
+        vendor_roots,
+        ClaimKey::ephemeral().expect("claim key"),
+    );
+    let factory = Factory::start(config.clone(), ledger.clone(), ca.clone())
         .await
         .expect("factory");
     Line {
         factory,
         ledger,
+        ca,
+        config,
         order_signer,
         fleet,
+        vendors,
         _dir: dir,
     }
 }
@@ -237,12 +275,7 @@ impl Line {
             }),
             not_before_ms: window.0,
             not_after_ms: window.1,
-            allowed_ic_vendors: self
-                .fleet
-                .vendor_roots()
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect(),
+            allowed_ic_vendors: self.vendors.clone(),
             allowed_firmware_sha256: self.fleet.firmware_sha256().to_vec(),
             ..Default::default()
         };
@@ -250,11 +283,43 @@ impl Line {
     }
 
     async fn open(&self, id: &str, quantity: u64) {
-        let signed = self.order(id, "site-a", quantity, (0, i64::MAX));
+        self.open_at(id, "site-a", quantity).await;
+    }
+
+    async fn open_at(&self, id: &str, site: &str, quantity: u64) {
+        let signed = self.order(id, site, quantity, (0, i64::MAX));
         self.factory
             .open_order(&admin(), &signed)
             .await
             .expect("open order");
+    }
+
+    /// The factory restarted: a new process over the same ledger, CA and
+    /// configuration (the claim key included).
+    async fn restart(&mut self) {
+        self.factory = Factory::start(self.config.clone(), self.ledger.clone(), self.ca.clone())
+            .await
+            .expect("factory");
+    }
+
+    /// Claims `rot` under `order` as `actor`; returns the challenge.
+    async fn claim(
+        &self,
+        actor: &Actor,
+        order: &str,
+        rot: &mut SimulatedRot,
+    ) -> Result<ClaimChallenge> {
+        let challenge = self
+            .factory
+            .begin_claim(actor, order, &rot.attestation())
+            .await?;
+        let receipt = rot
+            .claim(&challenge.nonce, &challenge.anchor)
+            .expect("device claim");
+        self.factory
+            .complete_claim(actor, &receipt, &rot.attestation())
+            .await?;
+        Ok(challenge)
     }
 
     /// Claims and personalises `rot` on-device; returns the certify input.
@@ -264,14 +329,7 @@ impl Line {
         rot: &mut SimulatedRot,
         serial: &str,
     ) -> Result<CertifyInput> {
-        let challenge = self
-            .factory
-            .begin_claim(&station(), order, &rot.attestation())
-            .await?;
-        let receipt = rot
-            .claim(&challenge.nonce, &challenge.anchor)
-            .expect("device claim");
-        self.factory.complete_claim(&station(), &receipt).await?;
+        let challenge = self.claim(&station(), order, rot).await?;
         let (_, ka) = rot.generate_identity_key(&challenge.nonce).expect("keygen");
         let pop = rot
             .proof_of_possession(serial, &challenge.nonce)
@@ -282,7 +340,6 @@ impl Line {
             serial: serial.into(),
             key_attestation: ka,
             subject: SubjectKey::Proof(pop),
-            first_owner: None,
         })
     }
 }
@@ -389,17 +446,61 @@ async fn duplicates_clones_counterfeits_and_overproduction_are_refused_and_recor
     assert_eq!(Status::from(err).code(), tonic::Code::ResourceExhausted);
     assert_eq!(line.ledger.count(EventKind::QuotaRejected), 1);
 
-    // Clone of a claimed die: a second claim.
+    // Clone of a claimed die: a second claim, answered with a presence
+    // challenge that only a die holding the attestation key can sign.
     let devices = line.fleet.devices_mut();
-    let clone = &devices[3].rot;
+    let clone = &mut devices[3].rot;
     let err = line
         .factory
         .begin_claim(&station(), "PO-2", &clone.attestation())
         .await
         .expect_err("clone");
-    assert!(matches!(err, Error::AlreadyClaimed(_)), "{err}");
-    // Impostor (a genuine chain on another key), self-signed, unknown vendor.
-    for i in 4..7 {
+    let Error::AlreadyClaimed {
+        presence: Some(presence),
+        ..
+    } = err
+    else {
+        panic!("no presence challenge: {err}");
+    };
+    let proof = clone
+        .claim(&presence.nonce, &presence.anchor)
+        .expect("the clone signs");
+    let err = line
+        .factory
+        .complete_claim(&station(), &proof, &clone.attestation())
+        .await
+        .expect_err("a proven clone");
+    assert!(matches!(err, Error::AlreadyClaimed { .. }), "{err}");
+    // An impostor carrying the claimed die's chain on another key: its
+    // answer to the presence challenge does not verify, so it proves
+    // nothing and nothing is recorded against the die it imitates.
+    let impostor = &mut line.fleet.devices_mut()[4].rot;
+    let err = line
+        .factory
+        .begin_claim(&station(), "PO-2", &impostor.attestation())
+        .await
+        .expect_err("impostor");
+    let Error::AlreadyClaimed {
+        presence: Some(presence),
+        ..
+    } = err
+    else {
+        panic!("no presence challenge: {err}");
+    };
+    let forged = impostor
+        .claim(&presence.nonce, &presence.anchor)
+        .expect("the impostor signs with its own key");
+    let err = line
+        .factory
+        .complete_claim(&station(), &forged, &impostor.attestation())
+        .await
+        .expect_err("unproven");
+    assert!(
+        matches!(err, Error::AlreadyClaimed { presence: None, .. }),
+        "{err}"
+    );
+    // Self-signed, unknown vendor.
+    for i in 5..7 {
         let att = line.fleet.devices()[i].rot.attestation();
         let err = line
             .factory
@@ -409,7 +510,7 @@ async fn duplicates_clones_counterfeits_and_overproduction_are_refused_and_recor
         assert!(matches!(err, Error::Counterfeit(_)), "device {i}: {err}");
         assert_eq!(Status::from(err).code(), tonic::Code::FailedPrecondition);
     }
-    assert_eq!(line.ledger.count(EventKind::CounterfeitRejected), 3);
+    assert_eq!(line.ledger.count(EventKind::CounterfeitRejected), 2);
     assert_eq!(line.ledger.count(EventKind::DuplicateRejected), 2);
     assert_eq!(line.ledger.count(EventKind::Certified), 2);
 }
@@ -560,4 +661,76 @@ async fn nothing_is_released_when_the_ledger_cannot_record_it() {
     .expect("entry");
     assert_eq!(entry.kind, EventKind::Certified as i32);
     assert_eq!(line.ledger.count(EventKind::Certified), 1);
+}
+
+/// 2.4.5.32, 2.4.14.17: a receipt is recorded only when the RoT signed it
+/// over a nonce this site issued it, before the nonce expired, naming the
+/// OEM anchor; an expired, forged, replayed or foreign-anchor receipt is
+/// refused (only the impostor's forgery is recorded, as a counterfeit).
+#[tokio::test]
+async fn expired_forged_and_foreign_anchor_receipts_are_refused() {
+    let mut fleet = Fleet::builder().seed(6).genuine(3).build().expect("fleet");
+    let mut impostor = fleet.impostor(2).expect("impostor");
+    let mut line = line("factory-receipts", fleet).await;
+    line.open("PO-6", 10).await;
+    let mut late = take(&mut line.fleet, 0);
+    let mut foreign = take(&mut line.fleet, 1);
+
+    // Expired: a line whose nonces expire at once.
+    line.config.claim_ttl = std::time::Duration::ZERO;
+    line.restart().await;
+    let c = line
+        .factory
+        .begin_claim(&station(), "PO-6", &late.attestation())
+        .await
+        .expect("begin");
+    let receipt = late.claim(&c.nonce, &c.anchor).expect("receipt");
+    let err = line
+        .factory
+        .complete_claim(&station(), &receipt, &late.attestation())
+        .await
+        .expect_err("expired");
+    assert!(matches!(err, Error::NonceExpired), "{err}");
+    line.config.claim_ttl = FactoryConfig::DEFAULT_CLAIM_TTL;
+    line.restart().await;
+
+    // A receipt naming another anchor.
+    let c = line
+        .factory
+        .begin_claim(&station(), "PO-6", &foreign.attestation())
+        .await
+        .expect("begin");
+    let receipt = foreign
+        .claim(&c.nonce, b"someone else's anchor")
+        .expect("receipt");
+    let err = line
+        .factory
+        .complete_claim(&station(), &receipt, &foreign.attestation())
+        .await
+        .expect_err("foreign anchor");
+    assert!(matches!(err, Error::AnchorMismatch { .. }), "{err}");
+
+    // A receipt answering another die's nonce.
+    let err = line
+        .factory
+        .complete_claim(&station(), &receipt, &late.attestation())
+        .await
+        .expect_err("another die's nonce");
+    assert!(matches!(err, Error::NonceReplayed), "{err}");
+
+    // A forgery: the chain is genuine, the signer is not the die.
+    let c = line
+        .factory
+        .begin_claim(&station(), "PO-6", &impostor.attestation())
+        .await
+        .expect("begin");
+    let forged = impostor.claim(&c.nonce, &c.anchor).expect("forged");
+    let err = line
+        .factory
+        .complete_claim(&station(), &forged, &impostor.attestation())
+        .await
+        .expect_err("forged");
+    assert!(matches!(err, Error::Counterfeit(_)), "{err}");
+    assert_eq!(line.ledger.count(EventKind::CounterfeitRejected), 1);
+    assert_eq!(line.ledger.count(EventKind::Claimed), 0);
 }

@@ -134,22 +134,13 @@ impl VendorRoots {
     /// # Errors
     /// [`Error::Counterfeit`] with the reason.
     pub fn verify(&self, chain: &[Vec<u8>], now_ms: i64) -> Result<AuthenticRot> {
-        let mut chain: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
         if chain.is_empty() {
             return Err(Error::Counterfeit("empty attestation chain".into()));
         }
         if chain.len() > MAX_CHAIN_LEN || chain.iter().any(|c| c.len() > MAX_CERT_LEN) {
             return Err(Error::Counterfeit("attestation chain is too large".into()));
         }
-        // A chain that carries its root: drop it, the configured copy decides.
-        if chain.len() > 1
-            && self
-                .roots
-                .iter()
-                .any(|r| Some(&r.der.as_slice()) == chain.last())
-        {
-            chain.pop();
-        }
+        let chain = self.without_root(chain);
         let now = ASN1Time::from_timestamp(now_ms.div_euclid(1000))
             .map_err(|_| Error::Counterfeit("clock out of range".into()))?;
         let (_, die) = x509_parser::parse_x509_certificate(chain[0])
@@ -190,15 +181,73 @@ impl VendorRoots {
         })
     }
 
+    /// The RoT of an attestation chain that [`VendorRoots::verify`] accepted
+    /// before, as a claim nonce's tag proves (`crate::nonce` binds the
+    /// chain): its vendor is read from the cache of verified issuers (or is
+    /// the one root whose subject the die names) without checking the die's
+    /// signature again, so completing a claim costs no second chain
+    /// verification. Anything else — a cache miss after a restart, a root
+    /// no longer configured — is verified in full.
+    ///
+    /// # Errors
+    /// As [`VendorRoots::verify`], when the chain is verified again.
+    pub fn reverify(&self, chain: &[Vec<u8>], now_ms: i64) -> Result<AuthenticRot> {
+        match self.already_verified(chain) {
+            Some(rot) => Ok(rot),
+            None => self.verify(chain, now_ms),
+        }
+    }
+
+    fn already_verified(&self, chain: &[Vec<u8>]) -> Option<AuthenticRot> {
+        if chain.is_empty() || chain.len() > MAX_CHAIN_LEN {
+            return None;
+        }
+        let chain = self.without_root(chain);
+        let (_, die) = x509_parser::parse_x509_certificate(chain[0]).ok()?;
+        let vendor = if chain.len() == 1 {
+            let mut roots = self
+                .roots
+                .iter()
+                .filter(|r| r.subject.as_slice() == die.issuer().as_raw());
+            let only = roots.next()?;
+            if roots.next().is_some() {
+                return None;
+            }
+            only.name.clone()
+        } else {
+            let issuer = self.issuers.get(&chain_key(&chain[1..]))?;
+            if die.issuer().as_raw() != issuer.subject.as_slice() {
+                return None;
+            }
+            issuer.vendor
+        };
+        let attestation_key = die.public_key().raw.to_vec();
+        Some(AuthenticRot {
+            rot_id: trustline_proto::identity::rot_id(&attestation_key),
+            attestation_key,
+            vendor: vendor.to_string(),
+        })
+    }
+
+    /// The chain without a trailing copy of a configured root: the
+    /// configured copy decides.
+    fn without_root<'a>(&self, chain: &'a [Vec<u8>]) -> Vec<&'a [u8]> {
+        let mut chain: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+        if chain.len() > 1
+            && self
+                .roots
+                .iter()
+                .any(|r| Some(&r.der.as_slice()) == chain.last())
+        {
+            chain.pop();
+        }
+        chain
+    }
+
     /// The verified issuer of a die certificate: the last intermediate, or a
     /// root when there is none. Cached per intermediate chain.
     fn issuer(&self, intermediates: &[&[u8]], now: ASN1Time) -> Result<Issuer> {
-        let mut hasher = Sha256::new();
-        for cert in intermediates {
-            hasher.update((cert.len() as u32).to_be_bytes());
-            hasher.update(cert);
-        }
-        let key: [u8; 32] = hasher.finalize().into();
+        let key = chain_key(intermediates);
         if let Some(hit) = self.issuers.get(&key) {
             return Ok(hit);
         }
@@ -265,6 +314,17 @@ impl VendorRoots {
                 Error::Counterfeit("chain does not end at a configured ic-vendor root".into())
             })
     }
+}
+
+/// The cache key of an intermediate chain: SHA-256 over its certificates,
+/// each length-prefixed.
+fn chain_key(intermediates: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for cert in intermediates {
+        hasher.update((cert.len() as u32).to_be_bytes());
+        hasher.update(cert);
+    }
+    hasher.finalize().into()
 }
 
 fn check_p256(spki: &SubjectPublicKeyInfo<'_>) -> std::result::Result<(), String> {

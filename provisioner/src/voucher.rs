@@ -1,47 +1,36 @@
 //! The ownership voucher handed out at `Certify` (2.4.14.7), built with
-//! [`trustline_proto::voucher`].
+//! [`trustline_proto::voucher`]: the manufacturer voucher, with no entries.
 //!
 //! The header binds the `rot_id`, the serial, the hash of the certificate
 //! chain returned with it and the OEM voucher key. Its guid is derived from
 //! the device certificate (whose 128-bit serial is random), so the
-//! manufacturer voucher — the one with no entries,
-//! [`Voucher::manufacturer`] — is a pure function of the `CERTIFIED` entry
-//! and can be rebuilt exactly, and checked against the recorded
-//! `voucher_sha256`, when a retried `Certify` is answered after a restart. When the first owner is known at `Certify`, entry 0 is signed by
-//! the OEM voucher key in the HSM (via the CA) and only its salted
-//! commitment is recorded (invariant 6); that entry is never stored by the
-//! service, so it can be replayed only from the in-memory result cache.
+//! manufacturer voucher ([`Voucher::manufacturer`]) is a pure function of
+//! the `CERTIFIED` entry and can be rebuilt exactly, and checked against
+//! the recorded `voucher_sha256`, when a retried `Certify` is answered after
+//! a restart. The factory never signs a voucher entry: entry 0
+//! (manufacturer → first owner) is the OEM's, made OEM-side by the
+//! ownership service (issue 12 item 1), so a station can neither choose a
+//! device's first owner nor hold the only copy of an entry.
 
-use backends::CaApi;
-use sha2::{Digest, Sha256};
-use trustline_proto::v1;
-use trustline_proto::voucher::{first_entry_payload, Voucher};
+use trustline_proto::voucher::Voucher;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
-/// Has the CA sign entry 0 (manufacturer → `first_owner`) and appends it.
-/// Returns the ledger's record of the transfer: the salted commitment and
-/// the entry's hash, never the owner key.
+/// The manufacturer voucher of a device certified with `chain` (device
+/// certificate first), encoded: what `Certify` returns and records the
+/// hash of.
 ///
 /// # Errors
-/// [`Error::Invalid`] when `first_owner` is not a P-256 key;
-/// [`Error::Backend`] when the CA fails; [`Error::Invalid`] when the CA's
-/// entry does not verify under the manufacturer key.
-pub async fn add_first_owner(
-    voucher: &mut Voucher,
-    first_owner: &[u8],
-    ca: &dyn CaApi,
-) -> Result<v1::OwnershipPayload> {
-    let payload = first_entry_payload(voucher.header(), first_owner)?;
-    let cose = ca.sign_voucher_entry(payload).await.map_err(Error::ca)?;
-    let entry = voucher
-        .push_entry(&cose)
-        .map_err(|e| Error::Config(format!("the ca's voucher entry does not verify: {e}")))?;
-    Ok(v1::OwnershipPayload {
-        owner_commitment: entry.owner_commitment().to_vec(),
-        voucher_entry_index: 0,
-        voucher_entry_sha256: Sha256::digest(&cose).to_vec(),
-    })
+/// [`crate::Error::Invalid`] when the voucher cannot be built (a malformed
+/// rot_id, serial or key).
+pub fn manufacturer(
+    rot_id: &str,
+    serial: &str,
+    chain: &[Vec<u8>],
+    voucher_public_key: &[u8],
+) -> Result<Vec<u8>> {
+    let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+    Ok(Voucher::manufacturer(rot_id, serial, &refs, voucher_public_key)?.encode())
 }
 
 #[cfg(test)]
@@ -61,5 +50,10 @@ mod tests {
         let other: [&[u8]; 3] = [b"cert-b", b"int", b"root"];
         let c = Voucher::manufacturer(&rot, "SN1", &other, oem.public_key_der()).expect("voucher");
         assert_ne!(a.header().guid, c.header().guid);
+        let owned: Vec<Vec<u8>> = chain.iter().map(|c| c.to_vec()).collect();
+        assert_eq!(
+            manufacturer(&rot, "SN1", &owned, oem.public_key_der()).expect("voucher"),
+            a.encode()
+        );
     }
 }

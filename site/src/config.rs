@@ -11,7 +11,7 @@
 //! ca_endpoint = "127.0.0.1:7401"       # when the CA runs apart
 //! ledger_endpoint = "127.0.0.1:7402"   # when the ledger runs apart
 //! vendor_roots_dir = "vendors"         # <name>.pem: one IC-vendor root each
-//! claim_ttl_secs = 300
+//! claim_ttl_secs = 1800                # how long a claim nonce is accepted
 //! [[vendors]]                          # or name them one by one
 //! name = "Acme Silicon"
 //! root = "/etc/trustline/acme-root.pem"
@@ -73,7 +73,7 @@ impl Default for ProvisionerConfig {
             ca_endpoint: "127.0.0.1:7401".into(),
             ledger_endpoint: "127.0.0.1:7402".into(),
             vendor_roots_dir: PathBuf::from("vendors"),
-            claim_ttl_secs: 300,
+            claim_ttl_secs: 1800,
         }
     }
 }

@@ -22,7 +22,7 @@ use backends::{
     RemoteCa, RemoteCrl, RemoteLedger, RemoteLedgerReads, RequestIdentity,
 };
 use ownership::{Ownership, OwnershipBackends, OwnershipConfig};
-use provisioner::{Factory, FactoryConfig};
+use provisioner::{ClaimKey, Factory, FactoryConfig};
 use tokio::net::TcpListener;
 use transport::{Caller, ClientTls, Guard, MessageLimits, Metrics, Role, ServerTls};
 use trustline_proto::v1::certificate_authority_server::CertificateAuthorityServer;
@@ -92,9 +92,52 @@ pub async fn factory(
             "no IC-vendor roots configured: every device will be refused as counterfeit"
         );
     }
-    let mut factory_config = FactoryConfig::new(order_key, roots);
+    let mut factory_config = FactoryConfig::new(order_key, roots, claim_key(data_dir)?);
     factory_config.claim_ttl = Duration::from_secs(config.provisioner.claim_ttl_secs.max(1));
     Ok(Arc::new(Factory::start(factory_config, ledger, ca).await?))
+}
+
+/// The site's claim key, `<data>/claim.key` (32 random bytes, mode 0600),
+/// made on first start: every provisioner of the site reads the same file,
+/// so a claim begun before a restart, or at another replica, completes
+/// (`provisioner::nonce`). Made atomically — written to a temporary file,
+/// then linked into place only if no other process got there first.
+///
+/// # Errors
+/// [`Error::Io`] when it cannot be read or made; [`Error::Config`] for a
+/// file that is not 32 bytes.
+pub fn claim_key(data_dir: &Path) -> Result<ClaimKey> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join(layout::CLAIM_KEY_FILE);
+    if !path.exists() {
+        let secret = ClaimKey::fresh_secret()?;
+        let tmp = data_dir.join(format!(
+            "{}.tmp-{}",
+            layout::CLAIM_KEY_FILE,
+            std::process::id()
+        ));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        file.write_all(&secret)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => std::fs::File::open(data_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(data_dir, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+    let secret = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    ClaimKey::from_bytes(&secret).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
 
 /// The guard of one server process. Its lockouts persist in

@@ -80,8 +80,6 @@ pub struct RunConfig {
     pub concurrency: usize,
     /// Where to write chains, vouchers and the manifest.
     pub out_dir: Option<PathBuf>,
-    /// First owner's public key to name in every voucher, if known.
-    pub first_owner: Option<Vec<u8>>,
     /// The serial number (within the order's scheme) to start from; `None`
     /// starts after the devices the order has certified so far.
     pub first_serial: Option<u64>,

@@ -119,10 +119,12 @@ pub fn extend(voucher: &[u8], from: &Owner, to: &Owner) -> Vec<u8> {
 }
 
 /// Provisions `rots` through the real factory line (station `st-01` of
-/// [`SITE`], on-device keys) under a fresh order `order_id`, naming
-/// `first_owner` in every voucher when given. Returns each device's result
-/// and its link (the device in its socket), in order; refused devices come
-/// back as `None`.
+/// [`SITE`], on-device keys) under a fresh order `order_id`; when
+/// `first_owner` is given, the OEM (admin) then transfers every certified
+/// device to it (`TransferFromManufacturer`: the HSM signs entry 0 — a
+/// station never names the owner), and the voucher returned is the one
+/// with entry 0. Returns each device's result and its link (the device in
+/// its socket), in order; refused devices come back as `None`.
 ///
 /// # Errors
 /// Set-up or RPC failures.
@@ -148,7 +150,6 @@ pub async fn provision(
         mode: Mode::OnDevice,
         concurrency: 1,
         out_dir: None,
-        first_owner: first_owner.map(Owner::spki),
         first_serial: None,
         progress: false,
         retries: 0,
@@ -162,15 +163,40 @@ pub async fn provision(
         .collect();
     let channel = stack.channel(&station(SITE, "st-01")).await?;
     let (report, links) = run::run(channel, config, jobs).await?;
-    Ok(report
-        .outcomes
-        .into_iter()
-        .zip(links)
-        .map(|(outcome, link)| match outcome {
-            Outcome::Provisioned(p) => (Some(p), link),
-            _ => (None, link),
+    let mut out = Vec::with_capacity(links.len());
+    for (outcome, link) in report.outcomes.into_iter().zip(links) {
+        match (outcome, first_owner) {
+            (Outcome::Provisioned(mut p), Some(owner)) => {
+                p.voucher = first_transfer(stack, &p.voucher, owner).await?;
+                out.push((Some(p), link));
+            }
+            (Outcome::Provisioned(p), None) => out.push((Some(p), link)),
+            _ => out.push((None, link)),
+        }
+    }
+    Ok(out)
+}
+
+/// The OEM (admin) transfers a device, given its manufacturer voucher, to
+/// `owner` (`TransferFromManufacturer`: the HSM signs entry 0); returns the
+/// voucher with entry 0.
+///
+/// # Errors
+/// RPC failures.
+pub async fn first_transfer(
+    stack: &Stack,
+    voucher: &[u8],
+    owner: &Owner,
+) -> anyhow::Result<Vec<u8>> {
+    Ok(ownership(stack, site::setup::ADMIN)
+        .await?
+        .transfer_from_manufacturer(v1::TransferFromManufacturerRequest {
+            voucher: voucher.to_vec(),
+            next_owner_public_key: owner.spki(),
         })
-        .collect())
+        .await?
+        .into_inner()
+        .voucher)
 }
 
 /// A voucher's raw parts: everything before the entries array, and each

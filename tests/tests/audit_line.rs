@@ -53,7 +53,6 @@ async fn the_audit_of_a_running_line_over_mtls_matches_what_the_line_did() {
         mode: Mode::OnDevice,
         concurrency: 1,
         out_dir: Some(out.path().to_path_buf()),
-        first_owner: None,
         first_serial: None,
         progress: false,
         retries: 0,

@@ -28,6 +28,7 @@ struct Targets {
     claimed_key_attestation: v1::SignedStatement,
     claimed_pop: v1::SignedStatement,
     pending_receipt: v1::SignedStatement,
+    pending_attestation: v1::RotAttestation,
     fresh_attestation: v1::RotAttestation,
     certified_rot: String,
 }
@@ -59,6 +60,7 @@ async fn call_as_other_site(
         "CompleteClaim" => client
             .complete_claim(v1::CompleteClaimRequest {
                 receipt: Some(t.pending_receipt.clone()),
+                attestation: Some(t.pending_attestation.clone()),
             })
             .await
             .map(drop),
@@ -131,6 +133,7 @@ async fn every_site_scoped_rule_refuses_a_station_of_another_site() -> anyhow::R
     let receipt = claimed.claim(&begin.nonce, &begin.anchor)?;
     own.complete_claim(v1::CompleteClaimRequest {
         receipt: Some(receipt),
+        attestation: Some(claimed.attestation()),
     })
     .await?;
     let (_, key_attestation) = claimed.generate_identity_key(&begin.nonce)?;
@@ -153,6 +156,7 @@ async fn every_site_scoped_rule_refuses_a_station_of_another_site() -> anyhow::R
         claimed_key_attestation: key_attestation,
         claimed_pop: pop,
         pending_receipt,
+        pending_attestation: pending.attestation(),
         fresh_attestation: dies.remove(0).attestation(),
         certified_rot,
     };
@@ -357,7 +361,11 @@ async fn no_handler_runs_without_the_guards_authorization() -> anyhow::Result<()
         voucher_key: voucher_key.public_key_der().to_vec(),
     });
     let factory = provisioner::Factory::start(
-        provisioner::FactoryConfig::new(order_key.public_key_der().to_vec(), vec![]),
+        provisioner::FactoryConfig::new(
+            order_key.public_key_der().to_vec(),
+            vec![],
+            provisioner::ClaimKey::ephemeral()?,
+        ),
         backends.clone(),
         backends.clone(),
     )

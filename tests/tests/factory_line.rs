@@ -24,7 +24,6 @@ fn config(order: &str, mode: Mode) -> RunConfig {
         mode,
         concurrency: 8,
         out_dir: None,
-        first_owner: None,
         first_serial: None,
         progress: false,
         retries: 0,
@@ -115,6 +114,7 @@ async fn prepare(
     client
         .complete_claim(v1::CompleteClaimRequest {
             receipt: Some(receipt),
+            attestation: Some(rot.attestation()),
         })
         .await
         .expect("complete claim");
@@ -182,7 +182,10 @@ async fn duplicates_are_refused_with_already_exists_recorded_and_nothing_issued(
         Some("duplicate-serial")
     );
 
-    // Duplicate rot_id: a clone of the certified die.
+    // Duplicate rot_id: a clone of the certified die. Its chain alone is
+    // answered with a presence challenge; the clone signs it with the
+    // attestation key it copied, and that proof is recorded.
+    let mut clone = clone;
     let err = client
         .begin_claim(v1::BeginClaimRequest {
             order_id: "PO-DUP".into(),
@@ -190,6 +193,19 @@ async fn duplicates_are_refused_with_already_exists_recorded_and_nothing_issued(
         })
         .await
         .expect_err("clone");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    let presence = <v1::ClaimPresenceChallenge as prost::Message>::decode(err.details())
+        .expect("a presence challenge in the details");
+    let proof = clone
+        .claim(&presence.nonce, &presence.anchor)
+        .expect("the clone signs");
+    let err = client
+        .complete_claim(v1::CompleteClaimRequest {
+            receipt: Some(proof),
+            attestation: Some(clone.attestation()),
+        })
+        .await
+        .expect_err("a proven clone");
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
 
     // Duplicate device key: two dies with weak entropy make the same key.
@@ -308,6 +324,7 @@ async fn each_refusal_has_its_own_status() {
     let err = client
         .complete_claim(v1::CompleteClaimRequest {
             receipt: Some(forged),
+            attestation: Some(impostor.attestation()),
         })
         .await
         .expect_err("impostor");
@@ -349,9 +366,12 @@ async fn each_refusal_has_its_own_status() {
     client
         .complete_claim(v1::CompleteClaimRequest {
             receipt: Some(receipt.clone()),
+            attestation: Some(rot.attestation()),
         })
         .await
         .expect("claimed");
+    // A second claim of the claimed RoT: refused, and (its chain being
+    // public) recorded nowhere.
     let err = client
         .begin_claim(begin("PO-R", rot.attestation()))
         .await
@@ -375,6 +395,7 @@ async fn each_refusal_has_its_own_status() {
     let err = client
         .complete_claim(v1::CompleteClaimRequest {
             receipt: Some(replayed),
+            attestation: Some(replayer.attestation()),
         })
         .await
         .expect_err("replay");
@@ -386,7 +407,7 @@ async fn each_refusal_has_its_own_status() {
 
     let entries = stack.ledger_entries().await.expect("ledger");
     assert_eq!(count(&entries, EventKind::CounterfeitRejected), 3);
-    assert_eq!(count(&entries, EventKind::DuplicateRejected), 1);
+    assert_eq!(count(&entries, EventKind::DuplicateRejected), 0);
     assert_eq!(count(&entries, EventKind::Claimed), 1);
     assert_eq!(count(&entries, EventKind::Certified), 0);
 }

@@ -26,8 +26,8 @@ use trustline_proto::v1::ownership_client::OwnershipClient;
 use trustline_proto::v1::EventKind;
 use trustline_proto::voucher::{sign_entry, Voucher};
 use trustline_tests::ownership::{
-    certificate_serial_hex, entries_since, extend, files_containing, issue_operator, openssl_crl,
-    ownership, provision, Owner, RawVoucher,
+    certificate_serial_hex, entries_since, extend, files_containing, first_transfer,
+    issue_operator, openssl_crl, ownership, provision, Owner, RawVoucher,
 };
 use trustline_tests::{station, Stack, SITE};
 
@@ -370,7 +370,7 @@ async fn forged_reordered_forked_and_unauthorised_transfers_are_refused_and_only
         Owner::new(),
         Owner::new(),
     );
-    // The order names A: entry 0 is signed at Certify.
+    // The OEM transfers it to A: entry 0, signed OEM-side.
     let (p, link) = provision(&stack, "PO-FORGE", take(fleet), Some(&a))
         .await
         .expect("provision")
@@ -619,9 +619,30 @@ async fn onboarding_refuses_replays_clones_scrapped_devices_and_steps_without_a_
     let operator = issue_operator(&stack).expect("operator");
     let a = Owner::new();
     let b = Owner::new();
-    let devices = provision(&stack, "PO-REFUSE", take(fleet), Some(&a))
+    let mut devices = provision(&stack, "PO-REFUSE", take(fleet), None)
         .await
         .expect("provision");
+    // Device 1 is scrapped on the line, while the factory still holds it (a
+    // station cannot scrap a device that left the factory); the others go
+    // to A.
+    let mut station_client = stack
+        .provisioning(&station(SITE, "st-01"))
+        .await
+        .expect("station");
+    station_client
+        .record_custody(v1::RecordCustodyRequest {
+            rot_id: devices[1].0.as_ref().expect("provisioned").rot_id.clone(),
+            kind: EventKind::Scrapped as i32,
+            note: "dropped in test".into(),
+        })
+        .await
+        .expect("scrap");
+    for i in [0, 2, 3] {
+        let p = devices[i].0.as_mut().expect("provisioned");
+        p.voucher = first_transfer(&stack, &p.voucher, &a)
+            .await
+            .expect("first transfer");
+    }
     // A copy of device 0's RoT is refused at the factory (DUPLICATE_REJECTED).
     let (refused_clone, _) = provision(&stack, "PO-REFUSE", vec![clone], Some(&a))
         .await
@@ -731,19 +752,7 @@ async fn onboarding_refuses_replays_clones_scrapped_devices_and_steps_without_a_
     .await
     .expect("recommission by B");
 
-    // A scrapped device.
-    let mut station_client = stack
-        .provisioning(&station(SITE, "st-01"))
-        .await
-        .expect("station");
-    station_client
-        .record_custody(v1::RecordCustodyRequest {
-            rot_id: rot_ids[1].clone(),
-            kind: EventKind::Scrapped as i32,
-            note: "dropped in test".into(),
-        })
-        .await
-        .expect("scrap");
+    // A scrapped device (scrapped on the line, above).
     let (p1, rot1) = &devices[1];
     let ch = challenge(&mut op, &rot_ids[1], "onboard").await;
     let before = ledger_len(&stack).await;

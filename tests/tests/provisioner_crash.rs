@@ -116,7 +116,6 @@ async fn a_provisioner_killed_mid_run_loses_no_acknowledged_device() {
         mode: Mode::OnDevice,
         concurrency: 16,
         out_dir: Some(out.clone()),
-        first_owner: None,
         first_serial: None,
         progress: false,
         retries: 0,

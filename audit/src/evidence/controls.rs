@@ -82,7 +82,7 @@ const AUDIT_UNIT: &str = "audit/src/tests.rs";
 const FACTORY_E2E: &str = "tests/tests/factory_line.rs";
 const FACTORY_UNIT: &str = "provisioner/src/tests.rs";
 const ORDERS_UNIT: &str = "provisioner/src/orders.rs";
-const CLAIM_UNIT: &str = "provisioner/src/claim.rs";
+const NONCE_UNIT: &str = "provisioner/src/nonce.rs";
 const LABEL_UNIT: &str = "provisioner/src/label.rs";
 const LEDGER: &str = "custody-ledger/tests/ledger.rs";
 const TAMPER: &str = "custody-ledger/tests/tamper.rs";
@@ -140,8 +140,8 @@ pub static CONTROLS: &[Control] = &[
               claim slot; the RoT's signed receipt naming the anchor's hash is verified and recorded (CLAIMED), and a \
               receipt naming any other anchor, a forged one or a replayed one is refused.",
         tests: &[
-            t(CLAIM_UNIT, "expired_forged_and_foreign_anchor_receipts_are_refused"),
-            t(CLAIM_UNIT, "a_nonce_is_good_for_exactly_one_receipt"),
+            t(FACTORY_UNIT, "expired_forged_and_foreign_anchor_receipts_are_refused"),
+            t(NONCE_UNIT, "edited_and_malformed_nonces_are_refused"),
         ],
         live: &[Live::Claims],
         oem: "the update-signing keys and update process themselves (Trustline provisions the anchor, not the updates).",

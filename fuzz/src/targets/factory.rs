@@ -1,16 +1,17 @@
 //! The factory's checks of what stations and the OEM send: signed
-//! production orders, claim receipts, transport-key statements and RoT
-//! attestation chains (2.4.14.17/18/22, invariant 7), through the same
+//! production orders, claim receipts and their stateless nonces,
+//! transport-key statements and RoT attestation chains (2.4.14.17/18/22, invariant 7), through the same
 //! `provisioner` functions the line runs.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 use prost::Message;
-use provisioner::claim::{ClaimBook, ClaimedRot, PendingClaim};
+use provisioner::claim::ClaimedRot;
+use provisioner::nonce::{self, Binding, ClaimKey, Purpose};
 use provisioner::order_book::{check_usable, KnownOrder};
 use provisioner::orders::Order;
-use provisioner::vendors::{AuthenticRot, VendorRoots};
+use provisioner::vendors::VendorRoots;
 use trustline_proto::statement;
 use trustline_proto::v1;
 
@@ -85,75 +86,69 @@ pub fn order(data: &[u8]) -> Outcome {
     Outcome::Accepted
 }
 
-/// The claim session the `claim_receipt` harness completes.
-fn pending_claim() -> PendingClaim {
-    PendingClaim {
-        rot: authentic_rot(),
-        chain: Vec::new(),
-        transport_key: None,
-        verified_transport_key: None,
-        order_id: "order-1".into(),
-        site: SITE.into(),
-        expires_at_ms: NOW_MS + 300_000,
-    }
-}
-
-fn authentic_rot() -> AuthenticRot {
-    AuthenticRot {
-        rot_id: fixtures::rot_id(),
-        attestation_key: spki(KeyName::Rot).to_vec(),
-        vendor: fixtures::VENDORS[0].0.into(),
-    }
-}
-
 /// Appends `nonce = value` (field 2) to a `ClaimReceipt` body: protobuf
 /// keeps the last value of a field, so whatever the fuzzer's body says, the
-/// receipt answers the open session.
+/// receipt answers the nonce the harness issued.
 pub fn with_nonce(body: &[u8], nonce: &[u8]) -> Vec<u8> {
     let mut out = body.to_vec();
     out.push(0x12);
-    // Claim nonces are 32 bytes: a one-byte length.
+    // Claim nonces are at most 96 bytes: a one-byte length.
     out.push(u8::try_from(nonce.len()).unwrap_or(u8::MAX));
     out.extend_from_slice(nonce);
     out
 }
 
-/// The `claim_receipt` harness: `ClaimBook::complete` as `CompleteClaim`
-/// runs it, against a session opened for the fixed RoT.
+/// The `claim_receipt` harness: the checks `CompleteClaim` makes on a
+/// receipt before anything is recorded, in its order — decode, open the
+/// stateless nonce, check it was issued for this RoT, order, site, caller
+/// and attestation, verify the RoT's signature, compare the names — against
+/// a nonce issued for the fixed RoT.
 ///
 /// Selector [`WIRE`]: the rest is a `SignedStatement`; [`SIGNED`] /
-/// [`FORGED`]: the rest is a receipt body, made to answer the session's
+/// [`FORGED`]: the rest is a receipt body, made to answer the issued
 /// nonce and signed by the RoT (or by another key).
 pub fn claim_receipt(data: &[u8]) -> Outcome {
     let Some((sel, rest)) = selector(data) else {
         return Outcome::Refused;
     };
-    let book = ClaimBook::new(4, 4);
-    let nonce = book
-        .begin(pending_claim(), NOW_MS)
-        .expect("an empty book opens a session");
+    let claim_key = ClaimKey::from_bytes(&[7; 32]).expect("a 32-byte key");
+    let attestation = nonce::attestation_digest(&v1::RotAttestation::default());
+    let rot_id = fixtures::rot_id();
+    let caller = format!("station/{SITE}/fuzz");
+    let binding = Binding {
+        rot_id: &rot_id,
+        order_id: "order-1",
+        site: SITE,
+        caller: &caller,
+        attestation: &attestation,
+    };
+    let issued = nonce::mint(&claim_key, Purpose::Claim, &binding, NOW_MS + 300_000)
+        .expect("a nonce for a valid order id");
     let receipt = match sel % 3 {
         WIRE => match v1::SignedStatement::decode(rest) {
             Ok(s) => s,
             Err(_) => return Outcome::Refused,
         },
-        SIGNED => sign_body::<v1::ClaimReceipt>(key(KeyName::Rot), &with_nonce(rest, &nonce)),
-        _ => sign_body::<v1::ClaimReceipt>(key(KeyName::Forger), &with_nonce(rest, &nonce)),
+        SIGNED => sign_body::<v1::ClaimReceipt>(key(KeyName::Rot), &with_nonce(rest, &issued)),
+        _ => sign_body::<v1::ClaimReceipt>(key(KeyName::Forger), &with_nonce(rest, &issued)),
     };
-    let anchor = fixtures::anchor_sha256();
-    let result = book.complete(&receipt, &anchor, NOW_MS);
-    // A nonce is good for one try, whatever the outcome: a second try never
-    // succeeds, and after a first that got as far as the session it finds
-    // the nonce spent.
-    let second = book.complete(&receipt, &anchor, NOW_MS);
-    assert!(second.is_err(), "a claim receipt was accepted twice");
-    if book.pending_len() == 0 {
-        assert!(
-            matches!(second, Err(provisioner::Error::NonceReplayed)),
-            "a spent claim nonce was not refused as replayed: {second:?}"
-        );
-    }
-    let Ok((claim, verified)) = result else {
+    let Ok(body) = statement::decode_unverified::<v1::ClaimReceipt>(&receipt) else {
+        return Outcome::Refused;
+    };
+    let Ok(opened) = nonce::Opened::parse(&body.nonce) else {
+        return Outcome::Refused;
+    };
+    let Ok(purpose) = opened.check(&claim_key, &binding) else {
+        return Outcome::Refused;
+    };
+    // Only the issued nonce checks.
+    assert_eq!(purpose, Purpose::Claim);
+    assert_eq!(
+        body.nonce, issued,
+        "a nonce the harness did not issue checked"
+    );
+    assert!(opened.expires_at_ms > NOW_MS);
+    let Ok(verified) = statement::verify::<v1::ClaimReceipt>(&receipt, spki(KeyName::Rot)) else {
         return Outcome::Refused;
     };
     assert_ne!(
@@ -161,9 +156,10 @@ pub fn claim_receipt(data: &[u8]) -> Outcome {
         FORGED,
         "a receipt signed by another key was accepted"
     );
-    assert_eq!(verified.rot_id, claim.rot.rot_id);
-    assert_eq!(verified.anchor_sha256, anchor);
-    assert_eq!(verified.nonce, nonce);
+    if verified.rot_id != rot_id || verified.anchor_sha256 != fixtures::anchor_sha256() {
+        return Outcome::Refused;
+    }
+    assert_eq!(verified.nonce, issued);
     Outcome::Accepted
 }
 

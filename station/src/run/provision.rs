@@ -60,6 +60,45 @@ where
     }
 }
 
+/// A refused `BeginClaim`. An `ALREADY_EXISTS` may carry a presence
+/// challenge (`ClaimPresenceChallenge` in the status details: the RoT is
+/// claimed already): the device signs a claim receipt over its nonce, as
+/// for any claim, and the receipt goes back with `CompleteClaim`. A
+/// genuine, claimed die refuses to sign; a clone holding the attestation
+/// key signs, and the provisioner records the proven clone. Either way the
+/// device is refused at the claim.
+async fn answer_presence<L: DeviceLink>(
+    client: &mut ProvisioningClient<Channel>,
+    link: &mut L,
+    status: Status,
+    attestation: v1::RotAttestation,
+) -> Outcome {
+    use prost::Message;
+    let challenge = match status.code() {
+        Code::AlreadyExists => v1::ClaimPresenceChallenge::decode(status.details())
+            .ok()
+            .filter(|c| !c.nonce.is_empty()),
+        _ => None,
+    };
+    let Some(challenge) = challenge else {
+        return refused("claim", status);
+    };
+    let Ok(receipt) = link.claim(&challenge.nonce, &challenge.anchor).await else {
+        return refused("claim", status);
+    };
+    let request = v1::CompleteClaimRequest {
+        receipt: Some(receipt),
+        attestation: Some(attestation),
+    };
+    match client.complete_claim(request).await {
+        Err(s) => refused("claim", s),
+        Ok(_) => Outcome::Failed {
+            stage: "claim",
+            message: "the provisioner took a presence proof for a claim".into(),
+        },
+    }
+}
+
 pub(super) async fn provision<L: DeviceLink>(
     shared: &Shared<L>,
     mut client: ProvisioningClient<Channel>,
@@ -71,24 +110,32 @@ pub(super) async fn provision<L: DeviceLink>(
         .read_attestation()
         .await
         .map_err(failed("read-attestation"))?;
-    let begin = client
+    let begin = match client
         .begin_claim(v1::BeginClaimRequest {
             order_id: config.order_id.clone(),
-            attestation: Some(attestation),
+            attestation: Some(attestation.clone()),
         })
         .await
-        .map_err(|s| refused("claim", s))?
-        .into_inner();
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) => return Err(answer_presence(&mut client, link, s, attestation).await),
+    };
     let receipt = link
         .claim(&begin.nonce, &begin.anchor)
         .await
         .map_err(failed("install-anchor"))?;
-    client
-        .complete_claim(v1::CompleteClaimRequest {
-            receipt: Some(receipt),
-        })
-        .await
-        .map_err(|s| refused("complete-claim", s))?;
+    // Idempotent for the same receipt, so a retry after UNAVAILABLE is safe.
+    let complete = v1::CompleteClaimRequest {
+        receipt: Some(receipt),
+        attestation: Some(attestation),
+    };
+    with_retries(config.retries, || {
+        let mut client = client.clone();
+        let request = complete.clone();
+        async move { client.complete_claim(request).await }
+    })
+    .await
+    .map_err(|s| refused("complete-claim", s))?;
     link.lock_readout().await.map_err(failed("lock"))?;
     let key_attestation = match config.mode {
         Mode::OnDevice => link
@@ -133,7 +180,7 @@ pub(super) async fn provision<L: DeviceLink>(
         serial: serial.clone(),
         key_attestation: Some(key_attestation),
         subject_key: Some(v1::certify_request::SubjectKey::ProofOfPossession(proof)),
-        first_owner_public_key: config.first_owner.clone().unwrap_or_default(),
+        first_owner_public_key: vec![],
     };
     let certified = with_retries(config.retries, || {
         let mut client = client.clone();

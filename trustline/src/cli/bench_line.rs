@@ -211,9 +211,9 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
     // CPU time of one signature: one session runs one at a time, so wall
     // time per signature (an upper bound on a loaded machine).
     let sign_cpu_ms = 1000.0 / hsm_report.raw_signatures_1.per_second.max(1e-9);
-    // The bench names no first owner, so no voucher entry is HSM-signed.
-    let first_owner: Option<Vec<u8>> = None;
-    let signatures_per_device: u32 = 1 + u32::from(first_owner.is_some());
+    // The factory signs no voucher entry (entry 0 is made OEM-side): one
+    // HSM signature per device, the certificate's.
+    let signatures_per_device: u32 = 1;
 
     let mut fleet = sim_vendors(rand::random())?;
     site::config::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots())?;
@@ -313,7 +313,6 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
                 mode: *mode,
                 concurrency: args.concurrency,
                 out_dir: None,
-                first_owner: first_owner.clone(),
                 first_serial: Some(1 + (i * per) as u64),
                 progress: false,
                 retries: 0,

@@ -216,7 +216,6 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
             mode: if i == 1 { Mode::Hsm } else { Mode::OnDevice },
             concurrency: 16,
             out_dir: Some(out.clone()),
-            first_owner: None,
             first_serial: Some(1 + i as u64 * span),
             progress: !args.json && i == 0,
             retries: 1,

@@ -154,7 +154,6 @@ async fn simulated(args: &InspectArgs) -> anyhow::Result<Outcome> {
         mode: Mode::OnDevice,
         concurrency: 1,
         out_dir: None,
-        first_owner: None,
         first_serial: None,
         progress: false,
         retries: 1,

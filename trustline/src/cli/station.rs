@@ -196,7 +196,6 @@ async fn station_run(args: RunArgs) -> anyhow::Result<Outcome> {
         mode: args.mode,
         concurrency: args.concurrency,
         out_dir: Some(args.out.clone()),
-        first_owner: None,
         first_serial: args.first_serial,
         progress: !args.json,
         retries: args.retries,
