@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::index::{IndexedCheckpoint, IndexedEntry, Location, Position};
+use crate::index::{IndexedCheckpoint, IndexedEntry, KeyHash, Location, Position};
 use crate::merkle::Hash;
 
 /// A durable entry awaiting the index.
@@ -29,7 +29,7 @@ pub(crate) struct OverlayEntry {
 /// about half load, plus the allocator's bookkeeping).
 fn entry_bytes(e: &OverlayEntry) -> usize {
     const ALLOC: usize = 16;
-    const KEY_SLOT: usize = 2 * (24 + 8 + 1);
+    const KEY_SLOT: usize = 2 * (16 + 8 + 1);
     const DEVICE_SLOT: usize = 2 * (24 + 24 + 1);
     let d = &e.data;
     std::mem::size_of::<OverlayEntry>()
@@ -37,11 +37,8 @@ fn entry_bytes(e: &OverlayEntry) -> usize {
         + 2 * ALLOC
         + d.nodes.capacity() * std::mem::size_of::<crate::merkle::CompletedNode>()
         + ALLOC
-        + d.keys
-            .iter()
-            .map(|k| k.capacity() + ALLOC + 24 + KEY_SLOT)
-            .sum::<usize>()
-        + d.keys.capacity() * 24
+        + d.keys.len() * KEY_SLOT
+        + d.keys.capacity() * std::mem::size_of::<KeyHash>()
         + if d.rot_id.is_empty() {
             0
         } else {
@@ -71,7 +68,7 @@ pub(crate) struct Overlay {
     /// that one is in the overlay too.
     device_prev: VecDeque<Option<u64>>,
     checkpoints: VecDeque<OverlayCheckpoint>,
-    keys: HashMap<Vec<u8>, u64>,
+    keys: HashMap<KeyHash, u64>,
     /// A device's last entry in the overlay.
     devices: HashMap<String, u64>,
     /// Estimated heap bytes held ([`entry_bytes`] of every entry).
@@ -112,6 +109,11 @@ impl Overlay {
         self.bytes
     }
 
+    /// Entries held.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Whether the indexer has nothing to do.
     pub(crate) fn is_idle(&self) -> bool {
         self.entries.is_empty() && self.checkpoints.is_empty()
@@ -136,7 +138,7 @@ impl Overlay {
         self.last_push = Instant::now();
         self.bytes += entry_bytes(&e);
         for k in &e.data.keys {
-            self.keys.insert(k.clone(), e.data.seq);
+            self.keys.insert(*k, e.data.seq);
         }
         let prev = if e.data.rot_id.is_empty() {
             None
@@ -217,7 +219,7 @@ impl Overlay {
             .map(|&(_, _, h)| h)
     }
 
-    pub(crate) fn key_holder(&self, encoded: &[u8]) -> Option<u64> {
+    pub(crate) fn key_holder(&self, encoded: &KeyHash) -> Option<u64> {
         self.keys.get(encoded).copied()
     }
 
@@ -248,6 +250,12 @@ mod tests {
     use super::*;
     use crate::merkle::{leaf_hash, Frontier, MemoryTree, NodeReader};
 
+    fn key_of(seq: u64) -> KeyHash {
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&seq.to_le_bytes());
+        k
+    }
+
     fn entry(seq: u64, frontier: &mut Frontier, rot: &str) -> OverlayEntry {
         let leaf = leaf_hash(&seq.to_le_bytes());
         let mut nodes = Vec::new();
@@ -263,7 +271,7 @@ mod tests {
                 nodes,
                 rot_id: rot.to_string(),
                 leaf,
-                keys: vec![seq.to_le_bytes().to_vec()],
+                keys: vec![key_of(seq)],
                 quota: None,
             },
             end: Position::default(),
@@ -303,8 +311,8 @@ mod tests {
         assert_eq!(o.device_seqs("a"), a, "links below the base end the walk");
         assert_eq!(o.device_last("b").unwrap().0, 38);
         assert_eq!(o.node(0, 3), None, "popped");
-        assert_eq!(o.key_holder(&12u64.to_le_bytes()), Some(12));
-        assert_eq!(o.key_holder(&2u64.to_le_bytes()), None);
+        assert_eq!(o.key_holder(&key_of(12)), Some(12));
+        assert_eq!(o.key_holder(&key_of(2)), None);
         o.pop(30, 0);
         assert_eq!((o.bytes(), o.device_seqs("a").len()), (0, 0));
     }

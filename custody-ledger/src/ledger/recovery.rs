@@ -8,8 +8,8 @@
 //!    end ([`segments::TORN_WINDOW`]: the writer has at most one batch
 //!    unsynced) and no valid record follows it. Anywhere else it is
 //!    corruption: open refuses, naming file, offset and seq.
-//! 2. The index is opened; when sled cannot open it, it is deleted and
-//!    rebuilt. The planned cut is checked against what is known to be
+//! 2. The index is opened; when it cannot be opened (damaged, or of
+//!    another format), it is deleted and rebuilt. The planned cut is checked against what is known to be
 //!    acknowledged: the index watermark (entries and resume position), the
 //!    index's last checkpoint record and `checkpoint.latest`. A cut that
 //!    would remove an entry or checkpoint record either covers is refused
@@ -95,7 +95,7 @@ pub(crate) fn check_public_key(storage: &dyn Storage, key: &LedgerKey) -> Result
     }
 }
 
-/// Opens the index, rebuilding it when sled cannot open it. Returns whether
+/// Opens the index, rebuilding it when it cannot be opened. Returns whether
 /// it is fresh (empty).
 fn open_index(path: &Path, cache: u64) -> Result<(Index, bool)> {
     let existed = path.exists();
@@ -110,7 +110,7 @@ fn open_index(path: &Path, cache: u64) -> Result<(Index, bool)> {
             Ok((wipe_and_open(path, cache)?, true))
         }
         Err(_) => {
-            tracing::warn!("sled panicked opening the index; rebuilding it from the segments");
+            tracing::warn!("opening the index panicked; rebuilding it from the segments");
             Ok((wipe_and_open(path, cache)?, true))
         }
     }

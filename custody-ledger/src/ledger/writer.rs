@@ -22,7 +22,7 @@ use crate::checkpoint::SignedCheckpoint;
 use crate::entry::{Appended, Constraints, Draft, MAX_ENTRY_LEN};
 use crate::error::{Error, Result};
 use crate::format::{self, SEGMENT_MAGIC};
-use crate::index::{IndexedCheckpoint, IndexedEntry, Location, Position};
+use crate::index::{IndexedCheckpoint, IndexedEntry, KeyHash, Location, Position};
 use crate::merkle::{chain_head, leaf_hash, Frontier, Hash};
 use crate::segments::{segment_name, MAX_BATCH_BYTES};
 
@@ -60,7 +60,7 @@ enum Outcome {
 /// Constraint state of the batch in flight.
 #[derive(Default)]
 struct BatchView {
-    keys: HashMap<Vec<u8>, u64>,
+    keys: HashMap<KeyHash, u64>,
     quotas: HashMap<String, u64>,
     devices: HashMap<String, Hash>,
 }
@@ -281,7 +281,7 @@ impl Writer {
         view: &mut BatchView,
     ) -> Result<Staged> {
         let sh = &self.shared;
-        let encoded: Vec<Vec<u8>> = constraints
+        let encoded: Vec<KeyHash> = constraints
             .unique_keys
             .iter()
             .map(|k| k.index_key())
@@ -289,6 +289,9 @@ impl Writer {
         let mut device_prev = None;
         {
             let overlay = sh.overlay();
+            // Taken while the overlay is locked: whatever the indexer has
+            // popped from it is already in this snapshot.
+            let index = sh.index.snapshot()?;
             for (key, enc) in constraints.unique_keys.iter().zip(&encoded) {
                 let holder = match view
                     .keys
@@ -297,7 +300,7 @@ impl Writer {
                     .or_else(|| overlay.key_holder(enc))
                 {
                     Some(s) => Some(s),
-                    None => sh.index.key_holder(enc)?,
+                    None => index.key_holder(enc)?,
                 };
                 if let Some(holder_seq) = holder {
                     return Err(Error::Conflict {
@@ -311,7 +314,7 @@ impl Writer {
                     Some(h) => Some(*h),
                     None => match overlay.device_last(&draft.rot_id) {
                         Some((_, h)) => Some(h),
-                        None => sh.index.device_last(&draft.rot_id)?.map(|(_, h)| h),
+                        None => index.device_last(&draft.rot_id)?.map(|(_, h)| h),
                     },
                 };
             }
@@ -346,7 +349,7 @@ impl Writer {
         let mut nodes = Vec::with_capacity(2);
         self.frontier.push(leaf, &mut |n| nodes.push(n));
         for enc in &encoded {
-            view.keys.insert(enc.clone(), seq);
+            view.keys.insert(*enc, seq);
         }
         if let Some(q) = &constraints.quota {
             *view.quotas.entry(q.counter.clone()).or_default() += 1;

@@ -7,7 +7,9 @@ use crate::checkpoint::{self, LedgerKey};
 use crate::entry::{self, Constraints};
 use crate::error::{Error, Result};
 use crate::format::{self, CheckedRecord, Record};
-use crate::index::{Index, IndexState, IndexedCheckpoint, IndexedEntry, Location, Position};
+use crate::index::{
+    Index, IndexState, IndexedCheckpoint, IndexedEntry, KeyHash, Location, Position,
+};
 use crate::merkle::{chain_head, leaf_hash, Frontier, Hash};
 
 /// Entries replayed per index batch.
@@ -22,7 +24,7 @@ pub(super) struct Replayer<'a> {
     frontier: Frontier,
     entries: Vec<IndexedEntry>,
     checkpoints: Vec<IndexedCheckpoint>,
-    keys: HashMap<Vec<u8>, u64>,
+    keys: HashMap<KeyHash, u64>,
     quotas: HashMap<String, u64>,
     devices: HashMap<String, Hash>,
     last_checkpoint: u64,
@@ -162,7 +164,7 @@ impl<'a> Replayer<'a> {
         let mut nodes = Vec::with_capacity(2);
         self.frontier.push(leaf, &mut |n| nodes.push(n));
         for enc in &encoded {
-            self.keys.insert(enc.clone(), seq);
+            self.keys.insert(*enc, seq);
         }
         if !decoded.rot_id.is_empty() {
             self.devices.insert(decoded.rot_id.clone(), leaf);
