@@ -51,7 +51,7 @@ use redb::{
 };
 
 use crate::error::{Error, Result};
-use crate::merkle::{CompletedNode, Hash, NodeReader};
+use crate::merkle::{Frontier, Hash, NodeReader};
 
 /// The index file inside the index directory.
 pub(crate) const INDEX_FILE: &str = "index.redb";
@@ -62,16 +62,34 @@ const INDEX_FORMAT: u32 = 4;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const TILES: TableDefinition<u64, &[u8]> = TableDefinition::new("tiles");
-const NODES: TableDefinition<(u8, u64), Hash> = TableDefinition::new("nodes");
-const KEYS: TableDefinition<KeyHash, u64> = TableDefinition::new("keys");
+const NODES: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("nodes");
+const KEYS: TableDefinition<&KeyHash, u64> = TableDefinition::new("keys");
 const QUOTAS: TableDefinition<&str, u64> = TableDefinition::new("quotas");
-const DEVICES: TableDefinition<(RotBytes, u64), Hash> = TableDefinition::new("devices");
+const DEVICES: TableDefinition<&DeviceKey, &[u8; 32]> = TableDefinition::new("devices");
 const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
 
 /// A unique key in index form ([`crate::entry::UniqueKey::index_key`]).
 pub(crate) type KeyHash = [u8; 16];
 /// A `rot_id` (64 lowercase hex characters) as its 32 bytes.
-type RotBytes = [u8; 32];
+pub(crate) type RotBytes = [u8; 32];
+/// A device list key: the `rot_id`'s bytes and the entry's seq (big
+/// endian, so that a device's entries sort by seq).
+type DeviceKey = [u8; 40];
+
+/// Key types are byte arrays compared with `memcmp` (redb's `[T; N]`
+/// compares and encodes element by element).
+fn device_key(rot: &RotBytes, seq: u64) -> DeviceKey {
+    let mut k = [0u8; 40];
+    k[..32].copy_from_slice(rot);
+    k[32..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// A node above the tiles: its level in the top byte (a ledger never
+/// reaches 2^56 entries), its index below.
+fn node_key(level: u8, index: u64) -> u64 {
+    (u64::from(level) << 56) | (index & ((1 << 56) - 1))
+}
 
 /// Height of a tile: it holds the nodes of levels `0..=TILE_HEIGHT`.
 pub(crate) const TILE_HEIGHT: u8 = 4;
@@ -144,18 +162,56 @@ impl IndexState {
     }
 }
 
-/// One entry's derived data, as the writer or replay produced it.
+/// One entry's derived data, as the writer or replay produced it; also
+/// what the overlay holds per entry, so it is kept compact.
 #[derive(Debug, Clone)]
 pub(crate) struct IndexedEntry {
     pub(crate) seq: u64,
     pub(crate) location: Location,
-    /// The leaf (level 0) and every subtree this entry completed.
-    pub(crate) nodes: Vec<CompletedNode>,
-    pub(crate) rot_id: String,
     pub(crate) leaf: Hash,
+    /// The subtrees of levels 1, 2, … this entry completed (level `l` is
+    /// node `(l, seq >> l)`; half the entries complete none).
+    pub(crate) nodes: Box<[Hash]>,
+    /// The `rot_id`'s bytes, for an entry about a device.
+    pub(crate) rot: Option<RotBytes>,
     /// Unique keys in index form.
-    pub(crate) keys: Vec<KeyHash>,
-    pub(crate) quota: Option<String>,
+    pub(crate) keys: Box<[KeyHash]>,
+    /// The quota counter it counts against (shared between entries).
+    pub(crate) quota: Option<Arc<str>>,
+    pub(crate) time_ms: i64,
+}
+
+impl IndexedEntry {
+    /// Just after its record.
+    pub(crate) fn end(&self) -> Position {
+        Position {
+            segment: self.location.segment,
+            offset: self.location.offset + u64::from(self.location.len),
+        }
+    }
+
+    /// A subtree hash this entry completed, if `(level, index)` is one.
+    pub(crate) fn node(&self, level: u8, index: u64) -> Option<Hash> {
+        if level == 0 {
+            return (index == self.seq).then_some(self.leaf);
+        }
+        if self.seq.checked_shr(u32::from(level)) != Some(index) {
+            return None;
+        }
+        self.nodes.get(usize::from(level) - 1).copied()
+    }
+}
+
+/// Pushes `leaf` onto `frontier` and returns the hashes of the subtrees
+/// above the leaf it completed ([`IndexedEntry::nodes`]).
+pub(crate) fn push_leaf(frontier: &mut Frontier, leaf: Hash) -> Box<[Hash]> {
+    let mut nodes = Vec::new();
+    frontier.push(leaf, &mut |(level, _, hash)| {
+        if level > 0 {
+            nodes.push(hash);
+        }
+    });
+    nodes.into_boxed_slice()
 }
 
 /// A checkpoint record's derived data.
@@ -184,7 +240,7 @@ fn ix(e: impl std::fmt::Display) -> Error {
 }
 
 /// The 32 bytes of a well-formed `rot_id`.
-fn rot_bytes(rot_id: &str) -> Result<RotBytes> {
+pub(crate) fn rot_bytes(rot_id: &str) -> Result<RotBytes> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(rot_id, &mut out)
         .map_err(|_| Error::Index(format!("rot_id {rot_id:?} is not 64 hex characters")))?;
@@ -196,6 +252,10 @@ fn tile_node_offset(level: u8, j: u64) -> usize {
     // Levels 0..level come first: 16 + 8 + … nodes.
     let before: u64 = (0..level).map(|l| TILE_WIDTH >> l).sum();
     TILE_NODES + ((before + j) as usize) * 32
+}
+
+fn device_seq(k: &DeviceKey) -> u64 {
+    u64::from_be_bytes(k[32..].try_into().unwrap_or_default())
 }
 
 fn tile_count(t: &[u8]) -> u64 {
@@ -228,9 +288,9 @@ fn with_tile<T>(
 pub(crate) struct Snapshot {
     tx: ReadTransaction,
     tiles: OnceCell<ReadOnlyTable<u64, &'static [u8]>>,
-    nodes: OnceCell<ReadOnlyTable<(u8, u64), Hash>>,
-    keys: OnceCell<ReadOnlyTable<KeyHash, u64>>,
-    devices: OnceCell<ReadOnlyTable<(RotBytes, u64), Hash>>,
+    nodes: OnceCell<ReadOnlyTable<u64, &'static [u8; 32]>>,
+    keys: OnceCell<ReadOnlyTable<&'static KeyHash, u64>>,
+    devices: OnceCell<ReadOnlyTable<&'static DeviceKey, &'static [u8; 32]>>,
 }
 
 /// Opens a table of the snapshot once.
@@ -291,7 +351,10 @@ impl Snapshot {
     pub(crate) fn node(&self, level: u8, index: u64) -> Result<Option<Hash>> {
         if level > TILE_HEIGHT {
             let nodes = table(&self.tx, &self.nodes, NODES)?;
-            return Ok(nodes.get((level, index)).map_err(ix)?.map(|g| g.value()));
+            return Ok(nodes
+                .get(node_key(level, index))
+                .map_err(ix)?
+                .map(|g| *g.value()));
         }
         let tiles = table(&self.tx, &self.tiles, TILES)?;
         let per_tile = TILE_WIDTH >> level;
@@ -313,27 +376,27 @@ impl Snapshot {
     }
 
     /// One device's indexed entries, in order: `(seq, leaf)`.
-    pub(crate) fn device_entries(&self, rot_id: &str) -> Result<Vec<(u64, Hash)>> {
-        let rot = rot_bytes(rot_id)?;
+    pub(crate) fn device_entries(&self, rot: &RotBytes) -> Result<Vec<(u64, Hash)>> {
         let t = table(&self.tx, &self.devices, DEVICES)?;
         let mut out = Vec::new();
-        for kv in t.range((rot, 0)..=(rot, u64::MAX)).map_err(ix)? {
+        let (lo, hi) = (device_key(rot, 0), device_key(rot, u64::MAX));
+        for kv in t.range::<&DeviceKey>(&lo..=&hi).map_err(ix)? {
             let (k, v) = kv.map_err(ix)?;
-            out.push((k.value().1, v.value()));
+            out.push((device_seq(k.value()), *v.value()));
         }
         Ok(out)
     }
 
     /// One device's last indexed entry: `(seq, leaf)`.
-    pub(crate) fn device_last(&self, rot_id: &str) -> Result<Option<(u64, Hash)>> {
-        let rot = rot_bytes(rot_id)?;
+    pub(crate) fn device_last(&self, rot: &RotBytes) -> Result<Option<(u64, Hash)>> {
         let t = table(&self.tx, &self.devices, DEVICES)?;
-        let last = t.range((rot, 0)..=(rot, u64::MAX)).map_err(ix)?.next_back();
+        let (lo, hi) = (device_key(rot, 0), device_key(rot, u64::MAX));
+        let last = t.range::<&DeviceKey>(&lo..=&hi).map_err(ix)?.next_back();
         match last {
             None => Ok(None),
             Some(kv) => {
                 let (k, v) = kv.map_err(ix)?;
-                Ok(Some((k.value().1, v.value())))
+                Ok(Some((device_seq(k.value()), *v.value())))
             }
         }
     }
@@ -430,13 +493,13 @@ impl Index {
     }
 
     /// One device's last indexed entry.
-    pub(crate) fn device_last(&self, rot_id: &str) -> Result<Option<(u64, Hash)>> {
-        self.snapshot()?.device_last(rot_id)
+    pub(crate) fn device_last(&self, rot: &RotBytes) -> Result<Option<(u64, Hash)>> {
+        self.snapshot()?.device_last(rot)
     }
 
     /// One device's indexed entries, in order: `(seq, leaf)`.
-    pub(crate) fn device_entries(&self, rot_id: &str) -> Result<Vec<(u64, Hash)>> {
-        self.snapshot()?.device_entries(rot_id)
+    pub(crate) fn device_entries(&self, rot: &RotBytes) -> Result<Vec<(u64, Hash)>> {
+        self.snapshot()?.device_entries(rot)
     }
 
     /// Every quota counter.
@@ -531,7 +594,7 @@ fn apply_in<'e>(
     // The tile being filled: (number, bytes).
     let mut tile: Option<(u64, Vec<u8>)> = None;
     let mut keys: Vec<(KeyHash, u64)> = Vec::new();
-    let mut devices: Vec<((RotBytes, u64), Hash)> = Vec::new();
+    let mut devices: Vec<(DeviceKey, Hash)> = Vec::new();
     for e in entries {
         let tile_no = e.seq / TILE_WIDTH;
         if tile.as_ref().map(|(n, _)| *n) != Some(tile_no) {
@@ -560,21 +623,24 @@ fn apply_in<'e>(
         t[at + 8..at + 16].copy_from_slice(&e.location.offset.to_le_bytes());
         t[at + 16..at + 20].copy_from_slice(&e.location.len.to_le_bytes());
         t[0..2].copy_from_slice(&((j + 1) as u16).to_le_bytes());
-        for &(level, index, hash) in &e.nodes {
+        let leaf_at = tile_node_offset(0, j);
+        t[leaf_at..leaf_at + 32].copy_from_slice(&e.leaf);
+        for (level, hash) in (1u8..).zip(e.nodes.iter()) {
+            let index = e.seq >> level;
             if level > TILE_HEIGHT {
-                nodes_t.insert((level, index), hash).map_err(ix)?;
+                nodes_t.insert(node_key(level, index), hash).map_err(ix)?;
             } else {
                 let per_tile = TILE_WIDTH >> level;
                 let off = tile_node_offset(level, index % per_tile);
-                t[off..off + 32].copy_from_slice(&hash);
+                t[off..off + 32].copy_from_slice(hash);
             }
         }
         keys.extend(e.keys.iter().map(|k| (*k, e.seq)));
         if let Some(q) = &e.quota {
-            *quotas.entry(q.as_str()).or_default() += 1;
+            *quotas.entry(q).or_default() += 1;
         }
-        if !e.rot_id.is_empty() {
-            devices.push(((rot_bytes(&e.rot_id)?, e.seq), e.leaf));
+        if let Some(rot) = &e.rot {
+            devices.push((device_key(rot, e.seq), e.leaf));
         }
     }
     if let Some((n, t)) = tile.take() {
@@ -636,8 +702,7 @@ mod tests {
             let mut entries = Vec::new();
             for _ in 0..chunk {
                 let leaf = leaf_hash(&seq.to_le_bytes());
-                let mut nodes = Vec::new();
-                frontier.push(leaf, &mut |n| nodes.push(n));
+                let nodes = push_leaf(&mut frontier, leaf);
                 mem.push(leaf);
                 entries.push(IndexedEntry {
                     seq,
@@ -646,11 +711,12 @@ mod tests {
                         offset: seq * 10,
                         len: 10,
                     },
-                    nodes,
-                    rot_id: String::new(),
                     leaf,
-                    keys: vec![key_of(seq)],
+                    nodes,
+                    rot: Some([(seq % 3) as u8; 32]),
+                    keys: Box::new([key_of(seq)]),
                     quota: Some("q".into()),
+                    time_ms: 0,
                 });
                 seq += 1;
             }
@@ -672,5 +738,17 @@ mod tests {
         assert_eq!(index.key_holder(&key_of(77)).unwrap(), Some(77));
         assert_eq!(index.quotas().unwrap().get("q"), Some(&seq));
         assert_eq!(Frontier::from_reader(&index, seq).unwrap(), frontier);
+        // Every stored node, tiles and above, is the tree's.
+        for level in 0..12u8 {
+            for i in 0..(seq >> level) {
+                assert_eq!(index.node(level, i).unwrap(), mem.node(level, i).ok());
+            }
+        }
+        let device: Vec<u64> = (0..seq).filter(|s| s % 3 == 1).collect();
+        let listed = index.device_entries(&[1; 32]).unwrap();
+        assert_eq!(listed.iter().map(|d| d.0).collect::<Vec<_>>(), device);
+        assert_eq!(listed[4].1, mem.node(0, device[4]).unwrap());
+        assert_eq!(index.device_last(&[1; 32]).unwrap(), listed.last().copied());
+        assert_eq!(index.device_last(&[7; 32]).unwrap(), None);
     }
 }

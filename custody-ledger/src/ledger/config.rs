@@ -66,7 +66,7 @@ impl LedgerConfig {
             checkpoint_interval: Duration::from_millis(500),
             segment_max_bytes: 64 << 20,
             max_batch: 2048,
-            overlay_bytes: 32 << 20,
+            overlay_bytes: 64 << 20,
             tail_check: 4096,
             index_cache_bytes: 32 << 20,
         }

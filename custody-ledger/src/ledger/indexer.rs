@@ -2,12 +2,15 @@
 //! index, in atomic chunks that also move the watermark, and makes the
 //! index durable every few seconds.
 //!
-//! It keeps close behind the writer: it takes a chunk as soon as
-//! [`MIN_CHUNK`] entries are waiting, or the writer has been idle for a
-//! moment, or the ledger closes. So the overlay holds only the entries in
-//! flight, and its byte limit (small: memory stays flat) is reached only
-//! when appends outrun the index for long; the writer then waits for room,
-//! and the sustained rate is the index's.
+//! Indexing costs more CPU per entry than the durable append itself (each
+//! entry is three random B-tree inserts: two unique keys and the device
+//! list), and on a small machine the two compete for the same cores. So
+//! the indexer stays out of the way of bursts: it runs when no append has
+//! been waiting for a moment, when the overlay passes three quarters of its
+//! byte limit, or when the ledger closes. A burst that fits in the overlay
+//! is acknowledged at the speed of `fdatasync`; under sustained load the
+//! writer waits at the limit, so memory stays bounded and the sustained
+//! rate is the index's.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,23 +18,22 @@ use std::time::{Duration, Instant};
 
 use super::Shared;
 use crate::index::{IndexState, IndexedCheckpoint};
+use crate::merkle::chain_head;
 
 /// Most entries per index transaction.
 const CHUNK: usize = 4096;
-/// Entries that make a chunk worth a transaction while appends go on.
-const MIN_CHUNK: usize = 256;
 /// Entries dropped from the overlay per lock hold.
 const POP_SLICE: usize = 256;
 /// How often the index is made durable while it changes (an `fdatasync`
 /// of the index file; also how long redb must keep the pages the chunks
 /// since the last one freed).
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
-/// How long the writer must have been idle before a small chunk is taken.
-const IDLE: Duration = Duration::from_millis(5);
+/// How long the writer must have been idle before indexing starts.
+const IDLE: Duration = Duration::from_millis(20);
 
 /// The thread body. `state` is the watermark at open.
 pub(crate) fn run(shared: &Arc<Shared>, mut state: IndexState) {
-    let high = (shared.config.overlay_bytes / 4).max(1);
+    let high = (shared.config.overlay_bytes / 4 * 3).max(1);
     let mut last_flush = Instant::now();
     // Chunks applied since the last durable commit.
     let mut dirty = false;
@@ -69,13 +71,18 @@ pub(crate) fn run(shared: &Arc<Shared>, mut state: IndexState) {
                     continue;
                 }
                 let idle_for = overlay.last_push().elapsed();
-                let quiet = shared.pending.load(Ordering::Acquire) == 0 || idle_for >= IDLE;
-                if stopping || overlay.len() >= MIN_CHUNK || overlay.bytes() >= high || quiet {
+                let quiet = shared.pending.load(Ordering::Acquire) == 0 && idle_for >= IDLE;
+                if stopping || overlay.bytes() >= high || quiet {
                     break;
                 }
+                let idle_for = if idle_for >= IDLE {
+                    Duration::ZERO
+                } else {
+                    idle_for
+                };
                 overlay = shared
                     .overlay_changed
-                    .wait_timeout(overlay, IDLE.saturating_sub(idle_for))
+                    .wait_timeout(overlay, IDLE - idle_for)
                     .map(|(g, _)| g)
                     .unwrap_or_else(|p| p.into_inner().0);
             }
@@ -104,18 +111,20 @@ pub(crate) fn run(shared: &Arc<Shared>, mut state: IndexState) {
 /// when the index failed (the ledger is stopped).
 fn index_chunk(shared: &Shared, state: &mut IndexState, taken: super::overlay::Taken) -> bool {
     let (n_entries, n_checkpoints) = (taken.entries.len(), taken.checkpoints.len());
+    for e in &taken.entries {
+        state.head = chain_head(&state.head, &e.leaf);
+    }
     if let Some(last) = taken.entries.last() {
-        state.entries = last.data.seq + 1;
-        state.head = last.head;
+        state.entries = last.seq + 1;
         state.last_time_ms = last.time_ms;
-        state.resume = last.end;
+        state.resume = last.end();
     }
     if let Some(c) = taken.checkpoints.last() {
         state.resume = state.resume.max(c.end);
     }
     let checkpoints: Vec<IndexedCheckpoint> =
         taken.checkpoints.into_iter().map(|c| c.data).collect();
-    let entries = taken.entries.iter().map(|e| &e.data);
+    let entries = taken.entries.iter().map(|e| e.as_ref());
     if let Err(e) = shared.index.apply(entries, &checkpoints, state) {
         shared.stop(format!("updating the index: {e}"));
         return false;

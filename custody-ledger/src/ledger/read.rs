@@ -145,11 +145,14 @@ impl Ledger {
     }
 
     fn device_seqs(&self, rot_id: &str) -> Result<Vec<u64>> {
+        let rot = crate::index::rot_bytes(rot_id)?;
         let mut seqs: BTreeMap<u64, ()> = BTreeMap::new();
-        for (seq, _) in self.shared.index.device_entries(rot_id)? {
+        // The overlay first: an entry the indexer moves in between is then
+        // seen in one place or both, never in neither.
+        for seq in self.shared.overlay().device_seqs(&rot) {
             seqs.insert(seq, ());
         }
-        for seq in self.shared.overlay().device_seqs(rot_id) {
+        for (seq, _) in self.shared.index.device_entries(&rot)? {
             seqs.insert(seq, ());
         }
         Ok(seqs.into_keys().collect())
