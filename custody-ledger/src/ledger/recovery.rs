@@ -43,7 +43,7 @@ use super::{LedgerConfig, LATEST_CHECKPOINT_FILE, PUBLIC_KEY_FILE};
 use crate::checkpoint::{self, LedgerKey, SignedCheckpoint};
 use crate::entry;
 use crate::error::{Error, Result};
-use crate::format::{self, Record, HEADER_LEN};
+use crate::format::{self, CheckedRecord, Record, HEADER_LEN};
 use crate::index::{Index, IndexState, Location, Position};
 use crate::merkle::{self, chain_head, leaf_hash, Frontier, Hash, GENESIS_HEAD};
 use crate::segments::{self, segment_name, End};
@@ -230,12 +230,12 @@ fn replay_and_check(
     let resume = rp.state.resume;
     for &id in segs.iter().filter(|&&id| id >= resume.segment) {
         let name = segment_name(id);
-        let owned;
-        let bytes: &[u8] = if id == tail.id {
-            &tail.bytes
+        // The last segment is in memory already; the others are read a
+        // window at a time.
+        let len = if id == tail.id {
+            tail.bytes.len() as u64
         } else {
-            owned = segments::read(storage, id)?;
-            &owned
+            segments::checked_len(storage, id)?
         };
         let start = if id == resume.segment {
             resume.offset
@@ -251,19 +251,21 @@ fn replay_and_check(
             }
             HEADER_LEN as u64
         };
-        if start > bytes.len() as u64 {
+        if start > len {
             return Err(Failure::Refuse(Error::corrupt(
                 &name,
                 format!(
-                    "the index resumes at offset {start} but the segment is only {} bytes: \
-                     segment data was lost",
-                    bytes.len()
+                    "the index resumes at offset {start} but the segment is only {len} bytes: \
+                     segment data was lost"
                 ),
             )));
         }
-        let end = segments::walk(bytes, start as usize, |offset, rec| {
-            rp.record(id, &name, offset, rec)
-        })?;
+        let record = |offset, rec: CheckedRecord<'_>| rp.record(id, &name, offset, rec);
+        let end = if id == tail.id {
+            segments::walk(&tail.bytes, start as usize, record)?
+        } else {
+            segments::walk_file(storage, &name, len, start, record)?
+        };
         if let End::Bad(bad) = end {
             return Err(Failure::Refuse(Error::corrupt(
                 format!("{name} offset {} (entry {})", bad.offset, rp.next),
