@@ -577,7 +577,10 @@ impl Index {
 /// Whether any data table holds a record (an index without a format
 /// marker must be empty).
 fn has_data(tx: &WriteTransaction) -> Result<bool> {
-    Ok(tx.list_tables().map_err(ix)?.any(|t| t.name() != META.name()))
+    Ok(tx
+        .list_tables()
+        .map_err(ix)?
+        .any(|t| t.name() != META.name()))
 }
 
 fn apply_in<'e>(

@@ -320,7 +320,14 @@ mod tests {
         let len = clean.len();
         // Damage far from the end, across a window boundary, within the
         // torn window (with valid records after it), and a torn tail.
-        for at in [100, (8 << 20) - 3, 8 << 20, (16 << 20) + 5, len - (3 << 20), len - 10] {
+        for at in [
+            100,
+            (8 << 20) - 3,
+            8 << 20,
+            (16 << 20) + 5,
+            len - (3 << 20),
+            len - 10,
+        ] {
             let mut bad = clean.clone();
             bad[at] ^= 0x40;
             let [whole, windows] = both(&bad);

@@ -49,7 +49,7 @@ pub(crate) struct OverlayCheckpoint {
 /// The overlay.
 #[derive(Debug)]
 pub(crate) struct Overlay {
-    /// The seq of `entries[0]`: everything below is in sled.
+    /// The seq of `entries[0]`: everything below is in the index.
     base: u64,
     /// Shared with the indexer's [`Taken`], so taking a chunk copies
     /// pointers, not entries, while the lock is held.

@@ -57,8 +57,8 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     /// Appends submitted and not yet answered: the indexer waits for zero.
     pub(crate) pending: AtomicUsize,
-    /// Entries in sled (the indexer's watermark): readers of older data
-    /// go straight to sled without taking the overlay lock.
+    /// Entries in the index (the indexer's watermark): readers of older
+    /// data go straight to the index without taking the overlay lock.
     pub(crate) indexed: AtomicU64,
     pub(crate) latest: RwLock<Option<SignedCheckpoint>>,
     pub(crate) checkpoint_size: watch::Sender<u64>,
