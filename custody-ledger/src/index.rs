@@ -414,9 +414,10 @@ impl Index {
     /// cache of `cache_bytes`.
     ///
     /// # Errors
-    /// [`Error::Index`] when the directory holds anything else, or redb
-    /// cannot open the file, or it is of another format (the caller
-    /// rebuilds).
+    /// [`Error::Io`] when the index is open already (the ledger is open
+    /// elsewhere: the caller refuses); [`Error::Index`] when the directory
+    /// holds anything else, or redb cannot open the file, or it is of
+    /// another format (the caller rebuilds).
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Index(format!("creating {}: {e}", dir.display())))?;
@@ -432,10 +433,25 @@ impl Index {
                 )));
             }
         }
-        let db = Database::builder()
+        let db = match Database::builder()
             .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
             .create(dir.join(INDEX_FILE))
-            .map_err(ix)?;
+        {
+            Ok(db) => db,
+            // redb holds an exclusive lock on the file while it is open:
+            // the ledger's guard against two writers on one directory.
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(Error::io(
+                    format!(
+                        "opening the index in {}: the ledger is open already (another process, \
+                         or another handle in this one)",
+                        dir.display()
+                    ),
+                    std::io::Error::from(std::io::ErrorKind::WouldBlock),
+                ))
+            }
+            Err(e) => return Err(ix(e)),
+        };
         let tx = db.begin_write().map_err(ix)?;
         {
             let mut meta = tx.open_table(META).map_err(ix)?;

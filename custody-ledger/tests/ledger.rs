@@ -472,6 +472,30 @@ fn a_deleted_or_damaged_index_is_rebuilt_and_answers_the_same() {
     assert_eq!(left, ["index.redb"]);
 }
 
+/// The index's exclusive lock keeps a second writer off an open ledger:
+/// opening it again (from this process or another) is refused and changes
+/// nothing, rather than rebuilding the index under the first writer.
+#[test]
+fn a_ledger_open_elsewhere_is_refused_not_rebuilt() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let ledger = Ledger::open(config(dir.path()), signer.clone()).unwrap();
+    fill(&ledger, &rt);
+    let err = Ledger::open(config(dir.path()), signer.clone()).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(err.to_string().contains("open already"), "{err}");
+    // The first handle goes on serving and appending.
+    let (draft, keys, quota) = certified(10_000, "PO-A", 1000);
+    rt.block_on(ledger.append(draft, keys, quota)).unwrap();
+    rt.block_on(ledger.publish_checkpoint()).unwrap();
+    let before = answers(&ledger, &rt);
+    ledger.close();
+    let ledger = Ledger::open(config(dir.path()), signer).unwrap();
+    assert_eq!(answers(&ledger, &rt), before);
+    ledger.close();
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {

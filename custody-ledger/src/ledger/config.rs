@@ -28,7 +28,7 @@ pub struct LedgerConfig {
     /// Most requests taken into one group commit.
     pub max_batch: usize,
     /// Most bytes of durable entries held in memory ahead of the index
-    /// (an estimate of what each holds: about 0.45 KB for a
+    /// (an estimate of what each holds: about 0.5 KB for a
     /// `Certified`-like entry with two unique keys, map slots included);
     /// the writer waits for the indexer beyond this.
     ///

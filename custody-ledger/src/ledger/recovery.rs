@@ -105,6 +105,8 @@ fn open_index(path: &Path, cache: u64) -> Result<(Index, bool)> {
             let fresh = !existed || index.state()?.is_none();
             Ok((index, fresh))
         }
+        // The ledger is open elsewhere: rebuilding would make two writers.
+        Ok(Err(e @ Error::Io { .. })) => Err(e),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "the index cannot be opened; rebuilding it from the segments");
             Ok((wipe_and_open(path, cache)?, true))
