@@ -43,6 +43,7 @@
 
 use std::cell::OnceCell;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use redb::{
@@ -226,6 +227,9 @@ pub(crate) struct IndexedCheckpoint {
 #[derive(Clone)]
 pub(crate) struct Index {
     db: Arc<Database>,
+    /// Set when a commit failed: redb must be reopened (it recovers on
+    /// open) before it takes another write transaction.
+    failed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Index {
@@ -476,7 +480,10 @@ impl Index {
         tx.open_table(DEVICES).map_err(ix)?;
         tx.open_table(CHECKPOINTS).map_err(ix)?;
         tx.commit().map_err(ix)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            failed: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     fn read(&self) -> Result<ReadTransaction> {
@@ -570,10 +577,7 @@ impl Index {
         checkpoints: &[IndexedCheckpoint],
         state: &IndexState,
     ) -> Result<()> {
-        let mut tx = self.db.begin_write().map_err(ix)?;
-        tx.set_durability(Durability::None);
-        apply_in(&tx, entries, checkpoints, state)?;
-        tx.commit().map_err(ix)
+        self.write(Durability::None, |tx| apply_in(tx, entries, checkpoints, state))
     }
 
     /// Makes every applied chunk durable: one durable redb commit (an
@@ -583,10 +587,33 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub(crate) fn flush(&self) -> Result<()> {
-        let mut tx = self.db.begin_write().map_err(ix)?;
-        tx.set_durability(Durability::Immediate);
-        tx.set_quick_repair(true);
-        tx.commit().map_err(ix)
+        self.write(Durability::Immediate, |_| Ok(()))
+    }
+
+    /// One write transaction; a durable one also saves redb's allocator
+    /// state (quick repair: no full scan on the next open after a crash).
+    fn write(
+        &self,
+        durability: Durability,
+        body: impl FnOnce(&WriteTransaction) -> Result<()>,
+    ) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Index(
+                "an earlier index commit failed; reopen the ledger".into(),
+            ));
+        }
+        let result = (|| {
+            let mut tx = self.db.begin_write().map_err(ix)?;
+            let durable = !matches!(durability, Durability::None);
+            tx.set_durability(durability);
+            tx.set_quick_repair(durable);
+            body(&tx)?;
+            tx.commit().map_err(ix)
+        })();
+        if result.is_err() {
+            self.failed.store(true, Ordering::Release);
+        }
+        result
     }
 }
 

@@ -98,6 +98,8 @@ pub(crate) fn run(shared: &Arc<Shared>, mut state: IndexState) {
             // Only durability and page reuse depend on this: the data is
             // derived, and a crash before it replays from the segments.
             if let Err(e) = shared.index.flush() {
+                // After a failed durable commit redb must be reopened (it
+                // recovers on open) before it takes another transaction.
                 shared.stop(format!("making the index durable: {e}"));
                 return;
             }
