@@ -577,7 +577,9 @@ impl Index {
         checkpoints: &[IndexedCheckpoint],
         state: &IndexState,
     ) -> Result<()> {
-        self.write(Durability::None, |tx| apply_in(tx, entries, checkpoints, state))
+        self.write(Durability::None, |tx| {
+            apply_in(tx, entries, checkpoints, state)
+        })
     }
 
     /// Makes every applied chunk durable: one durable redb commit (an

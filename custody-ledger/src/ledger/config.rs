@@ -42,8 +42,9 @@ pub struct LedgerConfig {
     ///
     /// The default, 64 MiB (about 140k such entries), holds the
     /// 100k-append burst of `trustline bench ledger`'s 256 appenders; with
-    /// it and the index cache the whole process stayed under 200 MB at one
-    /// and five million entries (figures in `docs/ledger-format.md`).
+    /// it and the index cache the bench process peaked at about 185 MB with
+    /// a one-million-entry ledger and 230 MB with five million (figures in
+    /// `docs/ledger-format.md`).
     pub overlay_bytes: usize,
     /// Entries before the last checkpoint re-read and re-hashed on open.
     pub tail_check: u64,
