@@ -370,9 +370,9 @@ fn large(
     let cp = rt.block_on(ledger.publish_checkpoint())?;
 
     // Proofs are measured in the steady state, once the indexer has moved
-    // the overlay's backlog into sled (a burst leaves up to
+    // the overlay's backlog into the index (a burst leaves up to
     // `overlay_bytes` of entries behind; while it drains, proofs compete with
-    // it for the CPU and the sled tree).
+    // it for the CPU).
     progress("waiting for the index to catch up");
     let t0 = Instant::now();
     while ledger.indexed() < ledger.size() {

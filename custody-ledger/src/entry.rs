@@ -203,9 +203,11 @@ impl UniqueKey {
     /// index and the overlay small; two keys colliding (about 2^-64 at
     /// 2^32 keys) could only refuse an append as a false duplicate, never
     /// admit a real one (invariant 2 fails safe).
-    pub(crate) fn index_key(&self) -> Vec<u8> {
+    pub(crate) fn index_key(&self) -> crate::index::KeyHash {
         use sha2::{Digest, Sha256};
-        Sha256::digest(self.encoded())[..16].to_vec()
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&Sha256::digest(self.encoded())[..16]);
+        out
     }
 
     /// The canonical form: `len(namespace) as u8 ‖ namespace ‖ value`.

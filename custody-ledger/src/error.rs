@@ -73,7 +73,7 @@ pub enum Error {
         /// What is wrong.
         what: String,
     },
-    /// The sled index failed. The index is derived data: reopening rebuilds
+    /// The index failed. The index is derived data: reopening rebuilds
     /// it from the segment files.
     #[error("index: {0}")]
     Index(String),
@@ -96,12 +96,6 @@ pub enum Error {
         /// The key file.
         path: String,
     },
-}
-
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
-        Error::Index(e.to_string())
-    }
 }
 
 impl Error {

@@ -9,13 +9,19 @@
 //!   failure is latched: every later call fails with
 //!   [`Error::Stopped`] until the ledger is reopened.
 //! - the **indexer** (`indexer.rs`) moves durable entries from the
-//!   in-memory overlay into sled in large atomic batches, behind the writer.
-//!   Acknowledgement never waits for sled.
+//!   in-memory overlay into the redb index in atomic chunks, behind the
+//!   writer, and makes the index durable every few seconds.
+//!   Acknowledgement never waits for the index.
 //! - the **publisher** (`publisher.rs`) signs checkpoints on a short
 //!   cadence and on demand, after checking consistency with the last one.
 //!
-//! Readers see exactly the durable entries: the overlay (durable, not yet in
-//! sled) first, then sled.
+//! Readers see exactly the durable entries: the overlay (durable, not yet
+//! indexed) first, then the index.
+//!
+//! Memory does not grow with the ledger (issue 16, item 4): the overlay is
+//! bounded by bytes ([`LedgerConfig::overlay_bytes`]), the index by its
+//! cache ([`LedgerConfig::index_cache_bytes`]); the writer keeps the
+//! Merkle frontier (O(log n)); everything else is read from the index.
 //!
 //! Where things are: `config.rs` (how a ledger is opened), `shared.rs` (the
 //! state and messages the threads share), `read.rs` (entries, lookups,
@@ -190,7 +196,7 @@ impl Ledger {
         self.shared.size()
     }
 
-    /// Entries the sled index holds (the rest are in the overlay).
+    /// Entries the index holds (the rest are in the overlay).
     pub(crate) fn indexed(&self) -> u64 {
         self.shared.indexed.load(Ordering::Acquire)
     }

@@ -66,6 +66,20 @@ pub(crate) fn read(storage: &dyn Storage, id: u64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Checks a segment's header and returns the segment's length.
+///
+/// # Errors
+/// [`Error::Io`]; [`Error::Corrupt`] for a bad header.
+pub(crate) fn checked_len(storage: &dyn Storage, id: u64) -> Result<u64> {
+    let name = segment_name(id);
+    let io = |e| Error::io(format!("reading {name}"), e);
+    let len = storage.len(&name).map_err(io)?;
+    let mut header = vec![0u8; HEADER_LEN.min(usize::try_from(len).unwrap_or(HEADER_LEN))];
+    storage.read_at(&name, 0, &mut header).map_err(io)?;
+    check_header(&name, id, &header)?;
+    Ok(len)
+}
+
 /// Checks a segment header against the name's `first_seq`.
 pub(crate) fn check_header(name: &str, id: u64, bytes: &[u8]) -> Result<()> {
     let first = format::parse_header(bytes, SEGMENT_MAGIC)
@@ -132,14 +146,12 @@ impl BadRecord {
 
 /// The offset of the first valid record (framing, CRC and body) that starts
 /// after `from`, if any.
-fn next_valid_record(bytes: &[u8], from: usize) -> Option<u64> {
-    (from + 1..bytes.len())
-        .find(|&at| {
-            UnverifiedRecord::new(&bytes[at..])
-                .check()
-                .is_ok_and(|r| r.parse().is_ok())
-        })
-        .map(|at| at as u64)
+fn next_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
+    (from + 1..bytes.len()).find(|&at| {
+        UnverifiedRecord::new(&bytes[at..])
+            .check()
+            .is_ok_and(|r| r.parse().is_ok())
+    })
 }
 
 /// Walks the records of `bytes` from `start`, calling `each(offset,
@@ -154,23 +166,33 @@ pub(crate) fn walk(
     start: usize,
     mut each: impl FnMut(u64, CheckedRecord<'_>) -> Result<()>,
 ) -> Result<End> {
-    let mut at = start.max(HEADER_LEN);
+    let start = start.max(HEADER_LEN).min(bytes.len());
+    walk_tail(&bytes[start..], start as u64, &mut each)
+}
+
+/// Walks `bytes`, the end of a segment from file offset `base` on.
+fn walk_tail(
+    bytes: &[u8],
+    base: u64,
+    each: &mut dyn FnMut(u64, CheckedRecord<'_>) -> Result<()>,
+) -> Result<End> {
+    let mut at = 0usize;
     while at < bytes.len() {
         match UnverifiedRecord::new(&bytes[at..]).check() {
             Ok(rec) => {
                 let len = rec.total_len;
-                each(at as u64, rec)?;
+                each(base + at as u64, rec)?;
                 at += len;
             }
             Err(reason) => {
                 let remaining = (bytes.len() - at) as u64;
                 let next_valid = if remaining <= TORN_WINDOW {
-                    next_valid_record(bytes, at)
+                    next_valid_record(bytes, at).map(|n| base + n as u64)
                 } else {
                     None
                 };
                 return Ok(End::Bad(BadRecord {
-                    offset: at as u64,
+                    offset: base + at as u64,
                     reason,
                     remaining,
                     next_valid,
@@ -179,4 +201,141 @@ pub(crate) fn walk(
         }
     }
     Ok(End::Clean)
+}
+
+/// Bytes read at a time by [`walk_file`]: more than the torn window and
+/// than the largest record.
+const WALK_WINDOW: u64 = 8 << 20;
+
+/// [`walk`] over a segment file read a window at a time (memory: one
+/// window, not the segment), from file offset `start` (at least the
+/// header's end) to `len`, its length. It ends exactly as [`walk`] over
+/// the whole file would.
+///
+/// # Errors
+/// [`Error::Io`]; whatever `each` returns.
+pub(crate) fn walk_file(
+    storage: &dyn Storage,
+    name: &str,
+    len: u64,
+    start: u64,
+    mut each: impl FnMut(u64, CheckedRecord<'_>) -> Result<()>,
+) -> Result<End> {
+    const _: () = assert!(
+        WALK_WINDOW > TORN_WINDOW
+            && WALK_WINDOW > (format::RECORD_HEADER_LEN + format::MAX_BODY_LEN) as u64
+    );
+    let read = |from: u64, n: u64, buf: &mut Vec<u8>| -> Result<()> {
+        buf.resize(n as usize, 0);
+        storage
+            .read_at(name, from, buf)
+            .map_err(|e| Error::io(format!("reading {name}"), e))
+    };
+    let mut buf = Vec::new();
+    let mut pos = start.max(HEADER_LEN as u64).min(len);
+    loop {
+        if len - pos <= WALK_WINDOW {
+            // The end of the file: exactly what `walk` sees there,
+            // including the search for a valid record after a bad one.
+            read(pos, len - pos, &mut buf)?;
+            return walk_tail(&buf, pos, &mut each);
+        }
+        read(pos, WALK_WINDOW, &mut buf)?;
+        let mut at = 0usize;
+        loop {
+            match UnverifiedRecord::new(&buf[at..]).check() {
+                Ok(rec) => {
+                    let n = rec.total_len;
+                    each(pos + at as u64, rec)?;
+                    at += n;
+                }
+                Err(reason) if at == 0 => {
+                    // A whole window holds any record: this one is bad,
+                    // and more than the torn window follows it.
+                    return Ok(End::Bad(BadRecord {
+                        offset: pos,
+                        reason,
+                        remaining: len - pos,
+                        next_valid: None,
+                    }));
+                }
+                // A record across the window's end: read on from it.
+                Err(_) => break,
+            }
+        }
+        pos += at as u64;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap (ARCHITECTURE.md).
+mod tests {
+    use super::*;
+    use crate::storage::SimStorage;
+
+    /// A segment of about 22 MiB (three windows), record offsets included.
+    fn segment() -> (Vec<u8>, Vec<u64>) {
+        let mut bytes = format::encode_header(SEGMENT_MAGIC, 0).to_vec();
+        let mut offsets = Vec::new();
+        let mut seq = 0u64;
+        while bytes.len() < 22 << 20 {
+            offsets.push(bytes.len() as u64);
+            // Sizes vary so that records straddle the window boundaries.
+            let len = 1 + (seq as usize * 7919) % (300 << 10);
+            let entry: Vec<u8> = (0..len).map(|i| (i as u64 ^ seq) as u8).collect();
+            format::encode_entry(seq, &entry, &mut bytes);
+            seq += 1;
+        }
+        (bytes, offsets)
+    }
+
+    /// Offsets visited and the end, by `walk` over the whole bytes and by
+    /// `walk_file` over the same bytes as a file.
+    fn both(bytes: &[u8]) -> [(Vec<u64>, End); 2] {
+        let storage = SimStorage::new();
+        storage.create("s").unwrap();
+        storage.append("s", bytes).unwrap();
+        let mut seen = Vec::new();
+        let end = walk(bytes, HEADER_LEN, |o, _| {
+            seen.push(o);
+            Ok(())
+        })
+        .unwrap();
+        let mut seen_file = Vec::new();
+        let end_file = walk_file(&storage, "s", bytes.len() as u64, 0, |o, _| {
+            seen_file.push(o);
+            Ok(())
+        })
+        .unwrap();
+        [(seen, end), (seen_file, end_file)]
+    }
+
+    #[test]
+    fn walking_a_file_by_windows_ends_as_walking_it_whole() {
+        let (clean, offsets) = segment();
+        let [whole, windows] = both(&clean);
+        assert_eq!(whole.0, offsets);
+        assert_eq!(whole, windows);
+        assert_eq!(whole.1, End::Clean);
+        let len = clean.len();
+        // Damage far from the end, across a window boundary, within the
+        // torn window (with valid records after it), and a torn tail.
+        for at in [
+            100,
+            (8 << 20) - 3,
+            8 << 20,
+            (16 << 20) + 5,
+            len - (3 << 20),
+            len - 10,
+        ] {
+            let mut bad = clean.clone();
+            bad[at] ^= 0x40;
+            let [whole, windows] = both(&bad);
+            assert!(matches!(whole.1, End::Bad(_)), "damage at {at}");
+            assert_eq!(whole, windows, "damage at {at}");
+        }
+        let [whole, windows] = both(&clean[..len - 7]);
+        assert!(matches!(&whole.1, End::Bad(b) if b.is_torn_tail()));
+        assert_eq!(whole, windows);
+    }
 }

@@ -7,7 +7,7 @@
 //! check what a crash at every point leaves behind.
 //!
 //! Only segment files, the latest-checkpoint file and the public key go
-//! through this trait; the sled index is derived data and lives beside it.
+//! through this trait; the index is derived data and lives beside it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};

@@ -17,7 +17,7 @@ pub struct LedgerConfig {
     /// The ledger directory (`<data>/ledger`): segments, the latest
     /// checkpoint, the public key, and the index below it.
     pub dir: PathBuf,
-    /// Where the sled index lives; `None` means `<dir>/index`.
+    /// Where the index lives; `None` means `<dir>/index`.
     pub index_dir: Option<PathBuf>,
     /// The checkpoint origin and signed-note key name.
     pub origin: String,
@@ -28,28 +28,29 @@ pub struct LedgerConfig {
     /// Most requests taken into one group commit.
     pub max_batch: usize,
     /// Most bytes of durable entries held in memory ahead of the index
-    /// (an estimate of what each holds: about 0.6 KB for a `Certified`-like
-    /// entry with two unique keys); the writer waits for the indexer
-    /// beyond this.
+    /// (an estimate of what each holds: about 0.5 KB for a
+    /// `Certified`-like entry with two unique keys, map slots included);
+    /// the writer waits for the indexer beyond this.
     ///
     /// Trade-off: the overlay is what lets a burst be acknowledged at the
     /// speed of `fdatasync` rather than of the index. The indexer leaves it
-    /// alone until it is half full (or appends pause), so a burst of about
-    /// half the limit runs at full speed; at the limit appends go at the
-    /// index's sustained rate. Bounded by bytes, not entries, so large
-    /// entries cannot blow it up (issue 16, item 4).
+    /// alone until three quarters of it are used (or appends pause), so a
+    /// burst of about that size runs at full speed; beyond it appends go at
+    /// the index's sustained rate. Bounded by bytes, not entries, so large
+    /// entries cannot blow it up, and independent of the ledger's size
+    /// (issue 16, item 4).
     ///
-    /// Measured with `trustline bench ledger` (`--overlay-mib`), 2-vCPU
-    /// machine under load 6–10: with 64 MiB the 100k-append burst of 256
-    /// appenders no longer fits and runs at the index's (sled's) rate —
-    /// 3.4k/s against 21.8k/s before — so the default stays large enough
-    /// to absorb such a burst until the index is cheaper to write; the
-    /// compact entries hold about half the memory per entry they held.
-    /// 192 MiB was chosen from that measurement, not measured itself.
+    /// The default, 64 MiB (about 140k such entries), holds the
+    /// 100k-append burst of `trustline bench ledger`'s 256 appenders; with
+    /// it and the index cache the bench process peaked at about 185 MB with
+    /// a one-million-entry ledger and 230 MB with five million (figures in
+    /// `docs/ledger-format.md`).
     pub overlay_bytes: usize,
     /// Entries before the last checkpoint re-read and re-hashed on open.
     pub tail_check: u64,
-    /// sled's cache size in bytes.
+    /// The index's (redb's) cache in bytes: nine tenths read cache, one
+    /// tenth write buffer. The index's only memory besides a transaction's
+    /// pages in flight.
     pub index_cache_bytes: u64,
 }
 
@@ -66,7 +67,7 @@ impl LedgerConfig {
             checkpoint_interval: Duration::from_millis(500),
             segment_max_bytes: 64 << 20,
             max_batch: 2048,
-            overlay_bytes: 192 << 20,
+            overlay_bytes: 64 << 20,
             tail_check: 4096,
             index_cache_bytes: 32 << 20,
         }

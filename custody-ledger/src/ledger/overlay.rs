@@ -1,53 +1,40 @@
-//! Durable entries not yet in sled, held in memory so that acknowledgement
-//! never waits for the index.
+//! Durable entries not yet in the index, held in memory so that
+//! acknowledgement never waits for the index.
 //!
 //! The writer pushes entries here only after their batch is durable; the
-//! indexer copies a prefix into sled and then pops it. Readers look here
-//! first and in sled second: since an entry leaves the overlay only after
-//! sled has it, no reader can miss it in between.
+//! indexer copies a prefix into the index and then pops it. Readers look
+//! here first and in the index second: since an entry leaves the overlay
+//! only after the index has it, no reader can miss it in between.
+//!
+//! Each entry is an [`IndexedEntry`] (about 200 bytes for a
+//! `Certified`-like one) plus its slots in the key and device maps; the
+//! overlay counts an estimate of all of it against
+//! [`super::LedgerConfig::overlay_bytes`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::index::{IndexedCheckpoint, IndexedEntry, Location, Position};
+use crate::index::{IndexedCheckpoint, IndexedEntry, KeyHash, Location, Position, RotBytes};
 use crate::merkle::Hash;
 
-/// A durable entry awaiting the index.
-#[derive(Debug, Clone)]
-pub(crate) struct OverlayEntry {
-    pub(crate) data: IndexedEntry,
-    /// Just after its record.
-    pub(crate) end: Position,
-    /// The chain head after it.
-    pub(crate) head: Hash,
-    pub(crate) time_ms: i64,
-}
-
-/// What one entry costs in the overlay beyond its own struct: heap parts,
-/// the `Arc`, and its slots in the key and device maps (hash map slots at
-/// about half load, plus the allocator's bookkeeping).
-fn entry_bytes(e: &OverlayEntry) -> usize {
+/// What one entry costs in the overlay: its struct behind an `Arc`, its
+/// heap parts, its deque slots, and its slots in the key and device maps
+/// (hash map slots at half load, plus the allocator's bookkeeping).
+fn entry_bytes(e: &IndexedEntry) -> usize {
     const ALLOC: usize = 16;
-    const KEY_SLOT: usize = 2 * (24 + 8 + 1);
-    const DEVICE_SLOT: usize = 2 * (24 + 24 + 1);
-    let d = &e.data;
-    std::mem::size_of::<OverlayEntry>()
+    const ARC: usize = 16 + ALLOC;
+    const KEY_SLOT: usize = 2 * (std::mem::size_of::<KeyHash>() + 8 + 1);
+    const DEVICE_SLOT: usize = 2 * (std::mem::size_of::<RotBytes>() + 8 + 1);
+    let heap = |n: usize| if n == 0 { 0 } else { n + ALLOC };
+    std::mem::size_of::<IndexedEntry>()
+        + ARC
+        + std::mem::size_of::<Arc<IndexedEntry>>()
         + std::mem::size_of::<Option<u64>>()
-        + 2 * ALLOC
-        + d.nodes.capacity() * std::mem::size_of::<crate::merkle::CompletedNode>()
-        + ALLOC
-        + d.keys
-            .iter()
-            .map(|k| k.capacity() + ALLOC + 24 + KEY_SLOT)
-            .sum::<usize>()
-        + d.keys.capacity() * 24
-        + if d.rot_id.is_empty() {
-            0
-        } else {
-            d.rot_id.capacity() + ALLOC + DEVICE_SLOT + d.rot_id.len() + ALLOC
-        }
-        + d.quota.as_ref().map_or(0, |q| q.capacity() + ALLOC)
+        + heap(std::mem::size_of_val(&*e.nodes))
+        + heap(std::mem::size_of_val(&*e.keys))
+        + e.keys.len() * KEY_SLOT
+        + if e.rot.is_some() { DEVICE_SLOT } else { 0 }
 }
 
 /// A durable checkpoint record awaiting the index.
@@ -62,18 +49,18 @@ pub(crate) struct OverlayCheckpoint {
 /// The overlay.
 #[derive(Debug)]
 pub(crate) struct Overlay {
-    /// The seq of `entries[0]`: everything below is in sled.
+    /// The seq of `entries[0]`: everything below is in the index.
     base: u64,
     /// Shared with the indexer's [`Taken`], so taking a chunk copies
     /// pointers, not entries, while the lock is held.
-    entries: VecDeque<Arc<OverlayEntry>>,
+    entries: VecDeque<Arc<IndexedEntry>>,
     /// For each entry, the seq of the same device's previous entry when
     /// that one is in the overlay too.
     device_prev: VecDeque<Option<u64>>,
     checkpoints: VecDeque<OverlayCheckpoint>,
-    keys: HashMap<Vec<u8>, u64>,
+    keys: HashMap<KeyHash, u64>,
     /// A device's last entry in the overlay.
-    devices: HashMap<String, u64>,
+    devices: HashMap<RotBytes, u64>,
     /// Estimated heap bytes held ([`entry_bytes`] of every entry).
     bytes: usize,
     stop_indexer: bool,
@@ -82,7 +69,7 @@ pub(crate) struct Overlay {
 
 /// What the indexer takes in one go.
 pub(crate) struct Taken {
-    pub(crate) entries: Vec<Arc<OverlayEntry>>,
+    pub(crate) entries: Vec<Arc<IndexedEntry>>,
     pub(crate) checkpoints: Vec<OverlayCheckpoint>,
 }
 
@@ -131,18 +118,14 @@ impl Overlay {
     }
 
     /// Adds a durable entry (the next seq).
-    pub(crate) fn push_entry(&mut self, e: OverlayEntry) {
-        debug_assert_eq!(e.data.seq, self.durable_size());
+    pub(crate) fn push_entry(&mut self, e: IndexedEntry) {
+        debug_assert_eq!(e.seq, self.durable_size());
         self.last_push = Instant::now();
         self.bytes += entry_bytes(&e);
-        for k in &e.data.keys {
-            self.keys.insert(k.clone(), e.data.seq);
+        for k in e.keys.iter() {
+            self.keys.insert(*k, e.seq);
         }
-        let prev = if e.data.rot_id.is_empty() {
-            None
-        } else {
-            self.devices.insert(e.data.rot_id.clone(), e.data.seq)
-        };
+        let prev = e.rot.and_then(|rot| self.devices.insert(rot, e.seq));
         self.device_prev.push_back(prev);
         self.entries.push_back(Arc::new(e));
     }
@@ -156,7 +139,7 @@ impl Overlay {
     /// Copies up to `max` entries, and the checkpoint records written among
     /// them, for the indexer.
     pub(crate) fn take(&self, max: usize) -> Taken {
-        let entries: Vec<Arc<OverlayEntry>> = self.entries.iter().take(max).cloned().collect();
+        let entries: Vec<Arc<IndexedEntry>> = self.entries.iter().take(max).cloned().collect();
         let upto = self.base + entries.len() as u64;
         let checkpoints = self
             .checkpoints
@@ -170,7 +153,7 @@ impl Overlay {
         }
     }
 
-    /// Drops what the indexer has just written to sled.
+    /// Drops what the indexer has just written to the index.
     pub(crate) fn pop(&mut self, entries: usize, checkpoints: usize) {
         for _ in 0..entries {
             let Some(e) = self.entries.pop_front() else {
@@ -178,13 +161,15 @@ impl Overlay {
             };
             self.device_prev.pop_front();
             self.bytes = self.bytes.saturating_sub(entry_bytes(&e));
-            for k in &e.data.keys {
-                if self.keys.get(k) == Some(&e.data.seq) {
+            for k in e.keys.iter() {
+                if self.keys.get(k) == Some(&e.seq) {
                     self.keys.remove(k);
                 }
             }
-            if !e.data.rot_id.is_empty() && self.devices.get(&e.data.rot_id) == Some(&e.data.seq) {
-                self.devices.remove(&e.data.rot_id);
+            if let Some(rot) = &e.rot {
+                if self.devices.get(rot) == Some(&e.seq) {
+                    self.devices.remove(rot);
+                }
             }
             self.base += 1;
         }
@@ -193,13 +178,13 @@ impl Overlay {
         }
     }
 
-    fn entry(&self, seq: u64) -> Option<&OverlayEntry> {
+    fn entry(&self, seq: u64) -> Option<&IndexedEntry> {
         let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
         self.entries.get(i).map(|e| e.as_ref())
     }
 
     pub(crate) fn location(&self, seq: u64) -> Option<Location> {
-        self.entry(seq).map(|e| e.data.location)
+        self.entry(seq).map(|e| e.location)
     }
 
     /// A subtree hash, from the entry that completed it: the subtree
@@ -209,27 +194,22 @@ impl Overlay {
             .checked_add(1)?
             .checked_mul(1u64.checked_shl(u32::from(level))?)?
             .checked_sub(1)?;
-        self.entry(last)?
-            .data
-            .nodes
-            .iter()
-            .find(|&&(l, i, _)| l == level && i == index)
-            .map(|&(_, _, h)| h)
+        self.entry(last)?.node(level, index)
     }
 
-    pub(crate) fn key_holder(&self, encoded: &[u8]) -> Option<u64> {
+    pub(crate) fn key_holder(&self, encoded: &KeyHash) -> Option<u64> {
         self.keys.get(encoded).copied()
     }
 
-    pub(crate) fn device_last(&self, rot_id: &str) -> Option<(u64, Hash)> {
-        let seq = *self.devices.get(rot_id)?;
-        Some((seq, self.entry(seq)?.data.leaf))
+    pub(crate) fn device_last(&self, rot: &RotBytes) -> Option<(u64, Hash)> {
+        let seq = *self.devices.get(rot)?;
+        Some((seq, self.entry(seq)?.leaf))
     }
 
     /// The device's entries in the overlay, oldest first.
-    pub(crate) fn device_seqs(&self, rot_id: &str) -> Vec<u64> {
+    pub(crate) fn device_seqs(&self, rot: &RotBytes) -> Vec<u64> {
         let mut out = Vec::new();
-        let mut next = self.devices.get(rot_id).copied();
+        let mut next = self.devices.get(rot).copied();
         // Links to entries already popped (below `base`) end the walk.
         while let Some(seq) = next.filter(|&s| s >= self.base) {
             out.push(seq);
@@ -246,28 +226,29 @@ impl Overlay {
 #[allow(clippy::unwrap_used)] // Tests may unwrap (ARCHITECTURE.md).
 mod tests {
     use super::*;
+    use crate::index::push_leaf;
     use crate::merkle::{leaf_hash, Frontier, MemoryTree, NodeReader};
 
-    fn entry(seq: u64, frontier: &mut Frontier, rot: &str) -> OverlayEntry {
+    fn key_of(seq: u64) -> KeyHash {
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&seq.to_le_bytes());
+        k
+    }
+
+    fn entry(seq: u64, frontier: &mut Frontier, rot: u8) -> IndexedEntry {
         let leaf = leaf_hash(&seq.to_le_bytes());
-        let mut nodes = Vec::new();
-        frontier.push(leaf, &mut |n| nodes.push(n));
-        OverlayEntry {
-            data: IndexedEntry {
-                seq,
-                location: Location {
-                    segment: 0,
-                    offset: seq,
-                    len: 1,
-                },
-                nodes,
-                rot_id: rot.to_string(),
-                leaf,
-                keys: vec![seq.to_le_bytes().to_vec()],
-                quota: None,
+        IndexedEntry {
+            seq,
+            location: Location {
+                segment: 0,
+                offset: seq,
+                len: 1,
             },
-            end: Position::default(),
-            head: leaf,
+            leaf,
+            nodes: push_leaf(frontier, leaf),
+            rot: Some([rot; 32]),
+            keys: Box::new([key_of(seq)]),
+            quota: None,
             time_ms: 0,
         }
     }
@@ -277,8 +258,9 @@ mod tests {
         let mut frontier = Frontier::new();
         let mut tree = MemoryTree::new();
         let mut o = Overlay::new(0);
+        let (a, b) = ([b'a'; 32], [b'b'; 32]);
         for seq in 0..40u64 {
-            let rot = if seq % 3 == 0 { "a" } else { "b" };
+            let rot = if seq % 3 == 0 { b'a' } else { b'b' };
             o.push_entry(entry(seq, &mut frontier, rot));
             tree.push(leaf_hash(&seq.to_le_bytes()));
         }
@@ -295,17 +277,17 @@ mod tests {
             }
         }
         assert_eq!(o.node(3, 5), None, "not complete yet");
-        let a: Vec<u64> = (0..40).filter(|s| s % 3 == 0).collect();
-        assert_eq!(o.device_seqs("a"), a);
+        let in_a: Vec<u64> = (0..40).filter(|s| s % 3 == 0).collect();
+        assert_eq!(o.device_seqs(&a), in_a);
         o.pop(10, 0);
         assert!(o.bytes() < full);
-        let a: Vec<u64> = (10..40).filter(|s| s % 3 == 0).collect();
-        assert_eq!(o.device_seqs("a"), a, "links below the base end the walk");
-        assert_eq!(o.device_last("b").unwrap().0, 38);
+        let in_a: Vec<u64> = (10..40).filter(|s| s % 3 == 0).collect();
+        assert_eq!(o.device_seqs(&a), in_a, "links below the base end the walk");
+        assert_eq!(o.device_last(&b).unwrap().0, 38);
         assert_eq!(o.node(0, 3), None, "popped");
-        assert_eq!(o.key_holder(&12u64.to_le_bytes()), Some(12));
-        assert_eq!(o.key_holder(&2u64.to_le_bytes()), None);
+        assert_eq!(o.key_holder(&key_of(12)), Some(12));
+        assert_eq!(o.key_holder(&key_of(2)), None);
         o.pop(30, 0);
-        assert_eq!((o.bytes(), o.device_seqs("a").len()), (0, 0));
+        assert_eq!((o.bytes(), o.device_seqs(&a).len()), (0, 0));
     }
 }

@@ -74,7 +74,7 @@ fn publish(shared: &Shared) -> Result<SignedCheckpoint> {
             ));
         }
     }
-    let nodes = LiveNodes(shared);
+    let nodes = LiveNodes::new(shared)?;
     let root = merkle::root(&nodes, size)?;
     if let Some(l) = &last {
         let proof = merkle::consistency_proof(&nodes, l.size, size)?;

@@ -92,7 +92,7 @@ impl Ledger {
     pub fn inclusion_proof(&self, seq: u64, tree_size: u64) -> Result<InclusionProof> {
         self.shared.check_running()?;
         let size = self.resolve_size(tree_size)?;
-        merkle::inclusion_proof(&LiveNodes(&self.shared), seq, size)
+        merkle::inclusion_proof(&LiveNodes::new(&self.shared)?, seq, size)
     }
 
     /// The consistency proof from `from_size` to `to_size` (0: the latest
@@ -103,7 +103,7 @@ impl Ledger {
     pub fn consistency_proof(&self, from_size: u64, to_size: u64) -> Result<ConsistencyProof> {
         self.shared.check_running()?;
         let to = self.resolve_size(to_size)?;
-        merkle::consistency_proof(&LiveNodes(&self.shared), from_size, to)
+        merkle::consistency_proof(&LiveNodes::new(&self.shared)?, from_size, to)
     }
 
     /// The root hash of the tree of `tree_size` entries (0: the latest
@@ -113,7 +113,7 @@ impl Ledger {
     /// As [`Ledger::inclusion_proof`].
     pub fn root(&self, tree_size: u64) -> Result<Hash> {
         let size = self.resolve_size(tree_size)?;
-        merkle::root(&LiveNodes(&self.shared), size)
+        merkle::root(&LiveNodes::new(&self.shared)?, size)
     }
 
     /// Every entry of the device `rot_id` (2.4.14.12), each with an
@@ -145,18 +145,21 @@ impl Ledger {
     }
 
     fn device_seqs(&self, rot_id: &str) -> Result<Vec<u64>> {
+        let rot = crate::index::rot_bytes(rot_id)?;
         let mut seqs: BTreeMap<u64, ()> = BTreeMap::new();
-        for (seq, _) in self.shared.index.device_entries(rot_id)? {
+        // The overlay first: an entry the indexer moves in between is then
+        // seen in one place or both, never in neither.
+        for seq in self.shared.overlay().device_seqs(&rot) {
             seqs.insert(seq, ());
         }
-        for seq in self.shared.overlay().device_seqs(rot_id) {
+        for (seq, _) in self.shared.index.device_entries(&rot)? {
             seqs.insert(seq, ());
         }
         Ok(seqs.into_keys().collect())
     }
 
     fn prove_history(&self, rot_id: &str, checkpoint: SignedCheckpoint) -> Result<DeviceHistory> {
-        let nodes = LiveNodes(&self.shared);
+        let nodes = LiveNodes::new(&self.shared)?;
         let mut entries = Vec::new();
         for seq in self.device_seqs(rot_id)? {
             if seq >= checkpoint.size {

@@ -8,8 +8,8 @@
 //!    end ([`segments::TORN_WINDOW`]: the writer has at most one batch
 //!    unsynced) and no valid record follows it. Anywhere else it is
 //!    corruption: open refuses, naming file, offset and seq.
-//! 2. The index is opened; when sled cannot open it, it is deleted and
-//!    rebuilt. The planned cut is checked against what is known to be
+//! 2. The index is opened; when it cannot be opened (damaged, or of
+//!    another format), it is deleted and rebuilt. The planned cut is checked against what is known to be
 //!    acknowledged: the index watermark (entries and resume position), the
 //!    index's last checkpoint record and `checkpoint.latest`. A cut that
 //!    would remove an entry or checkpoint record either covers is refused
@@ -43,7 +43,7 @@ use super::{LedgerConfig, LATEST_CHECKPOINT_FILE, PUBLIC_KEY_FILE};
 use crate::checkpoint::{self, LedgerKey, SignedCheckpoint};
 use crate::entry;
 use crate::error::{Error, Result};
-use crate::format::{self, Record, HEADER_LEN};
+use crate::format::{self, CheckedRecord, Record, HEADER_LEN};
 use crate::index::{Index, IndexState, Location, Position};
 use crate::merkle::{self, chain_head, leaf_hash, Frontier, Hash, GENESIS_HEAD};
 use crate::segments::{self, segment_name, End};
@@ -95,7 +95,7 @@ pub(crate) fn check_public_key(storage: &dyn Storage, key: &LedgerKey) -> Result
     }
 }
 
-/// Opens the index, rebuilding it when sled cannot open it. Returns whether
+/// Opens the index, rebuilding it when it cannot be opened. Returns whether
 /// it is fresh (empty).
 fn open_index(path: &Path, cache: u64) -> Result<(Index, bool)> {
     let existed = path.exists();
@@ -105,12 +105,14 @@ fn open_index(path: &Path, cache: u64) -> Result<(Index, bool)> {
             let fresh = !existed || index.state()?.is_none();
             Ok((index, fresh))
         }
+        // The ledger is open elsewhere: rebuilding would make two writers.
+        Ok(Err(e @ Error::Io { .. })) => Err(e),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "the index cannot be opened; rebuilding it from the segments");
             Ok((wipe_and_open(path, cache)?, true))
         }
         Err(_) => {
-            tracing::warn!("sled panicked opening the index; rebuilding it from the segments");
+            tracing::warn!("opening the index panicked; rebuilding it from the segments");
             Ok((wipe_and_open(path, cache)?, true))
         }
     }
@@ -230,12 +232,12 @@ fn replay_and_check(
     let resume = rp.state.resume;
     for &id in segs.iter().filter(|&&id| id >= resume.segment) {
         let name = segment_name(id);
-        let owned;
-        let bytes: &[u8] = if id == tail.id {
-            &tail.bytes
+        // The last segment is in memory already; the others are read a
+        // window at a time.
+        let len = if id == tail.id {
+            tail.bytes.len() as u64
         } else {
-            owned = segments::read(storage, id)?;
-            &owned
+            segments::checked_len(storage, id)?
         };
         let start = if id == resume.segment {
             resume.offset
@@ -251,19 +253,21 @@ fn replay_and_check(
             }
             HEADER_LEN as u64
         };
-        if start > bytes.len() as u64 {
+        if start > len {
             return Err(Failure::Refuse(Error::corrupt(
                 &name,
                 format!(
-                    "the index resumes at offset {start} but the segment is only {} bytes: \
-                     segment data was lost",
-                    bytes.len()
+                    "the index resumes at offset {start} but the segment is only {len} bytes: \
+                     segment data was lost"
                 ),
             )));
         }
-        let end = segments::walk(bytes, start as usize, |offset, rec| {
-            rp.record(id, &name, offset, rec)
-        })?;
+        let record = |offset, rec: CheckedRecord<'_>| rp.record(id, &name, offset, rec);
+        let end = if id == tail.id {
+            segments::walk(&tail.bytes, start as usize, record)?
+        } else {
+            segments::walk_file(storage, &name, len, start, record)?
+        };
         if let End::Bad(bad) = end {
             return Err(Failure::Refuse(Error::corrupt(
                 format!("{name} offset {} (entry {})", bad.offset, rp.next),

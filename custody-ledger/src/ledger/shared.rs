@@ -15,7 +15,7 @@ use super::LedgerConfig;
 use crate::checkpoint::{LedgerKey, SignedCheckpoint};
 use crate::entry::{Appended, Constraints, Draft};
 use crate::error::{Error, Result};
-use crate::index::{Index, Location};
+use crate::index::{Index, Location, Snapshot};
 use crate::merkle::{Hash, NodeReader};
 use crate::storage::Storage;
 
@@ -57,8 +57,8 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     /// Appends submitted and not yet answered: the indexer waits for zero.
     pub(crate) pending: AtomicUsize,
-    /// Entries in sled (the indexer's watermark): readers of older data
-    /// go straight to sled without taking the overlay lock.
+    /// Entries in the index (the indexer's watermark): readers of older
+    /// data go straight to the index without taking the overlay lock.
     pub(crate) indexed: AtomicU64,
     pub(crate) latest: RwLock<Option<SignedCheckpoint>>,
     pub(crate) checkpoint_size: watch::Sender<u64>,
@@ -129,19 +129,37 @@ impl Shared {
     }
 }
 
-/// Reads subtree hashes from the overlay, then sled.
-pub(crate) struct LiveNodes<'a>(pub(crate) &'a Shared);
+/// Reads subtree hashes for one proof or root: from one index snapshot
+/// for what was indexed when it was made, else from the overlay, else
+/// from the index as it is now (indexed since).
+pub(crate) struct LiveNodes<'a> {
+    shared: &'a Shared,
+    indexed: u64,
+    snapshot: Snapshot,
+}
+
+impl<'a> LiveNodes<'a> {
+    pub(crate) fn new(shared: &'a Shared) -> Result<Self> {
+        // The watermark first: the snapshot then holds everything below it.
+        let indexed = shared.indexed.load(Ordering::Acquire);
+        Ok(Self {
+            shared,
+            indexed,
+            snapshot: shared.index.snapshot()?,
+        })
+    }
+}
 
 impl NodeReader for LiveNodes<'_> {
     fn node(&self, level: u8, index: u64) -> Result<Hash> {
         let end = (index + 1) << level;
-        if end <= self.0.indexed.load(Ordering::Acquire) {
-            return NodeReader::node(&self.0.index, level, index);
+        if end <= self.indexed {
+            return NodeReader::node(&self.snapshot, level, index);
         }
-        if let Some(h) = self.0.overlay().node(level, index) {
+        if let Some(h) = self.shared.overlay().node(level, index) {
             return Ok(h);
         }
-        NodeReader::node(&self.0.index, level, index)
+        NodeReader::node(&self.shared.index, level, index)
     }
 }
 

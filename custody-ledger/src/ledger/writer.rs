@@ -15,14 +15,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
-use super::overlay::{OverlayCheckpoint, OverlayEntry};
+use super::overlay::OverlayCheckpoint;
 use super::recovery::Recovered;
 use super::{Shared, WriterMsg};
 use crate::checkpoint::SignedCheckpoint;
 use crate::entry::{Appended, Constraints, Draft, MAX_ENTRY_LEN};
 use crate::error::{Error, Result};
 use crate::format::{self, SEGMENT_MAGIC};
-use crate::index::{IndexedCheckpoint, IndexedEntry, Location, Position};
+use crate::index::{
+    push_leaf, rot_bytes, IndexedCheckpoint, IndexedEntry, KeyHash, Location, Position,
+};
 use crate::merkle::{chain_head, leaf_hash, Frontier, Hash};
 use crate::segments::{segment_name, MAX_BATCH_BYTES};
 
@@ -38,14 +40,19 @@ pub(crate) struct Writer {
     /// The batch buffer, kept between commits: a fresh 64 KiB allocation per
     /// commit made the allocator consolidate its free lists every time.
     buf: Vec<u8>,
+    /// Quota counter names shared by the overlay entries that use them.
+    counters: HashMap<String, Arc<str>>,
 }
+
+/// Counter names remembered for sharing, at most (then forgotten).
+const MAX_COUNTERS: usize = 1024;
 
 /// Initial capacity of the batch buffer.
 const BATCH_BUFFER: usize = 64 * 1024;
 
 /// An accepted append, written but not yet durable.
 struct Staged {
-    overlay: OverlayEntry,
+    overlay: IndexedEntry,
     appended: Appended,
     quota: Option<String>,
 }
@@ -60,9 +67,9 @@ enum Outcome {
 /// Constraint state of the batch in flight.
 #[derive(Default)]
 struct BatchView {
-    keys: HashMap<Vec<u8>, u64>,
+    keys: HashMap<KeyHash, u64>,
     quotas: HashMap<String, u64>,
-    devices: HashMap<String, Hash>,
+    devices: HashMap<crate::index::RotBytes, Hash>,
 }
 
 fn now_ms() -> i64 {
@@ -83,6 +90,7 @@ impl Writer {
             segment: rec.segment,
             segment_len: rec.segment_len,
             buf: Vec::with_capacity(BATCH_BUFFER),
+            counters: HashMap::new(),
         }
     }
 
@@ -281,14 +289,23 @@ impl Writer {
         view: &mut BatchView,
     ) -> Result<Staged> {
         let sh = &self.shared;
-        let encoded: Vec<Vec<u8>> = constraints
+        let encoded: Vec<KeyHash> = constraints
             .unique_keys
             .iter()
             .map(|k| k.index_key())
             .collect();
+        // Draft::validate made a non-empty rot_id 64 hex characters.
+        let rot = if draft.rot_id.is_empty() {
+            None
+        } else {
+            Some(rot_bytes(&draft.rot_id)?)
+        };
         let mut device_prev = None;
         {
             let overlay = sh.overlay();
+            // Taken while the overlay is locked: whatever the indexer has
+            // popped from it is already in this snapshot.
+            let index = sh.index.snapshot()?;
             for (key, enc) in constraints.unique_keys.iter().zip(&encoded) {
                 let holder = match view
                     .keys
@@ -297,7 +314,7 @@ impl Writer {
                     .or_else(|| overlay.key_holder(enc))
                 {
                     Some(s) => Some(s),
-                    None => sh.index.key_holder(enc)?,
+                    None => index.key_holder(enc)?,
                 };
                 if let Some(holder_seq) = holder {
                     return Err(Error::Conflict {
@@ -306,12 +323,12 @@ impl Writer {
                     });
                 }
             }
-            if !draft.rot_id.is_empty() {
-                device_prev = match view.devices.get(&draft.rot_id) {
+            if let Some(rot) = &rot {
+                device_prev = match view.devices.get(rot) {
                     Some(h) => Some(*h),
-                    None => match overlay.device_last(&draft.rot_id) {
+                    None => match overlay.device_last(rot) {
                         Some((_, h)) => Some(h),
-                        None => sh.index.device_last(&draft.rot_id)?.map(|(_, h)| h),
+                        None => index.device_last(rot)?.map(|(_, h)| h),
                     },
                 };
             }
@@ -343,39 +360,32 @@ impl Writer {
         let start = buf.len();
         format::encode_entry(seq, &entry, buf);
         let len = (buf.len() - start) as u32;
-        let mut nodes = Vec::with_capacity(2);
-        self.frontier.push(leaf, &mut |n| nodes.push(n));
+        let nodes = push_leaf(&mut self.frontier, leaf);
         for enc in &encoded {
-            view.keys.insert(enc.clone(), seq);
+            view.keys.insert(*enc, seq);
         }
         if let Some(q) = &constraints.quota {
             *view.quotas.entry(q.counter.clone()).or_default() += 1;
         }
-        if !draft.rot_id.is_empty() {
-            view.devices.insert(draft.rot_id.clone(), leaf);
+        if let Some(rot) = rot {
+            view.devices.insert(rot, leaf);
         }
         self.next_seq += 1;
         self.last_time_ms = time_ms;
+        let quota = constraints.quota.as_ref().map(|q| self.counter(&q.counter));
         Ok(Staged {
-            overlay: OverlayEntry {
-                data: IndexedEntry {
-                    seq,
-                    location: Location {
-                        segment: self.segment,
-                        offset,
-                        len,
-                    },
-                    nodes,
-                    rot_id: draft.rot_id.clone(),
-                    leaf,
-                    keys: encoded,
-                    quota: constraints.quota.as_ref().map(|q| q.counter.clone()),
-                },
-                end: Position {
+            overlay: IndexedEntry {
+                seq,
+                location: Location {
                     segment: self.segment,
-                    offset: offset + u64::from(len),
+                    offset,
+                    len,
                 },
-                head: self.head,
+                leaf,
+                nodes,
+                rot,
+                keys: encoded.into_boxed_slice(),
+                quota,
                 time_ms,
             },
             appended: Appended {
@@ -385,6 +395,19 @@ impl Writer {
             },
             quota: constraints.quota.as_ref().map(|q| q.counter.clone()),
         })
+    }
+
+    /// The shared name of a quota counter.
+    fn counter(&mut self, name: &str) -> Arc<str> {
+        if let Some(c) = self.counters.get(name) {
+            return c.clone();
+        }
+        if self.counters.len() >= MAX_COUNTERS {
+            self.counters.clear();
+        }
+        let c: Arc<str> = Arc::from(name);
+        self.counters.insert(name.to_string(), c.clone());
+        c
     }
 
     fn stage_checkpoint(&mut self, c: &SignedCheckpoint, buf: &mut Vec<u8>) -> OverlayCheckpoint {

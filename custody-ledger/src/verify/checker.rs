@@ -3,8 +3,7 @@
 //! and, at the end, signed coverage.
 
 use std::collections::{BTreeMap, HashMap};
-
-use sha2::{Digest, Sha256};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use super::tree::StreamTree;
 use super::{Options, Problem, Report, Verified, VerifiedEntry, Visitor};
@@ -16,16 +15,47 @@ use crate::merkle::{chain_head, empty_root, leaf_hash, Hash, GENESIS_HEAD};
 /// The result of one check: the first problem, if any.
 pub(super) type Check = std::result::Result<(), Problem>;
 
-/// Map key for a unique key or rot_id: the first 8 bytes of its SHA-256.
-/// Two different keys colliding (about 1 in 10^7 for a ledger of 2 million
-/// keys) could only make the verifier report a false duplicate — fail
-/// closed — never miss a real one.
-fn short_hash(b: &[u8]) -> u64 {
-    let h = Sha256::digest(b);
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&h[..8]);
-    u64::from_le_bytes(out)
+/// The verifier's short hashes: 64-bit SipHash with a key drawn at random
+/// for each run, so whoever wrote the ledger cannot aim for a collision.
+///
+/// - Unique keys and `rot_id`s are map keys by their short hash. Two
+///   different keys colliding (about 1 in 10^7 for a ledger of 2 million
+///   keys) could only make the verifier report a false duplicate — fail
+///   closed — never miss a real one.
+/// - A device's last leaf hash is kept as its short hash (8 bytes, not 32,
+///   per device: flat enough for an audit of millions of devices). A
+///   `device_prev` that is not the previous leaf passes only if its short
+///   hash collides with the leaf's under a key its writer never saw: a
+///   chance of 2^-64 per entry.
+struct ShortHash(RandomState);
+
+impl ShortHash {
+    fn of(&self, b: &[u8]) -> u64 {
+        self.0.hash_one(b)
+    }
 }
+
+/// The maps' hasher: their keys are short hashes already.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type ShortMap<V> = HashMap<u64, V, BuildHasherDefault<PassThrough>>;
 
 /// A checkpoint the ledger must cover, checked when the pass reaches its
 /// size.
@@ -43,8 +73,11 @@ pub(super) struct Checker<'v> {
     pub(super) head: Hash,
     pub(super) next: u64,
     last_time_ms: i64,
-    devices: HashMap<u64, Hash>,
-    keys: HashMap<u64, u64>,
+    short: ShortHash,
+    /// Per device: the short hash of its last leaf.
+    devices: ShortMap<u64>,
+    /// Per unique key: the entry holding it.
+    keys: ShortMap<u64>,
     quotas: HashMap<String, u64>,
     pub(super) checkpoints: u64,
     anchors_checked: u64,
@@ -63,8 +96,9 @@ impl<'v> Checker<'v> {
             head: GENESIS_HEAD,
             next: 0,
             last_time_ms: i64::MIN,
-            devices: HashMap::new(),
-            keys: HashMap::new(),
+            short: ShortHash(RandomState::new()),
+            devices: ShortMap::default(),
+            keys: ShortMap::default(),
             quotas: HashMap::new(),
             checkpoints: 0,
             anchors_checked: 0,
@@ -95,12 +129,14 @@ impl<'v> Checker<'v> {
         if e.time_ms < self.last_time_ms {
             return Err(bad("time goes backwards".into()));
         }
-        let device = (!e.rot_id.is_empty()).then(|| short_hash(e.rot_id.as_bytes()));
-        let expected_prev = device
-            .and_then(|d| self.devices.get(&d))
-            .map(|h| h.to_vec())
-            .unwrap_or_default();
-        if e.device_prev != expected_prev {
+        let device = (!e.rot_id.is_empty()).then(|| self.short.of(e.rot_id.as_bytes()));
+        let prev_ok = match device.and_then(|d| self.devices.get(&d)) {
+            None => e.device_prev.is_empty(),
+            Some(&last) => {
+                e.device_prev.len() == 32 && self.short.of(e.device_prev.as_slice()) == last
+            }
+        };
+        if !prev_ok {
             return Err(bad(
                 "device_prev does not match the device's previous entry".into(),
             ));
@@ -108,7 +144,7 @@ impl<'v> Checker<'v> {
         let constraints = Constraints::of_entry(&e);
         let mut new_keys = Vec::with_capacity(constraints.unique_keys.len());
         for k in &constraints.unique_keys {
-            let h = short_hash(&k.encoded());
+            let h = self.short.of(&k.encoded());
             if let Some(holder) = self.keys.get(&h) {
                 return Err(bad(format!(
                     "unique key {k} is already held by entry {holder}"
@@ -134,7 +170,7 @@ impl<'v> Checker<'v> {
         }
         let leaf = leaf_hash(&rec.entry);
         if let Some(d) = device {
-            self.devices.insert(d, leaf);
+            self.devices.insert(d, self.short.of(leaf.as_slice()));
         }
         self.tree.push(leaf);
         self.head = chain_head(&self.head, &leaf);

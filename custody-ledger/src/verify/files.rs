@@ -57,13 +57,17 @@ pub(super) fn walk_dir(
     }
     for (i, &id) in segs.iter().enumerate() {
         let name = segments::segment_name(id);
-        let Some(bytes) = storage
-            .read_all(&name)
-            .map_err(|e| Error::io(format!("reading {name}"), e))?
-        else {
-            continue;
+        // One window of the segment in memory at a time, not the segment.
+        let len = match storage.len(&name) {
+            Ok(len) => len,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("reading {name}"), e)),
         };
-        if let Err(e) = segments::check_header(&name, id, &bytes) {
+        let mut header = vec![0u8; HEADER_LEN.min(usize::try_from(len).unwrap_or(HEADER_LEN))];
+        storage
+            .read_at(&name, 0, &mut header)
+            .map_err(|e| Error::io(format!("reading {name}"), e))?;
+        if let Err(e) = segments::check_header(&name, id, &header) {
             return Ok(Err(Problem {
                 seq: None,
                 location: name,
@@ -78,7 +82,7 @@ pub(super) fn walk_dir(
             }));
         }
         let mut found: Option<Problem> = None;
-        let walked = segments::walk(&bytes, HEADER_LEN, |offset, rec| {
+        let walked = segments::walk_file(storage, &name, len, HEADER_LEN as u64, |offset, rec| {
             if found.is_some() {
                 return Ok(());
             }

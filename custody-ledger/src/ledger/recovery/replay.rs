@@ -2,12 +2,16 @@
 //! with the same per-entry checks as the offline verifier.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::checkpoint::{self, LedgerKey};
 use crate::entry::{self, Constraints};
 use crate::error::{Error, Result};
 use crate::format::{self, CheckedRecord, Record};
-use crate::index::{Index, IndexState, IndexedCheckpoint, IndexedEntry, Location, Position};
+use crate::index::{
+    push_leaf, rot_bytes, Index, IndexState, IndexedCheckpoint, IndexedEntry, KeyHash, Location,
+    Position, RotBytes,
+};
 use crate::merkle::{chain_head, leaf_hash, Frontier, Hash};
 
 /// Entries replayed per index batch.
@@ -22,9 +26,9 @@ pub(super) struct Replayer<'a> {
     frontier: Frontier,
     entries: Vec<IndexedEntry>,
     checkpoints: Vec<IndexedCheckpoint>,
-    keys: HashMap<Vec<u8>, u64>,
+    keys: HashMap<KeyHash, u64>,
     quotas: HashMap<String, u64>,
-    devices: HashMap<String, Hash>,
+    devices: HashMap<RotBytes, Hash>,
     last_checkpoint: u64,
 }
 
@@ -121,13 +125,18 @@ impl<'a> Replayer<'a> {
         if decoded.time_ms < self.state.last_time_ms {
             return Err(at("time goes backwards".into()));
         }
-        let expected_prev = if decoded.rot_id.is_empty() {
+        // check_stored made a non-empty rot_id 64 hex characters.
+        let rot = if decoded.rot_id.is_empty() {
             None
         } else {
-            match self.devices.get(&decoded.rot_id) {
+            Some(rot_bytes(&decoded.rot_id).map_err(|e| at(e.to_string()))?)
+        };
+        let expected_prev = match &rot {
+            None => None,
+            Some(rot) => match self.devices.get(rot) {
                 Some(h) => Some(*h),
-                None => self.index.device_last(&decoded.rot_id)?.map(|(_, h)| h),
-            }
+                None => self.index.device_last(rot)?.map(|(_, h)| h),
+            },
         };
         if decoded.device_prev != expected_prev.map(|h| h.to_vec()).unwrap_or_default() {
             return Err(at(
@@ -159,24 +168,24 @@ impl<'a> Replayer<'a> {
             *self.quotas.entry(q.counter.clone()).or_default() += 1;
         }
         let leaf = leaf_hash(&e.entry);
-        let mut nodes = Vec::with_capacity(2);
-        self.frontier.push(leaf, &mut |n| nodes.push(n));
+        let nodes = push_leaf(&mut self.frontier, leaf);
         for enc in &encoded {
-            self.keys.insert(enc.clone(), seq);
+            self.keys.insert(*enc, seq);
         }
-        if !decoded.rot_id.is_empty() {
-            self.devices.insert(decoded.rot_id.clone(), leaf);
+        if let Some(rot) = rot {
+            self.devices.insert(rot, leaf);
         }
         self.state.head = chain_head(&self.state.head, &leaf);
         self.state.last_time_ms = decoded.time_ms;
         self.entries.push(IndexedEntry {
             seq,
             location,
-            nodes,
-            rot_id: decoded.rot_id,
             leaf,
-            keys: encoded,
-            quota: constraints.quota.map(|q| q.counter),
+            nodes,
+            rot,
+            keys: encoded.into_boxed_slice(),
+            quota: constraints.quota.map(|q| Arc::from(q.counter)),
+            time_ms: decoded.time_ms,
         });
         self.next += 1;
         Ok(())
