@@ -41,6 +41,7 @@ pub async fn add_first_owner(
         owner_commitment: entry.owner_commitment().to_vec(),
         voucher_entry_index: 0,
         voucher_entry_sha256: Sha256::digest(&cose).to_vec(),
+        sealed_entry: vec![],
     })
 }
 
