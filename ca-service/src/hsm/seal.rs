@@ -109,7 +109,7 @@ impl Hsm {
         let token = self.token_label();
         self.pool().run(|s| {
             let handle = find_secret(s, label, token)?;
-            Ok(read_table(s, handle, LONG_LIVED_SECRET_KEY_ATTRIBUTES)?)
+            read_table(s, handle, LONG_LIVED_SECRET_KEY_ATTRIBUTES)
         })
     }
 
