@@ -249,6 +249,7 @@ fn order_proto() -> v1::ProductionOrder {
         not_after_ms: fixtures::NOW_MS + 86_400_000,
         allowed_ic_vendors: fixtures::vendor_names(),
         allowed_firmware_sha256: fixtures::firmware_sha256().to_vec(),
+        ..Default::default()
     }
 }
 
