@@ -1,4 +1,5 @@
-//! Issuance, key delivery, the CA chain and voucher-entry signing by the CA
+//! Issuance, key delivery, the CA chain and voucher-entry signing (and
+//! sealing) by the CA
 //! ([`CaApi`]), reached over gRPC ([`RemoteCa`]) or through its service
 //! trait in this process ([`LocalCa`]). Only the CA holds HSM sessions; a
 //! caller sees requests and answers, never a key.
@@ -30,6 +31,23 @@ pub trait CaApi: Send + Sync + 'static {
     fn get_chain(&self) -> BoxFuture<'_, Result<v1::CertificateChain, Status>>;
     /// Signs a voucher entry with the OEM voucher key.
     fn sign_voucher_entry(&self, entry_payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Status>>;
+    /// Signs a voucher entry with the OEM voucher key and seals it for entry
+    /// `entry_index` of `rot_id`'s voucher under the OEM seal key: returns
+    /// the COSE entry and its sealed copy (issue 12 item 10).
+    fn sign_sealed_voucher_entry(
+        &self,
+        entry_payload: Vec<u8>,
+        rot_id: String,
+        entry_index: u32,
+    ) -> BoxFuture<'_, Result<v1::SignVoucherEntryResponse, Status>>;
+    /// Opens a sealed voucher entry made for `rot_id`'s entry `entry_index`
+    /// (`DATA_LOSS` when it does not open).
+    fn unseal_voucher_entry(
+        &self,
+        rot_id: String,
+        entry_index: u32,
+        sealed_entry: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, Status>>;
 }
 
 /// The CA reached over gRPC.
@@ -69,7 +87,49 @@ impl CaApi for RemoteCa {
         let mut client = self.0.clone();
         Box::pin(async move {
             Ok(client
-                .sign_voucher_entry(v1::SignVoucherEntryRequest { entry_payload })
+                .sign_voucher_entry(v1::SignVoucherEntryRequest {
+                    entry_payload,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .cose_sign1)
+        })
+    }
+
+    fn sign_sealed_voucher_entry(
+        &self,
+        entry_payload: Vec<u8>,
+        rot_id: String,
+        entry_index: u32,
+    ) -> BoxFuture<'_, Result<v1::SignVoucherEntryResponse, Status>> {
+        let mut client = self.0.clone();
+        Box::pin(async move {
+            Ok(client
+                .sign_voucher_entry(v1::SignVoucherEntryRequest {
+                    entry_payload,
+                    rot_id,
+                    entry_index,
+                })
+                .await?
+                .into_inner())
+        })
+    }
+
+    fn unseal_voucher_entry(
+        &self,
+        rot_id: String,
+        entry_index: u32,
+        sealed_entry: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, Status>> {
+        let mut client = self.0.clone();
+        Box::pin(async move {
+            Ok(client
+                .unseal_voucher_entry(v1::UnsealVoucherEntryRequest {
+                    rot_id,
+                    entry_index,
+                    sealed_entry,
+                })
                 .await?
                 .into_inner()
                 .cose_sign1)
@@ -140,8 +200,56 @@ impl<S: CertificateAuthority> CaApi for LocalCa<S> {
             Ok(self
                 .service
                 .sign_voucher_entry(self.identity.request(
-                    v1::SignVoucherEntryRequest { entry_payload },
+                    v1::SignVoucherEntryRequest {
+                        entry_payload,
+                        ..Default::default()
+                    },
                     methods::CA_SIGN_VOUCHER_ENTRY,
+                )?)
+                .await?
+                .into_inner()
+                .cose_sign1)
+        })
+    }
+
+    fn sign_sealed_voucher_entry(
+        &self,
+        entry_payload: Vec<u8>,
+        rot_id: String,
+        entry_index: u32,
+    ) -> BoxFuture<'_, Result<v1::SignVoucherEntryResponse, Status>> {
+        Box::pin(async move {
+            Ok(self
+                .service
+                .sign_voucher_entry(self.identity.request(
+                    v1::SignVoucherEntryRequest {
+                        entry_payload,
+                        rot_id,
+                        entry_index,
+                    },
+                    methods::CA_SIGN_VOUCHER_ENTRY,
+                )?)
+                .await?
+                .into_inner())
+        })
+    }
+
+    fn unseal_voucher_entry(
+        &self,
+        rot_id: String,
+        entry_index: u32,
+        sealed_entry: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, Status>> {
+        Box::pin(async move {
+            Ok(self
+                .service
+                .unseal_voucher_entry(self.identity.request(
+                    v1::UnsealVoucherEntryRequest {
+                        rot_id,
+                        entry_index,
+                        sealed_entry,
+                    },
+                    methods::CA_UNSEAL_VOUCHER_ENTRY,
                 )?)
                 .await?
                 .into_inner()

@@ -24,6 +24,9 @@ pub mod methods {
     pub const CA_GET_CHAIN: &str = "/trustline.v1.CertificateAuthority/GetChain";
     /// `CertificateAuthority/SignVoucherEntry`.
     pub const CA_SIGN_VOUCHER_ENTRY: &str = "/trustline.v1.CertificateAuthority/SignVoucherEntry";
+    /// `CertificateAuthority/UnsealVoucherEntry`.
+    pub const CA_UNSEAL_VOUCHER_ENTRY: &str =
+        "/trustline.v1.CertificateAuthority/UnsealVoucherEntry";
     /// `CertificateAuthority/SignCrl`.
     pub const CA_SIGN_CRL: &str = "/trustline.v1.CertificateAuthority/SignCrl";
     /// `CustodyLedger/Append`.
@@ -49,6 +52,7 @@ pub mod methods {
         CA_GENERATE_WRAPPED_KEY,
         CA_GET_CHAIN,
         CA_SIGN_VOUCHER_ENTRY,
+        CA_UNSEAL_VOUCHER_ENTRY,
         CA_SIGN_CRL,
         LEDGER_APPEND,
         LEDGER_LOOKUP_KEY,

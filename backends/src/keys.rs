@@ -12,8 +12,10 @@
 //! The ownership service sets: `device-field` → `rot_id/n` on the *n*-th
 //! field event of a device, `voucher-entry` → `rot_id/i` on the transfer
 //! recorded for voucher entry *i*, and `revocation` → *k* on the *k*-th
-//! retirement, counted by the quota counter `revocations`. It reads the
-//! factory's `claim`, `rot` and `scrapped`; the audit reads them all.
+//! retirement, counted by the quota counter `revocations`, and
+//! `quarantine-lifted` → the `DUPLICATE_REJECTED` seq (decimal) a
+//! `QUARANTINE_LIFTED` entry lifts. It reads the factory's `order`,
+//! `claim`, `rot` and `scrapped`; the audit reads them all.
 
 use trustline_proto::v1;
 
@@ -41,6 +43,9 @@ pub const VOUCHER_ENTRY: &str = "voucher-entry";
 pub const REVOCATION: &str = "revocation";
 /// The quota counter of retirements.
 pub const REVOCATIONS: &str = "revocations";
+/// A lifted quarantine: the decimal seq of the `DUPLICATE_REJECTED` entry
+/// a `QUARANTINE_LIFTED` entry lifts (each is lifted at most once).
+pub const QUARANTINE_LIFTED: &str = "quarantine-lifted";
 
 /// The unique key `value` in `namespace`.
 pub fn unique(namespace: &str, value: impl Into<Vec<u8>>) -> v1::UniqueKey {

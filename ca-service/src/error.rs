@@ -355,6 +355,15 @@ pub enum Error {
     /// A voucher entry payload was refused (see `trustline_proto::voucher`).
     #[error("voucher entry refused: {0}")]
     VoucherEntry(String),
+    /// A sealed voucher entry does not open under the OEM seal key for the
+    /// device and index it is presented with: altered, truncated, or made
+    /// for another device or entry (issue 12 item 10). The stored copy is
+    /// lost; nothing is re-signed in its place.
+    #[error("sealed voucher entry refused: {reason}")]
+    SealBroken {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -374,6 +383,7 @@ impl Error {
                 | Error::CsrBadSignature
                 | Error::InvalidCrlRequest { .. }
                 | Error::VoucherEntry(_)
+                | Error::SealBroken { .. }
         )
     }
 
@@ -428,6 +438,7 @@ impl From<Error> for tonic::Status {
             | Error::CsrUnsupportedSignature { .. }
             | Error::InvalidCrlRequest { .. }
             | Error::VoucherEntry(_) => Code::InvalidArgument,
+            Error::SealBroken { .. } => Code::DataLoss,
             Error::ProofOfPossession { .. } | Error::CsrBadSignature => Code::PermissionDenied,
             Error::SessionClosed { .. }
             | Error::NotLoggedIn { .. }

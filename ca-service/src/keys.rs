@@ -1,10 +1,12 @@
 //! The labels of Trustline's HSM keys (docs/operations.md) and the set that
 //! `ca init` creates.
 //!
-//! Every one of these is a `CKA_TOKEN`, `CKA_SENSITIVE`, non-extractable,
-//! non-modifiable private key that can only sign, with its public key
-//! beside it under the same label and `CKA_ID` (invariant 3; 2.4.5.20,
-//! 2.4.9.4; attribute table in [`crate::hsm::usage`]).
+//! Every one of these but the seal key is a `CKA_TOKEN`, `CKA_SENSITIVE`,
+//! non-extractable, non-modifiable private key that can only sign, with its
+//! public key beside it under the same label and `CKA_ID` (invariant 3;
+//! 2.4.5.20, 2.4.9.4; attribute table in [`crate::hsm::usage`]). The OEM
+//! seal key is an AES-256 secret key, equally sensitive and
+//! non-extractable, that can only encrypt and decrypt (issue 12 item 10).
 //!
 //! Tokens (issue 12.6, issue 13): the CA token holds the root (demo only),
 //! the site intermediates and — until the hub exists — the OEM order and
@@ -21,6 +23,10 @@ pub const SITE_INTERMEDIATE: &str = "trustline-site-intermediate";
 pub const OEM_ORDER: &str = "trustline-oem-order";
 /// The OEM ownership-voucher signing key (2.4.14.7).
 pub const OEM_VOUCHER: &str = "trustline-oem-voucher";
+/// The OEM seal key (AES-256-GCM): seals the voucher entries the OEM voucher
+/// key signs, so the ledger keeps them without holding an owner key in
+/// clear (issue 12 item 10, invariant 6).
+pub const OEM_SEAL: &str = "trustline-oem-seal";
 /// The custody ledger's checkpoint signing key, on the ledger's own token
 /// (never the CA's: [`crate::ledger_key`]).
 pub const LEDGER_CHECKPOINT: &str = "trustline-ledger-checkpoint";
@@ -43,6 +49,8 @@ pub struct KeyLabels {
     pub order: String,
     /// The OEM voucher key.
     pub voucher: String,
+    /// The OEM seal key (a secret key, not a signing key).
+    pub seal: String,
 }
 
 impl Default for KeyLabels {
@@ -52,6 +60,7 @@ impl Default for KeyLabels {
             intermediate: SITE_INTERMEDIATE.to_owned(),
             order: OEM_ORDER.to_owned(),
             voucher: OEM_VOUCHER.to_owned(),
+            seal: OEM_SEAL.to_owned(),
         }
     }
 }
@@ -64,10 +73,12 @@ impl KeyLabels {
             intermediate: format!("{prefix}-intermediate"),
             order: format!("{prefix}-order"),
             voucher: format!("{prefix}-voucher"),
+            seal: format!("{prefix}-seal"),
         }
     }
 
-    /// Every label `ca init` creates, in creation order.
+    /// Every signing key `ca init` creates, in creation order (it also
+    /// creates the seal key, [`KeyLabels::seal`]).
     pub fn all(&self) -> [&str; 4] {
         [&self.root, &self.intermediate, &self.order, &self.voucher]
     }
@@ -98,5 +109,7 @@ mod tests {
         );
         assert_ne!(labels.intermediate_label(2), labels.intermediate_label(3));
         assert!(!labels.all().contains(&LEDGER_CHECKPOINT));
+        assert!(!labels.all().contains(&OEM_SEAL));
+        assert_eq!(KeyLabels::with_prefix("b").seal, "b-seal");
     }
 }

@@ -77,6 +77,16 @@ fn issue_request(
     })
 }
 
+/// Refuses a malformed `rot_id` before any HSM work.
+fn check_rot_id(rot_id: &str) -> Result<(), Error> {
+    if !is_well_formed_rot_id(rot_id) {
+        return Err(Error::InvalidRotId {
+            rot_id: rot_id.chars().take(80).collect(),
+        });
+    }
+    Ok(())
+}
+
 fn time_from_ms(field: &str, ms: i64) -> Result<OffsetDateTime, Error> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).map_err(|_| {
         Error::InvalidCrlRequest {
@@ -129,12 +139,7 @@ impl CertificateAuthority for CaService {
         request: Request<v1::GenerateWrappedKeyRequest>,
     ) -> Result<Response<v1::WrappedDeviceKey>, Status> {
         let req = request.into_inner();
-        if !is_well_formed_rot_id(&req.rot_id) {
-            return Err(Error::InvalidRotId {
-                rot_id: req.rot_id.chars().take(80).collect(),
-            }
-            .into());
-        }
+        check_rot_id(&req.rot_id)?;
         let rot_id = req.rot_id;
         let wrapped = self
             .blocking(move |ca| {
@@ -165,11 +170,41 @@ impl CertificateAuthority for CaService {
         &self,
         request: Request<v1::SignVoucherEntryRequest>,
     ) -> Result<Response<v1::SignVoucherEntryResponse>, Status> {
-        let payload = request.into_inner().entry_payload;
-        let cose_sign1 = self
-            .blocking(move |ca| ca.sign_voucher_entry(&payload))
+        let req = request.into_inner();
+        if req.rot_id.is_empty() {
+            let payload = req.entry_payload;
+            let cose_sign1 = self
+                .blocking(move |ca| ca.sign_voucher_entry(&payload))
+                .await?;
+            return Ok(Response::new(v1::SignVoucherEntryResponse {
+                cose_sign1,
+                sealed_entry: vec![],
+            }));
+        }
+        check_rot_id(&req.rot_id)?;
+        let sealed = self
+            .blocking(move |ca| {
+                ca.sign_and_seal_voucher_entry(&req.entry_payload, &req.rot_id, req.entry_index)
+            })
             .await?;
-        Ok(Response::new(v1::SignVoucherEntryResponse { cose_sign1 }))
+        Ok(Response::new(v1::SignVoucherEntryResponse {
+            cose_sign1: sealed.cose_sign1,
+            sealed_entry: sealed.sealed,
+        }))
+    }
+
+    async fn unseal_voucher_entry(
+        &self,
+        request: Request<v1::UnsealVoucherEntryRequest>,
+    ) -> Result<Response<v1::UnsealVoucherEntryResponse>, Status> {
+        let req = request.into_inner();
+        check_rot_id(&req.rot_id)?;
+        let cose_sign1 = self
+            .blocking(move |ca| {
+                ca.unseal_voucher_entry(&req.rot_id, req.entry_index, &req.sealed_entry)
+            })
+            .await?;
+        Ok(Response::new(v1::UnsealVoucherEntryResponse { cose_sign1 }))
     }
 
     async fn sign_crl(

@@ -141,7 +141,11 @@ fn init_runs_once_and_refuses_an_initialised_token_or_directory() {
     let Error::AlreadyInitialized { existing } = &err else {
         panic!("unexpected {err:?}");
     };
-    assert_eq!(existing.len(), 6, "four keys and two files: {existing:?}");
+    assert_eq!(
+        existing.len(),
+        7,
+        "four signing keys, the seal key and two files: {existing:?}"
+    );
     let elsewhere = tempfile::tempdir().expect("tempdir");
     assert!(matches!(
         ca::init(&f.hsm, &InitOptions::default(), elsewhere.path()),
@@ -557,7 +561,8 @@ async fn the_grpc_service_issues_wraps_signs_crls_and_voucher_entries() {
         .expect("payload");
     let entry = client
         .sign_voucher_entry(v1::SignVoucherEntryRequest {
-            entry_payload: payload,
+            entry_payload: payload.clone(),
+            ..Default::default()
         })
         .await
         .expect("voucher entry")
@@ -574,9 +579,71 @@ async fn the_grpc_service_issues_wraps_signs_crls_and_voucher_entries() {
     let status = client
         .sign_voucher_entry(v1::SignVoucherEntryRequest {
             entry_payload: b"not cbor".to_vec(),
+            ..Default::default()
         })
         .await
         .expect_err("must be refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+    // Issue 12 item 10: named for a device and index, the entry comes back
+    // sealed under the OEM seal key too; only that device and index open it.
+    let sealed = client
+        .sign_voucher_entry(v1::SignVoucherEntryRequest {
+            entry_payload: payload.clone(),
+            rot_id: rot.clone(),
+            entry_index: 0,
+        })
+        .await
+        .expect("sealed voucher entry")
+        .into_inner();
+    assert!(!sealed.sealed_entry.is_empty());
+    assert!(
+        !sealed
+            .sealed_entry
+            .windows(owner.public_key_der().len())
+            .any(|w| w == owner.public_key_der()),
+        "the seal holds no owner key in clear"
+    );
+    let unseal =
+        |rot_id: &str, entry_index: u32, sealed_entry: &[u8]| v1::UnsealVoucherEntryRequest {
+            rot_id: rot_id.to_owned(),
+            entry_index,
+            sealed_entry: sealed_entry.to_vec(),
+        };
+    let opened = client
+        .unseal_voucher_entry(unseal(&rot, 0, &sealed.sealed_entry))
+        .await
+        .expect("unseal")
+        .into_inner();
+    assert_eq!(opened.cose_sign1, sealed.cose_sign1);
+    let mut flipped = sealed.sealed_entry.clone();
+    let last = flipped.len() - 20;
+    flipped[last] ^= 0x01;
+    let other_rot = "ab".repeat(32);
+    for (what, request) in [
+        ("an altered byte", unseal(&rot, 0, &flipped)),
+        (
+            "another device",
+            unseal(&other_rot, 0, &sealed.sealed_entry),
+        ),
+        ("another index", unseal(&rot, 1, &sealed.sealed_entry)),
+        (
+            "a truncated seal",
+            unseal(
+                &rot,
+                0,
+                &sealed.sealed_entry[..sealed.sealed_entry.len() - 1],
+            ),
+        ),
+        ("no seal", unseal(&rot, 0, &[])),
+    ] {
+        let status = client.unseal_voucher_entry(request).await.expect_err(what);
+        assert_eq!(status.code(), tonic::Code::DataLoss, "{what}: {status:?}");
+    }
+    let status = client
+        .unseal_voucher_entry(unseal("NOT-A-ROT", 0, &sealed.sealed_entry))
+        .await
+        .expect_err("malformed rot_id");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 
     let _ = stop.send(());

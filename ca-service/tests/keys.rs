@@ -106,6 +106,90 @@ fn every_key_ca_init_makes_only_signs_and_so_do_the_service_ca_checkpoint_and_wi
     );
 }
 
+/// Issue 12 item 10: the OEM seal key that `ca init` makes is an AES-256
+/// token secret key that only encrypts and decrypts, sensitive and never
+/// extractable; a CA initialised before it existed gets one on open.
+#[test]
+fn the_seal_key_only_encrypts_and_decrypts_and_never_leaves_the_token() {
+    let f = fixture("seal-usages", 1);
+    let labels = KeyLabels::default();
+    assert_eq!(labels.seal, ca_service::keys::OEM_SEAL);
+    let expected = table(&[
+        ("CKA_TOKEN", true),
+        ("CKA_PRIVATE", true),
+        ("CKA_SENSITIVE", true),
+        ("CKA_EXTRACTABLE", false),
+        ("CKA_ALWAYS_SENSITIVE", true),
+        ("CKA_NEVER_EXTRACTABLE", true),
+        ("CKA_MODIFIABLE", false),
+        ("CKA_COPYABLE", false),
+        ("CKA_WRAP", false),
+        ("CKA_UNWRAP", false),
+        ("CKA_ENCRYPT", true),
+        ("CKA_DECRYPT", true),
+        ("CKA_SIGN", false),
+        ("CKA_VERIFY", false),
+        ("CKA_DERIVE", false),
+    ]);
+    assert_eq!(
+        f.hsm
+            .secret_key_attributes(&labels.seal)
+            .expect("attributes"),
+        expected
+    );
+    // It is not a signing key pair, and it cannot be read out.
+    assert!(!f.hsm.key_exists(&labels.seal).expect("exists"));
+    let session = open_session(&f.hsm);
+    let handle = session
+        .find_objects(&[
+            Attribute::Label(labels.seal.clone().into_bytes()),
+            Attribute::Class(cryptoki::object::ObjectClass::SECRET_KEY),
+        ])
+        .expect("find")[0];
+    let value = session.get_attributes(handle, &[cryptoki::object::AttributeType::Value]);
+    assert!(
+        !matches!(&value, Ok(attrs) if attrs.iter().any(|a| matches!(a, Attribute::Value(v) if !v.is_empty()))),
+        "the seal key's value is readable: {value:?}"
+    );
+    // A CA from before the seal key: opening it makes one.
+    f.hsm.destroy_key(&labels.seal).expect("destroy");
+    assert!(!f.hsm.secret_key_exists(&labels.seal).expect("exists"));
+    let ca = ca_service::Ca::open(f.hsm.clone(), &f.ca_dir(), &labels).expect("open");
+    assert_eq!(
+        f.hsm
+            .secret_key_attributes(&labels.seal)
+            .expect("attributes"),
+        expected
+    );
+    let rot = "cd".repeat(32);
+    let oem = ca.voucher_signer().public_key_der().to_vec();
+    let header = trustline_proto::voucher::VoucherHeader::new(
+        &rot,
+        "SN-SEAL",
+        trustline_proto::voucher::cert_chain_hash(&[b"device".to_vec()]),
+        &oem,
+    )
+    .expect("header");
+    let owner = trustline_proto::signer::SoftwareSigner::generate();
+    let payload = trustline_proto::voucher::first_entry_payload(&header, owner.public_key_der())
+        .expect("payload");
+    let sealed = ca
+        .sign_and_seal_voucher_entry(&payload, &rot, 0)
+        .expect("seal");
+    assert_eq!(
+        ca.unseal_voucher_entry(&rot, 0, &sealed.sealed)
+            .expect("open"),
+        sealed.cose_sign1
+    );
+    // Two seals of one entry differ (fresh IVs).
+    let again = ca
+        .sign_and_seal_voucher_entry(&payload, &rot, 0)
+        .expect("seal");
+    assert_ne!(again.sealed[1..13], sealed.sealed[1..13]);
+    let r = ca.unseal_voucher_entry(&rot, 1, &sealed.sealed);
+    assert!(matches!(r, Err(Error::SealBroken { .. })), "{r:?}");
+}
+
 #[test]
 fn the_checkpoint_key_lives_on_a_token_of_its_own() {
     let f = fixture("ledger-split", 1);

@@ -6,13 +6,19 @@
 //! metadata ([`trustline_proto::refusal`]). The codes follow one rule:
 //!
 //! - `PERMISSION_DENIED`: the caller does not hold the device's current
-//!   owner key;
+//!   owner key, or names a first owner the order's commitment does not
+//!   open;
 //! - `FAILED_PRECONDITION`: the device, challenge or voucher is not in a
 //!   state that allows the step (a spent or expired challenge, a stale
 //!   voucher, the wrong lifecycle step, a missing reset proof, a scrapped,
 //!   retired or quarantined device, a device that is not the certified one);
 //! - `ALREADY_EXISTS`: a transfer for this voucher entry is already recorded
-//!   (a fork);
+//!   (a fork, or a first transfer to another owner), or a quarantine is
+//!   already lifted;
+//! - `RESOURCE_EXHAUSTED`: the caller (or its site) holds its whole budget
+//!   of outstanding challenges; other callers are unaffected;
+//! - `DATA_LOSS`: the sealed copy of a recorded voucher entry does not open
+//!   or does not match the recorded entry; nothing is re-signed;
 //! - `NOT_FOUND`: no such device;
 //! - `INVALID_ARGUMENT`: malformed input, or a signature that does not
 //!   verify;
@@ -114,6 +120,54 @@ pub enum Error {
     /// recorded.
     #[error("too many outstanding challenges")]
     Busy,
+    /// The caller (or, for a site-bound caller, its site) already holds its
+    /// budget of outstanding challenges (issue 12 item 4): its own refusal,
+    /// which leaves every other caller's budget alone. Nothing is recorded.
+    #[error(
+        "{holder} holds {limit} outstanding challenges, its budget: use or let some expire first"
+    )]
+    OverBudget {
+        /// "this caller" or "this caller's site".
+        holder: &'static str,
+        /// The budget.
+        limit: usize,
+    },
+    /// The device's order commits to a first owner and the key (with the
+    /// salt) given does not open that commitment (issue 12 item 1): nothing
+    /// was signed.
+    #[error("the first owner named is not the one the order commits to: {0}")]
+    FirstOwnerMismatch(String),
+    /// The sealed copy of a recorded voucher entry does not open, or opens
+    /// to an entry that is not the recorded one (issue 12 item 10). The
+    /// record cannot be replayed, and nothing is signed in its place.
+    #[error("the recorded voucher entry {index} of device {rot_id} cannot be recovered (ledger entry {seq}): {reason}")]
+    SealBroken {
+        /// The device.
+        rot_id: String,
+        /// The voucher entry index.
+        index: usize,
+        /// The entry holding the seal.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `LiftQuarantine` named an entry that is not a `DUPLICATE_REJECTED`
+    /// naming this device: there is no such quarantine to lift.
+    #[error("ledger entry {seq} is not a duplicate rejection of device {rot_id}")]
+    NotQuarantined {
+        /// The device.
+        rot_id: String,
+        /// The entry named.
+        seq: u64,
+    },
+    /// The quarantine of this `DUPLICATE_REJECTED` entry is already lifted.
+    #[error("the quarantine of ledger entry {seq} is already lifted (ledger entry {lifted_seq})")]
+    QuarantineLifted {
+        /// The `DUPLICATE_REJECTED` entry.
+        seq: u64,
+        /// The `QUARANTINE_LIFTED` entry.
+        lifted_seq: u64,
+    },
     /// The CA or the ledger refused or failed; nothing was released.
     #[error("{service} failed: {status}")]
     Backend {
@@ -153,7 +207,11 @@ impl Error {
             Error::NotAuthentic(_) => "not-authentic",
             Error::ResetRequired(_) => "reset-required",
             Error::Concurrent(_) => "concurrent",
-            Error::Busy => "busy",
+            Error::Busy | Error::OverBudget { .. } => "busy",
+            Error::FirstOwnerMismatch(_) => "first-owner",
+            Error::SealBroken { .. } => "sealed-entry",
+            Error::NotQuarantined { .. } => "not-quarantined",
+            Error::QuarantineLifted { .. } => "quarantine-lifted",
             Error::Backend { .. } => "backend",
             Error::CorruptEntry { .. } => "corrupt-entry",
             Error::Config(_) => "config",
@@ -163,7 +221,7 @@ impl Error {
     /// The gRPC code for this error (see the module doc for the rule).
     pub fn code(&self) -> Code {
         match self {
-            Error::NotOwner(_) => Code::PermissionDenied,
+            Error::NotOwner(_) | Error::FirstOwnerMismatch(_) => Code::PermissionDenied,
             Error::Scrapped(_)
             | Error::ChallengeRefused
             | Error::VoucherStale(_)
@@ -171,8 +229,11 @@ impl Error {
             | Error::Retired(_)
             | Error::Duplicated { .. }
             | Error::NotAuthentic(_)
-            | Error::ResetRequired(_) => Code::FailedPrecondition,
-            Error::TransferRecorded { .. } => Code::AlreadyExists,
+            | Error::ResetRequired(_)
+            | Error::NotQuarantined { .. } => Code::FailedPrecondition,
+            Error::TransferRecorded { .. } | Error::QuarantineLifted { .. } => Code::AlreadyExists,
+            Error::OverBudget { .. } => Code::ResourceExhausted,
+            Error::SealBroken { .. } => Code::DataLoss,
             Error::Concurrent(_) => Code::Aborted,
             Error::UnknownDevice(_) => Code::NotFound,
             Error::BadSignature(_) | Error::Invalid(_) => Code::InvalidArgument,
@@ -186,12 +247,18 @@ impl Error {
     }
 
     /// Whether this is a refusal of the request (recorded as
-    /// `REQUEST_REJECTED` when it names a device), as opposed to a failure
-    /// of the service.
+    /// `REQUEST_REJECTED` when it names a device and the request proved a
+    /// relation to it, see [`crate::records`]), as opposed to a failure of
+    /// the service or of its stored data, or a capacity answer.
     pub fn is_expected_refusal(&self) -> bool {
         !matches!(
             self,
-            Error::Backend { .. } | Error::CorruptEntry { .. } | Error::Config(_) | Error::Busy
+            Error::Backend { .. }
+                | Error::CorruptEntry { .. }
+                | Error::Config(_)
+                | Error::Busy
+                | Error::OverBudget { .. }
+                | Error::SealBroken { .. }
         )
     }
 

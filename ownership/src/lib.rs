@@ -20,8 +20,11 @@
 //! [`OwnershipPayload`](trustline_proto::v1::OwnershipPayload): the entry's
 //! salted commitment SHA-256(salt ‖ owner key) — the salt is fresh for every
 //! transfer and travels only inside the voucher — its index, and the hash of
-//! the voucher entry. Never the owner key, never the voucher, never an owner
-//! signature (an ECDSA signature and its message reveal the public key), and
+//! the voucher entry; for entry 0, which the OEM voucher key signs, also the
+//! entry sealed with AES-256-GCM under the OEM's HSM seal key (ciphertext
+//! only: the key never leaves the HSM, see [`manufacturer`]). Never the
+//! owner key in clear, never the voucher, never an owner signature (an
+//! ECDSA signature and its message reveal the public key), and
 //! the `actor` of every ownership entry is the caller's role only
 //! (`operator`, `admin`), never a certificate name. Two transfers' commitments
 //! share nothing, so ledger data alone cannot link one owner's transfer to a
@@ -42,11 +45,29 @@
 //! # Refusals
 //!
 //! Every check runs before anything is appended, so a refused request leaves
-//! nothing behind but a `REQUEST_REJECTED` entry naming the operation and the
-//! reason ([`RejectedPayload`](trustline_proto::v1::RejectedPayload), with no
-//! owner data). Refusals of requests that name no device with ledger history
-//! (malformed, unknown `rot_id`) are answered but not recorded: there is no
-//! device chain to attach them to.
+//! nothing behind but, at most, a `REQUEST_REJECTED` entry naming the
+//! operation and the reason
+//! ([`RejectedPayload`](trustline_proto::v1::RejectedPayload), with no owner
+//! data). A refusal goes into a device's chain only when the request proved
+//! a relation to that device (issue 12 item 4, see [`records`]): it came
+//! from the OEM (the admin's first transfer), or carried a valid signature
+//! by the device's recorded current owner, or by the device itself over a
+//! challenge this service issued. Any other refusal — malformed, an unknown
+//! `rot_id`, a caller with no relation to the device — is answered (and
+//! counted toward the caller's lockout by the transport guard) but adds
+//! nothing to the device's history, so no caller can fill another's device
+//! history with refusals. Capacity refusals (`busy`) and failures of the
+//! service are never recorded.
+//!
+//! # Quarantine
+//!
+//! A device whose identity another die presented at the factory (a
+//! `DUPLICATE_REJECTED` entry names it) is quarantined: neither onboarded
+//! nor recommissioned (2.4.14.18). After investigating, the OEM lifts it
+//! (`LiftQuarantine`, admin only), recorded as `QUARANTINE_LIFTED` naming
+//! the duplicate and the reason, holding `quarantine-lifted` → that seq
+//! ([`quarantine`]). A device is accepted once every duplicate naming it is
+//! lifted.
 
 #![forbid(unsafe_code)]
 
@@ -54,8 +75,10 @@ pub mod challenges;
 pub mod checks;
 pub mod error;
 mod lifecycle;
+pub mod manufacturer;
 mod onboard;
-mod records;
+pub mod quarantine;
+pub mod records;
 pub mod revocation;
 pub mod service;
 pub mod state;
@@ -68,21 +91,27 @@ use backends::{keys, now_ms, CaApi, CrlApi, LedgerApi, LedgerReads};
 use sha2::{Digest, Sha256};
 use trustline_proto::v1;
 
-use challenges::{Action, ChallengeBook};
+use challenges::{Action, ChallengeBook, Requester};
 use revocation::Revocations;
 use state::{DeviceCache, DeviceRecord, FieldState};
 
-pub use challenges::CHALLENGE_LEN;
+pub use challenges::{Budget, CHALLENGE_LEN};
 pub use checks::verify_chain;
 pub use error::{Error, Result};
+pub use manufacturer::FirstTransfer;
+pub use quarantine::QuarantineOutcome;
 
 /// What the ownership service is configured with.
 #[derive(Debug, Clone)]
 pub struct OwnershipConfig {
     /// How long a challenge stays valid.
     pub challenge_ttl: Duration,
-    /// Most challenges outstanding at once.
+    /// Most challenges outstanding at once, over all callers (a memory
+    /// bound).
     pub max_challenges: usize,
+    /// Most challenges one caller (and one site, for site-bound callers)
+    /// may have outstanding at once (issue 12 item 4).
+    pub challenge_budget: Budget,
     /// Most device records cached in memory.
     pub cache_entries: usize,
     /// Time between a CRL's thisUpdate and nextUpdate; a CRL is re-signed
@@ -99,6 +128,10 @@ impl Default for OwnershipConfig {
         Self {
             challenge_ttl: Duration::from_secs(300),
             max_challenges: 100_000,
+            challenge_budget: Budget {
+                per_caller: 1_000,
+                per_site: 10_000,
+            },
             cache_entries: 100_000,
             crl_validity: Duration::from_secs(7 * 24 * 3600),
             erased_user_area_sha256: None,
@@ -140,6 +173,9 @@ pub struct TransferOutcome {
     pub ledger_seq: u64,
     /// The salted commitment recorded.
     pub owner_commitment: Vec<u8>,
+    /// The transfer was recorded by an earlier request; this answers a
+    /// retry with what was recorded then.
+    pub replayed: bool,
 }
 
 /// The outcome of a recorded lifecycle step.
@@ -227,7 +263,11 @@ impl Ownership {
         trustline_proto::statement::parse_p256_spki(&chain.voucher_public_key)
             .map_err(|e| Error::Config(format!("oem voucher key: {e}")))?;
         Ok(Self {
-            challenges: ChallengeBook::new(config.challenge_ttl, config.max_challenges),
+            challenges: ChallengeBook::new(
+                config.challenge_ttl,
+                config.max_challenges,
+                config.challenge_budget,
+            ),
             devices: DeviceCache::new(config.cache_entries),
             revocations: Revocations::new(backends.crl, config.crl_validity),
             chain: TrustChain {
@@ -247,13 +287,16 @@ impl Ownership {
         &self.chain
     }
 
-    /// Issues a single-use challenge for `action` on a certified device.
+    /// Issues a single-use challenge for `action` on a certified device to
+    /// `caller`, counted against its budget (issue 12 item 4).
     ///
     /// # Errors
     /// [`Error::Invalid`] for a malformed `rot_id` or unknown action;
-    /// [`Error::UnknownDevice`]; [`Error::Busy`]; [`Error::Backend`].
+    /// [`Error::UnknownDevice`]; [`Error::OverBudget`] (this caller's own
+    /// refusal); [`Error::Busy`]; [`Error::Backend`].
     pub async fn challenge(
         &self,
+        caller: &transport::Caller,
         rot_id: &str,
         action: &str,
     ) -> Result<([u8; CHALLENGE_LEN], i64)> {
@@ -267,7 +310,8 @@ impl Ownership {
         {
             return Err(Error::UnknownDevice(rot_id.to_owned()));
         }
-        self.challenges.issue(rot_id, action, now_ms())
+        self.challenges
+            .issue(&Requester::of(caller), rot_id, action, now_ms())
     }
 
     /// A device's state as the ledger records it.

@@ -41,7 +41,7 @@ use backends::{append_request, now_ms, AppendRefusal};
 use crate::challenges::Action;
 use crate::checks::voucher_error;
 use crate::error::{Error, Result};
-use crate::records::draft;
+use crate::records::{draft, Progress, Witness};
 use crate::state::{field_key, DeviceRecord, FieldState};
 use crate::transfer::check_open;
 use crate::{LifecycleOutcome, Ownership, StepRequest};
@@ -111,10 +111,17 @@ impl Ownership {
         actor: &str,
         request: &StepRequest,
     ) -> Result<LifecycleOutcome> {
-        match self.decommission_checked(actor, request).await {
+        let progress = Progress::default();
+        match self.decommission_checked(actor, request, &progress).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => Err(self
-                .refused(request.rot_hint().as_deref(), actor, "decommission", e)
+                .refused(
+                    request.rot_hint().as_deref(),
+                    actor,
+                    "decommission",
+                    Witness::step(request, &progress),
+                    e,
+                )
                 .await),
         }
     }
@@ -128,10 +135,17 @@ impl Ownership {
         actor: &str,
         request: &StepRequest,
     ) -> Result<LifecycleOutcome> {
-        match self.recommission_checked(actor, request).await {
+        let progress = Progress::default();
+        match self.recommission_checked(actor, request, &progress).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => Err(self
-                .refused(request.rot_hint().as_deref(), actor, "recommission", e)
+                .refused(
+                    request.rot_hint().as_deref(),
+                    actor,
+                    "recommission",
+                    Witness::step(request, &progress),
+                    e,
+                )
                 .await),
         }
     }
@@ -141,10 +155,17 @@ impl Ownership {
     /// # Errors
     /// As [`Ownership::decommission`].
     pub async fn retire(&self, actor: &str, request: &StepRequest) -> Result<LifecycleOutcome> {
-        match self.retire_checked(actor, request).await {
+        let progress = Progress::default();
+        match self.retire_checked(actor, request, &progress).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => Err(self
-                .refused(request.rot_hint().as_deref(), actor, "retire", e)
+                .refused(
+                    request.rot_hint().as_deref(),
+                    actor,
+                    "retire",
+                    Witness::step(request, &progress),
+                    e,
+                )
                 .await),
         }
     }
@@ -156,6 +177,7 @@ impl Ownership {
         &self,
         request: &StepRequest,
         action: Action,
+        progress: &Progress,
     ) -> Result<BegunStep> {
         let rot_id = Voucher::decode(&request.voucher)
             .map_err(voucher_error)?
@@ -169,6 +191,7 @@ impl Ownership {
         let named: v1::OwnerAuthorization = statement::decode_unverified(&authorization)?;
         self.challenges
             .take(&named.challenge, &rot_id, action, now_ms())?;
+        progress.challenge_spent(&named.challenge);
         let record = self.record(&rot_id).await?;
         check_open(&record)?;
         Ok(BegunStep {
@@ -178,37 +201,15 @@ impl Ownership {
         })
     }
 
-    /// Refuses a device whose identity another die presented at the factory
-    /// (a `DUPLICATE_REJECTED` entry names its `rot_id`; 2.4.14.18).
-    pub(super) async fn check_not_duplicated(&self, record: &DeviceRecord) -> Result<()> {
-        let history = self
-            .reads
-            .device_history(record.rot_id.clone())
-            .await
-            .map_err(Error::ledger)?;
-        for proven in history.entries {
-            let Some(stored) = proven.entry else { continue };
-            let entry = <v1::LedgerEntry as prost::Message>::decode(stored.entry.as_slice())
-                .map_err(|e| Error::CorruptEntry {
-                    seq: stored.seq,
-                    reason: e.to_string(),
-                })?;
-            if entry.kind == EventKind::DuplicateRejected as i32 && entry.rot_id == record.rot_id {
-                return Err(Error::Duplicated {
-                    rot_id: record.rot_id.clone(),
-                    seq: stored.seq,
-                });
-            }
-        }
-        Ok(())
-    }
-
     async fn decommission_checked(
         &self,
         actor: &str,
         request: &StepRequest,
+        progress: &Progress,
     ) -> Result<LifecycleOutcome> {
-        let step = self.begin_step(request, Action::Decommission).await?;
+        let step = self
+            .begin_step(request, Action::Decommission, progress)
+            .await?;
         let record = &step.record;
         if record.state != FieldState::InService {
             return Err(Error::Lifecycle {
@@ -243,8 +244,11 @@ impl Ownership {
         &self,
         actor: &str,
         request: &StepRequest,
+        progress: &Progress,
     ) -> Result<LifecycleOutcome> {
-        let step = self.begin_step(request, Action::Recommission).await?;
+        let step = self
+            .begin_step(request, Action::Recommission, progress)
+            .await?;
         let record = &step.record;
         if record.state != FieldState::Decommissioned {
             return Err(Error::Lifecycle {
@@ -288,6 +292,7 @@ impl Ownership {
                 recorded,
                 entry.owner_commitment().to_vec(),
                 entry.entry_sha256.to_vec(),
+                vec![],
             )
             .await?;
             // The step below must follow the transfer just recorded.
@@ -315,8 +320,13 @@ impl Ownership {
         })
     }
 
-    async fn retire_checked(&self, actor: &str, request: &StepRequest) -> Result<LifecycleOutcome> {
-        let step = self.begin_step(request, Action::Retire).await?;
+    async fn retire_checked(
+        &self,
+        actor: &str,
+        request: &StepRequest,
+        progress: &Progress,
+    ) -> Result<LifecycleOutcome> {
+        let step = self.begin_step(request, Action::Retire, progress).await?;
         let record = &step.record;
         let proof = self.check_owner_and_reset(
             &step,

@@ -9,7 +9,8 @@
 //!    revoked), never onboarded (a decommissioned device is recommissioned
 //!    instead), and not quarantined: a `DUPLICATE_REJECTED` entry naming its
 //!    `rot_id` means a second die presented this identity at the factory, so
-//!    which of the two was certified is in doubt;
+//!    which of the two was certified is in doubt — until the OEM lifts that
+//!    quarantine ([`crate::quarantine`]);
 //! 3. the voucher is the certified device's, verifies from the OEM voucher
 //!    key, and holds exactly the recorded transfers;
 //! 4. the owner authorization is signed by the voucher's current owner for
@@ -20,12 +21,15 @@
 //!    not the key fails here.
 //!
 //! Then `ONBOARDED` is recorded with the device's identity proof and the
-//! owner's commitment (never the owner key).
+//! owner's commitment (never the owner key). A refusal is recorded only
+//! when the request carried the current owner's or the device's signature
+//! ([`crate::records`]).
 
 use trustline_proto::v1::EventKind;
 
 use crate::challenges::Action;
 use crate::error::{Error, Result};
+use crate::records::{Progress, Witness};
 use crate::state::FieldState;
 use crate::{LifecycleOutcome, Ownership, StepRequest};
 
@@ -40,10 +44,17 @@ impl Ownership {
     /// [`Error::TransferRecorded`], [`Error::NotAuthentic`],
     /// [`Error::Concurrent`], [`Error::Backend`]. Refusals are recorded.
     pub async fn onboard(&self, actor: &str, request: &StepRequest) -> Result<LifecycleOutcome> {
-        match self.onboard_checked(actor, request).await {
+        let progress = Progress::default();
+        match self.onboard_checked(actor, request, &progress).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => Err(self
-                .refused(request.rot_hint().as_deref(), actor, "onboard", e)
+                .refused(
+                    request.rot_hint().as_deref(),
+                    actor,
+                    "onboard",
+                    Witness::step(request, &progress),
+                    e,
+                )
                 .await),
         }
     }
@@ -52,8 +63,9 @@ impl Ownership {
         &self,
         actor: &str,
         request: &StepRequest,
+        progress: &Progress,
     ) -> Result<LifecycleOutcome> {
-        let step = self.begin_step(request, Action::Onboard).await?;
+        let step = self.begin_step(request, Action::Onboard, progress).await?;
         let record = &step.record;
         match record.state {
             FieldState::Certified => {}

@@ -3,8 +3,9 @@
 //! the one mapping in [`crate::error`].
 //!
 //! The transport's role × RPC table decides who may call each RPC before a
-//! handler runs (the OEM's `admin` makes the first transfer; `operator`s —
-//! owners and service providers — do the rest; auditors read state), and
+//! handler runs (the OEM's `admin` makes the first transfer and lifts
+//! quarantines; `operator`s — owners and service providers — do the rest;
+//! auditors read state), and
 //! leaves the [`transport::Authorized`] caller in the request extensions;
 //! each handler takes it — its absence being `UNAUTHENTICATED` — and never
 //! checks the role again. The ledger's `actor` for every ownership entry is
@@ -17,7 +18,8 @@ use tonic::{Request, Response, Status};
 use trustline_proto::v1;
 use trustline_proto::v1::ownership_server::{Ownership as OwnershipRpc, OwnershipServer};
 
-use crate::{LifecycleOutcome, Ownership, StepRequest};
+use crate::manufacturer::FirstTransfer;
+use crate::{LifecycleOutcome, Ownership, StepRequest, TransferOutcome};
 
 /// The `Ownership` service over an [`Ownership`] policy.
 #[derive(Clone)]
@@ -63,15 +65,16 @@ impl OwnershipRpc for OwnershipService {
     ) -> Result<Response<v1::TransferResponse>, Status> {
         let actor = actor(&request)?;
         let r = request.into_inner();
+        let first = FirstTransfer {
+            voucher: r.voucher,
+            next_owner_public_key: r.next_owner_public_key,
+            first_owner_salt: r.first_owner_salt,
+        };
         let outcome = self
             .ownership
-            .transfer_from_manufacturer(actor, &r.voucher, &r.next_owner_public_key)
+            .transfer_from_manufacturer(actor, &first)
             .await?;
-        Ok(Response::new(v1::TransferResponse {
-            voucher: outcome.voucher,
-            ledger_seq: outcome.ledger_seq,
-            owner_commitment: outcome.owner_commitment,
-        }))
+        Ok(transfer_response(outcome))
     }
 
     async fn register_transfer(
@@ -83,20 +86,19 @@ impl OwnershipRpc for OwnershipService {
             .ownership
             .register_transfer(actor, &request.into_inner().voucher)
             .await?;
-        Ok(Response::new(v1::TransferResponse {
-            voucher: outcome.voucher,
-            ledger_seq: outcome.ledger_seq,
-            owner_commitment: outcome.owner_commitment,
-        }))
+        Ok(transfer_response(outcome))
     }
 
     async fn get_challenge(
         &self,
         request: Request<v1::GetChallengeRequest>,
     ) -> Result<Response<v1::Challenge>, Status> {
-        actor(&request)?;
+        let caller = transport::authorized(&request)?.caller().clone();
         let r = request.into_inner();
-        let (challenge, expires_at_ms) = self.ownership.challenge(&r.rot_id, &r.action).await?;
+        let (challenge, expires_at_ms) = self
+            .ownership
+            .challenge(&caller, &r.rot_id, &r.action)
+            .await?;
         Ok(Response::new(v1::Challenge {
             challenge: challenge.to_vec(),
             expires_at_ms,
@@ -178,6 +180,32 @@ impl OwnershipRpc for OwnershipService {
             transfers: u32::try_from(status.transfers).unwrap_or(u32::MAX),
         }))
     }
+
+    async fn lift_quarantine(
+        &self,
+        request: Request<v1::LiftQuarantineRequest>,
+    ) -> Result<Response<v1::LiftQuarantineResponse>, Status> {
+        let actor = actor(&request)?;
+        let r = request.into_inner();
+        let outcome = self
+            .ownership
+            .lift_quarantine(actor, &r.rot_id, r.duplicate_seq, &r.reason)
+            .await?;
+        Ok(Response::new(v1::LiftQuarantineResponse {
+            rot_id: outcome.rot_id,
+            ledger_seq: outcome.ledger_seq,
+            quarantines_left: u32::try_from(outcome.quarantines_left).unwrap_or(u32::MAX),
+        }))
+    }
+}
+
+fn transfer_response(outcome: TransferOutcome) -> Response<v1::TransferResponse> {
+    Response::new(v1::TransferResponse {
+        voucher: outcome.voucher,
+        ledger_seq: outcome.ledger_seq,
+        owner_commitment: outcome.owner_commitment,
+        replayed: outcome.replayed,
+    })
 }
 
 fn lifecycle_response(outcome: LifecycleOutcome) -> Response<v1::LifecycleResponse> {

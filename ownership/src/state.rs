@@ -1,8 +1,9 @@
 //! A device's ownership state, derived from the custody ledger alone.
 //!
 //! The ledger is the only store: a [`DeviceRecord`] is rebuilt from the
-//! device's `CERTIFIED` entry (certificate, device key, and the first
-//! transfer when the order named a first owner), its `SCRAPPED` entry if
+//! device's `CERTIFIED` entry (certificate, device key, order; and the
+//! first transfer on ledgers written before issue 12 item 1, when a station
+//! could name a first owner at certification), its `SCRAPPED` entry if
 //! any, and its field events. Field events — `OWNERSHIP_TRANSFERRED`,
 //! `ONBOARDED`, `DECOMMISSIONED`, `RECOMMISSIONED`, `RETIRED` — are found
 //! through the unique key `device-field` → `rot_id/n`, which the *n*-th such
@@ -65,13 +66,17 @@ impl FieldState {
 /// One recorded transfer: the ledger's view of one voucher entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
-    /// The entry that recorded it (`CERTIFIED` for a first owner named at
-    /// certification, else `OWNERSHIP_TRANSFERRED`).
+    /// The entry that recorded it (`OWNERSHIP_TRANSFERRED`; `CERTIFIED` for
+    /// a first owner named at certification on a ledger written before
+    /// issue 12 item 1).
     pub seq: u64,
     /// The salted owner commitment.
     pub commitment: Vec<u8>,
     /// SHA-256 of the voucher entry's COSE bytes.
     pub entry_sha256: Vec<u8>,
+    /// The entry sealed under the OEM seal key, for an entry the OEM
+    /// signed and recorded with its seal (issue 12 item 10); else empty.
+    pub sealed_entry: Vec<u8>,
 }
 
 /// What the ledger says about one certified device.
@@ -81,6 +86,8 @@ pub struct DeviceRecord {
     pub rot_id: String,
     /// Its product serial.
     pub serial: String,
+    /// The production order it was certified under.
+    pub order_id: String,
     /// The `CERTIFIED` entry.
     pub certified_seq: u64,
     /// The device certificate, DER.
@@ -144,6 +151,7 @@ impl DeviceRecord {
                     seq,
                     commitment: p.owner_commitment,
                     entry_sha256: p.voucher_entry_sha256,
+                    sealed_entry: p.sealed_entry,
                 });
             }
             EventKind::Onboarded
@@ -256,12 +264,14 @@ async fn read_certified(ledger: &dyn LedgerApi, rot_id: &str) -> Result<Option<D
             seq,
             commitment: first.owner_commitment,
             entry_sha256: first.voucher_entry_sha256,
+            sealed_entry: first.sealed_entry,
         })
         .into_iter()
         .collect();
     Ok(Some(DeviceRecord {
         rot_id: rot_id.to_owned(),
         serial: entry.serial,
+        order_id: entry.order_id,
         certified_seq: seq,
         certificate: payload.certificate,
         device_public_key: payload.device_public_key,

@@ -1,65 +1,37 @@
-//! Ownership transfers (2.4.14.7): the OEM's first transfer, signed by the
-//! OEM voucher key in the HSM, and registering a transfer an owner made
-//! offline by extending the voucher.
+//! Ownership transfers (2.4.14.7): registering a transfer an owner made
+//! offline by extending the voucher, and the record every transfer leaves
+//! (the OEM's first transfer is [`crate::manufacturer`]).
 //!
 //! A transfer is recorded as `OWNERSHIP_TRANSFERRED` with the new entry's
-//! salted commitment, its index and its hash — never the owner key — holding
-//! `voucher-entry` → `rot_id/index` and the device's next `device-field`.
-//! The voucher entry signed by the HSM reaches the caller only once that
-//! record is durable (invariant 1). A device in service cannot change hands
-//! until it is decommissioned with a user reset (2.4.16.7); a scrapped or
-//! retired device cannot change hands at all.
+//! salted commitment, its index and its hash — never the owner key in clear
+//! (entry 0 also carries its seal) — holding `voucher-entry` →
+//! `rot_id/index` and the device's next `device-field`. A voucher entry
+//! signed by the HSM reaches the caller only once that record is durable
+//! (invariant 1). A device in service cannot change hands until it is
+//! decommissioned with a user reset (2.4.16.7); a scrapped or retired
+//! device cannot change hands at all.
 
 use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
-use trustline_proto::voucher::{first_entry_payload, Voucher};
+use trustline_proto::voucher::Voucher;
 
 use backends::{append_request, AppendRefusal};
 
 use crate::checks::voucher_error;
 use crate::error::{Error, Result};
-use crate::records::draft;
+use crate::records::{draft, Witness};
 use crate::state::{field_key, voucher_entry_key, DeviceRecord, FieldState};
-use crate::{sha256, Ownership, TransferOutcome};
+use crate::{Ownership, TransferOutcome};
 
 /// The `rot_id` a voucher names, if it decodes (for recording a refusal;
 /// no trust implied).
-pub(super) fn rot_hint(voucher: &[u8]) -> Option<String> {
+pub(crate) fn rot_hint(voucher: &[u8]) -> Option<String> {
     Voucher::decode(voucher)
         .ok()
         .map(|v| v.header().rot_id.clone())
 }
 
 impl Ownership {
-    /// The OEM transfers a certified device to its first owner: the CA signs
-    /// entry 0 with the OEM voucher key, the transfer is recorded, and only
-    /// then is the voucher with its new entry returned.
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] (malformed voucher or key, a voucher with entries,
-    /// a header that is not the certified one), [`Error::UnknownDevice`],
-    /// [`Error::Scrapped`], [`Error::Retired`], [`Error::TransferRecorded`]
-    /// (a first owner is already recorded), [`Error::Concurrent`],
-    /// [`Error::Backend`]. Refusals are recorded.
-    pub async fn transfer_from_manufacturer(
-        &self,
-        actor: &str,
-        voucher: &[u8],
-        next_owner: &[u8],
-    ) -> Result<TransferOutcome> {
-        match self.first_transfer(actor, voucher, next_owner).await {
-            Ok(outcome) => Ok(outcome),
-            Err(e) => Err(self
-                .refused(
-                    rot_hint(voucher).as_deref(),
-                    actor,
-                    "transfer-from-manufacturer",
-                    e,
-                )
-                .await),
-        }
-    }
-
     /// Registers a transfer its owner made offline: the voucher's last entry
     /// is new, every earlier one must be exactly what the ledger recorded.
     /// Registering the same voucher again returns the recorded transfer.
@@ -77,53 +49,15 @@ impl Ownership {
         match self.next_transfer(actor, voucher).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => Err(self
-                .refused(rot_hint(voucher).as_deref(), actor, "register-transfer", e)
+                .refused(
+                    rot_hint(voucher).as_deref(),
+                    actor,
+                    "register-transfer",
+                    Witness::voucher(voucher),
+                    e,
+                )
                 .await),
         }
-    }
-
-    async fn first_transfer(
-        &self,
-        actor: &str,
-        voucher: &[u8],
-        next_owner: &[u8],
-    ) -> Result<TransferOutcome> {
-        let decoded = Voucher::decode(voucher).map_err(voucher_error)?;
-        if !decoded.is_empty() {
-            return Err(Error::Invalid(
-                "the voucher already has entries: later transfers are registered with RegisterTransfer".into(),
-            ));
-        }
-        trustline_proto::statement::parse_p256_spki(next_owner)
-            .map_err(|e| Error::Invalid(format!("next owner key: {e}")))?;
-        let record = self.record(&decoded.header().rot_id).await?;
-        check_open(&record)?;
-        if let Some(first) = record.transfers.first() {
-            return Err(Error::TransferRecorded {
-                rot_id: record.rot_id.clone(),
-                index: 0,
-                holder_seq: first.seq,
-            });
-        }
-        let mut voucher = self.check_voucher(&record, voucher)?.voucher;
-        let payload = first_entry_payload(voucher.header(), next_owner)?;
-        let cose = self
-            .ca
-            .sign_voucher_entry(payload)
-            .await
-            .map_err(Error::ca)?;
-        let entry = voucher
-            .push_entry(&cose)
-            .map_err(|e| Error::Config(format!("the ca's voucher entry does not verify: {e}")))?;
-        let commitment = entry.owner_commitment().to_vec();
-        let ledger_seq = self
-            .record_transfer(actor, &record, 0, commitment.clone(), sha256(&cose))
-            .await?;
-        Ok(TransferOutcome {
-            voucher: voucher.encode(),
-            ledger_seq,
-            owner_commitment: commitment,
-        })
     }
 
     async fn next_transfer(&self, actor: &str, voucher: &[u8]) -> Result<TransferOutcome> {
@@ -148,6 +82,7 @@ impl Ownership {
                 voucher: voucher.to_vec(),
                 ledger_seq: last.seq,
                 owner_commitment: last.commitment.clone(),
+                replayed: true,
             });
         }
         Self::check_recorded(&record, &checked, 1)?;
@@ -167,31 +102,36 @@ impl Ownership {
                 recorded,
                 commitment.clone(),
                 entry.entry_sha256.to_vec(),
+                vec![],
             )
             .await?;
         Ok(TransferOutcome {
             voucher: voucher.to_vec(),
             ledger_seq,
             owner_commitment: commitment,
+            replayed: false,
         })
     }
 
-    /// Appends `OWNERSHIP_TRANSFERRED` for voucher entry `index`. When
-    /// another request won the race for the same keys, the same entry is a
-    /// retry (its record is returned), a different one a fork.
-    pub(super) async fn record_transfer(
+    /// Appends `OWNERSHIP_TRANSFERRED` for voucher entry `index` (with the
+    /// entry's seal for one the OEM signed). When another request won the
+    /// race for the same keys, the same entry is a retry (its record is
+    /// returned), a different one a fork.
+    pub(crate) async fn record_transfer(
         &self,
         actor: &str,
         record: &DeviceRecord,
         index: usize,
         owner_commitment: Vec<u8>,
         entry_sha256: Vec<u8>,
+        sealed_entry: Vec<u8>,
     ) -> Result<u64> {
         let payload = v1::OwnershipPayload {
             owner_commitment,
             voucher_entry_index: u32::try_from(index)
                 .map_err(|_| Error::Invalid("voucher entry index out of range".into()))?,
             voucher_entry_sha256: entry_sha256.clone(),
+            sealed_entry,
         };
         let entry = draft(
             EventKind::OwnershipTransferred,
@@ -226,7 +166,7 @@ impl Ownership {
 
 /// A scrapped or retired device cannot change hands, be onboarded or take
 /// any further lifecycle step.
-pub(super) fn check_open(record: &DeviceRecord) -> Result<()> {
+pub(crate) fn check_open(record: &DeviceRecord) -> Result<()> {
     if record.scrapped.is_some() {
         return Err(Error::Scrapped(record.rot_id.clone()));
     }

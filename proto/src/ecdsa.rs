@@ -82,6 +82,22 @@ pub fn p256_spki(key: &p256::PublicKey) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// The SubjectPublicKeyInfo DER of a P-256 public key with its point
+/// compressed (SEC1 `0x02`/`0x03` ‖ X): the other encoding of the same key,
+/// as some tools and secure elements write it. Never stored by Trustline;
+/// [`canonical_p256_spki`] maps it back.
+pub fn compressed_p256_spki(key: &p256::PublicKey) -> Vec<u8> {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (34) }
+    const PREFIX: [u8; 26] = [
+        0x30, 0x39, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x22, 0x00,
+    ];
+    let mut spki = PREFIX.to_vec();
+    spki.extend_from_slice(key.to_encoded_point(true).as_bytes());
+    spki
+}
+
 /// The canonical form of a P-256 SubjectPublicKeyInfo: what every
 /// uniqueness key and identifier must hash, so that one key written two
 /// ways (compressed, uncompressed) counts once.

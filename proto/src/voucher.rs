@@ -56,6 +56,15 @@
 //! Owners stay private (invariant 6): the ledger records
 //! [`owner_commitment`]`(salt, key)` with the entry's fresh salt, never the
 //! key, so transfers of one device cannot be linked by their commitments.
+//! An order may commit to the first owner the same way
+//! ([`first_owner_commitment`], issue 12 item 1), and the entry the OEM
+//! signs is kept only sealed under an HSM key ([`seal`], issue 12 item 10).
+//!
+//! Keys have one form (issue 12, canonical keys): the same P-256 key written
+//! compressed or uncompressed names the same owner. Payload builders write
+//! [`canonical_p256_spki`](crate::ecdsa::canonical_p256_spki), decoding
+//! refuses any other form of an owner or manufacturer key, and key ids and
+//! commitments hash the canonical form whatever form they are given.
 
 //!
 //! # Modules
@@ -72,6 +81,7 @@ mod chain;
 mod cose;
 mod entry;
 mod header;
+pub mod seal;
 
 pub use chain::{VerifiedEntry, VerifiedVoucher, Voucher};
 pub use entry::{first_entry_payload, sign_entry, EntryPayload};
@@ -126,18 +136,70 @@ pub fn cert_chain_hash<C: AsRef<[u8]>>(chain: &[C]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// Domain separator of [`first_owner_commitment`].
+pub const FIRST_OWNER_DOMAIN: &[u8] = b"trustline.first-owner\0";
+/// Length of the salt of a [`first_owner_commitment`].
+pub const FIRST_OWNER_SALT_LEN: usize = 32;
+
+/// The canonical form of a key when it is a P-256 SubjectPublicKeyInfo,
+/// else the bytes as given (hashing stays total; a non-P-256 key is
+/// refused wherever a key is checked).
+fn canonical_or_raw(spki_der: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    crate::ecdsa::canonical_p256_spki(spki_der).map_or(
+        std::borrow::Cow::Borrowed(spki_der),
+        std::borrow::Cow::Owned,
+    )
+}
+
 /// The salted owner commitment the ledger records for a transfer:
-/// SHA-256(`salt` ‖ `owner_spki`) (2.4.16.3, 2.4.16.6).
+/// SHA-256(`salt` ‖ canonical `owner_spki`) (2.4.16.3, 2.4.16.6). The key
+/// is hashed in its canonical form, so both encodings of one key commit
+/// alike.
 pub fn owner_commitment(salt: &[u8], owner_spki: &[u8]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(salt);
-    hasher.update(owner_spki);
+    hasher.update(canonical_or_raw(owner_spki));
     hasher.finalize().into()
 }
 
-/// The COSE key id of a signer: SHA-256 of its SubjectPublicKeyInfo DER.
+/// The commitment a production order may carry to its devices' first owner
+/// (`ProductionOrder.first_owner_commitment`, issue 12 item 1):
+/// SHA-256([`FIRST_OWNER_DOMAIN`] ‖ `salt` ‖ canonical SPKI of the owner
+/// key). The OEM keeps the salt; `TransferFromManufacturer` must be given
+/// it with the key to name that owner.
+///
+/// # Errors
+/// [`Error::NotP256`](crate::Error::NotP256) when `owner_spki` is not a
+/// P-256 key.
+pub fn first_owner_commitment(
+    salt: &[u8; FIRST_OWNER_SALT_LEN],
+    owner_spki: &[u8],
+) -> Result<[u8; 32], crate::Error> {
+    let canonical = crate::ecdsa::canonical_p256_spki(owner_spki)?;
+    let mut hasher = Sha256::new();
+    hasher.update(FIRST_OWNER_DOMAIN);
+    hasher.update(salt);
+    hasher.update(canonical);
+    Ok(hasher.finalize().into())
+}
+
+/// The COSE key id of a signer: SHA-256 of its SubjectPublicKeyInfo DER in
+/// canonical form (so a signer that presents its key compressed gets the
+/// same id as the entry naming it uncompressed).
 pub fn key_id(spki_der: &[u8]) -> [u8; 32] {
-    Sha256::digest(spki_der).into()
+    Sha256::digest(canonical_or_raw(spki_der)).into()
+}
+
+/// Whether two SubjectPublicKeyInfo DERs name the same P-256 key (either
+/// encoding); false when either is not a P-256 key.
+pub fn same_key(a: &[u8], b: &[u8]) -> bool {
+    match (
+        crate::ecdsa::canonical_p256_spki(a),
+        crate::ecdsa::canonical_p256_spki(b),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

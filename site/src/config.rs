@@ -19,6 +19,9 @@
 //! listen = "127.0.0.1:7401"
 //! [ledger]
 //! listen = "127.0.0.1:7402"
+//! [ownership]
+//! challenges_per_caller = 1000         # outstanding challenges per caller
+//! challenges_per_site = 10000          # ... per site, for site-bound callers
 //! [transport]                          # transport::Limits
 //! ```
 
@@ -43,6 +46,8 @@ pub struct Config {
     pub ca: ListenConfig,
     /// The ledger service.
     pub ledger: ListenConfig,
+    /// The ownership service.
+    pub ownership: OwnershipSettings,
     /// IC-vendor roots named one by one.
     pub vendors: Vec<VendorConfig>,
     /// Transport limits (message sizes, rates, lockouts).
@@ -74,6 +79,41 @@ impl Default for ProvisionerConfig {
             ledger_endpoint: "127.0.0.1:7402".into(),
             vendor_roots_dir: PathBuf::from("vendors"),
             claim_ttl_secs: 1800,
+        }
+    }
+}
+
+/// The ownership service's settings (issue 12 item 4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OwnershipSettings {
+    /// Most onboarding and lifecycle challenges one caller may have
+    /// outstanding at once.
+    pub challenges_per_caller: usize,
+    /// Most challenges the callers of one site may have outstanding at
+    /// once, for site-bound callers.
+    pub challenges_per_site: usize,
+}
+
+impl Default for OwnershipSettings {
+    fn default() -> Self {
+        let budget = ownership::OwnershipConfig::default().challenge_budget;
+        Self {
+            challenges_per_caller: budget.per_caller,
+            challenges_per_site: budget.per_site,
+        }
+    }
+}
+
+impl OwnershipSettings {
+    /// The ownership service's configuration with these settings.
+    pub fn to_config(&self) -> ownership::OwnershipConfig {
+        ownership::OwnershipConfig {
+            challenge_budget: ownership::Budget {
+                per_caller: self.challenges_per_caller.max(1),
+                per_site: self.challenges_per_site.max(1),
+            },
+            ..ownership::OwnershipConfig::default()
         }
     }
 }
@@ -243,6 +283,14 @@ mod tests {
         assert_eq!(parsed.ca.listen, "127.0.0.1:7401");
         assert_eq!(parsed.ledger.listen, "127.0.0.1:7402");
         assert_eq!(parsed.vendors.len(), 1);
+        assert_eq!(
+            parsed.ownership.challenges_per_caller,
+            defaults.ownership.challenges_per_caller
+        );
+        assert_eq!(
+            parsed.ownership.challenges_per_site,
+            defaults.ownership.challenges_per_site
+        );
         // The [transport] values shown are the defaults.
         let shown = serde_json::to_value(&parsed.transport).expect("json");
         let default = serde_json::to_value(transport::Limits::default()).expect("json");

@@ -21,7 +21,7 @@ use backends::{
     layout, CaApi, DirectLedger, LedgerApi, LocalCa, LocalCrl, LocalLedger, LocalLedgerReads,
     RemoteCa, RemoteCrl, RemoteLedger, RemoteLedgerReads, RequestIdentity,
 };
-use ownership::{Ownership, OwnershipBackends, OwnershipConfig};
+use ownership::{Ownership, OwnershipBackends};
 use provisioner::{ClaimKey, Factory, FactoryConfig};
 use tokio::net::TcpListener;
 use transport::{Caller, ClientTls, Guard, MessageLimits, Metrics, Role, ServerTls};
@@ -243,7 +243,7 @@ pub async fn serve_provisioner(
         .await
         .map_err(|e| Error::Config(format!("connecting to the ledger: {e}")))?;
     let ownership = Ownership::start(
-        OwnershipConfig::default(),
+        config.ownership.to_config(),
         remote_ownership_backends(ledger_channel.clone(), ca_channel.clone()),
     )
     .await?;
@@ -382,7 +382,7 @@ pub async fn serve_all(
     let served = async {
         let ca = open_ca(data_dir, hsm)?;
         let ownership = Ownership::start(
-            OwnershipConfig::default(),
+            config.ownership.to_config(),
             direct_ownership_backends(&ledger, ca.clone()),
         )
         .await?;

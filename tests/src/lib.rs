@@ -81,6 +81,20 @@ impl Stack {
         fleet: &Fleet,
         stations: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::start_with(name, fleet, stations, |_| {}).await
+    }
+
+    /// As [`Stack::start`], with the site configuration changed by `edit`
+    /// first (it also holds across [`Stack::restart`]).
+    ///
+    /// # Errors
+    /// Any set-up failure.
+    pub async fn start_with(
+        name: &str,
+        fleet: &Fleet,
+        stations: &[(&str, &str)],
+        edit: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         transport::install_crypto_provider();
         let token = hsm_sim::softhsm::test_token(name)?;
         let mut hsm_config =
@@ -98,6 +112,7 @@ impl Stack {
         let order_key = hsm.signer(&ca_service::keys::KeyLabels::default().order)?;
         let mut config = Config::load(dir.path())?;
         config.transport = test_limits();
+        edit(&mut config);
         let mut stack = Self {
             dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),

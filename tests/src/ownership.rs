@@ -1,7 +1,9 @@
 //! Helpers for the ownership end-to-end tests: operator credentials, owners
 //! and their signed authorizations, devices provisioned through the real
-//! factory line, raw voucher surgery for forged and reordered entries, the
-//! privacy scan of the data directory, and `openssl crl`.
+//! factory line (the first owner named by the OEM afterwards, never by the
+//! station), raw voucher surgery for forged and reordered entries, entries
+//! planted in the ledger as a compromised writer would, the privacy scan of
+//! the data directory, and `openssl crl`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,20 +32,30 @@ pub const OPERATOR: &str = "operator";
 /// # Errors
 /// HSM, PKI or I/O failures.
 pub fn issue_operator(stack: &Stack) -> anyhow::Result<&'static str> {
+    issue_operator_named(stack, OPERATOR, "fleet-operator")?;
+    Ok(OPERATOR)
+}
+
+/// Issues the client credential `<data>/pki/<file>.*` of the operator
+/// `name` (site `hq`), unless it exists.
+///
+/// # Errors
+/// HSM, PKI or I/O failures.
+pub fn issue_operator_named(stack: &Stack, file: &str, name: &str) -> anyhow::Result<()> {
     let dir = stack.dir.path().join(pki::PKI_DIR);
-    if dir.join(format!("{OPERATOR}.pem")).exists() {
-        return Ok(OPERATOR);
+    if dir.join(format!("{file}.pem")).exists() {
+        return Ok(());
     }
     let key = stack.hsm.signer(pki::SERVICE_CA_KEY_LABEL)?;
     let ca = pki::read_ca_certificate(&dir.join(transport::tls::SERVICE_CA_FILE))?;
     let params = LeafParams {
-        caller: Caller::new(Role::Operator, "hq", "fleet-operator")?,
+        caller: Caller::new(Role::Operator, "hq", name)?,
         kind: CertificateKind::Client,
         validity: Validity::days_from_now(30),
     };
     let issued = pki::issue_with_new_key(&ca, &key, &params)?;
-    pki::write_credentials(&dir, OPERATOR, &issued, &ca)?;
-    Ok(OPERATOR)
+    pki::write_credentials(&dir, file, &issued, &ca)?;
+    Ok(())
 }
 
 /// An ownership client as `identity`.
@@ -119,12 +131,13 @@ pub fn extend(voucher: &[u8], from: &Owner, to: &Owner) -> Vec<u8> {
 }
 
 /// Provisions `rots` through the real factory line (station `st-01` of
-/// [`SITE`], on-device keys) under a fresh order `order_id`; when
-/// `first_owner` is given, the OEM (admin) then transfers every certified
-/// device to it (`TransferFromManufacturer`: the HSM signs entry 0 — a
-/// station never names the owner), and the voucher returned is the one
-/// with entry 0. Returns each device's result and its link (the device in
-/// its socket), in order; refused devices come back as `None`.
+/// [`SITE`], on-device keys) under the order `order_id` (opened for 1000
+/// devices unless it is open already). When `first_owner` is given, the
+/// OEM then transfers every device to it (`TransferFromManufacturer` as the
+/// admin: the station never names an owner, issue 12 item 1) and the
+/// result's voucher is the one holding entry 0. Returns each device's
+/// result and its link (the device in its socket), in order; refused
+/// devices come back as `None`.
 ///
 /// # Errors
 /// Set-up or RPC failures.
@@ -165,38 +178,75 @@ pub async fn provision(
     let (report, links) = run::run(channel, config, jobs).await?;
     let mut out = Vec::with_capacity(links.len());
     for (outcome, link) in report.outcomes.into_iter().zip(links) {
-        match (outcome, first_owner) {
-            (Outcome::Provisioned(mut p), Some(owner)) => {
-                p.voucher = first_transfer(stack, &p.voucher, owner).await?;
+        match outcome {
+            Outcome::Provisioned(mut p) => {
+                if let Some(owner) = first_owner {
+                    p.voucher = first_transfer(stack, &p.voucher, &owner.spki(), &[])
+                        .await?
+                        .voucher;
+                }
                 out.push((Some(p), link));
             }
-            (Outcome::Provisioned(p), None) => out.push((Some(p), link)),
             _ => out.push((None, link)),
         }
     }
     Ok(out)
 }
 
-/// The OEM (admin) transfers a device, given its manufacturer voucher, to
-/// `owner` (`TransferFromManufacturer`: the HSM signs entry 0); returns the
-/// voucher with entry 0.
+/// The OEM's `TransferFromManufacturer` of `voucher` to `owner_spki` (with
+/// `salt` for an order that commits to its first owner), as the admin.
 ///
 /// # Errors
-/// RPC failures.
+/// The refusal, or connection failures.
 pub async fn first_transfer(
     stack: &Stack,
     voucher: &[u8],
-    owner: &Owner,
-) -> anyhow::Result<Vec<u8>> {
+    owner_spki: &[u8],
+    salt: &[u8],
+) -> anyhow::Result<v1::TransferResponse> {
     Ok(ownership(stack, site::setup::ADMIN)
         .await?
         .transfer_from_manufacturer(v1::TransferFromManufacturerRequest {
             voucher: voucher.to_vec(),
-            next_owner_public_key: owner.spki(),
+            next_owner_public_key: owner_spki.to_vec(),
+            first_owner_salt: salt.to_vec(),
         })
         .await?
+        .into_inner())
+}
+
+/// Appends an entry straight to the ledger with the provisioner's own
+/// credential — what a compromised ledger writer could plant — and returns
+/// its seq.
+///
+/// # Errors
+/// The ledger's refusal, or connection failures.
+pub async fn plant(
+    stack: &Stack,
+    draft: v1::EntryDraft,
+    unique_keys: Vec<v1::UniqueKey>,
+) -> anyhow::Result<u64> {
+    let mut ledger = trustline_proto::v1::custody_ledger_client::CustodyLedgerClient::new(
+        stack.channel(site::setup::PROVISIONER).await?,
+    );
+    Ok(ledger
+        .append(backends::append_request(draft, unique_keys, None))
+        .await?
         .into_inner()
-        .voucher)
+        .seq)
+}
+
+/// The ledger entries naming `rot_id`, read as the auditor.
+///
+/// # Errors
+/// RPC failures.
+pub async fn device_entries(stack: &Stack, rot_id: &str) -> anyhow::Result<Vec<v1::LedgerEntry>> {
+    Ok(stack
+        .ledger_entries()
+        .await?
+        .into_iter()
+        .filter(|e| e.rot_id == rot_id)
+        .collect())
 }
 
 /// A voucher's raw parts: everything before the entries array, and each

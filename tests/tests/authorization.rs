@@ -282,6 +282,22 @@ impl CaApi for Unreachable {
     fn sign_voucher_entry(&self, _: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Status>> {
         Box::pin(async { Err(unreachable_status()) })
     }
+    fn sign_sealed_voucher_entry(
+        &self,
+        _: Vec<u8>,
+        _: String,
+        _: u32,
+    ) -> BoxFuture<'_, Result<v1::SignVoucherEntryResponse, Status>> {
+        Box::pin(async { Err(unreachable_status()) })
+    }
+    fn unseal_voucher_entry(
+        &self,
+        _: String,
+        _: u32,
+        _: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, Status>> {
+        Box::pin(async { Err(unreachable_status()) })
+    }
 }
 
 impl LedgerReads for Unreachable {
@@ -345,6 +361,9 @@ async fn call_unguarded(
         }
         ("trustline.v1.Ownership", "GetDeviceState") => {
             ownership.get_device_state(bare()).await.err()
+        }
+        ("trustline.v1.Ownership", "LiftQuarantine") => {
+            ownership.lift_quarantine(bare()).await.err()
         }
         ("trustline.v1.Admin", "ListLockouts") => admin.list_lockouts(bare()).await.err(),
         ("trustline.v1.Admin", "ClearLockout") => admin.clear_lockout(bare()).await.err(),

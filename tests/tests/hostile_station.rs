@@ -211,9 +211,10 @@ async fn another_sites_station_replaying_a_claimed_chain_records_nothing_and_the
 
     // The victim is transferred and onboarded: it is not quarantined.
     let owner = Owner::new();
-    let voucher = first_transfer(&stack, &victim.voucher, &owner)
+    let voucher = first_transfer(&stack, &victim.voucher, &owner.spki(), &[])
         .await
-        .expect("first transfer");
+        .expect("first transfer")
+        .voucher;
     let operator = issue_operator(&stack).expect("operator");
     let mut op = ownership(&stack, operator).await.expect("operator");
     let ch = op

@@ -8,8 +8,14 @@
 //! retirement — every step in the ledger with a proven history and a live
 //! identity check (2.4.14.7, 2.4.14.10, 2.4.14.18, 2.4.14.24, 2.4.16.4,
 //! 2.4.16.7); every refusal with its own status and nothing recorded but
-//! the refusal; no owner key anywhere in the data directory (invariant 6,
-//! 2.4.16.3, 2.4.16.6); the CRL listing exactly the retired devices.
+//! the refusal — and that only when the request proved a relation to the
+//! device (issue 12 item 4); no owner key anywhere in the data directory
+//! (invariant 6, 2.4.16.3, 2.4.16.6); the CRL listing exactly the retired
+//! devices. And issue 12's ownership half: the first owner named by the OEM
+//! only, matching the order's commitment (item 1); entry 0 kept sealed and
+//! replayed after a restart (item 10); quarantines lifted by the OEM
+//! (item 2); challenge budgets per caller (item 4); owner keys in canonical
+//! form (canonical keys).
 
 use std::process::Command;
 
@@ -24,10 +30,11 @@ use tonic::Code;
 use trustline_proto::v1;
 use trustline_proto::v1::ownership_client::OwnershipClient;
 use trustline_proto::v1::EventKind;
-use trustline_proto::voucher::{sign_entry, Voucher};
+use trustline_proto::voucher::{first_owner_commitment, sign_entry, Voucher};
 use trustline_tests::ownership::{
-    certificate_serial_hex, entries_since, extend, files_containing, first_transfer,
-    issue_operator, openssl_crl, ownership, provision, Owner, RawVoucher,
+    certificate_serial_hex, device_entries, entries_since, extend, files_containing,
+    first_transfer, issue_operator, issue_operator_named, openssl_crl, ownership, plant,
+    provision, Owner, RawVoucher,
 };
 use trustline_tests::{station, Stack, SITE};
 
@@ -100,6 +107,12 @@ async fn only_the_refusal(
     assert!(payload.evidence.is_empty());
 }
 
+/// Asserts that nothing was appended since `before`.
+async fn nothing_recorded(stack: &Stack, before: usize) {
+    let new = entries_since(stack, before).await.expect("ledger");
+    assert!(new.is_empty(), "recorded: {new:?}");
+}
+
 async fn ledger_len(stack: &Stack) -> usize {
     stack.ledger_entries().await.expect("ledger").len()
 }
@@ -151,6 +164,7 @@ async fn a_device_lives_from_the_factory_to_retirement_with_every_step_recorded_
         .transfer_from_manufacturer(v1::TransferFromManufacturerRequest {
             voucher: p.voucher.clone(),
             next_owner_public_key: a.spki(),
+            first_owner_salt: vec![],
         })
         .await
         .expect("first transfer")
@@ -370,7 +384,7 @@ async fn forged_reordered_forked_and_unauthorised_transfers_are_refused_and_only
         Owner::new(),
         Owner::new(),
     );
-    // The OEM transfers it to A: entry 0, signed OEM-side.
+    // The OEM transfers the device to A (`TransferFromManufacturer`).
     let (p, link) = provision(&stack, "PO-FORGE", take(fleet), Some(&a))
         .await
         .expect("provision")
@@ -382,7 +396,7 @@ async fn forged_reordered_forked_and_unauthorised_transfers_are_refused_and_only
     let mut op = ownership(&stack, operator).await.expect("operator");
     let register = |voucher: Vec<u8>| v1::RegisterTransferRequest { voucher };
 
-    // The OEM cannot transfer the device a second time.
+    // The OEM cannot transfer the device a second time, to another owner.
     let mut manufacturer = RawVoucher::split(&p.voucher);
     manufacturer.entries.clear();
     let before = ledger_len(&stack).await;
@@ -391,6 +405,7 @@ async fn forged_reordered_forked_and_unauthorised_transfers_are_refused_and_only
             .transfer_from_manufacturer(v1::TransferFromManufacturerRequest {
                 voucher: manufacturer.join(),
                 next_owner_public_key: m.spki(),
+                first_owner_salt: vec![],
             })
             .await,
         Code::AlreadyExists,
@@ -420,15 +435,17 @@ async fn forged_reordered_forked_and_unauthorised_transfers_are_refused_and_only
     raw.entries
         .push(sign_entry(&payload, &m.key).expect("sign"));
     let before = ledger_len(&stack).await;
+    // Refused, and — carrying no signature by the current owner or the
+    // device — not recorded in the device's history (issue 12 item 4).
     refused(
         op.register_transfer(register(raw.join())).await,
         Code::PermissionDenied,
         "not-owner",
     );
-    only_the_refusal(&stack, before, &rot_id, "register-transfer", "operator").await;
+    nothing_recorded(&stack, before).await;
 
     // A, no longer the owner, sells the device again from its old voucher:
-    // a fork of entry 1.
+    // a fork of entry 1 (A is not the current owner: not recorded).
     let before = ledger_len(&stack).await;
     refused(
         op.register_transfer(register(extend(&p.voucher, &a, &m)))
@@ -436,7 +453,7 @@ async fn forged_reordered_forked_and_unauthorised_transfers_are_refused_and_only
         Code::AlreadyExists,
         "transfer-recorded",
     );
-    only_the_refusal(&stack, before, &rot_id, "register-transfer", "operator").await;
+    nothing_recorded(&stack, before).await;
 
     // A forged entry (one signature bit flipped).
     let voucher_c = extend(&voucher_b, &b, &c);
@@ -450,7 +467,7 @@ async fn forged_reordered_forked_and_unauthorised_transfers_are_refused_and_only
         Code::InvalidArgument,
         "bad-signature",
     );
-    only_the_refusal(&stack, before, &rot_id, "register-transfer", "operator").await;
+    nothing_recorded(&stack, before).await;
 
     // Reordered entries.
     let mut raw = RawVoucher::split(&voucher_c);
@@ -461,17 +478,18 @@ async fn forged_reordered_forked_and_unauthorised_transfers_are_refused_and_only
         Code::InvalidArgument,
         "invalid",
     );
-    only_the_refusal(&stack, before, &rot_id, "register-transfer", "operator").await;
+    nothing_recorded(&stack, before).await;
 
-    // A voucher cut back to an earlier owner, and one carrying two
-    // unregistered transfers.
+    // A voucher cut back to an earlier owner (no new signature: not
+    // recorded), and one carrying two unregistered transfers (the first of
+    // them signed by the current owner B: recorded).
     let before = ledger_len(&stack).await;
     refused(
         op.register_transfer(register(p.voucher.clone())).await,
         Code::FailedPrecondition,
         "voucher-stale",
     );
-    only_the_refusal(&stack, before, &rot_id, "register-transfer", "operator").await;
+    nothing_recorded(&stack, before).await;
     let before = ledger_len(&stack).await;
     refused(
         op.register_transfer(register(extend(&voucher_c, &c, &d)))
@@ -639,9 +657,10 @@ async fn onboarding_refuses_replays_clones_scrapped_devices_and_steps_without_a_
         .expect("scrap");
     for i in [0, 2, 3] {
         let p = devices[i].0.as_mut().expect("provisioned");
-        p.voucher = first_transfer(&stack, &p.voucher, &a)
+        p.voucher = first_transfer(&stack, &p.voucher, &a.spki(), &[])
             .await
-            .expect("first transfer");
+            .expect("first transfer")
+            .voucher;
     }
     // A copy of device 0's RoT is refused at the factory (DUPLICATE_REJECTED).
     let (refused_clone, _) = provision(&stack, "PO-REFUSE", vec![clone], Some(&a))
@@ -849,4 +868,652 @@ async fn onboarding_refuses_replays_clones_scrapped_devices_and_steps_without_a_
         assert_eq!(serials, retired, "restart: {restart}");
     }
     stack.stop().await.expect("stop");
+}
+
+fn voucher_key(stack: &Stack) -> Vec<u8> {
+    public_key_der(
+        &stack
+            .dir
+            .path()
+            .join("ca")
+            .join(ca_service::ca::VOUCHER_KEY_FILE),
+    )
+}
+
+fn first_request(voucher: &[u8], owner: &[u8], salt: &[u8]) -> v1::TransferFromManufacturerRequest {
+    v1::TransferFromManufacturerRequest {
+        voucher: voucher.to_vec(),
+        next_owner_public_key: owner.to_vec(),
+        first_owner_salt: salt.to_vec(),
+    }
+}
+
+/// The other encoding (compressed point) of an owner's key.
+fn compressed(owner: &Owner) -> Vec<u8> {
+    let key = trustline_proto::ecdsa::parse_p256_spki(&owner.spki()).expect("key");
+    trustline_proto::ecdsa::compressed_p256_spki(&key)
+}
+
+/// Issue 12 item 1, OEM side: the first owner comes from the OEM. An order
+/// that commits to its first owner makes `TransferFromManufacturer` refuse
+/// any other key, a wrong salt and a missing one (`PERMISSION_DENIED`,
+/// nothing signed: only the refusal is recorded); a station or an operator
+/// may not call it at all (the role table); the committed owner is named —
+/// here with its key compressed, which the entry names in canonical form
+/// and a retry in the other encoding recognises (issue 12, canonical keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_owner_is_named_by_the_oem_and_must_open_the_orders_commitment() {
+    let fleet = Fleet::builder().seed(54).genuine(1).build().expect("fleet");
+    let stack = Stack::start("own-first", &fleet, &[(SITE, "st-01")])
+        .await
+        .expect("stack");
+    let operator = issue_operator(&stack).expect("operator");
+    let (a, b) = (Owner::new(), Owner::new());
+    let salt = [0x5a; 32];
+    let mut order = stack.order("PO-FIRST", SITE, 10);
+    order.first_owner_commitment = first_owner_commitment(&salt, &a.spki())
+        .expect("commitment")
+        .to_vec();
+    stack.open(&order).await.expect("open the committed order");
+    let (p, _link) = provision(&stack, "PO-FIRST", take(fleet), None)
+        .await
+        .expect("provision")
+        .remove(0);
+    let p = p.expect("provisioned");
+    let mut admin = ownership(&stack, setup::ADMIN).await.expect("admin");
+
+    for (what, request) in [
+        ("another owner", first_request(&p.voucher, &b.spki(), &salt)),
+        (
+            "a wrong salt",
+            first_request(&p.voucher, &a.spki(), &[0x5b; 32]),
+        ),
+        ("no salt", first_request(&p.voucher, &a.spki(), &[])),
+    ] {
+        let before = ledger_len(&stack).await;
+        let status = refused(
+            admin.transfer_from_manufacturer(request).await,
+            Code::PermissionDenied,
+            "first-owner",
+        );
+        assert!(status.message().contains("PO-FIRST"), "{what}: {status:?}");
+        only_the_refusal(
+            &stack,
+            before,
+            &p.rot_id,
+            "transfer-from-manufacturer",
+            "admin",
+        )
+        .await;
+    }
+    let before = ledger_len(&stack).await;
+    refused(
+        admin
+            .transfer_from_manufacturer(first_request(&p.voucher, &a.spki(), &[1; 31]))
+            .await,
+        Code::InvalidArgument,
+        "invalid",
+    );
+    only_the_refusal(
+        &stack,
+        before,
+        &p.rot_id,
+        "transfer-from-manufacturer",
+        "admin",
+    )
+    .await;
+
+    // Neither a station nor an operator names a first owner: the role table
+    // refuses them before any handler runs, and nothing is recorded.
+    let before = ledger_len(&stack).await;
+    for identity in [station(SITE, "st-01"), operator.to_owned()] {
+        let mut client = ownership(&stack, &identity).await.expect("client");
+        let status = client
+            .transfer_from_manufacturer(first_request(&p.voucher, &a.spki(), &salt))
+            .await
+            .expect_err("only the OEM names the first owner");
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{identity}: {status:?}"
+        );
+    }
+    nothing_recorded(&stack, before).await;
+
+    // The committed owner, its key given compressed.
+    let t = admin
+        .transfer_from_manufacturer(first_request(&p.voucher, &compressed(&a), &salt))
+        .await
+        .expect("the committed first owner")
+        .into_inner();
+    assert!(!t.replayed);
+    let verified = Voucher::decode(&t.voucher)
+        .expect("voucher")
+        .verify(&voucher_key(&stack))
+        .expect("signed by the OEM voucher key");
+    assert_eq!(verified.current_owner, a.spki(), "named in canonical form");
+    let recorded = entries_since(&stack, before).await.expect("ledger");
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].kind, EventKind::OwnershipTransferred as i32);
+    // The same owner in the other encoding is the same owner: a retry.
+    let before = ledger_len(&stack).await;
+    let again = admin
+        .transfer_from_manufacturer(first_request(&p.voucher, &a.spki(), &salt))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert!(again.replayed);
+    assert_eq!(again.voucher, t.voucher);
+    nothing_recorded(&stack, before).await;
+}
+
+/// Issue 12 item 10: voucher entry 0 is never lost. The ledger keeps it
+/// sealed under the OEM's HSM seal key (ciphertext only: no owner key in
+/// the data directory, invariant 6); a retried `TransferFromManufacturer`
+/// for the same owner returns the very same bytes with `replayed`, also
+/// after a restart, and records nothing; another owner is `ALREADY_EXISTS`.
+/// A planted entry whose seal was made for another device, or altered, is
+/// `DATA_LOSS`: refused, never re-signed, nothing recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_zero_is_kept_sealed_and_a_retry_returns_it_even_after_a_restart() {
+    let fleet = Fleet::builder().seed(55).genuine(3).build().expect("fleet");
+    let mut stack = Stack::start("own-seal", &fleet, &[(SITE, "st-01")])
+        .await
+        .expect("stack");
+    let devices: Vec<station::run::Provisioned> = provision(&stack, "PO-SEAL", take(fleet), None)
+        .await
+        .expect("provision")
+        .into_iter()
+        .map(|(p, _)| p.expect("provisioned"))
+        .collect();
+    let (x, y, z) = (&devices[0], &devices[1], &devices[2]);
+    let (a, b) = (Owner::new(), Owner::new());
+    let mut admin = ownership(&stack, setup::ADMIN).await.expect("admin");
+
+    let before = ledger_len(&stack).await;
+    let first = admin
+        .transfer_from_manufacturer(first_request(&x.voucher, &a.spki(), &[]))
+        .await
+        .expect("first transfer")
+        .into_inner();
+    assert!(!first.replayed);
+    let recorded = entries_since(&stack, before).await.expect("ledger");
+    assert_eq!(recorded.len(), 1);
+    let payload = v1::OwnershipPayload::decode(recorded[0].payload.as_slice()).expect("payload");
+    assert_eq!(payload.voucher_entry_index, 0);
+    assert!(!payload.sealed_entry.is_empty(), "entry 0 is kept, sealed");
+    for needle in a.key_encodings() {
+        assert!(
+            !payload
+                .sealed_entry
+                .windows(needle.len())
+                .any(|w| w == needle),
+            "the seal holds no owner key in clear"
+        );
+    }
+
+    // A lost response: the retry gets the same entry, and nothing is added.
+    let before = ledger_len(&stack).await;
+    let retry = admin
+        .transfer_from_manufacturer(first_request(&x.voucher, &a.spki(), &[]))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert!(retry.replayed);
+    assert_eq!(retry.voucher, first.voucher);
+    assert_eq!(retry.ledger_seq, first.ledger_seq);
+    assert_eq!(retry.owner_commitment, first.owner_commitment);
+    nothing_recorded(&stack, before).await;
+
+    // After a restart (no cache survives it) the same bytes again.
+    stack.restart().await.expect("restart");
+    let mut admin = ownership(&stack, setup::ADMIN).await.expect("admin");
+    let before = ledger_len(&stack).await;
+    let after = admin
+        .transfer_from_manufacturer(first_request(&x.voucher, &a.spki(), &[]))
+        .await
+        .expect("retry after a restart")
+        .into_inner();
+    assert!(after.replayed);
+    assert_eq!(
+        after.voucher, first.voucher,
+        "the same bytes after a restart"
+    );
+    assert_eq!(after.ledger_seq, first.ledger_seq);
+    nothing_recorded(&stack, before).await;
+
+    // Another owner: the first transfer is taken.
+    let before = ledger_len(&stack).await;
+    refused(
+        admin
+            .transfer_from_manufacturer(first_request(&x.voucher, &b.spki(), &[]))
+            .await,
+        Code::AlreadyExists,
+        "transfer-recorded",
+    );
+    only_the_refusal(
+        &stack,
+        before,
+        &x.rot_id,
+        "transfer-from-manufacturer",
+        "admin",
+    )
+    .await;
+
+    // Planted entries 0 (as a compromised ledger writer could append them):
+    // y's holds x's seal (made for another device), z's an altered copy.
+    let mut altered = payload.sealed_entry.clone();
+    altered[20] ^= 0x01;
+    for (device, sealed) in [(y, payload.sealed_entry.clone()), (z, altered)] {
+        let planted = v1::OwnershipPayload {
+            sealed_entry: sealed,
+            ..payload.clone()
+        };
+        plant(
+            &stack,
+            v1::EntryDraft {
+                kind: EventKind::OwnershipTransferred as i32,
+                rot_id: device.rot_id.clone(),
+                serial: device.serial.clone(),
+                actor: "admin".into(),
+                payload: planted.encode_to_vec(),
+                ..Default::default()
+            },
+            vec![
+                ownership::state::voucher_entry_key(&device.rot_id, 0),
+                ownership::state::field_key(&device.rot_id, 0),
+            ],
+        )
+        .await
+        .expect("plant");
+        let before = ledger_len(&stack).await;
+        refused(
+            admin
+                .transfer_from_manufacturer(first_request(&device.voucher, &a.spki(), &[]))
+                .await,
+            Code::DataLoss,
+            "sealed-entry",
+        );
+        nothing_recorded(&stack, before).await;
+    }
+
+    stack.stop().await.expect("stop");
+    let needles: Vec<Vec<u8>> = [&a, &b].iter().flat_map(|o| o.key_encodings()).collect();
+    let leaks = files_containing(stack.dir.path(), &needles).expect("scan");
+    assert!(leaks.is_empty(), "owner keys found in {leaks:?}");
+}
+
+/// A `DUPLICATE_REJECTED` naming `rot_id`, as the factory records a die
+/// that proved it holds an already claimed RoT's attestation key.
+fn duplicate(rot_id: &str) -> v1::EntryDraft {
+    v1::EntryDraft {
+        kind: EventKind::DuplicateRejected as i32,
+        rot_id: rot_id.to_owned(),
+        site: SITE.into(),
+        actor: format!("station/{SITE}/st-01"),
+        order_id: "PO-LIFT".into(),
+        payload: v1::RejectedPayload {
+            operation: "claim".into(),
+            reason: "a second die signed a fresh challenge with this rot's attestation key".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Issue 12 item 2 (ownership half): a device that duplicates name is
+/// quarantined until the OEM lifts every one of them, each with its reason,
+/// recorded as `QUARANTINE_LIFTED` in the device's chain. Only the admin may
+/// lift; a seq that is no duplicate of that device, an empty reason and a
+/// second lift are refused and record nothing; the offline verifier knows
+/// the new kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantine_is_lifted_by_the_oem_for_a_recorded_duplicate_and_then_the_device_onboards() {
+    let fleet = Fleet::builder().seed(56).genuine(2).build().expect("fleet");
+    let mut stack = Stack::start("own-lift", &fleet, &[(SITE, "st-01")])
+        .await
+        .expect("stack");
+    let operator = issue_operator(&stack).expect("operator");
+    let a = Owner::new();
+    let mut devices: Vec<(station::run::Provisioned, SimulatedRot)> =
+        provision(&stack, "PO-LIFT", take(fleet), Some(&a))
+            .await
+            .expect("provision")
+            .into_iter()
+            .map(|(p, link)| (p.expect("provisioned"), link.into_rot()))
+            .collect();
+    let (p1, _) = devices.pop().expect("device 1");
+    let (p0, rot0) = devices.pop().expect("device 0");
+    let rot_id = p0.rot_id.clone();
+    let dup_a = plant(&stack, duplicate(&rot_id), vec![])
+        .await
+        .expect("plant");
+    let dup_b = plant(&stack, duplicate(&rot_id), vec![])
+        .await
+        .expect("plant");
+    let other = plant(&stack, duplicate(&p1.rot_id), vec![])
+        .await
+        .expect("plant");
+    let mut op = ownership(&stack, operator).await.expect("operator");
+    let mut admin = ownership(&stack, setup::ADMIN).await.expect("admin");
+    let lift = |seq: u64, reason: &str| v1::LiftQuarantineRequest {
+        rot_id: rot_id.clone(),
+        duplicate_seq: seq,
+        reason: reason.into(),
+    };
+    const WHY: &str = "the clone was traced to a test rig at the factory and destroyed";
+
+    let ch = challenge(&mut op, &rot_id, "onboard").await;
+    refused(
+        op.onboard(onboard_request(&p0.voucher, &p0.chain, &a, &rot0, &ch))
+            .await,
+        Code::FailedPrecondition,
+        "duplicated",
+    );
+
+    // Only the OEM lifts a quarantine.
+    let before = ledger_len(&stack).await;
+    for identity in [operator.to_owned(), setup::AUDITOR.to_owned()] {
+        let mut client = ownership(&stack, &identity).await.expect("client");
+        let status = client
+            .lift_quarantine(lift(dup_a, WHY))
+            .await
+            .expect_err("only the admin lifts");
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{identity}: {status:?}"
+        );
+    }
+    // Seqs that are no duplicate of this device, and a lift without a reason.
+    for seq in [other, p0.ledger_seq, 1 << 40] {
+        refused(
+            admin.lift_quarantine(lift(seq, WHY)).await,
+            Code::FailedPrecondition,
+            "not-quarantined",
+        );
+    }
+    refused(
+        admin.lift_quarantine(lift(dup_a, "  ")).await,
+        Code::InvalidArgument,
+        "invalid",
+    );
+    nothing_recorded(&stack, before).await;
+
+    // One of two lifted: still quarantined by the other.
+    let before = ledger_len(&stack).await;
+    let lifted = admin
+        .lift_quarantine(lift(dup_a, WHY))
+        .await
+        .expect("lift")
+        .into_inner();
+    assert_eq!(lifted.quarantines_left, 1);
+    let new = entries_since(&stack, before).await.expect("ledger");
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].seq, lifted.ledger_seq);
+    assert_eq!(new[0].kind, EventKind::QuarantineLifted as i32);
+    assert_eq!(new[0].rot_id, rot_id, "chained to the device");
+    assert_eq!(new[0].actor, "admin");
+    let payload = v1::QuarantineLiftedPayload::decode(new[0].payload.as_slice()).expect("payload");
+    assert_eq!(
+        (payload.duplicate_seq, payload.reason.as_str()),
+        (dup_a, WHY)
+    );
+    let before = ledger_len(&stack).await;
+    refused(
+        admin.lift_quarantine(lift(dup_a, WHY)).await,
+        Code::AlreadyExists,
+        "quarantine-lifted",
+    );
+    nothing_recorded(&stack, before).await;
+    let ch = challenge(&mut op, &rot_id, "onboard").await;
+    let status = refused(
+        op.onboard(onboard_request(&p0.voucher, &p0.chain, &a, &rot0, &ch))
+            .await,
+        Code::FailedPrecondition,
+        "duplicated",
+    );
+    assert!(
+        status.message().contains(&format!("entry {dup_b}")),
+        "{status:?}"
+    );
+
+    // Both lifted: the device onboards; the other device stays quarantined.
+    let lifted = admin
+        .lift_quarantine(lift(dup_b, WHY))
+        .await
+        .expect("lift")
+        .into_inner();
+    assert_eq!(lifted.quarantines_left, 0);
+    let ch = challenge(&mut op, &rot_id, "onboard").await;
+    op.onboard(onboard_request(&p0.voucher, &p0.chain, &a, &rot0, &ch))
+        .await
+        .expect("onboarded once every quarantine is lifted");
+    let state = op
+        .get_device_state(v1::GetDeviceStateRequest {
+            rot_id: p1.rot_id.clone(),
+        })
+        .await
+        .expect("state")
+        .into_inner();
+    assert_eq!(state.state, v1::DeviceLifecycle::Personalised as i32);
+    let kinds: Vec<i32> = device_entries(&stack, &rot_id)
+        .await
+        .expect("history")
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == EventKind::QuarantineLifted as i32)
+            .count(),
+        2
+    );
+
+    // The offline verifier accepts the ledger with its new kind.
+    stack.stop().await.expect("stop");
+    cli(
+        &["ledger", "verify", "--data-dir", path(stack.dir.path())],
+        0,
+    );
+}
+
+/// Issue 12 item 4: onboarding challenges are budgeted per caller. One
+/// operator at its budget gets its own refusal (`RESOURCE_EXHAUSTED`,
+/// `busy`, nothing recorded); another operator still gets challenges; a
+/// challenge spent gives the budget back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_operator_at_its_challenge_budget_is_refused_alone() {
+    let fleet = Fleet::builder().seed(57).genuine(1).build().expect("fleet");
+    let stack = Stack::start_with("own-budget", &fleet, &[(SITE, "st-01")], |config| {
+        config.ownership.challenges_per_caller = 3;
+    })
+    .await
+    .expect("stack");
+    let busy = issue_operator(&stack).expect("operator");
+    issue_operator_named(&stack, "operator-2", "service-provider").expect("operator 2");
+    let a = Owner::new();
+    let (p, link) = provision(&stack, "PO-BUDGET", take(fleet), Some(&a))
+        .await
+        .expect("provision")
+        .remove(0);
+    let p = p.expect("provisioned");
+    let rot = link.into_rot();
+    let mut op1 = ownership(&stack, busy).await.expect("operator 1");
+    let mut op2 = ownership(&stack, "operator-2").await.expect("operator 2");
+
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(challenge(&mut op1, &p.rot_id, "onboard").await);
+    }
+    let before = ledger_len(&stack).await;
+    refused(
+        op1.get_challenge(v1::GetChallengeRequest {
+            rot_id: p.rot_id.clone(),
+            action: "onboard".into(),
+        })
+        .await,
+        Code::ResourceExhausted,
+        "busy",
+    );
+    nothing_recorded(&stack, before).await;
+    // The other operator is unaffected.
+    for _ in 0..3 {
+        challenge(&mut op2, &p.rot_id, "onboard").await;
+    }
+    // Spending a challenge (a real onboarding) gives operator 1 one back.
+    op1.onboard(onboard_request(&p.voucher, &p.chain, &a, &rot, &held[0]))
+        .await
+        .expect("onboard");
+    challenge(&mut op1, &p.rot_id, "decommission").await;
+}
+
+/// Issue 12 item 4: a caller with no relation to a device cannot add
+/// `REQUEST_REJECTED` entries to its history. A stranger operator's forged
+/// transfer, its own authorizations and a device proof copied from the
+/// ledger are each refused — counted toward its lockout, which follows —
+/// while the device's history stays exactly as it was; the owner's own
+/// refused request is still recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_with_no_relation_to_a_device_cannot_add_to_its_history() {
+    let fleet = Fleet::builder().seed(58).genuine(1).build().expect("fleet");
+    let stack = Stack::start("own-stranger", &fleet, &[(SITE, "st-01")])
+        .await
+        .expect("stack");
+    let operator = issue_operator(&stack).expect("operator");
+    issue_operator_named(&stack, "stranger", "stranger").expect("stranger");
+    let (a, m) = (Owner::new(), Owner::new());
+    let (p, link) = provision(&stack, "PO-STRANGER", take(fleet), Some(&a))
+        .await
+        .expect("provision")
+        .remove(0);
+    let p = p.expect("provisioned");
+    let rot = link.into_rot();
+    let rot_id = p.rot_id.clone();
+    let mut op = ownership(&stack, operator).await.expect("operator");
+    let ch = challenge(&mut op, &rot_id, "onboard").await;
+    op.onboard(onboard_request(&p.voucher, &p.chain, &a, &rot, &ch))
+        .await
+        .expect("the owner onboards it");
+    let history = device_entries(&stack, &rot_id).await.expect("history");
+    // The device's identity proof as the ONBOARDED entry keeps it.
+    let copied_proof = history
+        .iter()
+        .find(|e| e.kind == EventKind::Onboarded as i32)
+        .and_then(|e| v1::LifecyclePayload::decode(e.payload.as_slice()).ok())
+        .and_then(|l| l.device_proof)
+        .expect("recorded identity proof");
+    let payload = Voucher::decode(&p.voucher)
+        .expect("voucher")
+        .next_entry_payload(&m.spki())
+        .expect("payload");
+    let mut forged = RawVoucher::split(&p.voucher);
+    forged
+        .entries
+        .push(sign_entry(&payload, &m.key).expect("sign"));
+    let forged = forged.join();
+
+    let mut stranger = ownership(&stack, "stranger").await.expect("stranger");
+    let threshold = transport::LockoutPolicy::default().threshold;
+    let mut refusals = 0u32;
+    let mut locked = false;
+    for attempt in 0..threshold + 4 {
+        let result = match attempt % 4 {
+            0 => stranger
+                .register_transfer(v1::RegisterTransferRequest {
+                    voucher: forged.clone(),
+                })
+                .await
+                .map(drop),
+            kind => {
+                let action = ["", "onboard", "decommission", "retire"][kind as usize];
+                let ch = match stranger
+                    .get_challenge(v1::GetChallengeRequest {
+                        rot_id: rot_id.clone(),
+                        action: action.into(),
+                    })
+                    .await
+                {
+                    Ok(c) => c.into_inner().challenge,
+                    Err(s) => {
+                        assert!(s.message().contains("locked out"), "{s:?}");
+                        locked = true;
+                        break;
+                    }
+                };
+                let auth = Some(m.authorize(&rot_id, &ch, action, &p.voucher));
+                let proof = Some(copied_proof.clone());
+                match kind {
+                    1 => stranger
+                        .onboard(v1::OnboardRequest {
+                            voucher: p.voucher.clone(),
+                            device_chain: p.chain.clone(),
+                            owner_authorization: auth,
+                            device_proof: proof,
+                        })
+                        .await
+                        .map(drop),
+                    2 => stranger
+                        .decommission(v1::DecommissionRequest {
+                            voucher: p.voucher.clone(),
+                            owner_authorization: auth,
+                            reset_proof: None,
+                        })
+                        .await
+                        .map(drop),
+                    _ => stranger
+                        .retire(v1::RetireRequest {
+                            voucher: p.voucher.clone(),
+                            owner_authorization: auth,
+                            reset_proof: proof,
+                        })
+                        .await
+                        .map(drop),
+                }
+            }
+        };
+        let status = result.expect_err("a stranger is refused");
+        if status.message().contains("locked out") {
+            locked = true;
+            break;
+        }
+        assert!(
+            matches!(
+                status.code(),
+                Code::PermissionDenied | Code::FailedPrecondition
+            ),
+            "{status:?}"
+        );
+        refusals += 1;
+    }
+    assert!(locked, "not locked out after {refusals} refusals");
+    assert_eq!(
+        refusals, threshold,
+        "every refusal counted toward the lockout"
+    );
+    assert_eq!(
+        device_entries(&stack, &rot_id)
+            .await
+            .expect("history")
+            .len(),
+        history.len(),
+        "the stranger added nothing to the device's history"
+    );
+
+    // The owner's own refused request (no reset proof) is recorded.
+    let ch = challenge(&mut op, &rot_id, "decommission").await;
+    let before = ledger_len(&stack).await;
+    refused(
+        op.decommission(v1::DecommissionRequest {
+            voucher: p.voucher.clone(),
+            owner_authorization: Some(a.authorize(&rot_id, &ch, "decommission", &p.voucher)),
+            reset_proof: None,
+        })
+        .await,
+        Code::FailedPrecondition,
+        "reset-required",
+    );
+    only_the_refusal(&stack, before, &rot_id, "decommission", "operator").await;
 }

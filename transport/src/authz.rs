@@ -98,6 +98,10 @@ pub static RULES: &[Rule] = &[
         "/trustline.v1.CertificateAuthority/SignVoucherEntry",
         PROVISIONER,
     ),
+    rule(
+        "/trustline.v1.CertificateAuthority/UnsealVoucherEntry",
+        PROVISIONER,
+    ),
     rule("/trustline.v1.CertificateAuthority/SignCrl", PROVISIONER),
     // CustodyLedger: one writer; reads for the audit.
     rule("/trustline.v1.CustodyLedger/Append", PROVISIONER),
@@ -153,6 +157,8 @@ pub static RULES: &[Rule] = &[
         "/trustline.v1.Ownership/GetDeviceState",
         &[Operator, Auditor, Admin],
     ),
+    // The OEM lifts a quarantine after investigating (issue 12 item 2).
+    rule("/trustline.v1.Ownership/LiftQuarantine", ADMIN),
     // Witness (the OEM hub): a site's uplink pushes and gets cosigned only
     // its own ledger (2.4.14.6, 2.4.14.22); auditors read what it holds.
     site_rule("/trustline.v1.Witness/PushEntries", &[Site]),

@@ -3,7 +3,8 @@
 //!
 //! The CA token gets the OEM root (the demo's; offline in production), the
 //! site intermediate (generation 1), the OEM order and the OEM voucher keys
-//! — no ledger checkpoint key: that lives on the ledger's own token
+//! and the OEM seal key (AES-256-GCM, issue 12 item 10) — no ledger
+//! checkpoint key: that lives on the ledger's own token
 //! ([`crate::ledger_key`], issue 12.6).
 
 use std::path::{Path, PathBuf};
@@ -58,7 +59,7 @@ pub struct InitReport {
 }
 
 /// Creates the CA: generates the OEM root, site intermediate, OEM order and
-/// OEM voucher keys on the token (each once), issues the root and
+/// OEM voucher keys and the OEM seal key on the token (each once), issues the root and
 /// intermediate (generation 1) certificates, and writes them and the order
 /// and voucher public keys as PEM into `ca_dir`.
 ///
@@ -77,6 +78,9 @@ pub fn init(hsm: &Hsm, options: &InitOptions, ca_dir: &Path) -> Result<InitRepor
         if hsm.key_exists(label)? {
             existing.push(format!("key {label:?}"));
         }
+    }
+    if hsm.secret_key_exists(&labels.seal)? {
+        existing.push(format!("key {:?}", labels.seal));
     }
     for file in [ROOT_CERT_FILE, INTERMEDIATE_CERT_FILE] {
         let path = ca_dir.join(file);
@@ -120,6 +124,8 @@ fn init_inner(
     let intermediate = generate(&labels.intermediate)?;
     let order = generate(&labels.order)?;
     let voucher = generate(&labels.voucher)?;
+    hsm.generate_seal_key(&labels.seal)?;
+    created_keys.push(labels.seal.clone());
 
     let org = &options.organization;
     let root_params = ca_params(root_dn(org), 1, false);

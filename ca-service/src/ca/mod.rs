@@ -73,6 +73,16 @@ pub struct Ca {
     voucher: HsmSigner,
 }
 
+/// A voucher entry the OEM voucher key signed, with its sealed copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedEntry {
+    /// The tagged COSE_Sign1 entry.
+    pub cose_sign1: Vec<u8>,
+    /// The entry sealed under the OEM seal key
+    /// (`trustline_proto::voucher::seal` format).
+    pub sealed: Vec<u8>,
+}
+
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ca")
@@ -81,6 +91,13 @@ impl std::fmt::Debug for Ca {
             .field("hsm", &self.hsm)
             .finish_non_exhaustive()
     }
+}
+
+/// The seal's additional data for entry `index` of `rot_id`'s voucher.
+fn seal_aad(rot_id: &str, index: u32) -> Result<Vec<u8>, Error> {
+    trustline_proto::voucher::seal::seal_aad(rot_id, index).map_err(|_| Error::InvalidRotId {
+        rot_id: rot_id.chars().take(80).collect(),
+    })
 }
 
 /// The subject key identifier of a CA certificate.
@@ -113,6 +130,12 @@ impl Ca {
         let label = labels.intermediate_label(generation);
         let signer = hsm.signer(&label)?;
         let voucher = hsm.signer(&labels.voucher)?;
+        // CAs initialised before the seal key existed get it on first open
+        // (issue 12 item 10); `ca init` makes it with the other keys.
+        if !hsm.secret_key_exists(&labels.seal)? {
+            hsm.generate_seal_key(&labels.seal)?;
+            tracing::info!(label = %labels.seal, "created the OEM seal key of an existing CA");
+        }
 
         let bad = |file: &str, e: String| Error::NotInitialized {
             reason: format!("{} does not parse: {e}", ca_dir.join(file).display()),
@@ -204,6 +227,52 @@ impl Ca {
             }
             other => Error::VoucherEntry(other.to_string()),
         })
+    }
+
+    /// Signs a voucher entry as [`Ca::sign_voucher_entry`] and seals it for
+    /// entry `index` of `rot_id`'s voucher under the OEM seal key
+    /// (AES-256-GCM in the HSM, a fresh random IV, the additional data of
+    /// `trustline_proto::voucher::seal::seal_aad`; issue 12 item 10).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRotId`]; as [`Ca::sign_voucher_entry`]; the HSM error
+    /// behind a failed seal.
+    pub fn sign_and_seal_voucher_entry(
+        &self,
+        entry_payload: &[u8],
+        rot_id: &str,
+        index: u32,
+    ) -> Result<SealedEntry, Error> {
+        let aad = seal_aad(rot_id, index)?;
+        let cose_sign1 = self.sign_voucher_entry(entry_payload)?;
+        let iv: [u8; crate::hsm::SEAL_IV_LEN] = rand::random();
+        let body = self.hsm.seal(&self.labels.seal, &iv, &aad, &cose_sign1)?;
+        Ok(SealedEntry {
+            sealed: trustline_proto::voucher::seal::frame_sealed(&iv, &body),
+            cose_sign1,
+        })
+    }
+
+    /// Opens a seal made by [`Ca::sign_and_seal_voucher_entry`] for the same
+    /// device and index; returns the COSE entry.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRotId`]; [`Error::SealBroken`] for a seal that is
+    /// malformed or does not open (altered, or made for another device or
+    /// index); HSM errors.
+    pub fn unseal_voucher_entry(
+        &self,
+        rot_id: &str,
+        index: u32,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let aad = seal_aad(rot_id, index)?;
+        let (iv, body) = trustline_proto::voucher::seal::split_sealed(sealed).map_err(|e| {
+            Error::SealBroken {
+                reason: e.to_string(),
+            }
+        })?;
+        self.hsm.unseal(&self.labels.seal, &iv, &aad, body)
     }
 
     /// Makes a device key in the HSM wrapped to a RoT's transport key (see

@@ -7,7 +7,8 @@
 //! [`Hsm`] is a cheap handle (`Clone`, `Send`, `Sync`) around that pool.
 //! Every key it generates gets the attributes of [`usage`] (only the usages
 //! it needs); P-256 signing keys sign through [`HsmSigner`], Ed25519 keys
-//! (the hub's witness) through [`HsmEd25519Signer`].
+//! (the hub's witness) through [`HsmEd25519Signer`]; the OEM seal key
+//! (AES-256-GCM) seals and opens voucher entries ([`Hsm::seal`]).
 //! Everything here is blocking; async callers run it on
 //! `tokio::task::spawn_blocking`.
 
@@ -17,6 +18,7 @@ mod key;
 pub mod module;
 mod pin;
 mod pool;
+mod seal;
 pub mod uri;
 pub mod usage;
 mod wrap;
@@ -35,6 +37,7 @@ pub(crate) use key::take_signer_failure;
 pub use key::{HsmSigner, KeyObject, KeyProtection};
 pub use module::{resolve_module, MODULE_ENV, SOFTHSM_MODULE_PATHS};
 pub use pin::{PinSource, DEFAULT_PIN_ENV};
+pub use seal::SEAL_IV_LEN;
 pub use uri::Pkcs11Uri;
 pub use usage::{AttributeTable, KeyPairAttributes};
 pub use wrap::{KeyDeliveryKdf, WrappedDeviceKey, KEY_DELIVERY_SHARED_INFO};
@@ -87,6 +90,7 @@ pub(crate) struct Mechanisms {
     pub(crate) aes_key_wrap_pad: bool,
     pub(crate) edwards_key_gen: bool,
     pub(crate) eddsa: bool,
+    pub(crate) aes_gcm: bool,
 }
 
 struct Inner {
@@ -149,6 +153,7 @@ impl Hsm {
                 .get_mechanism_info(slot, MechanismType::ECC_EDWARDS_KEY_PAIR_GEN)
                 .is_ok(),
             eddsa: ctx.get_mechanism_info(slot, MechanismType::EDDSA).is_ok(),
+            aes_gcm: ctx.get_mechanism_info(slot, MechanismType::AES_GCM).is_ok(),
         };
         let pin = config.pin.read()?;
         let pool = Pool::open(

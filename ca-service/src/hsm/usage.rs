@@ -18,6 +18,7 @@
 //! | ephemeral ECDH key (session object) | private | PRIVATE, SENSITIVE, DERIVE | TOKEN, EXTRACTABLE, MODIFIABLE, COPYABLE, SIGN, SIGN_RECOVER, DECRYPT, UNWRAP |
 //! | ephemeral ECDH key | public | — | TOKEN, MODIFIABLE, COPYABLE, VERIFY, VERIFY_RECOVER, ENCRYPT, WRAP, DERIVE |
 //! | key-encryption key (AES-256, session object) | secret | PRIVATE, SENSITIVE, WRAP (MODIFIABLE: SoftHSM2 refuses it in a derive template) | TOKEN, EXTRACTABLE, COPYABLE, UNWRAP, ENCRYPT, DECRYPT, SIGN, VERIFY, DERIVE |
+//! | OEM seal key `trustline-oem-seal` (AES-256, `CKM_AES_GCM`; issue 12 item 10) | secret | TOKEN, PRIVATE, SENSITIVE, ENCRYPT, DECRYPT | EXTRACTABLE, MODIFIABLE, COPYABLE, WRAP, UNWRAP, SIGN, VERIFY, DERIVE |
 //!
 //! `CKA_MODIFIABLE` false means nobody (not even the user) can later turn a
 //! usage on; `CKA_DESTROYABLE` stays true so the benchmark's throw-away keys
@@ -68,6 +69,27 @@ pub(crate) const SECRET_KEY_ATTRIBUTES: &[(AttributeType, &str)] = &[
     (AttributeType::Private, "CKA_PRIVATE"),
     (AttributeType::Sensitive, "CKA_SENSITIVE"),
     (AttributeType::Extractable, "CKA_EXTRACTABLE"),
+    (AttributeType::Modifiable, "CKA_MODIFIABLE"),
+    (AttributeType::Copyable, "CKA_COPYABLE"),
+    (AttributeType::Wrap, "CKA_WRAP"),
+    (AttributeType::Unwrap, "CKA_UNWRAP"),
+    (AttributeType::Encrypt, "CKA_ENCRYPT"),
+    (AttributeType::Decrypt, "CKA_DECRYPT"),
+    (AttributeType::Sign, "CKA_SIGN"),
+    (AttributeType::Verify, "CKA_VERIFY"),
+    (AttributeType::Derive, "CKA_DERIVE"),
+];
+
+/// The boolean attributes read back from a long-lived secret key (the
+/// seal key): the usages and protections of a secret key, and whether it was always
+/// sensitive and never extractable.
+pub(crate) const LONG_LIVED_SECRET_KEY_ATTRIBUTES: &[(AttributeType, &str)] = &[
+    (AttributeType::Token, "CKA_TOKEN"),
+    (AttributeType::Private, "CKA_PRIVATE"),
+    (AttributeType::Sensitive, "CKA_SENSITIVE"),
+    (AttributeType::Extractable, "CKA_EXTRACTABLE"),
+    (AttributeType::AlwaysSensitive, "CKA_ALWAYS_SENSITIVE"),
+    (AttributeType::NeverExtractable, "CKA_NEVER_EXTRACTABLE"),
     (AttributeType::Modifiable, "CKA_MODIFIABLE"),
     (AttributeType::Copyable, "CKA_COPYABLE"),
     (AttributeType::Wrap, "CKA_WRAP"),
@@ -203,6 +225,31 @@ pub(crate) fn kek_usage_template() -> Vec<Attribute> {
         Attribute::Unwrap(false),
         Attribute::Encrypt(false),
         Attribute::Decrypt(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+    ]
+}
+
+/// The template of the OEM seal key (the last row of the table): an AES-256
+/// token secret key that only encrypts and decrypts.
+pub(crate) fn seal_key_template(label: &str, id: &[u8]) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(cryptoki::object::ObjectClass::SECRET_KEY),
+        Attribute::KeyType(cryptoki::object::KeyType::AES),
+        Attribute::ValueLen(cryptoki::types::Ulong::new(32)),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Modifiable(false),
+        Attribute::Copyable(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
         Attribute::Sign(false),
         Attribute::Verify(false),
         Attribute::Derive(false),

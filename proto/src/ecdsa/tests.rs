@@ -230,3 +230,14 @@ fn a_high_s_twin_of_a_voucher_entry_is_refused() {
         .push_entry(&genuine)
         .expect("the genuine entry is accepted");
 }
+
+#[test]
+fn the_compressed_encoder_writes_the_other_form_of_the_same_key() {
+    let k = key();
+    let public = p256::PublicKey::from(k.verifying_key());
+    assert_eq!(compressed_p256_spki(&public), compressed_spki_of(&k));
+    assert_eq!(
+        canonical_p256_spki(&compressed_p256_spki(&public)).expect("canonical"),
+        spki_of(&k)
+    );
+}

@@ -302,7 +302,7 @@ impl Voucher {
         current_owner: &dyn Signer,
         next_owner_spki: &[u8],
     ) -> Result<EntryPayload, Error> {
-        if current_owner.public_key_der() != self.current_owner() {
+        if !same_key(current_owner.public_key_der(), self.current_owner()) {
             return Err(Error::VoucherNotCurrentOwner);
         }
         let payload = self.next_entry_payload(next_owner_spki)?;
@@ -311,7 +311,7 @@ impl Voucher {
     }
 
     /// Walks the chain from `manufacturer_spki`: the header must name that
-    /// key, and each entry must hash the header and its predecessor and be
+    /// key (in either encoding), and each entry must hash the header and its predecessor and be
     /// signed by the owner before it.
     ///
     /// # Errors
@@ -321,7 +321,7 @@ impl Voucher {
     /// [`Error::VoucherWrongSigner`] (signed by someone other than the
     /// owner), [`Error::VoucherBadSignature`] (forged or altered entry).
     pub fn verify(&self, manufacturer_spki: &[u8]) -> Result<VerifiedVoucher, Error> {
-        if self.header.manufacturer_public_key != manufacturer_spki {
+        if !same_key(&self.header.manufacturer_public_key, manufacturer_spki) {
             return Err(Error::VoucherManufacturerMismatch);
         }
         let header_sha256 = self.header_hash();

@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 use super::cbor::*;
 use super::cose::*;
 use super::*;
+use crate::ecdsa::canonical_p256_spki;
 use crate::signer::Signer;
-use crate::statement::parse_p256_spki;
 use crate::Error;
 
 /// The payload of one voucher entry: who the next owner is, bound to the
@@ -24,7 +24,8 @@ pub struct EntryPayload {
     pub header_hash: [u8; 32],
     /// Fresh random salt for this transfer's [`owner_commitment`].
     pub commitment_salt: [u8; SALT_LEN],
-    /// SubjectPublicKeyInfo DER of the next owner's P-256 key.
+    /// SubjectPublicKeyInfo DER of the next owner's P-256 key, in canonical
+    /// form (uncompressed point; [`EntryPayload::decode`] refuses another).
     pub next_owner_public_key: Vec<u8>,
 }
 
@@ -59,7 +60,11 @@ impl EntryPayload {
             commitment_salt: fixed(next(&mut items), "entry commitment_salt")?,
             next_owner_public_key: bytes_of(next(&mut items), "entry next owner key")?,
         };
-        parse_p256_spki(&payload.next_owner_public_key)?;
+        if canonical_p256_spki(&payload.next_owner_public_key)? != payload.next_owner_public_key {
+            return Err(malformed(
+                "entry next owner key is not in canonical form (uncompressed point)",
+            ));
+        }
         if payload.encode() != bytes {
             return Err(malformed("entry payload is not in canonical form"));
         }
@@ -73,7 +78,9 @@ impl EntryPayload {
 }
 
 /// Builds the payload of a voucher's entry 0 (manufacturer → first owner)
-/// with a fresh salt, ready for [`sign_entry`] by the OEM voucher key.
+/// with a fresh salt, ready for [`sign_entry`] by the OEM voucher key. The
+/// owner key may be given compressed or uncompressed; the payload names
+/// its canonical form.
 ///
 /// # Errors
 /// [`Error::NotP256`] when `next_owner_spki` is not a P-256 key.
@@ -90,14 +97,14 @@ pub(super) fn new_payload(
     header_hash: [u8; 32],
     next_owner_spki: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    parse_p256_spki(next_owner_spki)?;
+    let next_owner_public_key = canonical_p256_spki(next_owner_spki)?;
     let mut commitment_salt = [0u8; SALT_LEN];
     OsRng.fill_bytes(&mut commitment_salt);
     Ok(EntryPayload {
         prev_hash,
         header_hash,
         commitment_salt,
-        next_owner_public_key: next_owner_spki.to_vec(),
+        next_owner_public_key,
     }
     .encode())
 }

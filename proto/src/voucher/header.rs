@@ -6,8 +6,8 @@ use sha2::{Digest, Sha256};
 
 use super::cbor::*;
 use super::*;
+use crate::ecdsa::canonical_p256_spki;
 use crate::identity::is_well_formed_rot_id;
-use crate::statement::parse_p256_spki;
 use crate::Error;
 
 /// What a voucher says about the device and its maker. Signed indirectly:
@@ -22,12 +22,14 @@ pub struct VoucherHeader {
     pub serial: String,
     /// [`cert_chain_hash`] of the device certificate chain.
     pub cert_chain_sha256: [u8; 32],
-    /// SubjectPublicKeyInfo DER of the manufacturer (OEM voucher) key.
+    /// SubjectPublicKeyInfo DER of the manufacturer (OEM voucher) key, in
+    /// canonical form.
     pub manufacturer_public_key: Vec<u8>,
 }
 
 impl VoucherHeader {
-    /// A header with a fresh random guid.
+    /// A header with a fresh random guid; the manufacturer key is kept in
+    /// canonical form.
     ///
     /// # Errors
     /// [`Error::VoucherMalformed`] for a malformed `rot_id` or serial,
@@ -45,7 +47,7 @@ impl VoucherHeader {
             rot_id: rot_id.to_owned(),
             serial: serial.to_owned(),
             cert_chain_sha256,
-            manufacturer_public_key: manufacturer_public_key.to_vec(),
+            manufacturer_public_key: canonical_p256_spki(manufacturer_public_key)?,
         };
         header.check()?;
         Ok(header)
@@ -58,7 +60,11 @@ impl VoucherHeader {
             ));
         }
         check_serial(&self.serial)?;
-        parse_p256_spki(&self.manufacturer_public_key)?;
+        if canonical_p256_spki(&self.manufacturer_public_key)? != self.manufacturer_public_key {
+            return Err(malformed(
+                "header manufacturer key is not in canonical form (uncompressed point)",
+            ));
+        }
         Ok(())
     }
 

@@ -523,3 +523,98 @@ fn flipping_any_byte_is_caught() {
         }
     }
 }
+
+/// A signer that presents its key compressed (as some tools and secure
+/// elements do): the same key, the other encoding.
+struct Compressed {
+    inner: SoftwareSigner,
+    spki: Vec<u8>,
+}
+
+impl Compressed {
+    fn of(inner: SoftwareSigner) -> Self {
+        let key = crate::ecdsa::parse_p256_spki(inner.public_key_der()).expect("key");
+        let spki = crate::ecdsa::compressed_p256_spki(&key);
+        Self { inner, spki }
+    }
+}
+
+impl Signer for Compressed {
+    fn public_key_der(&self) -> &[u8] {
+        &self.spki
+    }
+    fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, Error> {
+        self.inner.sign_digest(digest)
+    }
+}
+
+/// Issue 12, canonical keys: an owner key given compressed and the same
+/// key given uncompressed name the same owner — the entry stores the
+/// canonical form, commitments and key ids hash it, the owner can extend
+/// with either form, and a payload naming the compressed form is refused.
+#[test]
+fn an_owner_key_given_compressed_or_uncompressed_names_the_same_owner() {
+    let o = owners();
+    let a = Compressed::of(SoftwareSigner::generate());
+    let uncompressed = crate::ecdsa::canonical_p256_spki(&a.spki).expect("canonical");
+    assert_ne!(a.spki, uncompressed);
+    let h = header(&o.oem);
+
+    let from_compressed = first_entry_payload(&h, &a.spki).expect("payload");
+    let from_uncompressed = first_entry_payload(&h, &uncompressed).expect("payload");
+    let p1 = EntryPayload::decode(&from_compressed).expect("decodes");
+    let p2 = EntryPayload::decode(&from_uncompressed).expect("decodes");
+    assert_eq!(p1.next_owner_public_key, uncompressed);
+    assert_eq!(p2.next_owner_public_key, uncompressed);
+    assert_eq!(
+        p1.owner_commitment(),
+        owner_commitment(&p1.commitment_salt, &a.spki),
+        "the commitment hashes the canonical key whatever form it is given"
+    );
+    assert_eq!(key_id(&a.spki), key_id(&uncompressed));
+    assert!(same_key(&a.spki, &uncompressed));
+    assert!(!same_key(&a.spki, o.b.public_key_der()));
+    let salt = [5u8; FIRST_OWNER_SALT_LEN];
+    assert_eq!(
+        first_owner_commitment(&salt, &a.spki).expect("commitment"),
+        first_owner_commitment(&salt, &uncompressed).expect("commitment")
+    );
+    assert_ne!(
+        first_owner_commitment(&salt, &a.spki).expect("commitment"),
+        first_owner_commitment(&[6u8; FIRST_OWNER_SALT_LEN], &a.spki).expect("commitment")
+    );
+
+    // The owner, holding the key in compressed form, extends the voucher.
+    let mut v = Voucher::new(h.clone());
+    v.push_entry(&sign_entry(&from_compressed, &o.oem).expect("sign"))
+        .expect("entry 0");
+    v.extend(&a, o.b.public_key_der())
+        .expect("a extends with either form");
+    let verified = Voucher::decode(&v.encode())
+        .expect("decode")
+        .verify(o.oem.public_key_der())
+        .expect("verify");
+    assert_eq!(verified.entries[0].next_owner_public_key, uncompressed);
+    assert_eq!(verified.entries[1].signer_public_key, uncompressed);
+
+    // A payload written with the compressed form is not canonical.
+    let mut raw = EntryPayload::decode(&from_compressed).expect("payload");
+    raw.next_owner_public_key = a.spki.clone();
+    assert!(matches!(
+        EntryPayload::decode(&raw.encode()),
+        Err(Error::VoucherMalformed(_))
+    ));
+    // Nor is a header naming the manufacturer key compressed.
+    let oem_compressed = Compressed::of(SoftwareSigner::generate());
+    let h2 = VoucherHeader::new(
+        &"ab".repeat(32),
+        "TL-000042",
+        cert_chain_hash(&chain()),
+        &oem_compressed.spki,
+    )
+    .expect("header");
+    assert_ne!(h2.manufacturer_public_key, oem_compressed.spki);
+    Voucher::new(h2)
+        .verify(&oem_compressed.spki)
+        .expect("the manufacturer key in either form verifies");
+}

@@ -170,6 +170,7 @@ async fn simulated(args: &InspectArgs) -> anyhow::Result<Outcome> {
         .transfer_from_manufacturer(v1::TransferFromManufacturerRequest {
             voucher: device.voucher.clone(),
             next_owner_public_key: first_owner.public_key_der().to_vec(),
+            first_owner_salt: vec![],
         })
         .await
         .map_err(|s| anyhow::anyhow!("the first transfer: {}", s.message()))?;
