@@ -33,8 +33,8 @@ use trustline_proto::v1::EventKind;
 use trustline_proto::voucher::{first_owner_commitment, sign_entry, Voucher};
 use trustline_tests::ownership::{
     certificate_serial_hex, device_entries, entries_since, extend, files_containing,
-    first_transfer, issue_operator, issue_operator_named, openssl_crl, ownership, plant,
-    provision, Owner, RawVoucher,
+    first_transfer, issue_operator, issue_operator_named, openssl_crl, ownership, plant, provision,
+    Owner, RawVoucher,
 };
 use trustline_tests::{station, Stack, SITE};
 
