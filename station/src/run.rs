@@ -7,8 +7,13 @@
 //! service said no for a reason the factory expects — a clone, a
 //! counterfeit, overproduction, a policy failure — carried in the
 //! `trustline-refusal` metadata); or failed (the line itself failed: the
-//! network, a service error, a device that stopped answering). A run with
-//! any failure is unsuccessful; refusals are the line doing its job.
+//! network, a service error, a device that refused a step, stopped
+//! answering or whose link broke). Refused and failed devices carry their
+//! stage, a stable reason (`device:already-claimed`, `link:timeout`, ...;
+//! see [`Outcome::Failed`]) and what the station knew of them (rot_id,
+//! serial), and each is printed above the progress bar as it happens. A
+//! run with any failure is unsuccessful; refusals are the line doing its
+//! job.
 //!
 //! Outputs (with an output directory): `<serial>.pem` (the chain, device
 //! certificate first), `<serial>.voucher.cbor` (the voucher as the device
@@ -111,6 +116,17 @@ pub struct Provisioned {
     pub replayed: bool,
 }
 
+/// What the station knew of a device when it stopped (for a device that
+/// was refused or failed): its RoT once its attestation was read, its
+/// serial once one was given to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Known {
+    /// The RoT's id.
+    pub rot_id: Option<String>,
+    /// The serial it was given.
+    pub serial: Option<String>,
+}
+
 /// How one device ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -126,13 +142,24 @@ pub enum Outcome {
         reason: String,
         /// The service's message.
         message: String,
+        /// The device.
+        known: Known,
     },
     /// The line failed.
     Failed {
-        /// The step.
+        /// The step ("hello", "read-attestation", "install-anchor", ...,
+        /// "finish").
         stage: &'static str,
-        /// What happened.
+        /// The stable reason: `device:<code>` (the device refused, e.g.
+        /// `device:already-claimed`), `link:<fault>` (e.g. `link:timeout`,
+        /// `link:exit`, `link:malformed`), `service:<reason>` or
+        /// `grpc:<code>` (the services failed), `station:<kind>`.
+        reason: String,
+        /// What happened (for `exec:` the exit status and the last lines of
+        /// stderr).
         message: String,
+        /// The device.
+        known: Known,
     },
 }
 
@@ -145,12 +172,76 @@ impl Outcome {
         }
     }
 
+    /// The failure reason, if failed.
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            Outcome::Failed { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
     /// The gRPC code of a refusal.
     pub fn code(&self) -> Option<Code> {
         match self {
             Outcome::Refused { code, .. } => Some(*code),
             _ => None,
         }
+    }
+
+    /// The step at which a refused or failed device stopped.
+    pub fn stage(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Refused { stage, .. } | Outcome::Failed { stage, .. } => Some(stage),
+            Outcome::Provisioned(_) => None,
+        }
+    }
+
+    /// The device's RoT and serial, as far as the station knew them.
+    pub fn known(&self) -> Known {
+        match self {
+            Outcome::Provisioned(p) => Known {
+                rot_id: Some(p.rot_id.clone()),
+                serial: Some(p.serial.clone()),
+            },
+            Outcome::Refused { known, .. } | Outcome::Failed { known, .. } => known.clone(),
+        }
+    }
+
+    fn with_known(mut self, ids: Known) -> Self {
+        if let Outcome::Refused { known, .. } | Outcome::Failed { known, .. } = &mut self {
+            *known = ids;
+        }
+        self
+    }
+
+    /// One line for the progress output.
+    fn line(&self, index: usize) -> Option<String> {
+        let (what, stage, reason, message, known) = match self {
+            Outcome::Provisioned(_) => return None,
+            Outcome::Refused {
+                stage,
+                reason,
+                message,
+                known,
+                ..
+            } => ("refused", stage, reason, message, known),
+            Outcome::Failed {
+                stage,
+                reason,
+                message,
+                known,
+            } => ("FAILED", stage, reason, message, known),
+        };
+        let mut ids = String::new();
+        if let Some(serial) = &known.serial {
+            ids.push_str(&format!(" serial {serial}"));
+        }
+        if let Some(rot_id) = &known.rot_id {
+            ids.push_str(&format!(" rot {}", &rot_id[..rot_id.len().min(16)]));
+        }
+        Some(format!(
+            "device {index}{ids}: {what} at {stage} ({reason}): {message}"
+        ))
     }
 }
 
@@ -174,11 +265,12 @@ impl Report {
 
     /// Refusals by reason.
     pub fn refusals(&self) -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        for reason in self.outcomes.iter().filter_map(Outcome::refusal) {
-            *out.entry(reason.to_owned()).or_insert(0) += 1;
-        }
-        out
+        count_by(self.outcomes.iter().filter_map(Outcome::refusal))
+    }
+
+    /// Failures by reason.
+    pub fn failure_reasons(&self) -> BTreeMap<String, usize> {
+        count_by(self.outcomes.iter().filter_map(Outcome::failure))
     }
 
     /// Devices that failed.
@@ -195,6 +287,14 @@ impl Report {
     }
 }
 
+fn count_by<'a>(reasons: impl Iterator<Item = &'a str>) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for reason in reasons {
+        *out.entry(reason.to_owned()).or_insert(0) += 1;
+    }
+    out
+}
+
 /// Live counters for the progress line.
 #[derive(Default)]
 pub(super) struct Counters {
@@ -202,6 +302,7 @@ pub(super) struct Counters {
     pub(super) refused: AtomicU64,
     pub(super) failed: AtomicU64,
     pub(super) reasons: Mutex<BTreeMap<String, u64>>,
+    pub(super) failures: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Counters {
@@ -213,19 +314,29 @@ impl Counters {
                 *r.entry(reason.clone()).or_insert(0) += 1;
                 self.refused.fetch_add(1, Ordering::Relaxed)
             }
-            Outcome::Failed { .. } => self.failed.fetch_add(1, Ordering::Relaxed),
+            Outcome::Failed { reason, .. } => {
+                let mut r = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                *r.entry(reason.clone()).or_insert(0) += 1;
+                self.failed.fetch_add(1, Ordering::Relaxed)
+            }
         };
     }
 
     fn message(&self) -> String {
-        let reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
-        let reasons: Vec<String> = reasons.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let list = |m: &Mutex<BTreeMap<String, u64>>| {
+            let m = m.lock().unwrap_or_else(|p| p.into_inner());
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         format!(
-            "ok={} refused={} [{}] errors={}",
+            "ok={} refused={} [{}] failed={} [{}]",
             self.provisioned.load(Ordering::Relaxed),
             self.refused.load(Ordering::Relaxed),
-            reasons.join(" "),
-            self.failed.load(Ordering::Relaxed)
+            list(&self.reasons),
+            self.failed.load(Ordering::Relaxed),
+            list(&self.failures),
         )
     }
 }
@@ -366,12 +477,16 @@ async fn worker<L: DeviceLink>(
         let Some((index, mut job)) = next else {
             return;
         };
-        let outcome = match provision(&shared, client.clone(), &mut job).await {
+        let mut known = Known::default();
+        let outcome = match provision(&shared, client.clone(), &mut job, &mut known).await {
             Ok(p) => {
                 if let Err(e) = write_outputs(&shared, &p) {
+                    known.serial = Some(p.serial);
                     Outcome::Failed {
                         stage: "write",
+                        reason: e.reason(),
                         message: e.to_string(),
+                        known: Known::default(),
                     }
                 } else {
                     Outcome::Provisioned(p)
@@ -379,7 +494,11 @@ async fn worker<L: DeviceLink>(
             }
             Err(o) => o,
         };
+        let outcome = outcome.with_known(known);
         shared.counters.record(&outcome);
+        if let Some(line) = outcome.line(index) {
+            progress.println(line);
+        }
         progress.inc(1);
         if index % 16 == 0 || !matches!(outcome, Outcome::Provisioned(_)) {
             progress.set_message(shared.counters.message());

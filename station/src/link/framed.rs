@@ -1,0 +1,439 @@
+//! The framed device protocol (docs/device-protocol.md §8–§11) over a
+//! byte link — a command's standard streams (`exec:`) or a serial port
+//! (`serial:`): sessions opened by `hello` (version 1, the steps the
+//! station needs), requests numbered from 1, answers checked by id and
+//! step ([`super::answer`]), a per-request timeout, and after a lost answer
+//! a new session that repeats a repeatable step or recovers a one-time
+//! step from `status` ([`super::recovery`]), up to [`LinkOptions::retries`]
+//! times.
+
+use tokio::time::Instant;
+use trustline_proto::device::v1::device_request::Step;
+use trustline_proto::device::v1::device_response::Result as Answer;
+use trustline_proto::device::v1::{self as dv1};
+use trustline_proto::device::{encode_frame, MAX_FRAME_LEN, PROTOCOL_VERSION};
+use trustline_proto::v1;
+
+use super::answer::{self, check_answer, request_step, step_name, Checked};
+use super::exec::{ExecCommand, ExecPort};
+use super::recovery::{recover, Recovered};
+use super::serial::{SerialPath, SerialPort};
+use super::{DeviceLink, LinkOptions, WrappedKey};
+use crate::error::{Error, LinkFault, Result};
+
+/// The steps every device must announce for the factory flow (§11); the
+/// personalisation step of the run's mode is checked when it is used.
+const REQUIRED_STEPS: [u32; 7] = [2, 3, 4, 5, 6, 9, 10];
+
+/// What the device said in `hello`.
+#[derive(Debug, Clone)]
+struct Session {
+    steps: Vec<u32>,
+    kdfs: Vec<String>,
+    max_frame_len: usize,
+}
+
+/// The byte link under the protocol.
+enum Port {
+    Exec(ExecPort),
+    Serial(SerialPort),
+}
+
+impl Port {
+    async fn connect(&mut self, deadline: Instant) -> Result<()> {
+        match self {
+            Port::Exec(p) => p.connect(),
+            Port::Serial(p) => p.connect(deadline).await,
+        }
+    }
+
+    async fn send(&mut self, frame: &[u8], deadline: Instant, step: &str) -> Result<()> {
+        match self {
+            Port::Exec(p) => p.send(frame, deadline, step).await,
+            Port::Serial(p) => p.send(frame, deadline, step).await,
+        }
+    }
+
+    async fn recv(&mut self, deadline: Instant, step: &str) -> Result<Vec<u8>> {
+        match self {
+            Port::Exec(p) => p.recv(deadline, step).await,
+            Port::Serial(p) => p.recv(deadline, step).await,
+        }
+    }
+
+    /// After a lost answer: the stream is out of step.
+    async fn reset(&mut self, deadline: Instant) {
+        match self {
+            Port::Exec(p) => p.stop().await,
+            Port::Serial(p) => p.drain(deadline).await,
+        }
+    }
+
+    async fn finish(&mut self, deadline: Instant) -> Result<()> {
+        match self {
+            Port::Exec(p) => p.finish(deadline).await,
+            Port::Serial(p) => {
+                p.close();
+                Ok(())
+            }
+        }
+    }
+
+    /// The device failed: nothing of it keeps running.
+    async fn abandon(&mut self) {
+        match self {
+            Port::Exec(p) => p.stop().await,
+            Port::Serial(p) => p.close(),
+        }
+    }
+}
+
+/// A device behind the framed protocol: an `exec:` command or a serial
+/// port.
+pub struct FramedLink {
+    port: Port,
+    options: LinkOptions,
+    /// The id of the next request; never reused on this link, so an answer
+    /// from an earlier session is recognised as stale.
+    next_id: u32,
+    session: Option<Session>,
+}
+
+impl FramedLink {
+    /// The device behind `command`, run for device `index` of the run.
+    pub fn exec(command: &ExecCommand, index: usize, options: LinkOptions) -> Self {
+        Self::new(
+            Port::Exec(ExecPort::new(command, index, options.timeout)),
+            options,
+        )
+    }
+
+    /// The device on the serial port `path`.
+    pub fn serial(path: SerialPath, options: LinkOptions) -> Self {
+        Self::new(
+            Port::Serial(SerialPort::new(path, options.timeout)),
+            options,
+        )
+    }
+
+    fn new(port: Port, options: LinkOptions) -> Self {
+        Self {
+            port,
+            options,
+            next_id: 1,
+            session: None,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.options.timeout
+    }
+
+    /// Opens a session when there is none: connect, `hello`, checks.
+    async fn ensure_session(&mut self) -> Result<()> {
+        if self.session.is_some() {
+            return Ok(());
+        }
+        self.port.connect(self.deadline()).await?;
+        let hello = Step::Hello(dv1::HelloRequest {
+            versions: vec![PROTOCOL_VERSION],
+            station: self.options.station.clone(),
+        });
+        let Answer::Hello(h) = self.exchange(&hello).await? else {
+            return Err(wrong_answer("hello"));
+        };
+        if h.version != PROTOCOL_VERSION {
+            return Err(Error::link(
+                LinkFault::Protocol,
+                format!(
+                    "the device chose protocol version {}; this station offered {PROTOCOL_VERSION}",
+                    h.version
+                ),
+            ));
+        }
+        let missing: Vec<&str> = REQUIRED_STEPS
+            .iter()
+            .filter(|s| !h.steps.contains(s))
+            .map(|s| step_name(*s))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::link(
+                LinkFault::Protocol,
+                format!("the device does not announce {}", missing.join(", ")),
+            ));
+        }
+        let max = usize::try_from(h.max_frame_len).unwrap_or(MAX_FRAME_LEN);
+        self.session = Some(Session {
+            steps: h.steps,
+            kdfs: h.kdfs,
+            max_frame_len: if max == 0 {
+                MAX_FRAME_LEN
+            } else {
+                max.min(MAX_FRAME_LEN)
+            },
+        });
+        Ok(())
+    }
+
+    /// One request and its answer in the current session.
+    async fn exchange(&mut self, step: &Step) -> Result<Answer> {
+        let number = request_step(step);
+        let name = step_name(number);
+        if let Some(session) = &self.session {
+            if !session.steps.contains(&number) {
+                return Err(Error::link(
+                    LinkFault::Protocol,
+                    format!("the device does not announce {name}"),
+                ));
+            }
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+        let request = dv1::DeviceRequest {
+            id,
+            step: Some(step.clone()),
+        };
+        let frame = encode_frame(&request)
+            .map_err(|e| Error::link(LinkFault::Protocol, format!("the {name} request: {e}")))?;
+        let limit = self
+            .session
+            .as_ref()
+            .map_or(MAX_FRAME_LEN, |s| s.max_frame_len);
+        if frame.len() - trustline_proto::device::FRAME_HEADER_LEN > limit {
+            return Err(Error::link(
+                LinkFault::Protocol,
+                format!(
+                    "the {name} request of {} bytes exceeds the device's limit of {limit}",
+                    frame.len()
+                ),
+            ));
+        }
+        let deadline = self.deadline();
+        self.port.send(&frame, deadline, name).await?;
+        loop {
+            let body = self.port.recv(deadline, name).await?;
+            match check_answer(&body, id, number)? {
+                Checked::Answer(answer) => return Ok(answer),
+                // A late answer to an earlier request: the one asked for
+                // may still come before the deadline.
+                Checked::Stale(_) => continue,
+            }
+        }
+    }
+
+    /// One attempt at `step`: a one-time step after a lost answer reads
+    /// `status` first.
+    async fn attempt(&mut self, step: &Step, after_loss: bool) -> Result<Answer> {
+        self.ensure_session().await?;
+        let number = request_step(step);
+        if after_loss && !answer::repeatable(number) {
+            let Answer::Status(status) =
+                self.exchange(&Step::Status(dv1::StatusRequest {})).await?
+            else {
+                return Err(wrong_answer("status"));
+            };
+            match recover(step, &status) {
+                Recovered::Done(answer) => return Ok(answer),
+                Recovered::Refused(e) => return Err(e),
+                Recovered::NotDone => {}
+            }
+        }
+        self.exchange(step).await
+    }
+
+    /// `step` with the link's retries; a failed device's link is stopped.
+    async fn call(&mut self, step: Step) -> Result<Answer> {
+        let number = request_step(&step);
+        let mut tries = 0;
+        let mut first = None;
+        loop {
+            match self.attempt(&step, tries > 0).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) if tries < self.options.retries && retryable(&e, number) => {
+                    tries += 1;
+                    first.get_or_insert(e);
+                    self.session = None;
+                    let deadline = self.deadline();
+                    self.port.reset(deadline).await;
+                }
+                Err(e) => {
+                    self.session = None;
+                    self.port.abandon().await;
+                    return Err(after_tries(first, e, tries));
+                }
+            }
+        }
+    }
+}
+
+/// Whether a failure of `step` is tried again: the answer was lost, and the
+/// step is repeatable or a one-time step `status` can recover.
+fn retryable(e: &Error, step: u32) -> bool {
+    matches!(e, Error::Link { fault, .. } if fault.lost_answer())
+        && (answer::repeatable(step) || matches!(step, 5 | 7 | 8))
+}
+
+fn wrong_answer(step: &str) -> Error {
+    Error::link(LinkFault::WrongAnswer, format!("no {step} answer"))
+}
+
+fn missing(what: &str) -> Error {
+    Error::link(
+        LinkFault::Malformed,
+        format!("the answer carries no {what}"),
+    )
+}
+
+/// The failure of a step tried `tries + 1` times: the first lost answer is
+/// the cause (what came after is often its consequence, e.g. a port that
+/// cannot be opened again after the device died), the last is appended.
+fn after_tries(first: Option<Error>, last: Error, tries: u32) -> Error {
+    match first {
+        Some(Error::Link { fault, detail }) => Error::Link {
+            fault,
+            detail: format!("{detail} (tried {} times; last: {last})", tries + 1),
+        },
+        _ => last,
+    }
+}
+
+impl DeviceLink for FramedLink {
+    async fn open(&mut self) -> Result<()> {
+        let mut tries = 0;
+        let mut first = None;
+        loop {
+            match self.ensure_session().await {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < self.options.retries && retryable(&e, 2) => {
+                    tries += 1;
+                    first.get_or_insert(e);
+                    let deadline = self.deadline();
+                    self.port.reset(deadline).await;
+                }
+                Err(e) => {
+                    self.port.abandon().await;
+                    return Err(after_tries(first, e, tries));
+                }
+            }
+        }
+    }
+
+    async fn status(&mut self) -> Result<dv1::StatusResponse> {
+        match self.call(Step::Status(dv1::StatusRequest {})).await? {
+            Answer::Status(s) => Ok(s),
+            _ => Err(wrong_answer("status")),
+        }
+    }
+
+    async fn read_attestation(&mut self) -> Result<v1::RotAttestation> {
+        match self
+            .call(Step::ReadAttestation(dv1::ReadAttestationRequest {}))
+            .await?
+        {
+            Answer::ReadAttestation(r) => r.attestation.ok_or_else(|| missing("attestation")),
+            _ => Err(wrong_answer("read_attestation")),
+        }
+    }
+
+    async fn claim(&mut self, nonce: &[u8], anchor: &[u8]) -> Result<v1::SignedStatement> {
+        let step = Step::Claim(dv1::ClaimRequest {
+            nonce: nonce.to_vec(),
+            anchor: anchor.to_vec(),
+        });
+        match self.call(step).await? {
+            Answer::Claim(c) => c.receipt.ok_or_else(|| missing("claim receipt")),
+            _ => Err(wrong_answer("claim")),
+        }
+    }
+
+    async fn lock_readout(&mut self) -> Result<()> {
+        match self
+            .call(Step::LockReadout(dv1::LockReadoutRequest {}))
+            .await?
+        {
+            Answer::LockReadout(r) if r.readout_locked => Ok(()),
+            // 2.4.14.16: a device whose lock does not take is not
+            // personalised (the provisioner would refuse its attestation).
+            Answer::LockReadout(_) => Err(Error::DeviceRefused {
+                code: "readout-unlocked".into(),
+                reason: "the readout lock reads back unlocked".into(),
+            }),
+            _ => Err(wrong_answer("lock_readout")),
+        }
+    }
+
+    async fn generate_key(&mut self, challenge: &[u8]) -> Result<v1::SignedStatement> {
+        let step = Step::GenerateKey(dv1::GenerateKeyRequest {
+            challenge: challenge.to_vec(),
+        });
+        match self.call(step).await? {
+            Answer::GenerateKey(k) => k.key_attestation.ok_or_else(|| missing("key attestation")),
+            _ => Err(wrong_answer("generate_key")),
+        }
+    }
+
+    async fn install_wrapped_key(
+        &mut self,
+        key: &WrappedKey,
+        challenge: &[u8],
+    ) -> Result<v1::SignedStatement> {
+        self.ensure_session().await?;
+        if let Some(session) = &self.session {
+            if !session.kdfs.contains(&key.kdf) {
+                return Err(Error::link(
+                    LinkFault::Protocol,
+                    format!("the device does not announce the kdf {:?}", key.kdf),
+                ));
+            }
+        }
+        let step = Step::InstallWrappedKey(dv1::InstallWrappedKeyRequest {
+            device_public_key: key.device_public_key.clone(),
+            hsm_ephemeral_public_key: key.hsm_ephemeral_public_key.clone(),
+            wrapped_key: key.wrapped_key.clone(),
+            kdf: key.kdf.clone(),
+            challenge: challenge.to_vec(),
+        });
+        match self.call(step).await? {
+            Answer::InstallWrappedKey(k) => {
+                k.key_attestation.ok_or_else(|| missing("key attestation"))
+            }
+            _ => Err(wrong_answer("install_wrapped_key")),
+        }
+    }
+
+    async fn prove_possession(
+        &mut self,
+        serial: &str,
+        challenge: &[u8],
+    ) -> Result<v1::SignedStatement> {
+        let step = Step::ProvePossession(dv1::ProvePossessionRequest {
+            serial: serial.to_owned(),
+            challenge: challenge.to_vec(),
+        });
+        match self.call(step).await? {
+            Answer::ProvePossession(p) => p.proof.ok_or_else(|| missing("proof")),
+            _ => Err(wrong_answer("prove_possession")),
+        }
+    }
+
+    async fn store_certification(&mut self, chain: &[Vec<u8>], voucher: &[u8]) -> Result<Vec<u8>> {
+        let step = Step::StoreCertification(dv1::StoreCertificationRequest {
+            certificate_chain: chain.to_vec(),
+            voucher: voucher.to_vec(),
+        });
+        match self.call(step).await? {
+            Answer::StoreCertification(s) => Ok(s.voucher),
+            _ => Err(wrong_answer("store_certification")),
+        }
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        self.session = None;
+        let deadline = self.deadline();
+        let result = self.port.finish(deadline).await;
+        if result.is_err() {
+            self.port.abandon().await;
+        }
+        result
+    }
+}
