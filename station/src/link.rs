@@ -51,6 +51,10 @@ pub struct LinkOptions {
     /// How long one request may wait for its answer; then the answer counts
     /// as lost (an `exec:` command is killed).
     pub timeout: std::time::Duration,
+    /// How long opening a session may take — starting the command (a
+    /// programmer attaching to its probe) or opening the port, and the
+    /// answer to `hello`; at least [`LinkOptions::timeout`].
+    pub open_timeout: std::time::Duration,
     /// How many times a lost answer is tried again, each time in a new
     /// session: a repeatable step is repeated; a one-time step (`claim`,
     /// `generate_key`, `install_wrapped_key`) is recovered from `status`
@@ -65,6 +69,7 @@ impl Default for LinkOptions {
     fn default() -> Self {
         Self {
             timeout: std::time::Duration::from_secs(10),
+            open_timeout: std::time::Duration::from_secs(30),
             retries: 1,
             station: "trustline-station".into(),
         }

@@ -495,6 +495,12 @@ async fn worker<L: DeviceLink>(
             Err(o) => o,
         };
         let outcome = outcome.with_known(known);
+        if matches!(outcome, Outcome::Refused { .. }) {
+            // The service refused the device: its session ends normally (a
+            // failed link has already stopped itself). The outcome stays
+            // the refusal whatever the link says.
+            let _ = job.link.finish().await;
+        }
         shared.counters.record(&outcome);
         if let Some(line) = outcome.line(index) {
             progress.println(line);

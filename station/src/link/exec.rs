@@ -226,7 +226,7 @@ impl ExecPort {
             Ok(Err(e)) => Err(self
                 .ended(&format!("before taking the {step} request ({e})"))
                 .await),
-            Err(_) => Err(self.timed_out(step).await),
+            Err(_) => Err(self.timed_out().await),
         }
     }
 
@@ -254,7 +254,7 @@ impl ExecPort {
                     format!("reading the answer to {step}: {e}{stderr}"),
                 ))
             }
-            Err(_) => Err(self.timed_out(step).await),
+            Err(_) => Err(self.timed_out().await),
         }
     }
 
@@ -305,14 +305,11 @@ impl ExecPort {
         running.stderr.text().await
     }
 
-    async fn timed_out(&mut self, step: &str) -> Error {
+    async fn timed_out(&mut self) -> Error {
         let stderr = self.kill().await;
         Error::link(
             LinkFault::Timeout,
-            format!(
-                "no answer to {step} within {:?}; the command was killed{stderr}",
-                self.timeout
-            ),
+            format!("the command was killed{stderr}"),
         )
     }
 

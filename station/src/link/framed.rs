@@ -7,6 +7,8 @@
 //! step from `status` ([`super::recovery`]), up to [`LinkOptions::retries`]
 //! times.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 use trustline_proto::device::v1::device_request::Step;
 use trustline_proto::device::v1::device_response::Result as Answer;
@@ -110,10 +112,7 @@ impl FramedLink {
 
     /// The device on the serial port `path`.
     pub fn serial(path: SerialPath, options: LinkOptions) -> Self {
-        Self::new(
-            Port::Serial(SerialPort::new(path, options.timeout)),
-            options,
-        )
+        Self::new(Port::Serial(SerialPort::new(path)), options)
     }
 
     fn new(port: Port, options: LinkOptions) -> Self {
@@ -129,17 +128,25 @@ impl FramedLink {
         Instant::now() + self.options.timeout
     }
 
+    /// Opening a session (starting the command, opening the port, `hello`)
+    /// may take [`LinkOptions::open_timeout`], or the request timeout when
+    /// that is longer.
+    fn open_timeout(&self) -> Duration {
+        self.options.open_timeout.max(self.options.timeout)
+    }
+
     /// Opens a session when there is none: connect, `hello`, checks.
     async fn ensure_session(&mut self) -> Result<()> {
         if self.session.is_some() {
             return Ok(());
         }
-        self.port.connect(self.deadline()).await?;
+        let open = self.open_timeout();
+        self.port.connect(Instant::now() + open).await?;
         let hello = Step::Hello(dv1::HelloRequest {
             versions: vec![PROTOCOL_VERSION],
             station: self.options.station.clone(),
         });
-        let Answer::Hello(h) = self.exchange(&hello).await? else {
+        let Answer::Hello(h) = self.exchange(&hello, open).await? else {
             return Err(wrong_answer("hello"));
         };
         if h.version != PROTOCOL_VERSION {
@@ -176,7 +183,7 @@ impl FramedLink {
     }
 
     /// One request and its answer in the current session.
-    async fn exchange(&mut self, step: &Step) -> Result<Answer> {
+    async fn exchange(&mut self, step: &Step, timeout: Duration) -> Result<Answer> {
         let number = request_step(step);
         let name = step_name(number);
         if let Some(session) = &self.session {
@@ -208,10 +215,27 @@ impl FramedLink {
                 ),
             ));
         }
-        let deadline = self.deadline();
-        self.port.send(&frame, deadline, name).await?;
+        let deadline = Instant::now() + timeout;
+        let within = |e: Error| match e {
+            Error::Link {
+                fault: LinkFault::Timeout,
+                detail,
+            } => Error::link(
+                LinkFault::Timeout,
+                if detail.is_empty() {
+                    format!("no answer to {name} within {timeout:?}")
+                } else {
+                    format!("no answer to {name} within {timeout:?}; {detail}")
+                },
+            ),
+            other => other,
+        };
+        self.port
+            .send(&frame, deadline, name)
+            .await
+            .map_err(within)?;
         loop {
-            let body = self.port.recv(deadline, name).await?;
+            let body = self.port.recv(deadline, name).await.map_err(within)?;
             match check_answer(&body, id, number)? {
                 Checked::Answer(answer) => return Ok(answer),
                 // A late answer to an earlier request: the one asked for
@@ -227,8 +251,9 @@ impl FramedLink {
         self.ensure_session().await?;
         let number = request_step(step);
         if after_loss && !answer::repeatable(number) {
-            let Answer::Status(status) =
-                self.exchange(&Step::Status(dv1::StatusRequest {})).await?
+            let Answer::Status(status) = self
+                .exchange(&Step::Status(dv1::StatusRequest {}), self.options.timeout)
+                .await?
             else {
                 return Err(wrong_answer("status"));
             };
@@ -238,7 +263,7 @@ impl FramedLink {
                 Recovered::NotDone => {}
             }
         }
-        self.exchange(step).await
+        self.exchange(step, self.options.timeout).await
     }
 
     /// `step` with the link's retries; a failed device's link is stopped.
@@ -288,11 +313,20 @@ fn missing(what: &str) -> Error {
 /// the cause (what came after is often its consequence, e.g. a port that
 /// cannot be opened again after the device died), the last is appended.
 fn after_tries(first: Option<Error>, last: Error, tries: u32) -> Error {
+    let n = tries + 1;
     match first {
-        Some(Error::Link { fault, detail }) => Error::Link {
-            fault,
-            detail: format!("{detail} (tried {} times; last: {last})", tries + 1),
-        },
+        Some(Error::Link { fault, detail }) => {
+            let same =
+                matches!(&last, Error::Link { fault: f, detail: d } if *f == fault && *d == detail);
+            Error::Link {
+                fault,
+                detail: if same {
+                    format!("{detail} (the same on all {n} tries)")
+                } else {
+                    format!("{detail} (tried {n} times; last: {last})")
+                },
+            }
+        }
         _ => last,
     }
 }

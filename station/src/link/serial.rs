@@ -83,7 +83,6 @@ type Port = Box<dyn serialport::SerialPort>;
 /// The byte link of a `serial:` device.
 pub(super) struct SerialPort {
     path: SerialPath,
-    timeout: Duration,
     port: Option<Port>,
 }
 
@@ -143,12 +142,8 @@ fn io_failure(what: &str, e: std::io::Error) -> Error {
 }
 
 impl SerialPort {
-    pub(super) fn new(path: SerialPath, timeout: Duration) -> Self {
-        Self {
-            path,
-            timeout,
-            port: None,
-        }
+    pub(super) fn new(path: SerialPath) -> Self {
+        Self { path, port: None }
     }
 
     /// Runs `f` on the port on the blocking pool; a port that failed is
@@ -218,7 +213,6 @@ impl SerialPort {
     pub(super) async fn recv(&mut self, deadline: Instant, step: &str) -> Result<Vec<u8>> {
         let deadline = deadline.into_std();
         let step = step.to_owned();
-        let timeout = self.timeout;
         self.with_port(move |port| {
             let mut reader = DeadlineReader { port, deadline };
             match read_frame(&mut reader) {
@@ -230,10 +224,7 @@ impl SerialPort {
                 Err(trustline_proto::Error::FrameIo(e))
                     if e.kind() == std::io::ErrorKind::TimedOut =>
                 {
-                    Err(Error::link(
-                        LinkFault::Timeout,
-                        format!("no answer to {step} within {timeout:?}"),
-                    ))
+                    Err(Error::link(LinkFault::Timeout, String::new()))
                 }
                 Err(trustline_proto::Error::FrameIo(e)) => {
                     Err(io_failure(&format!("reading the answer to {step}"), e))

@@ -114,7 +114,9 @@ Device links (--link, once per socket; device i of the run uses link i mod the n
                       When the station closes stdin the command must exit with status 0.
   serial:PATH[,BAUD]  the same frames over a serial port, 8N1 raw, 115200 baud unless given;
                       {index} in PATH as above. Input before the first frame is discarded.
-Each request must be answered within --device-timeout (an exec command is then killed).
+Each request must be answered within --device-timeout (an exec command is then killed);
+opening a session (starting the command or opening the port, and hello) within
+--device-open-timeout.
 A lost answer (timeout, exit, malformed frame, wrong id) is tried again in a new session
 up to --device-retries times: a repeatable step is repeated; claim and key steps are
 recovered from the device's status, never repeated once done. A device that fails is
@@ -146,6 +148,10 @@ pub(crate) struct RunArgs {
     /// Seconds a device may take to answer one request (exec: then killed).
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
     pub(crate) device_timeout: std::time::Duration,
+    /// Seconds opening a device session may take: starting the exec command
+    /// or opening the port, and the answer to hello.
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = seconds)]
+    pub(crate) device_open_timeout: std::time::Duration,
     /// How often a lost device answer is tried again, in a new session.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub(crate) device_retries: u32,
@@ -235,6 +241,7 @@ async fn station_run(args: RunArgs) -> anyhow::Result<Outcome> {
     let identity = args.client.identity.clone();
     let options = station::link::LinkOptions {
         timeout: args.device_timeout,
+        open_timeout: args.device_open_timeout,
         retries: args.device_retries,
         station: identity.unwrap_or_else(|| "station".into()),
     };
