@@ -49,6 +49,7 @@ fn main() -> Result<()> {
     ledger_seeds(&mut corpus)?;
     note_seeds(&mut corpus);
     caller_seeds(&mut corpus)?;
+    device_answer_seeds(&mut corpus)?;
     for (target, _) in TARGETS {
         if !corpus.contains_key(target) {
             bail!("no seeds for target {target}");
@@ -994,6 +995,70 @@ fn caller_seeds(c: &mut Corpus) -> Result<()> {
         "bad-uri-token",
         URI,
         b"urn:trustline:caller:station:site a:st-01",
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- station
+
+fn device_answer_seeds(c: &mut Corpus) -> Result<()> {
+    use trustline_proto::device::encode_frame;
+    use trustline_proto::device::v1 as dv1;
+    use trustline_proto::device::v1::device_response::Result as Answer;
+    let t = "device_answer";
+    let frame = |id: u32, result: Answer| -> Result<Vec<u8>> {
+        Ok(encode_frame(&dv1::DeviceResponse {
+            id,
+            result: Some(result),
+        })?)
+    };
+    let lock = || {
+        Answer::LockReadout(dv1::LockReadoutResponse {
+            readout_locked: true,
+        })
+    };
+    // Step 6 (lock_readout) is selector 4; request id 3.
+    let answer = frame(3, lock())?;
+    add(c, t, "ok-lock-readout", 4, &[&[3][..], &answer].concat());
+    let stale = frame(2, lock())?;
+    add(
+        c,
+        t,
+        "ok-stale-then-answer",
+        4,
+        &[&[3][..], &stale, &answer].concat(),
+    );
+    let status = frame(
+        3,
+        Answer::Status(dv1::StatusResponse {
+            rot_id: fixtures::rot_id(),
+            ..Default::default()
+        }),
+    )?;
+    add(c, t, "ok-status", 1, &[&[3][..], &status].concat());
+    add(c, t, "bad-other-step", 5, &[&[3][..], &answer].concat());
+    add(c, t, "bad-wrong-id", 4, &[&[2][..], &answer].concat());
+    let refusal = frame(
+        3,
+        Answer::Error(dv1::DeviceError {
+            code: dv1::ErrorCode::AlreadyClaimed as i32,
+            reason: "root of trust is already claimed".into(),
+        }),
+    )?;
+    add(c, t, "bad-device-error", 3, &[&[3][..], &refusal].concat());
+    add(
+        c,
+        t,
+        "bad-garbage",
+        4,
+        b"\x03\xde\xad\xbe\xef garbage, not a frame \x00\x01",
+    );
+    add(
+        c,
+        t,
+        "bad-truncated",
+        4,
+        &[&[3][..], &answer[..answer.len() - 1]].concat(),
     );
     Ok(())
 }

@@ -24,6 +24,7 @@
 //! | `ledger_export` | `custody_ledger::verify::verify_export` |
 //! | `checkpoint_note` | `custody_ledger::checkpoint::{open, spki_from_pem}` |
 //! | `caller_identity` | `transport::Caller::{from_certificate, from_verified_chain, from_uri}` |
+//! | `device_answer` | `trustline_proto::device::read_frame` + `station::link::answer::check_answer` (a device's answers on an `exec:`/`serial:` link) |
 //!
 //! Most harnesses read a first selector byte: one value feeds the bytes to
 //! the decoder as they would arrive from outside; another signs them first
@@ -74,4 +75,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("ledger_export", targets::ledger::ledger_export),
     ("checkpoint_note", targets::ledger::checkpoint_note),
     ("caller_identity", targets::transport::caller_identity),
+    ("device_answer", targets::station::device_answer),
 ];

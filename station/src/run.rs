@@ -7,8 +7,13 @@
 //! service said no for a reason the factory expects — a clone, a
 //! counterfeit, overproduction, a policy failure — carried in the
 //! `trustline-refusal` metadata); or failed (the line itself failed: the
-//! network, a service error, a device that stopped answering). A run with
-//! any failure is unsuccessful; refusals are the line doing its job.
+//! network, a service error, a device that refused a step, stopped
+//! answering or whose link broke). Refused and failed devices carry their
+//! stage, a stable reason (`device:already-claimed`, `link:timeout`, ...;
+//! see [`Outcome::Failed`]) and what the station knew of them (rot_id,
+//! serial); each failure is printed above the progress bar as it happens. A
+//! run with any failure is unsuccessful; refusals are the line doing its
+//! job.
 //!
 //! Outputs (with an output directory): `<serial>.pem` (the chain, device
 //! certificate first), `<serial>.voucher.cbor` (the voucher as the device
@@ -18,11 +23,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tonic::transport::Channel;
-use tonic::Code;
 use trustline_proto::v1;
 use trustline_proto::v1::provisioning_client::ProvisioningClient;
 
@@ -33,10 +37,12 @@ use crate::link::DeviceLink;
 
 mod outputs;
 mod provision;
+mod report;
 
 pub use outputs::chain_pem;
 use outputs::write_outputs;
 use provision::provision;
+pub use report::{Known, Outcome, Report};
 
 /// How devices get their identity key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -109,90 +115,6 @@ pub struct Provisioned {
     pub replayed: bool,
 }
 
-/// How one device ended.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    /// Claimed, personalised, certified and written.
-    Provisioned(Provisioned),
-    /// The service refused it for a reason the factory expects.
-    Refused {
-        /// The step: "claim", "complete-claim", "deliver-key", "certify".
-        stage: &'static str,
-        /// The gRPC code.
-        code: Code,
-        /// The `trustline-refusal` reason.
-        reason: String,
-        /// The service's message.
-        message: String,
-    },
-    /// The line failed.
-    Failed {
-        /// The step.
-        stage: &'static str,
-        /// What happened.
-        message: String,
-    },
-}
-
-impl Outcome {
-    /// The refusal reason, if refused.
-    pub fn refusal(&self) -> Option<&str> {
-        match self {
-            Outcome::Refused { reason, .. } => Some(reason),
-            _ => None,
-        }
-    }
-
-    /// The gRPC code of a refusal.
-    pub fn code(&self) -> Option<Code> {
-        match self {
-            Outcome::Refused { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
-}
-
-/// What a run did.
-#[derive(Debug)]
-pub struct Report {
-    /// Every device's outcome, in job order.
-    pub outcomes: Vec<Outcome>,
-    /// Wall time of the run.
-    pub elapsed: Duration,
-}
-
-impl Report {
-    /// Devices provisioned.
-    pub fn provisioned(&self) -> usize {
-        self.outcomes
-            .iter()
-            .filter(|o| matches!(o, Outcome::Provisioned(_)))
-            .count()
-    }
-
-    /// Refusals by reason.
-    pub fn refusals(&self) -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        for reason in self.outcomes.iter().filter_map(Outcome::refusal) {
-            *out.entry(reason.to_owned()).or_insert(0) += 1;
-        }
-        out
-    }
-
-    /// Devices that failed.
-    pub fn failures(&self) -> Vec<&Outcome> {
-        self.outcomes
-            .iter()
-            .filter(|o| matches!(o, Outcome::Failed { .. }))
-            .collect()
-    }
-
-    /// Provisioned devices per second of wall time.
-    pub fn devices_per_second(&self) -> f64 {
-        self.provisioned() as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
-
 /// Live counters for the progress line.
 #[derive(Default)]
 pub(super) struct Counters {
@@ -200,6 +122,7 @@ pub(super) struct Counters {
     pub(super) refused: AtomicU64,
     pub(super) failed: AtomicU64,
     pub(super) reasons: Mutex<BTreeMap<String, u64>>,
+    pub(super) failures: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Counters {
@@ -211,19 +134,29 @@ impl Counters {
                 *r.entry(reason.clone()).or_insert(0) += 1;
                 self.refused.fetch_add(1, Ordering::Relaxed)
             }
-            Outcome::Failed { .. } => self.failed.fetch_add(1, Ordering::Relaxed),
+            Outcome::Failed { reason, .. } => {
+                let mut r = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                *r.entry(reason.clone()).or_insert(0) += 1;
+                self.failed.fetch_add(1, Ordering::Relaxed)
+            }
         };
     }
 
     fn message(&self) -> String {
-        let reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
-        let reasons: Vec<String> = reasons.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let list = |m: &Mutex<BTreeMap<String, u64>>| {
+            let m = m.lock().unwrap_or_else(|p| p.into_inner());
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         format!(
-            "ok={} refused={} [{}] errors={}",
+            "ok={} refused={} [{}] failed={} [{}]",
             self.provisioned.load(Ordering::Relaxed),
             self.refused.load(Ordering::Relaxed),
-            reasons.join(" "),
-            self.failed.load(Ordering::Relaxed)
+            list(&self.reasons),
+            self.failed.load(Ordering::Relaxed),
+            list(&self.failures),
         )
     }
 }
@@ -364,12 +297,16 @@ async fn worker<L: DeviceLink>(
         let Some((index, mut job)) = next else {
             return;
         };
-        let outcome = match provision(&shared, client.clone(), &mut job).await {
+        let mut known = Known::default();
+        let outcome = match provision(&shared, client.clone(), &mut job, &mut known).await {
             Ok(p) => {
                 if let Err(e) = write_outputs(&shared, &p) {
+                    known.serial = Some(p.serial);
                     Outcome::Failed {
                         stage: "write",
+                        reason: e.reason(),
                         message: e.to_string(),
+                        known: Known::default(),
                     }
                 } else {
                     Outcome::Provisioned(p)
@@ -377,7 +314,21 @@ async fn worker<L: DeviceLink>(
             }
             Err(o) => o,
         };
+        let outcome = outcome.with_known(known);
+        if matches!(outcome, Outcome::Refused { .. }) {
+            // The service refused the device: its session ends normally (a
+            // failed link has already stopped itself). The outcome stays
+            // the refusal whatever the link says.
+            let _ = job.link.finish().await;
+        }
         shared.counters.record(&outcome);
+        // Failures are printed as they happen; refusals (the line doing its
+        // job) are counted by reason in the bar's message.
+        if matches!(outcome, Outcome::Failed { .. }) {
+            if let Some(line) = outcome.line(index) {
+                progress.println(line);
+            }
+        }
         progress.inc(1);
         if index % 16 == 0 || !matches!(outcome, Outcome::Provisioned(_)) {
             progress.set_message(shared.counters.message());

@@ -4,6 +4,7 @@
 //! the tests put in the sockets. Never used by a service.
 
 use hsm_sim::rot::{Fleet, FleetBuilder, SimulatedRot};
+use trustline_proto::device::v1 as dv1;
 use trustline_proto::v1;
 
 use crate::error::{Error, Result};
@@ -79,11 +80,32 @@ impl SimLink {
     }
 }
 
+/// A die's refusal, under the code the framed protocol would carry
+/// (`device:already-claimed`, ...), so simulated and real devices fail with
+/// the same reasons.
 fn device(e: hsm_sim::Error) -> Error {
-    Error::Device(e.to_string())
+    let code = hsm_sim::device_session::error_code(&e) as i32;
+    Error::DeviceRefused {
+        code: crate::link::answer::code_name(code),
+        reason: e.to_string(),
+    }
 }
 
 impl DeviceLink for SimLink {
+    async fn status(&mut self) -> Result<dv1::StatusResponse> {
+        let rot = &self.rot;
+        Ok(dv1::StatusResponse {
+            rot_id: rot.rot_id().to_owned(),
+            lifecycle: rot.lifecycle().to_proto() as i32,
+            readout_locked: rot.readout_locked(),
+            firmware_sha256: rot.firmware_sha256().to_vec(),
+            claim_receipt: rot.claim_receipt().cloned(),
+            key_attestation: rot.key_attestation().cloned(),
+            reset_counter: rot.reset_counter(),
+            certified: !rot.certificate_chain().is_empty(),
+        })
+    }
+
     async fn read_attestation(&mut self) -> Result<v1::RotAttestation> {
         Ok(self.rot.attestation())
     }
@@ -145,8 +167,6 @@ impl InspectLink for SimLink {
     }
 
     async fn identity_proof(&mut self, challenge: &[u8]) -> Result<v1::SignedStatement> {
-        self.rot()
-            .identity_proof(challenge)
-            .map_err(|e| Error::Device(e.to_string()))
+        self.rot().identity_proof(challenge).map_err(device)
     }
 }

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ownership;
+pub mod reference;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -81,7 +82,7 @@ impl Stack {
         fleet: &Fleet,
         stations: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        Self::start_with(name, fleet, stations, |_| {}).await
+        Self::start_full(name, fleet, &[], stations, |_| {}).await
     }
 
     /// As [`Stack::start`], with the site configuration changed by `edit`
@@ -92,6 +93,31 @@ impl Stack {
     pub async fn start_with(
         name: &str,
         fleet: &Fleet,
+        stations: &[(&str, &str)],
+        edit: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
+        Self::start_full(name, fleet, &[], stations, edit).await
+    }
+
+    /// As [`Stack::start`], with more IC-vendor roots (name, DER) beside
+    /// the fleet's — e.g. the reference device's vendor CA
+    /// (docs/device-protocol.md §15) — all allowed in [`Stack::order`].
+    ///
+    /// # Errors
+    /// Any set-up failure.
+    pub async fn start_with_vendors(
+        name: &str,
+        fleet: &Fleet,
+        extra_vendors: &[(String, Vec<u8>)],
+        stations: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::start_full(name, fleet, extra_vendors, stations, |_| {}).await
+    }
+
+    async fn start_full(
+        name: &str,
+        fleet: &Fleet,
+        extra_vendors: &[(String, Vec<u8>)],
         stations: &[(&str, &str)],
         edit: impl FnOnce(&mut Config),
     ) -> anyhow::Result<Self> {
@@ -108,7 +134,9 @@ impl Stack {
             .map(|(s, n)| ((*s).to_owned(), (*n).to_owned()))
             .collect();
         setup::init_pki(&hsm, dir.path(), &stations)?;
-        site::config::write_vendor_roots(&dir.path().join("vendors"), &fleet.vendor_roots())?;
+        let mut roots = fleet.vendor_roots();
+        roots.extend_from_slice(extra_vendors);
+        site::config::write_vendor_roots(&dir.path().join("vendors"), &roots)?;
         let order_key = hsm.signer(&ca_service::keys::KeyLabels::default().order)?;
         let mut config = Config::load(dir.path())?;
         config.transport = test_limits();
@@ -118,7 +146,7 @@ impl Stack {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             hsm,
             order_key,
-            vendors: fleet.vendor_roots().into_iter().map(|(n, _)| n).collect(),
+            vendors: roots.into_iter().map(|(n, _)| n).collect(),
             firmware: fleet.firmware_sha256(),
             config,
             server: None,

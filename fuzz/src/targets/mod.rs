@@ -4,6 +4,7 @@ pub mod ca;
 pub mod factory;
 pub mod ledger;
 pub mod statements;
+pub mod station;
 pub mod transport;
 pub mod voucher;
 

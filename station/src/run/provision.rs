@@ -1,7 +1,10 @@
 //! One device through the line: claim, personalisation (on the device or
 //! in the HSM), certification and storing what it received, each step
 //! classified as done, refused (an expected refusal, by its
-//! `trustline-refusal` reason) or failed.
+//! `trustline-refusal` reason) or failed (with a stable reason: the
+//! device's or the link's, `Error::reason`, or the service's). What the
+//! station learns of the device (rot_id, serial) goes into `Known` as it
+//! goes, for the report of a device that stops.
 
 use std::time::Duration;
 
@@ -26,10 +29,16 @@ pub(super) fn refused(stage: &'static str, status: Status) -> Outcome {
             code: status.code(),
             reason,
             message: status.message().to_owned(),
+            known: Known::default(),
         },
-        _ => Outcome::Failed {
+        reason => Outcome::Failed {
             stage,
+            reason: match reason {
+                Some(reason) => format!("service:{reason}"),
+                None => format!("grpc:{}", kebab(&format!("{:?}", status.code()))),
+            },
             message: format!("{:?}: {}", status.code(), status.message()),
+            known: Known::default(),
         },
     }
 }
@@ -37,8 +46,30 @@ pub(super) fn refused(stage: &'static str, status: Status) -> Outcome {
 pub(super) fn failed(stage: &'static str) -> impl Fn(Error) -> Outcome {
     move |e| Outcome::Failed {
         stage,
+        reason: e.reason(),
         message: e.to_string(),
+        known: Known::default(),
     }
+}
+
+/// `DeadlineExceeded` → `deadline-exceeded`.
+fn kebab(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// The RoT id the attestation's die certificate names (before the
+/// provisioner has said it; for the report only, no trust implied).
+fn rot_id_of(attestation: &v1::RotAttestation) -> Option<String> {
+    let der = attestation.cert_chain.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    trustline_proto::identity::try_rot_id(cert.public_key().raw).ok()
 }
 
 /// Calls `f` until it succeeds, is refused, or has failed `retries + 1`
@@ -94,7 +125,9 @@ async fn answer_presence<L: DeviceLink>(
         Err(s) => refused("claim", s),
         Ok(_) => Outcome::Failed {
             stage: "claim",
+            reason: "station:presence-taken-as-claim".into(),
             message: "the provisioner took a presence proof for a claim".into(),
+            known: Known::default(),
         },
     }
 }
@@ -103,13 +136,16 @@ pub(super) async fn provision<L: DeviceLink>(
     shared: &Shared<L>,
     mut client: ProvisioningClient<Channel>,
     job: &mut Job<L>,
+    known: &mut Known,
 ) -> std::result::Result<Provisioned, Outcome> {
     let config = &shared.config;
     let link = &mut job.link;
+    link.open().await.map_err(failed("hello"))?;
     let attestation = link
         .read_attestation()
         .await
         .map_err(failed("read-attestation"))?;
+    known.rot_id = rot_id_of(&attestation);
     let begin = match client
         .begin_claim(v1::BeginClaimRequest {
             order_id: config.order_id.clone(),
@@ -120,6 +156,7 @@ pub(super) async fn provision<L: DeviceLink>(
         Ok(r) => r.into_inner(),
         Err(s) => return Err(answer_presence(&mut client, link, s, attestation).await),
     };
+    known.rot_id = Some(begin.rot_id.clone());
     let receipt = link
         .claim(&begin.nonce, &begin.anchor)
         .await
@@ -167,9 +204,12 @@ pub(super) async fn provision<L: DeviceLink>(
         Some(s) => s,
         None => shared.serials.next().ok_or_else(|| Outcome::Failed {
             stage: "serial",
+            reason: "station:serials-exhausted".into(),
             message: "the order's serial scheme is used up".into(),
+            known: Known::default(),
         })?,
     };
+    known.serial = Some(serial.clone());
     let proof = link
         .prove_possession(&serial, &begin.nonce)
         .await
@@ -194,6 +234,7 @@ pub(super) async fn provision<L: DeviceLink>(
         .store_certification(&certified.certificate_chain, &certified.voucher)
         .await
         .map_err(failed("store-certification"))?;
+    link.finish().await.map_err(failed("finish"))?;
     Ok(Provisioned {
         serial,
         rot_id: begin.rot_id,

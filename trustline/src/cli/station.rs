@@ -1,26 +1,33 @@
 //! `trustline station run`: a factory station provisioning devices against
 //! the provisioner over one long-lived mTLS channel.
 //!
-//! `--sim` puts simulated dies in the sockets: genuine dies of the
-//! simulated IC vendors derived from `--sim-seed` (so the provisioner can be
+//! `--link` says what is in the sockets (`links`): real devices behind the
+//! framed device protocol (`exec:COMMAND` per device, `serial:PATH[,BAUD]`)
+//! or simulated dies (`sim`, also `--sim`): genuine dies of the simulated
+//! IC vendors derived from `--sim-seed` (so the provisioner can be
 //! configured with their roots: `trustline station sim-vendors --out DIR`
 //! writes them as `<vendor>.pem`, the layout of the provisioner's vendor
-//! roots directory), each run drawing fresh dies. Exit codes: 0 when every
-//! device was provisioned or refused for an expected reason, 1 when some
-//! device failed, 2 for usage or start-up errors.
+//! roots directory), each run drawing fresh dies. The summary (`summary`)
+//! counts refusals and failures by reason and lists every device that was
+//! not provisioned. Exit codes: 0 when every device was provisioned or
+//! refused for an expected reason, 1 when some device failed, 2 for usage
+//! or start-up errors.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use serde::Serialize;
 use tonic::transport::Channel;
 use transport::{ClientTls, CredentialPaths};
 
 use super::Outcome;
 use site::setup;
-use station::run::{self, Job, Mode, Report, RunConfig};
-use station::sim::{fresh_dies, sim_vendors, SimLink, DEFAULT_SIM_SEED};
+use station::link::LinkSpec;
+use station::run::{self, Mode, RunConfig};
+use station::sim::{sim_vendors, DEFAULT_SIM_SEED};
+
+mod links;
+mod summary;
 
 /// `trustline station` subcommands.
 #[derive(Debug, Subcommand)]
@@ -94,18 +101,60 @@ impl ClientArgs {
     }
 }
 
+/// What `station run --help` says after the options.
+const RUN_AFTER_HELP: &str = "\
+Device links (--link, once per socket; device i of the run uses link i mod the number given):
+  sim                 simulated dies of the simulated IC vendors (--sim-seed)
+  exec:COMMAND        the station starts COMMAND once per device and speaks the framed
+                      device protocol (docs/device-protocol.md) with it: requests on its
+                      stdin, answers on its stdout, logs on stderr. COMMAND is split into
+                      words like a shell would, but no shell runs it; {index} in any word
+                      becomes the device's index in the run (0, 1, ...), also given as
+                      TRUSTLINE_DEVICE_INDEX (TRUSTLINE_DEVICE_SESSION counts restarts).
+                      When the station closes stdin the command must exit with status 0.
+  serial:PATH[,BAUD]  the same frames over a serial port, 8N1 raw, 115200 baud unless given;
+                      {index} in PATH as above. Input before the first frame is discarded.
+Each request must be answered within --device-timeout (an exec command is then killed);
+opening a session (starting the command or opening the port, and hello) within
+--device-open-timeout.
+A lost answer (timeout, exit, malformed frame, wrong id) is tried again in a new session
+up to --device-retries times: a repeatable step is repeated; claim and key steps are
+recovered from the device's status, never repeated once done. A device that fails is
+reported with its stage and a stable reason (device:<code>, link:<fault>, ...); the others
+go on.
+
+Examples:
+  trustline station run --order PO-1 --out out --data-dir data --identity station-site-1-st-01 \\
+      --link 'exec:python3 reference-device/device.py serve --state devs/dev-{index}' --devices 4
+  trustline station run --order PO-1 --out out ... --link serial:/dev/ttyACM0 --link serial:/dev/ttyACM1";
+
 /// `trustline station run` arguments.
 #[derive(Debug, Args)]
+#[command(after_help = RUN_AFTER_HELP)]
 pub(crate) struct RunArgs {
     /// The production order.
     #[arg(long, value_name = "ID")]
     pub(crate) order: String,
-    /// How many devices.
+    /// How many devices [default: one per --link].
     #[arg(long, value_name = "N")]
-    pub(crate) devices: usize,
-    /// Use simulated devices (the only device link built in).
-    #[arg(long)]
+    pub(crate) devices: Option<usize>,
+    /// The device link: sim, exec:COMMAND or serial:PATH[,BAUD] (see below);
+    /// repeat it for several sockets.
+    #[arg(long = "link", value_name = "LINK")]
+    pub(crate) links: Vec<LinkSpec>,
+    /// Use simulated devices (the same as --link sim).
+    #[arg(long, conflicts_with = "links")]
     pub(crate) sim: bool,
+    /// Seconds a device may take to answer one request (exec: then killed).
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
+    pub(crate) device_timeout: std::time::Duration,
+    /// Seconds opening a device session may take: starting the exec command
+    /// or opening the port, and the answer to hello.
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = seconds)]
+    pub(crate) device_open_timeout: std::time::Duration,
+    /// How often a lost device answer is tried again, in a new session.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) device_retries: u32,
     /// Devices in flight at once over the one channel.
     #[arg(long, value_name = "K", default_value_t = 16)]
     pub(crate) concurrency: usize,
@@ -133,6 +182,17 @@ pub(crate) struct RunArgs {
     pub(crate) client: ClientArgs,
 }
 
+/// A duration in (possibly fractional) seconds, above zero.
+fn seconds(s: &str) -> Result<std::time::Duration, String> {
+    let value: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(value > 0.0 && value <= 86_400.0) {
+        return Err("give a number of seconds above 0 and at most 86400".into());
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
+}
+
 /// `trustline station sim-vendors` arguments.
 #[derive(Debug, Args)]
 pub(crate) struct SimVendorsArgs {
@@ -142,15 +202,6 @@ pub(crate) struct SimVendorsArgs {
     /// The simulated vendors' seed.
     #[arg(long, value_name = "SEED", default_value_t = DEFAULT_SIM_SEED)]
     pub(crate) sim_seed: u64,
-}
-
-#[derive(Serialize)]
-struct Summary {
-    provisioned: usize,
-    refused: std::collections::BTreeMap<String, usize>,
-    failed: usize,
-    seconds: f64,
-    devices_per_second: f64,
 }
 
 /// Runs a `station` subcommand.
@@ -168,12 +219,6 @@ pub(crate) fn run(command: StationCommand) -> anyhow::Result<Outcome> {
             Ok(Outcome::Success)
         }
         StationCommand::Run(args) => {
-            if !args.sim {
-                bail!("only simulated devices are built in: pass --sim (a probe back end implements station::link::DeviceLink)");
-            }
-            if args.devices == 0 {
-                bail!("--devices must be at least 1");
-            }
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(station_run(*args))
         }
@@ -181,16 +226,27 @@ pub(crate) fn run(command: StationCommand) -> anyhow::Result<Outcome> {
 }
 
 async fn station_run(args: RunArgs) -> anyhow::Result<Outcome> {
-    let mut fleet = sim_vendors(args.sim_seed)?;
-    let dies = fresh_dies(&mut fleet, args.devices)?;
+    let specs = if args.sim || args.links.is_empty() {
+        if !args.sim {
+            bail!("say what is in the sockets: --link exec:COMMAND, --link serial:PATH or --sim");
+        }
+        vec![LinkSpec::Sim]
+    } else {
+        args.links.clone()
+    };
+    let devices = args.devices.unwrap_or(specs.len());
+    if devices == 0 {
+        bail!("--devices must be at least 1");
+    }
+    let identity = args.client.identity.clone();
+    let options = station::link::LinkOptions {
+        timeout: args.device_timeout,
+        open_timeout: args.device_open_timeout,
+        retries: args.device_retries,
+        station: identity.unwrap_or_else(|| "station".into()),
+    };
+    let (jobs, labels) = links::jobs(&specs, devices, &options, args.sim_seed)?;
     let channel = args.client.connect("station").await?;
-    let jobs = dies
-        .into_iter()
-        .map(|rot| Job {
-            link: SimLink::new(rot),
-            serial: None,
-        })
-        .collect();
     let config = RunConfig {
         order_id: args.order.clone(),
         mode: args.mode,
@@ -201,37 +257,10 @@ async fn station_run(args: RunArgs) -> anyhow::Result<Outcome> {
         retries: args.retries,
     };
     let (report, _) = run::run(channel, config, jobs).await?;
-    print_report(&report, args.json)?;
+    summary::print(&report, &labels, args.json)?;
     Ok(if report.failures().is_empty() {
         Outcome::Success
     } else {
         Outcome::Findings
     })
-}
-
-fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
-    let summary = Summary {
-        provisioned: report.provisioned(),
-        refused: report.refusals(),
-        failed: report.failures().len(),
-        seconds: report.elapsed.as_secs_f64(),
-        devices_per_second: report.devices_per_second(),
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-        return Ok(());
-    }
-    println!(
-        "provisioned {} devices in {:.2} s ({:.0} devices/s)",
-        summary.provisioned, summary.seconds, summary.devices_per_second
-    );
-    for (reason, n) in &summary.refused {
-        println!("refused ({reason}): {n}");
-    }
-    for failure in report.failures() {
-        if let run::Outcome::Failed { stage, message } = failure {
-            println!("FAILED at {stage}: {message}");
-        }
-    }
-    Ok(())
 }
