@@ -22,11 +22,13 @@
 //! the line, opening and closing them), [`vendors`] and [`claim`] (claim
 //! sessions), `claiming` (the claim flow), `personalise`, `certify` and
 //! `collisions` (certification, retries, duplicates and overproduction),
+//! [`allowance`] (the offline allowance beyond what the hub witnessed),
 //! `custody`, [`label`], [`voucher`], [`service`] (the gRPC edge), and
 //! [`error`].
 
 #![forbid(unsafe_code)]
 
+pub mod allowance;
 mod certify;
 pub mod claim;
 mod claiming;
@@ -53,6 +55,7 @@ use sha2::{Digest, Sha256};
 use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
 
+pub use allowance::{Allowance, AllowanceProgress, Witnessed};
 pub use certify::{Certified, CertifyInput, SubjectKey};
 pub use claiming::ClaimChallenge;
 pub use custody::CustodyKind;
@@ -80,6 +83,10 @@ pub struct FactoryConfig {
     /// Most entries in each in-memory cache (claimed RoTs, certified
     /// results); beyond it they are reloaded from the ledger.
     pub cache_entries: usize,
+    /// What the OEM hub has witnessed, when the site has a hub uplink: the
+    /// orders' offline allowances count from it ([`allowance`]). `None`:
+    /// no hub, no allowance applies.
+    pub allowance: Option<Arc<dyn Allowance>>,
 }
 
 impl FactoryConfig {
@@ -91,6 +98,7 @@ impl FactoryConfig {
             claim_ttl: Duration::from_secs(300),
             max_pending_claims: 100_000,
             cache_entries: 1_000_000,
+            allowance: None,
         }
     }
 }
