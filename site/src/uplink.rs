@@ -156,9 +156,9 @@ where
         }
     }
     let metrics = transport::Metrics::global().uplink.clone();
-    metrics
-        .forked
-        .set(i64::from(status.state == LinkState::Forked));
+    if status.state == LinkState::Forked {
+        metrics.forked.set(1);
+    }
     if let Some(c) = &status.cosigned {
         metrics
             .cosigned_size
