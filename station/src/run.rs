@@ -31,6 +31,7 @@ use provisioner::orders::SerialScheme;
 use crate::error::{Error, Result};
 use crate::link::DeviceLink;
 
+pub mod allowance;
 mod outputs;
 mod provision;
 
@@ -202,6 +203,8 @@ pub(super) struct Counters {
     pub(super) refused: AtomicU64,
     pub(super) failed: AtomicU64,
     pub(super) reasons: Mutex<BTreeMap<String, u64>>,
+    /// The offline allowance's note ([`allowance::note`]).
+    pub(super) allowance: Arc<Mutex<String>>,
 }
 
 impl Counters {
@@ -220,12 +223,15 @@ impl Counters {
     fn message(&self) -> String {
         let reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
         let reasons: Vec<String> = reasons.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let note = self.allowance.lock().unwrap_or_else(|p| p.into_inner());
         format!(
-            "ok={} refused={} [{}] errors={}",
+            "ok={} refused={} [{}] errors={}{}{}",
             self.provisioned.load(Ordering::Relaxed),
             self.refused.load(Ordering::Relaxed),
             reasons.join(" "),
-            self.failed.load(Ordering::Relaxed)
+            self.failed.load(Ordering::Relaxed),
+            if note.is_empty() { "" } else { " | " },
+            note
         )
     }
 }
@@ -277,6 +283,7 @@ pub async fn run<L: DeviceLink + 'static>(
         .into_inner();
     let order = status
         .order
+        .clone()
         .ok_or_else(|| Error::Invalid("the provisioner returned no order".into()))?;
     let scheme = order
         .serial_scheme
@@ -327,6 +334,14 @@ pub async fn run<L: DeviceLink + 'static>(
         manifest,
         config,
     });
+    let refresher = shared.config.progress.then(|| {
+        allowance::refresh(
+            client.clone(),
+            shared.config.order_id.clone(),
+            &status,
+            shared.counters.allowance.clone(),
+        )
+    });
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
@@ -341,6 +356,9 @@ pub async fn run<L: DeviceLink + 'static>(
         }
     }
     let elapsed = started.elapsed();
+    if let Some(r) = refresher {
+        r.abort();
+    }
     progress.finish_with_message(shared.counters.message());
     let results = std::mem::take(&mut *shared.results.lock().unwrap_or_else(|p| p.into_inner()));
     let mut outcomes = Vec::with_capacity(total);

@@ -227,7 +227,10 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
         summary.provisioned, summary.seconds, summary.devices_per_second
     );
     for (reason, n) in &summary.refused {
-        println!("refused ({reason}): {n}");
+        match run::allowance::explain(reason) {
+            Some(meaning) => println!("refused ({reason}): {n} — {meaning}"),
+            None => println!("refused ({reason}): {n}"),
+        }
     }
     for failure in report.failures() {
         if let run::Outcome::Failed { stage, message } = failure {
