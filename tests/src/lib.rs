@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod hub;
 pub mod ownership;
 
 use std::io::{BufRead, BufReader};
@@ -81,6 +82,21 @@ impl Stack {
         fleet: &Fleet,
         stations: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::start_with(name, fleet, stations, |_, _| Ok(())).await
+    }
+
+    /// As [`Stack::start`], with `prepare` editing the configuration and
+    /// the data directory (e.g. an `[uplink]` and its credentials) before
+    /// the services start.
+    ///
+    /// # Errors
+    /// Any set-up failure, or `prepare`'s.
+    pub async fn start_with(
+        name: &str,
+        fleet: &Fleet,
+        stations: &[(&str, &str)],
+        prepare: impl FnOnce(&Path, &mut Config) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
         transport::install_crypto_provider();
         let token = hsm_sim::softhsm::test_token(name)?;
         let mut hsm_config =
@@ -98,6 +114,7 @@ impl Stack {
         let order_key = hsm.signer(&ca_service::keys::KeyLabels::default().order)?;
         let mut config = Config::load(dir.path())?;
         config.transport = test_limits();
+        prepare(dir.path(), &mut config)?;
         let mut stack = Self {
             dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
