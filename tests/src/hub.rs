@@ -152,6 +152,12 @@ impl HubStore for GatedStore {
     }
 }
 
+/// A running server: its stop signal and its task.
+type Running = (
+    oneshot::Sender<()>,
+    JoinHandle<Result<(), transport::Error>>,
+);
+
 /// A hub on loopback.
 pub struct HubServer {
     /// Its store directory.
@@ -165,10 +171,7 @@ pub struct HubServer {
     witness_pkcs8: Vec<u8>,
     sites: Vec<SiteConfig>,
     hub: Option<Hub>,
-    server: Option<(
-        oneshot::Sender<()>,
-        JoinHandle<Result<(), transport::Error>>,
-    )>,
+    server: Option<Running>,
 }
 
 impl HubServer {
