@@ -24,7 +24,9 @@
 //! 2. `PushEntries` from the hub's mirror size, at most `push_batch`
 //!    entries (exact stored bytes) at a time, while the hub lacks any.
 //! 3. `AddCheckpoint(old size = the hub's cosigned size, consistency proof
-//!    from it, the latest checkpoint)` once the mirror covers it; the
+//!    from it, a checkpoint)` for the newest checkpoint the ledger
+//!    published that the mirror covers — also on the way through a
+//!    backlog, so the allowance's base keeps moving; the
 //!    answer's cosigned note is verified and kept ([`store`]) before the
 //!    uplink moves on.
 //! 4. Idle: wait for the ledger's next checkpoint (pushing new entries
@@ -178,6 +180,7 @@ where
         stop: stop_rx,
         metrics,
         hub: None,
+        seen: std::collections::VecDeque::new(),
     };
     let task = tokio::spawn(async move {
         if !forked {
@@ -248,6 +251,11 @@ impl Handle {
     /// The status now.
     pub fn status(&self) -> UplinkStatus {
         self.status.borrow().clone()
+    }
+
+    /// The status as it changes.
+    pub fn subscribe(&self) -> watch::Receiver<UplinkStatus> {
+        self.status.clone()
     }
 
     /// Waits until `f` holds for the status (or the uplink is gone) and

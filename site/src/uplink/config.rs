@@ -152,3 +152,27 @@ impl UplinkConfig {
 const fn hub_push_limit() -> usize {
     4096
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap (ARCHITECTURE.md).
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operators_guide_uplink_example_is_a_valid_configuration() {
+        let guide = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+        )
+        .unwrap();
+        let start = guide.find("```toml\n[uplink]").unwrap() + "```toml\n".len();
+        let end = start + guide[start..].find("```").unwrap();
+        let parsed: crate::Config = toml::from_str(&guide[start..end]).unwrap();
+        let uplink = parsed.uplink.unwrap();
+        assert_eq!(uplink.site, "site-1");
+        assert_eq!(uplink.credentials_dir, PathBuf::from("pki/hub"));
+        assert_eq!(uplink.push_batch, UplinkConfig::default().push_batch);
+        // The example's witness key is a placeholder: refused, by name.
+        let e = uplink.settings().unwrap_err().to_string();
+        assert!(e.contains("witness_key"), "{e}");
+    }
+}

@@ -31,6 +31,8 @@ use super::store::{Cosigned, CosignedStore};
 const PUSH_AHEAD: Duration = Duration::from_millis(100);
 /// Resynchronisations in a row answered without backoff.
 const FREE_RESYNCS: u32 = 3;
+/// Checkpoints remembered until the mirror covers them.
+const SEEN_CHECKPOINTS: usize = 64;
 
 /// Why a step did not complete.
 #[derive(Debug)]
@@ -63,6 +65,10 @@ pub(crate) struct Link<T> {
     pub(crate) metrics: transport::UplinkMetrics,
     /// What the hub holds, as it last said (`None`: ask it).
     pub(crate) hub: Option<HubView>,
+    /// Checkpoints the ledger published that the hub has not cosigned,
+    /// oldest first: while the hub works through a backlog, each one it
+    /// covers is cosigned on the way, so the allowance's base keeps moving.
+    pub(crate) seen: std::collections::VecDeque<custody_ledger::SignedCheckpoint>,
 }
 
 fn now_ms() -> i64 {
@@ -386,12 +392,25 @@ where
             return Err(Failure::Resync("unknown hub state".into()));
         };
         let size = self.ledger.size();
-        // Cosign first when the mirror already covers the latest checkpoint.
         if let Some(cp) = self.ledger.latest_checkpoint() {
-            if cp.size > view.cosigned_size && cp.size <= view.mirror_size {
-                self.add_checkpoint(view, cp).await?;
-                return Ok(Progress::Worked);
+            if self.seen.back().is_none_or(|b| b.size < cp.size) {
+                self.seen.push_back(cp);
+                if self.seen.len() > SEEN_CHECKPOINTS {
+                    self.seen.pop_front();
+                }
             }
+        }
+        self.seen.retain(|c| c.size > view.cosigned_size);
+        // Cosign first the newest checkpoint the mirror already covers.
+        if let Some(cp) = self
+            .seen
+            .iter()
+            .rev()
+            .find(|c| c.size <= view.mirror_size)
+            .cloned()
+        {
+            self.add_checkpoint(view, cp).await?;
+            return Ok(Progress::Worked);
         }
         if view.mirror_size < size {
             self.push(view, size).await?;
