@@ -106,7 +106,7 @@ pub(crate) fn run(args: &HubArgs) -> anyhow::Result<Outcome> {
     if args.sites == 0 || args.appenders == 0 || args.entries == 0 {
         bail!("--sites, --appenders and --entries must be at least 1");
     }
-    if args.rate.is_some_and(|r| !(r > 0.0)) {
+    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         bail!("--rate must be above 0");
     }
     let temp = match &args.dir {
