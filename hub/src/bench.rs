@@ -6,11 +6,14 @@
 //! appenders with `CERTIFIED`-shaped entries (unique keys, a quota, a
 //! certificate-sized payload). One uplink per site pushes new entries to
 //! the hub and submits each new checkpoint, over gRPC through `transport`'s
-//! guard (in-process channel: the full request path except TLS). Reported:
+//! guard (in-process channel: the full request path except TLS). The
+//! uplink is a parameter ([`UplinkDriver`]): `trustline bench hub` runs the
+//! site's own (`site::uplink`: it verifies and durably keeps each
+//! cosignature), [`run`] the [`MinimalUplink`]. Reported:
 //!
 //! - each site's own durable append rate in the same run;
 //! - the hub's sustained ingest rate, all sites together (entries/s from
-//!   the first push to the last entry mirrored);
+//!   the start to the last entry mirrored and cosigned);
 //! - the lag from a site publishing a checkpoint to holding its
 //!   cosignature, median and p99 (it includes pushing the entries the
 //!   checkpoint covers).
@@ -26,6 +29,7 @@ use custody_ledger::{Draft, EventKind, Ledger, LedgerConfig, QuotaUse, UniqueKey
 use prost::Message;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 use trustline_proto::signer::{Signer, SoftwareSigner};
 use trustline_proto::v1;
 use trustline_proto::v1::witness_client::WitnessClient;
@@ -51,6 +55,9 @@ pub struct BenchConfig {
     pub push_batch: usize,
     /// The sites' checkpoint cadence.
     pub checkpoint_interval: Duration,
+    /// Each site's append rate, entries/s (`None`: as fast as its ledger
+    /// takes them).
+    pub rate_per_site: Option<f64>,
 }
 
 impl BenchConfig {
@@ -64,6 +71,7 @@ impl BenchConfig {
             entries_per_site: 20_000,
             push_batch: 1024,
             checkpoint_interval: Duration::from_millis(500),
+            rate_per_site: None,
         }
     }
 }
@@ -172,19 +180,161 @@ fn certified(site: &str, n: u64) -> (Draft, Vec<UniqueKey>, Option<QuotaUse>) {
 /// When each checkpoint size was first seen published.
 type Published = Arc<Mutex<BTreeMap<u64, Instant>>>;
 
+/// A future the benchmark awaits.
+pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A site's uplink as the benchmark runs it.
+pub struct StartedUplink {
+    /// The tree size of the latest cosignature the uplink kept.
+    pub cosigned: watch::Receiver<u64>,
+    /// Stops it.
+    pub stop: Box<dyn FnOnce() -> BoxFuture + Send>,
+}
+
+/// Starts each site's uplink: the site's own (`site::uplink`, what
+/// `trustline bench hub` runs) or [`MinimalUplink`].
+pub trait UplinkDriver: Sync {
+    /// Starts the uplink of `site`'s `ledger` to the hub over `channel` (a
+    /// `Role::Site` caller through the guard), checking cosignatures
+    /// against `witness_key` (a verifier key), at most `push_batch`
+    /// entries a push. Called inside the benchmark's runtime.
+    ///
+    /// # Errors
+    /// [`Error::Store`] naming what failed.
+    fn start(
+        &self,
+        site: &str,
+        ledger: Ledger,
+        channel: transport::InProcessChannel,
+        witness_key: &str,
+        push_batch: usize,
+    ) -> Result<StartedUplink>;
+}
+
+/// The least an uplink does: push what the hub lacks, then ask for a
+/// cosignature of the latest checkpoint as soon as the mirror covers it;
+/// nothing verified, nothing kept. The hub's own cost, apart from the
+/// site's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MinimalUplink;
+
+impl UplinkDriver for MinimalUplink {
+    fn start(
+        &self,
+        site: &str,
+        ledger: Ledger,
+        channel: transport::InProcessChannel,
+        _witness_key: &str,
+        push_batch: usize,
+    ) -> Result<StartedUplink> {
+        let mut client = WitnessClient::new(channel)
+            .max_decoding_message_size(crate::server::WITNESS_MAX_DECODE_BYTES)
+            .max_encoding_message_size(crate::server::WITNESS_MAX_DECODE_BYTES);
+        let (tx, rx) = watch::channel(0u64);
+        let running = Arc::new(AtomicBool::new(true));
+        let name = site.to_string();
+        let keep_running = running.clone();
+        let task = tokio::spawn(async move {
+            let mut mirror = 0u64;
+            let mut cosigned = 0u64;
+            let mut seen: Vec<custody_ledger::SignedCheckpoint> = Vec::new();
+            while keep_running.load(Ordering::Acquire) {
+                let size = ledger.size();
+                if let Some(cp) = ledger.latest_checkpoint() {
+                    if seen.last().is_none_or(|l| l.size < cp.size) {
+                        seen.push(cp);
+                    }
+                }
+                seen.retain(|c| c.size > cosigned);
+                // The newest published checkpoint the mirror covers.
+                if let Some(cp) = seen.iter().rev().find(|c| c.size <= mirror).cloned() {
+                    let proof = if cosigned == 0 {
+                        Vec::new()
+                    } else {
+                        ledger
+                            .consistency_proof(cosigned, cp.size)
+                            .map_err(|e| bench_err("proof", e))?
+                            .path
+                            .iter()
+                            .map(|h| h.to_vec())
+                            .collect()
+                    };
+                    client
+                        .add_checkpoint(v1::AddCheckpointRequest {
+                            old_size: cosigned,
+                            consistency_proof: proof,
+                            checkpoint: cp.note.clone(),
+                        })
+                        .await
+                        .map_err(|e| bench_err("add-checkpoint", e))?;
+                    cosigned = cp.size;
+                    tx.send_replace(cosigned);
+                    continue;
+                }
+                if mirror < size {
+                    let l = ledger.clone();
+                    let from = mirror;
+                    let entries =
+                        tokio::task::spawn_blocking(move || l.entries(from, size, push_batch))
+                            .await
+                            .map_err(|e| bench_err("read", e))?
+                            .map_err(|e| bench_err("read", e))?;
+                    let state = client
+                        .push_entries(v1::PushEntriesRequest {
+                            site: name.clone(),
+                            start: mirror,
+                            entries: entries.into_iter().map(|e| e.entry).collect(),
+                        })
+                        .await
+                        .map_err(|e| bench_err("push", e))?
+                        .into_inner();
+                    mirror = state.mirror_size;
+                    continue;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok::<_, Error>(())
+        });
+        Ok(StartedUplink {
+            cosigned: rx,
+            stop: Box::new(move || {
+                running.store(false, Ordering::Release);
+                Box::pin(async move {
+                    match task.await {
+                        Ok(Err(e)) => tracing::warn!("bench uplink: {e}"),
+                        Err(e) => tracing::warn!("bench uplink: {e}"),
+                        Ok(Ok(())) => {}
+                    }
+                })
+            }),
+        })
+    }
+}
+
 struct SiteRun {
     name: String,
     ledger: Ledger,
     published: Published,
-    lags: Vec<f64>,
-    cosignatures: usize,
 }
 
-/// Runs the benchmark; `progress` gets a line per phase.
+/// Runs the benchmark with [`MinimalUplink`]; `progress` gets a line per
+/// phase.
 ///
 /// # Errors
 /// [`Error::Store`] naming what failed (ledger, hub or gRPC).
 pub fn run(cfg: &BenchConfig, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<BenchReport> {
+    run_with(cfg, &MinimalUplink, progress)
+}
+
+/// Runs the benchmark with the uplinks `driver` starts.
+///
+/// # Errors
+/// [`Error::Store`] naming what failed (ledger, hub or gRPC).
+pub fn run_with(
+    cfg: &BenchConfig,
+    driver: &dyn UplinkDriver,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<BenchReport> {
     std::fs::create_dir_all(&cfg.dir).map_err(|e| bench_err("scratch dir", e))?;
     let mut sites = Vec::new();
     let mut configs = Vec::new();
@@ -201,14 +351,13 @@ pub fn run(cfg: &BenchConfig, progress: &(dyn Fn(&str) + Send + Sync)) -> Result
             name,
             ledger,
             published: Arc::new(Mutex::new(BTreeMap::new())),
-            lags: Vec::new(),
-            cosignatures: 0,
         });
     }
     let witness = Cosigner::new(
         "bench.example/hub-witness",
         Box::new(SoftwareWitnessSigner::generate()?),
     )?;
+    let witness_key = witness.verifier_key();
     let hub = Hub::open_embedded(
         &cfg.dir.join("hub"),
         HubConfig {
@@ -241,32 +390,79 @@ pub fn run(cfg: &BenchConfig, progress: &(dyn Fn(&str) + Send + Sync)) -> Result
         for s in &sites {
             let ledger = s.ledger.clone();
             let published = s.published.clone();
-            let appending = appending.clone();
             watchers.push(tokio::spawn(async move {
                 let mut next = 1;
-                loop {
-                    let Ok(cp) = ledger.wait_for_checkpoint(next).await else {
-                        break;
-                    };
+                while let Ok(cp) = ledger.wait_for_checkpoint(next).await {
                     if let Ok(mut p) = published.lock() {
                         p.entry(cp.size).or_insert_with(Instant::now);
                     }
                     next = cp.size + 1;
-                    if !appending.load(Ordering::Acquire) && cp.size >= ledger.size() {
-                        break;
-                    }
                 }
             }));
+        }
+        // Uplinks, and what they cosign when.
+        let mut uplinks = Vec::new();
+        for s in &sites {
+            let caller = transport::Caller::new(transport::Role::Site, &s.name, "uplink")
+                .map_err(|e| bench_err("caller", e))?;
+            let channel = transport::InProcessChannel::new(routes.clone(), &guard, caller);
+            let started = driver.start(
+                &s.name,
+                s.ledger.clone(),
+                channel,
+                &witness_key,
+                cfg.push_batch,
+            )?;
+            let mut rx = started.cosigned;
+            let published = s.published.clone();
+            let ledger = s.ledger.clone();
+            let appending = appending.clone();
+            let collector = tokio::spawn(async move {
+                let mut lags = Vec::new();
+                let mut last = 0u64;
+                loop {
+                    let size = *rx.borrow_and_update();
+                    if size > last {
+                        let seen = published.lock().ok().and_then(|p| p.get(&size).copied());
+                        if let Some(t) = seen {
+                            lags.push(t.elapsed().as_secs_f64() * 1e3);
+                        }
+                        last = size;
+                    }
+                    if !appending.load(Ordering::Acquire)
+                        && ledger
+                            .latest_checkpoint()
+                            .is_some_and(|c| c.size == ledger.size())
+                        && last >= ledger.size()
+                    {
+                        return (lags, Instant::now());
+                    }
+                    // Woken by each cosignature; the timeout notices the end.
+                    let _ = tokio::time::timeout(Duration::from_millis(20), rx.changed()).await;
+                }
+            });
+            uplinks.push((collector, started.stop));
         }
         // Stations.
         let mut appenders = Vec::new();
         for s in &sites {
             let per = cfg.entries_per_site / cfg.appenders_per_site.max(1) as u64;
+            // Each appender's share of the site's rate, as a gap between
+            // its appends on a fixed schedule.
+            let gap = cfg
+                .rate_per_site
+                .filter(|r| *r > 0.0)
+                .map(|r| Duration::from_secs_f64(cfg.appenders_per_site.max(1) as f64 / r));
             for a in 0..cfg.appenders_per_site as u64 {
                 let ledger = s.ledger.clone();
                 let name = s.name.clone();
                 appenders.push(std::thread::spawn(move || -> Result<(u64, Instant)> {
+                    let began = Instant::now();
                     for k in 0..per {
+                        if let Some(gap) = gap {
+                            let due = began + gap.mul_f64(k as f64);
+                            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                        }
                         let (d, keys, q) = certified(&name, a * per + k);
                         ledger
                             .append_blocking(d, keys, q)
@@ -275,93 +471,6 @@ pub fn run(cfg: &BenchConfig, progress: &(dyn Fn(&str) + Send + Sync)) -> Result
                     Ok((per, Instant::now()))
                 }));
             }
-        }
-        // Uplinks.
-        let mut uplinks = Vec::new();
-        for (i, s) in sites.iter().enumerate() {
-            let caller = transport::Caller::new(transport::Role::Site, &s.name, "uplink")
-                .map_err(|e| bench_err("caller", e))?;
-            let mut client = WitnessClient::new(transport::InProcessChannel::new(
-                routes.clone(),
-                &guard,
-                caller,
-            ))
-            .max_decoding_message_size(crate::server::WITNESS_MAX_DECODE_BYTES)
-            .max_encoding_message_size(crate::server::WITNESS_MAX_DECODE_BYTES);
-            let ledger = s.ledger.clone();
-            let name = s.name.clone();
-            let published = s.published.clone();
-            let appending = appending.clone();
-            let batch = cfg.push_batch;
-            uplinks.push(tokio::spawn(async move {
-                let mut mirror = 0u64;
-                let mut cosigned = 0u64;
-                let mut lags = Vec::new();
-                let mut last_push = Instant::now();
-                loop {
-                    let size = ledger.size();
-                    // Cosign the latest checkpoint as soon as the mirror
-                    // covers it; otherwise push the next batch.
-                    if let Some(cp) = ledger.latest_checkpoint() {
-                        if cp.size > cosigned && cp.size <= mirror {
-                            let proof = if cosigned == 0 {
-                                Vec::new()
-                            } else {
-                                ledger
-                                    .consistency_proof(cosigned, cp.size)
-                                    .map_err(|e| bench_err("proof", e))?
-                                    .path
-                                    .iter()
-                                    .map(|h| h.to_vec())
-                                    .collect()
-                            };
-                            client
-                                .add_checkpoint(v1::AddCheckpointRequest {
-                                    old_size: cosigned,
-                                    consistency_proof: proof,
-                                    checkpoint: cp.note.clone(),
-                                })
-                                .await
-                                .map_err(|e| bench_err("add-checkpoint", e))?;
-                            let seen = published.lock().ok().and_then(|p| p.get(&cp.size).copied());
-                            if let Some(t) = seen {
-                                lags.push(t.elapsed().as_secs_f64() * 1e3);
-                            }
-                            cosigned = cp.size;
-                            continue;
-                        }
-                    }
-                    if mirror < size {
-                        let l = ledger.clone();
-                        let from = mirror;
-                        let entries =
-                            tokio::task::spawn_blocking(move || l.entries(from, size, batch))
-                                .await
-                                .map_err(|e| bench_err("read", e))?
-                                .map_err(|e| bench_err("read", e))?;
-                        let state = client
-                            .push_entries(v1::PushEntriesRequest {
-                                site: name.clone(),
-                                start: mirror,
-                                entries: entries.into_iter().map(|e| e.entry).collect(),
-                            })
-                            .await
-                            .map_err(|e| bench_err("push", e))?
-                            .into_inner();
-                        mirror = state.mirror_size;
-                        last_push = Instant::now();
-                        continue;
-                    }
-                    if !appending.load(Ordering::Acquire)
-                        && mirror == ledger.size()
-                        && cosigned == mirror
-                    {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                Ok::<_, Error>((i, mirror, lags, last_push))
-            }));
         }
         let mut appended: BTreeMap<usize, (u64, Instant)> = BTreeMap::new();
         for (n, h) in appenders.into_iter().enumerate() {
@@ -379,32 +488,31 @@ pub fn run(cfg: &BenchConfig, progress: &(dyn Fn(&str) + Send + Sync)) -> Result
                 .map_err(|e| bench_err("publish", e))?;
         }
         appending.store(false, Ordering::Release);
-        let mut ingested = 0u64;
         let mut last = start;
-        let mut per_site_lags: Vec<(Vec<f64>, usize)> = vec![(Vec::new(), 0); sites.len()];
-        for u in uplinks {
-            let (i, mirror, lags, last_push) = u.await.map_err(|e| bench_err("uplink", e))??;
-            ingested += mirror;
-            last = last.max(last_push);
-            per_site_lags[i] = (lags.clone(), lags.len());
+        let mut per_site_lags: Vec<Vec<f64>> = Vec::new();
+        for (collector, stop) in uplinks {
+            let (lags, done) = collector.await.map_err(|e| bench_err("uplink", e))?;
+            stop().await;
+            last = last.max(done);
+            per_site_lags.push(lags);
         }
         for w in watchers {
             w.abort();
         }
+        let mut ingested = 0u64;
         let mut reports = Vec::new();
-        for (i, s) in sites.iter_mut().enumerate() {
+        for (i, s) in sites.iter().enumerate() {
+            ingested += hub.status(&s.name)?.mirror_size;
             let (count, done) = appended.get(&i).copied().unwrap_or((0, start));
             let secs = done.duration_since(start).as_secs_f64().max(1e-9);
-            s.lags = std::mem::take(&mut per_site_lags[i].0);
-            s.cosignatures = per_site_lags[i].1;
             reports.push(SiteReport {
                 site: s.name.clone(),
                 entries: count,
                 append_rate: count as f64 / secs,
-                cosignatures: s.cosignatures,
+                cosignatures: per_site_lags[i].len(),
             });
         }
-        let mut lags: Vec<f64> = sites.iter().flat_map(|s| s.lags.iter().copied()).collect();
+        let mut lags: Vec<f64> = per_site_lags.into_iter().flatten().collect();
         lags.sort_by(f64::total_cmp);
         let secs = last.duration_since(start).as_secs_f64().max(1e-9);
         Ok::<_, Error>(BenchReport {

@@ -15,17 +15,12 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
-use sha2::{Digest, Sha256};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use trustline_proto::cosignature::{self, WitnessKey, BLOB_LEN, EM_DASH};
 
 use crate::error::{Error, Result};
 
-/// The signed-note signature type of Ed25519 cosignatures.
-pub const SIGNATURE_TYPE_COSIGNATURE_V1: u8 = 0x04;
-/// The em dash that starts a note signature line.
-const EM_DASH: char = '\u{2014}';
-/// Bytes in a cosignature blob: key ID, timestamp, signature.
-const BLOB_LEN: usize = 4 + 8 + 64;
+pub use trustline_proto::cosignature::{key_id, signed_message, SIGNATURE_TYPE_COSIGNATURE_V1};
 
 /// An Ed25519 signing key: the witness key. In production it is an HSM key
 /// (`CKM_EDDSA`); [`SoftwareWitnessSigner`] serves tests and benchmarks.
@@ -93,22 +88,6 @@ impl WitnessSigner for SoftwareWitnessSigner {
     }
 }
 
-/// The key ID of an Ed25519 cosigner `name` with public key `public_key`.
-pub fn key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
-    let mut h = Sha256::new();
-    h.update(name.as_bytes());
-    h.update(b"\n");
-    h.update([SIGNATURE_TYPE_COSIGNATURE_V1]);
-    h.update(public_key);
-    let d = h.finalize();
-    [d[0], d[1], d[2], d[3]]
-}
-
-/// The message a `cosignature/v1` signs for `body` at `timestamp`.
-pub fn signed_message(body: &str, timestamp: u64) -> Vec<u8> {
-    format!("cosignature/v1\ntime {timestamp}\n{body}").into_bytes()
-}
-
 /// Splits a signed note into its body (through the newline before the blank
 /// line) and its signature lines.
 ///
@@ -116,15 +95,7 @@ pub fn signed_message(body: &str, timestamp: u64) -> Vec<u8> {
 /// [`Error::InvalidArgument`] when the note has no blank line or does not
 /// end in a newline.
 pub fn split_note(note: &str) -> Result<(&str, &str)> {
-    if !note.ends_with('\n') {
-        return Err(Error::InvalidArgument(
-            "note does not end with a newline".into(),
-        ));
-    }
-    let split = note
-        .rfind("\n\n")
-        .ok_or_else(|| Error::InvalidArgument("note has no blank line".into()))?;
-    Ok((&note[..split + 1], &note[split + 2..]))
+    cosignature::split_note(note).map_err(|e| Error::InvalidArgument(e.to_string()))
 }
 
 /// The witness: its key name and its signer.
@@ -184,6 +155,15 @@ impl Cosigner {
         )
     }
 
+    /// The witness's public identity, as sites configure it to check its
+    /// cosignatures.
+    pub fn witness_key(&self) -> WitnessKey {
+        // The name was validated as an origin in `new`, which is stricter
+        // than a witness key name.
+        WitnessKey::new(&self.name, self.public_key)
+            .unwrap_or_else(|_| unreachable!("a cosigner's name is a valid witness name"))
+    }
+
     /// The cosignature line for checkpoint `body` at `timestamp`.
     ///
     /// # Errors
@@ -205,47 +185,17 @@ impl Cosigner {
 }
 
 /// Finds and verifies the `cosignature/v1` line of witness `name` with
-/// `public_key` in `note`; returns its timestamp. Lines by other keys are
-/// ignored; a line with this name and key ID that does not verify refuses
-/// the note.
+/// `public_key` in `note`; returns its timestamp (see
+/// [`trustline_proto::cosignature::WitnessKey::verify`], the check sites
+/// run too).
 ///
 /// # Errors
-/// [`Error::BadSignature`] when there is no valid cosignature by this key;
-/// [`Error::InvalidArgument`] for a malformed note.
+/// [`Error::BadSignature`] when the note is malformed or holds no valid
+/// cosignature by this key.
 pub fn verify_cosignature(note: &str, name: &str, public_key: &[u8; 32]) -> Result<u64> {
-    let (body, sigs) = split_note(note)?;
-    let id = key_id(name, public_key);
-    let mut found = None;
-    for line in sigs.lines() {
-        let Some((line_name, b64)) = line
-            .strip_prefix(EM_DASH)
-            .and_then(|r| r.strip_prefix(' '))
-            .and_then(|r| r.split_once(' '))
-        else {
-            return Err(Error::InvalidArgument(
-                "signature line does not start with an em dash and a space".into(),
-            ));
-        };
-        let Ok(blob) = B64.decode(b64) else {
-            return Err(Error::InvalidArgument("signature is not base64".into()));
-        };
-        if line_name != name || blob.len() < 4 || blob[..4] != id {
-            continue;
-        }
-        if blob.len() != BLOB_LEN {
-            return Err(Error::BadSignature(
-                "cosignature has the wrong length".into(),
-            ));
-        }
-        let mut ts = [0u8; 8];
-        ts.copy_from_slice(&blob[4..12]);
-        let timestamp = u64::from_be_bytes(ts);
-        UnparsedPublicKey::new(&ED25519, public_key)
-            .verify(&signed_message(body, timestamp), &blob[12..])
-            .map_err(|_| Error::BadSignature("cosignature does not verify".into()))?;
-        found = Some(timestamp);
-    }
-    found.ok_or_else(|| Error::BadSignature(format!("no cosignature by {name}")))
+    WitnessKey::new(name, *public_key)
+        .and_then(|w| w.verify(note))
+        .map_err(|e| Error::BadSignature(e.to_string()))
 }
 
 #[cfg(test)]
@@ -281,7 +231,7 @@ mod tests {
         assert_eq!(blob[..4], key_id(w.name(), &w.public_key()));
         assert_eq!(blob[4..12], 1_679_315_147u64.to_be_bytes());
         let vk = w.verifier_key();
-        let parts: Vec<&str> = vk.split('+').collect();
+        let parts: Vec<&str> = vk.splitn(3, '+').collect();
         assert_eq!(parts[0], "witness.example/w1");
         assert_eq!(parts[1], hex::encode(&blob[..4]));
         assert_eq!(B64.decode(parts[2]).unwrap()[0], 0x04);

@@ -15,7 +15,8 @@
 //! - [`Hub`] is the core (blocking, over a [`store::HubStore`]);
 //!   [`service::HubService`] serves it as `trustline.v1.Witness` and
 //!   `trustline.v1.Registry`; [`server::run`] serves those behind
-//!   `transport`'s guard; [`bench`] measures it (`trustline bench hub`).
+//!   `transport`'s guard; [`bench`] measures it (`trustline bench hub`,
+//!   with the sites' real uplinks through [`bench::UplinkDriver`]).
 //! - [`cosign`] is C2SP `cosignature/v1` (Ed25519).
 //! - [`embedded::EmbeddedStore`] is the default store (redb on the hub's
 //!   disk); PostgreSQL comes later (issue 14) behind the same trait.
@@ -101,8 +102,10 @@
 //! offline_allowance}`, fields added to `common.proto`); a single-site
 //! order is `site` plus `quantity` as before, its allowance in
 //! `offline_allowance`. The OEM signs allocations that sum to at most the
-//! quantity (the factory refuses an order whose allocations exceed it, phase
-//! 2). Each site enforces only its own share, locally and offline: its
+//! quantity. (The factory does not take split orders yet: it requires the
+//! order's `site`, and the offline allowance it enforces is the order's
+//! `offline_allowance`. Taking them means checking the allocations and
+//! counting against the caller site's share.) Each site enforces only its own share, locally and offline: its
 //! ledger's quota counter for the order is limited to its allocation, so no
 //! site needs the others' counts to stay within the quantity, and a site
 //! cut off from the hub still cannot exceed its share (and certifies at most
@@ -114,13 +117,29 @@
 //! terms under one order id. Moving capacity between sites is a new signed
 //! order version with new allocations (phase 2).
 //!
-//! # Phase 2 (after the crate split)
+//! # The site side (`site::uplink`)
 //!
-//! `trustline serve hub` (calls [`server::run`] with the hub's witness key
-//! from its HSM token behind [`cosign::WitnessSigner`]), the site's uplink
-//! client (push entries, add checkpoints, keep every cosigned note beside
-//! the site's checkpoint), ownership at the hub over [`Hub::devices`], and
-//! the demo.
+//! A site's uplink is this contract's client: `GetSiteState`, then
+//! `PushEntries` from the mirror size, then `AddCheckpoint` with the old
+//! size the hub holds and the consistency proof from it, resynchronising
+//! on every `ABORTED` from the `SiteState` in its details, backing off
+//! while the hub is unreachable, and stopping for good on a fork answer
+//! (`ALREADY_EXISTS`, or a refusal whose `trustline-refusal` reason starts
+//! with `fork`). It checks what the hub says against its own ledger (the
+//! mirrored and cosigned roots) and every cosignature against the
+//! configured witness key ([`trustline_proto::cosignature`], the same code
+//! [`cosign::verify_cosignature`] uses), keeps each cosigned note beside
+//! its checkpoint, and counts the factory's offline allowance from the
+//! last one (`provisioner::allowance`: a site certifies at most
+//! `min(quantity, certified in its last cosigned checkpoint + the order's
+//! offline allowance)`).
+//!
+//! # Still to come
+//!
+//! `trustline serve hub` (calls [`server::run`] with the witness key from
+//! the hub's HSM token behind [`cosign::WitnessSigner`]), ownership at the
+//! hub over [`Hub::devices`], the audit across sites over the registry
+//! reads, and the two-site demo.
 
 #![forbid(unsafe_code)]
 

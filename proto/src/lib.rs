@@ -5,7 +5,8 @@
 //! `proto/trustline/v1/*.proto`), the signed-statement format that devices,
 //! owners and the OEM use ([`statement`]), strict ECDSA P-256 (canonical
 //! keys, low-S only: [`ecdsa`]), how a root of trust is named
-//! ([`identity`]), the ownership voucher format ([`voucher`]) and its FIDO
+//! ([`identity`]), the witness's `cosignature/v1` lines both trust domains
+//! check ([`cosignature`]), the ownership voucher format ([`voucher`]) and its FIDO
 //! Device Onboard 1.1 form ([`fdo`]), the framed station ↔ device protocol
 //! of `trustline.device.v1` ([`device`]), the refusal reasons services
 //! attach to statuses ([`refusal`]), and the [`signer::Signer`] and
@@ -19,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cosignature;
 pub mod device;
 pub mod ecdsa;
 pub mod fdo;
@@ -64,6 +66,11 @@ pub enum Error {
     /// A signature does not verify; names the statement type it was for.
     #[error("bad signature on {0}")]
     BadSignature(&'static str),
+    /// A signed note or its `cosignature/v1` line is malformed, or holds no
+    /// valid cosignature by the expected witness key ([`cosignature`]).
+    /// Bad peer data; nothing was accepted.
+    #[error("cosigned note: {0}")]
+    Note(String),
     /// The signed body does not decode as the expected message.
     #[error("{domain} does not decode: {source}")]
     Decode {

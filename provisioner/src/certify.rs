@@ -23,7 +23,8 @@
 //! Then the CA signs, the manufacturer voucher is built, and the ledger appends
 //! `CERTIFIED` with unique keys `serial`, `rot`, `device-key` (SHA-256 of
 //! the canonical SPKI) and the order's quota counter in one atomic, durable
-//! write. Only after that
+//! write — its limit the order's quantity, or less while the offline
+//! allowance binds (`crate::allowance`). Only after that
 //! append is acknowledged are the chain, label and voucher returned
 //! (invariant 1). A collision or an exhausted quota is `crate::collisions`'
 //! to answer: a retry of this very device, key and serial gets the stored
@@ -178,7 +179,7 @@ impl Factory {
 
         // Spare the HSM a signature for a request the ledger would refuse.
         let device_key_hash = checked.device_key_hash.clone();
-        let (by_rot, by_serial, by_key, used) = futures::try_join!(
+        let (by_rot, by_serial, by_key, used, limit) = futures::try_join!(
             self.lookup(keys::ROT, input.rot_id.as_bytes()),
             self.lookup(keys::SERIAL, input.serial.as_bytes()),
             self.lookup(keys::DEVICE_KEY, &device_key_hash),
@@ -188,6 +189,7 @@ impl Factory {
                     .await
                     .map_err(Error::ledger)
             },
+            self.certify_limit(order),
         )?;
         for (namespace, holder) in [
             (keys::ROT, by_rot),
@@ -200,8 +202,8 @@ impl Factory {
                     .await;
             }
         }
-        if used >= order.quantity {
-            return Err(self.quota_refused(actor, order, &input, used).await);
+        if used >= limit.value {
+            return Err(self.limit_refused(actor, order, &input, used, &limit).await);
         }
 
         // The CA signs.
@@ -273,7 +275,7 @@ impl Factory {
             ],
             Some(v1::QuotaUse {
                 counter: order.quota_counter(),
-                limit: order.quantity,
+                limit: limit.value,
             }),
         );
         match self.ledger.append(request).await {
@@ -304,7 +306,7 @@ impl Factory {
                     .await
             }
             Err(AppendRefusal::Quota { used, .. }) => {
-                Err(self.quota_refused(actor, order, &input, used).await)
+                Err(self.limit_refused(actor, order, &input, used, &limit).await)
             }
             Err(AppendRefusal::Failed(s)) => Err(Error::ledger(s)),
         }

@@ -15,7 +15,9 @@
 //!   already certified (invariant 2); a second claim's status carries a
 //!   `ClaimPresenceChallenge` in its details when the presenter may still
 //!   prove it holds the die's attestation key;
-//! - `RESOURCE_EXHAUSTED`: the order's quota is used up (invariant 4);
+//! - `RESOURCE_EXHAUSTED`: the order's quota is used up (invariant 4), or
+//!   the site's offline allowance beyond what the hub witnessed is
+//!   (2.4.14.20);
 //! - `NOT_FOUND`: no such order or device;
 //! - `INVALID_ARGUMENT`: malformed input, or a statement whose signature does
 //!   not verify;
@@ -143,6 +145,26 @@ pub enum Error {
         /// Its quantity.
         limit: u64,
     },
+    /// The site has certified the order's offline allowance beyond what
+    /// the OEM hub has witnessed (2.4.14.20; `crate::allowance`): the hub
+    /// has not cosigned its recent entries, most likely because it is
+    /// unreachable. Recorded as `QUOTA_REJECTED`; nothing is issued.
+    /// Certification resumes by itself once the hub cosigns the backlog.
+    #[error(
+        "hub unreachable, offline allowance spent: order {order_id} may certify {allowance} \
+         devices beyond the {witnessed} the hub witnessed (its last cosigned checkpoint covers \
+         {cosigned_size} entries); certification resumes once the hub cosigns the backlog"
+    )]
+    OfflineAllowanceSpent {
+        /// The order.
+        order_id: String,
+        /// Its offline allowance.
+        allowance: u64,
+        /// The tree size of the last checkpoint the hub cosigned.
+        cosigned_size: u64,
+        /// Devices of the order that checkpoint covers.
+        witnessed: u64,
+    },
     /// No certified device has this `rot_id`.
     #[error("no certified device {0}")]
     UnknownDevice(String),
@@ -204,6 +226,7 @@ impl Error {
                 _ => "duplicate-device-key",
             },
             Error::QuotaExhausted { .. } => "quota",
+            Error::OfflineAllowanceSpent { .. } => "offline-allowance",
             Error::UnknownDevice(_) => "unknown-device",
             Error::Scrapped(_) => "scrapped",
             Error::LeftFactory(_) => "left-factory",
@@ -233,7 +256,9 @@ impl Error {
             Error::AlreadyClaimed { .. } | Error::Duplicate { .. } | Error::OrderExists(_) => {
                 Code::AlreadyExists
             }
-            Error::QuotaExhausted { .. } => Code::ResourceExhausted,
+            Error::QuotaExhausted { .. } | Error::OfflineAllowanceSpent { .. } => {
+                Code::ResourceExhausted
+            }
             Error::UnknownOrder(_) | Error::UnknownDevice(_) => Code::NotFound,
             Error::BadSignature(_) | Error::Invalid(_) => Code::InvalidArgument,
             Error::Backend { status, .. } => match status.code() {

@@ -34,11 +34,13 @@
 //! claim nonces under the site's claim key) and [`claim`] (claimed RoTs),
 //! `claiming` (the claim flow and presence challenges), `personalise`,
 //! `certify` and `collisions` (certification, retries, duplicates and
-//! overproduction), `custody`, [`label`], [`voucher`], [`service`] (the
+//! overproduction), [`allowance`] (the offline allowance beyond what the
+//! hub witnessed), `custody`, [`label`], [`voucher`], [`service`] (the
 //! gRPC edge), and [`error`].
 
 #![forbid(unsafe_code)]
 
+pub mod allowance;
 mod certify;
 pub mod claim;
 mod claiming;
@@ -66,6 +68,7 @@ use sha2::{Digest, Sha256};
 use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
 
+pub use allowance::{Allowance, AllowanceProgress, Witnessed};
 pub use certify::{Certified, CertifyInput, SubjectKey};
 pub use claiming::ClaimChallenge;
 pub use custody::CustodyKind;
@@ -100,6 +103,10 @@ pub struct FactoryConfig {
     /// Most entries in each in-memory cache (claimed RoTs, certified
     /// results); beyond it they are reloaded from the ledger.
     pub cache_entries: usize,
+    /// What the OEM hub has witnessed, when the site has a hub uplink: the
+    /// orders' offline allowances count from it ([`allowance`]). `None`:
+    /// no hub, no allowance applies.
+    pub allowance: Option<Arc<dyn Allowance>>,
 }
 
 impl FactoryConfig {
@@ -114,6 +121,7 @@ impl FactoryConfig {
             claim_key,
             claim_ttl: Self::DEFAULT_CLAIM_TTL,
             cache_entries: 1_000_000,
+            allowance: None,
         }
     }
 }

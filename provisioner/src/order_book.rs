@@ -27,6 +27,9 @@ pub struct OrderProgress {
     pub certified: u64,
     /// Closed early.
     pub closed: bool,
+    /// Its offline allowance and what the hub witnessed (`None`: the site
+    /// has no hub uplink).
+    pub allowance: Option<crate::AllowanceProgress>,
 }
 
 /// An order the line knows, with its open/closed state.
@@ -213,10 +216,12 @@ impl Factory {
             .get_quota(known.order.quota_counter())
             .await
             .map_err(Error::ledger)?;
+        let allowance = self.allowance_progress(&known.order, certified).await?;
         Ok(OrderProgress {
             order: known.order.clone(),
             certified,
             closed: known.is_closed(),
+            allowance,
         })
     }
 

@@ -28,6 +28,9 @@ pub struct Order {
     pub site: String,
     /// The most devices it may certify.
     pub quantity: u64,
+    /// Devices the site may certify beyond its last hub-cosigned
+    /// checkpoint (0: none named; see `crate::allowance`).
+    pub offline_allowance: u64,
     /// How its serials are formed.
     pub serials: SerialScheme,
     /// Validity window, Unix ms: `[not_before_ms, not_after_ms)`.
@@ -178,6 +181,7 @@ impl Order {
             sku: raw.sku,
             site: raw.site,
             quantity: raw.quantity,
+            offline_allowance: raw.offline_allowance,
             serials,
             not_before_ms: raw.not_before_ms,
             not_after_ms: raw.not_after_ms,
@@ -199,6 +203,7 @@ impl Order {
             sku: self.sku.clone(),
             site: self.site.clone(),
             quantity: self.quantity,
+            offline_allowance: self.offline_allowance,
             serial_scheme: Some(v1::SerialScheme {
                 prefix: self.serials.prefix.clone(),
                 first: self.serials.first,

@@ -104,11 +104,20 @@ impl Provisioning for ProvisioningService {
             .factory
             .order_progress(&actor, &request.get_ref().order_id)
             .await?;
+        let allowance = progress.allowance.unwrap_or(crate::AllowanceProgress {
+            applies: false,
+            left: 0,
+            witnessed: crate::Witnessed::default(),
+        });
         Ok(Response::new(v1::OrderStatus {
             remaining: progress.order.quantity.saturating_sub(progress.certified),
             order: Some(progress.order.to_proto()),
             certified: progress.certified,
             closed: progress.closed,
+            allowance_applies: allowance.applies,
+            allowance_left: if allowance.applies { allowance.left } else { 0 },
+            last_cosignature_time: allowance.witnessed.time,
+            last_cosigned_size: allowance.witnessed.size,
         }))
     }
 

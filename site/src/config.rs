@@ -52,6 +52,9 @@ pub struct Config {
     pub vendors: Vec<VendorConfig>,
     /// Transport limits (message sizes, rates, lockouts).
     pub transport: Limits,
+    /// The uplink to the OEM hub (issue 13); absent: no hub, no offline
+    /// allowance ([`crate::uplink`]).
+    pub uplink: Option<crate::uplink::UplinkConfig>,
 }
 
 /// The provisioner's settings.

@@ -1,7 +1,8 @@
 //! The deployable factory site: its configuration (`trustline.toml` and
 //! environment overrides, [`config`]), the preparation of its data
 //! directory (the CA in the HSM and the service PKI, [`setup`]), and the
-//! servers (`trustline serve ca|ledger|provisioner|all`, [`serve`]).
+//! servers (`trustline serve ca|ledger|provisioner|all`, [`serve`]), and
+//! the uplink to the OEM hub that gets its ledger cosigned ([`uplink`]).
 //!
 //! Key design decision: every server is a function of a data directory, a
 //! bound listener and a shutdown future (mini-redis' shape) that returns
@@ -21,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod serve;
 pub mod setup;
+pub mod uplink;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -81,6 +81,7 @@ pub async fn factory(
     config: &Config,
     ledger: Arc<dyn LedgerApi>,
     ca: Arc<dyn CaApi>,
+    allowance: Option<Arc<dyn provisioner::Allowance>>,
 ) -> Result<Arc<Factory>> {
     let order_key_path = data_dir
         .join(layout::CA_DIR)
@@ -94,6 +95,7 @@ pub async fn factory(
     }
     let mut factory_config = FactoryConfig::new(order_key, roots, claim_key(data_dir)?);
     factory_config.claim_ttl = Duration::from_secs(config.provisioner.claim_ttl_secs.max(1));
+    factory_config.allowance = allowance;
     Ok(Arc::new(Factory::start(factory_config, ledger, ca).await?))
 }
 
@@ -247,11 +249,16 @@ pub async fn serve_provisioner(
         remote_ownership_backends(ledger_channel.clone(), ca_channel.clone()),
     )
     .await?;
+    let allowance = config.uplink.as_ref().map(|_| {
+        Arc::new(crate::uplink::RemoteAllowance::new(ledger_channel.clone()))
+            as Arc<dyn provisioner::Allowance>
+    });
     let factory = factory(
         data_dir,
         config,
         Arc::new(RemoteLedger::new(ledger_channel)),
         Arc::new(RemoteCa::new(ca_channel)),
+        allowance,
     )
     .await?;
     let guard = guard(data_dir, config, setup::PROVISIONER)?;
@@ -346,21 +353,31 @@ pub async fn serve_ledger(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let ledger = open_ledger(data_dir, hsm)?;
-    let guard = guard(data_dir, config, setup::LEDGER_SERVER)?;
-    let (mut routes, _health) =
-        transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
-    routes.add_service(
-        CustodyLedgerServer::new(custody_ledger::service::LedgerService::new(ledger.clone()))
-            .with_message_limits(guard.limits()),
-    );
-    let served = run_server(
-        routes,
-        listener,
-        server_tls(data_dir, setup::LEDGER_SERVER)?,
-        guard,
-        shutdown,
-    )
+    let uplink = crate::uplink::start(data_dir, config, &ledger)?;
+    let served = async {
+        let guard = guard(data_dir, config, setup::LEDGER_SERVER)?;
+        let (mut routes, _health) =
+            transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
+        routes.add_service(
+            CustodyLedgerServer::new(custody_ledger::service::LedgerService::new(ledger.clone()))
+                .with_message_limits(guard.limits()),
+        );
+        if let Some(u) = &uplink {
+            routes.add_service(u.service().server(guard.limits()));
+        }
+        run_server(
+            routes,
+            listener,
+            server_tls(data_dir, setup::LEDGER_SERVER)?,
+            guard,
+            shutdown,
+        )
+        .await
+    }
     .await;
+    if let Some(u) = uplink {
+        u.stop().await;
+    }
     close_ledger(ledger);
     served
 }
@@ -379,6 +396,7 @@ pub async fn serve_all(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let ledger = open_ledger(data_dir, &hsm)?;
+    let uplink = crate::uplink::start(data_dir, config, &ledger)?;
     let served = async {
         let ca = open_ca(data_dir, hsm)?;
         let ownership = Ownership::start(
@@ -391,6 +409,7 @@ pub async fn serve_all(
             config,
             Arc::new(DirectLedger::new(ledger.clone())),
             local_ca(ca),
+            uplink.as_ref().map(crate::uplink::Handle::allowance),
         )
         .await?;
         let guard = guard(data_dir, config, setup::ALL_SERVER)?;
@@ -403,6 +422,9 @@ pub async fn serve_all(
             CustodyLedgerServer::new(custody_ledger::service::LedgerService::new(ledger.clone()))
                 .with_message_limits(guard.limits()),
         );
+        if let Some(u) = &uplink {
+            routes.add_service(u.service().server(guard.limits()));
+        }
         run_server(
             routes,
             listener,
@@ -413,6 +435,9 @@ pub async fn serve_all(
         .await
     }
     .await;
+    if let Some(u) = uplink {
+        u.stop().await;
+    }
     close_ledger(ledger);
     served
 }

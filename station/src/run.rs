@@ -35,6 +35,7 @@ use provisioner::orders::SerialScheme;
 use crate::error::{Error, Result};
 use crate::link::DeviceLink;
 
+pub mod allowance;
 mod outputs;
 mod provision;
 mod report;
@@ -123,6 +124,8 @@ pub(super) struct Counters {
     pub(super) failed: AtomicU64,
     pub(super) reasons: Mutex<BTreeMap<String, u64>>,
     pub(super) failures: Mutex<BTreeMap<String, u64>>,
+    /// The offline allowance's note ([`allowance::note`]).
+    pub(super) allowance: Arc<Mutex<String>>,
 }
 
 impl Counters {
@@ -150,13 +153,16 @@ impl Counters {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
+        let note = self.allowance.lock().unwrap_or_else(|p| p.into_inner());
         format!(
-            "ok={} refused={} [{}] failed={} [{}]",
+            "ok={} refused={} [{}] failed={} [{}]{}{}",
             self.provisioned.load(Ordering::Relaxed),
             self.refused.load(Ordering::Relaxed),
             list(&self.reasons),
             self.failed.load(Ordering::Relaxed),
             list(&self.failures),
+            if note.is_empty() { "" } else { " | " },
+            note
         )
     }
 }
@@ -208,6 +214,7 @@ pub async fn run<L: DeviceLink + 'static>(
         .into_inner();
     let order = status
         .order
+        .clone()
         .ok_or_else(|| Error::Invalid("the provisioner returned no order".into()))?;
     let scheme = order
         .serial_scheme
@@ -258,6 +265,14 @@ pub async fn run<L: DeviceLink + 'static>(
         manifest,
         config,
     });
+    let refresher = shared.config.progress.then(|| {
+        allowance::refresh(
+            client.clone(),
+            shared.config.order_id.clone(),
+            &status,
+            shared.counters.allowance.clone(),
+        )
+    });
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
@@ -272,6 +287,9 @@ pub async fn run<L: DeviceLink + 'static>(
         }
     }
     let elapsed = started.elapsed();
+    if let Some(r) = refresher {
+        r.abort();
+    }
     progress.finish_with_message(shared.counters.message());
     let results = std::mem::take(&mut *shared.results.lock().unwrap_or_else(|p| p.into_inner()));
     let mut outcomes = Vec::with_capacity(total);

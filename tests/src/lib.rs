@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod hub;
 pub mod ownership;
 pub mod reference;
 
@@ -82,21 +83,23 @@ impl Stack {
         fleet: &Fleet,
         stations: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        Self::start_full(name, fleet, &[], stations, |_| {}).await
+        Self::start_full(name, fleet, &[], stations, |_, _| Ok(())).await
     }
 
-    /// As [`Stack::start`], with the site configuration changed by `edit`
-    /// first (it also holds across [`Stack::restart`]).
+    /// As [`Stack::start`], with `prepare` editing the configuration and
+    /// the data directory (e.g. an `[uplink]` and its credentials) before
+    /// the services start (the configuration also holds across
+    /// [`Stack::restart`]).
     ///
     /// # Errors
-    /// Any set-up failure.
+    /// Any set-up failure, or `prepare`'s.
     pub async fn start_with(
         name: &str,
         fleet: &Fleet,
         stations: &[(&str, &str)],
-        edit: impl FnOnce(&mut Config),
+        prepare: impl FnOnce(&Path, &mut Config) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
-        Self::start_full(name, fleet, &[], stations, edit).await
+        Self::start_full(name, fleet, &[], stations, prepare).await
     }
 
     /// As [`Stack::start`], with more IC-vendor roots (name, DER) beside
@@ -111,7 +114,7 @@ impl Stack {
         extra_vendors: &[(String, Vec<u8>)],
         stations: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        Self::start_full(name, fleet, extra_vendors, stations, |_| {}).await
+        Self::start_full(name, fleet, extra_vendors, stations, |_, _| Ok(())).await
     }
 
     async fn start_full(
@@ -119,7 +122,7 @@ impl Stack {
         fleet: &Fleet,
         extra_vendors: &[(String, Vec<u8>)],
         stations: &[(&str, &str)],
-        edit: impl FnOnce(&mut Config),
+        prepare: impl FnOnce(&Path, &mut Config) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
         transport::install_crypto_provider();
         let token = hsm_sim::softhsm::test_token(name)?;
@@ -140,7 +143,7 @@ impl Stack {
         let order_key = hsm.signer(&ca_service::keys::KeyLabels::default().order)?;
         let mut config = Config::load(dir.path())?;
         config.transport = test_limits();
-        edit(&mut config);
+        prepare(dir.path(), &mut config)?;
         let mut stack = Self {
             dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),

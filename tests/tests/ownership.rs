@@ -1327,8 +1327,9 @@ async fn a_quarantine_is_lifted_by_the_oem_for_a_recorded_duplicate_and_then_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_operator_at_its_challenge_budget_is_refused_alone() {
     let fleet = Fleet::builder().seed(57).genuine(1).build().expect("fleet");
-    let stack = Stack::start_with("own-budget", &fleet, &[(SITE, "st-01")], |config| {
+    let stack = Stack::start_with("own-budget", &fleet, &[(SITE, "st-01")], |_, config| {
         config.ownership.challenges_per_caller = 3;
+        Ok(())
     })
     .await
     .expect("stack");

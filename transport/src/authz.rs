@@ -168,6 +168,12 @@ pub static RULES: &[Rule] = &[
         &[Site, Auditor, Admin],
     ),
     rule("/trustline.v1.Witness/GetWitnessKey", EVERYONE),
+    // Uplink (a site): what its uplink holds; the provisioner reads it for
+    // the offline allowance when the ledger runs apart (2.4.14.20).
+    rule(
+        "/trustline.v1.Uplink/GetUplinkStatus",
+        &[Provisioner, Operator, Auditor, Admin],
+    ),
     // Registry (the OEM hub): figures, forks and clones across sites.
     rule("/trustline.v1.Registry/GetDevice", &[Auditor, Admin]),
     rule("/trustline.v1.Registry/ListSites", &[Auditor, Admin]),

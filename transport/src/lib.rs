@@ -50,7 +50,7 @@ pub use guard::{Guard, GuardService, InProcessChannel};
 pub use identity::{authorized, caller, internal_request, Caller, Role};
 pub use limits::{Limits, MessageLimits, RateLimit};
 pub use lockout::{LockoutPolicy, LockoutTracker};
-pub use metrics::{serve_metrics, Metrics};
+pub use metrics::{serve_metrics, Metrics, UplinkMetrics};
 pub use ops::{health_service, operational_routes};
 pub use server::serve;
 pub use tls::{install_crypto_provider, ClientTls, CredentialPaths, ServerTls};

@@ -20,6 +20,10 @@
 //! | `rpc_latency_seconds` | histogram | `method` |
 //! | `connections` | gauge | — |
 //! | `lockouts` | gauge | — |
+//! | `uplink_cosigned_size` | gauge | — |
+//! | `uplink_unwitnessed_entries` | gauge | — |
+//! | `uplink_forked` | gauge | — |
+//! | `uplink_cosignatures_total` | counter | — |
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -103,6 +107,21 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Callers locked out now.
     pub lockouts: Gauge,
+    /// A site's uplink to the OEM hub (issue 13).
+    pub uplink: UplinkMetrics,
+}
+
+/// A site uplink's metrics (issue 13, 2.4.14.20).
+#[derive(Debug, Clone, Default)]
+pub struct UplinkMetrics {
+    /// Tree size of the last checkpoint the hub cosigned.
+    pub cosigned_size: Gauge,
+    /// Site ledger entries the hub has not cosigned yet.
+    pub unwitnessed: Gauge,
+    /// 1 once the uplink stopped on a fork answer from the hub, else 0.
+    pub forked: Gauge,
+    /// Cosignatures received.
+    pub cosignatures: Counter,
 }
 
 fn hsm_histogram() -> Histogram {
@@ -134,6 +153,7 @@ impl Metrics {
         let rpc_latency = Family::new_with_constructor(rpc_histogram as HistogramFn);
         let connections = Gauge::default();
         let lockouts = Gauge::default();
+        let uplink = UplinkMetrics::default();
         registry.register(
             "devices_certified",
             "Devices certified",
@@ -159,6 +179,26 @@ impl Metrics {
         registry.register("rpc_latency_seconds", "RPC latency", rpc_latency.clone());
         registry.register("connections", "Open mTLS connections", connections.clone());
         registry.register("lockouts", "Callers locked out", lockouts.clone());
+        registry.register(
+            "uplink_cosigned_size",
+            "Tree size of the last checkpoint the hub cosigned",
+            uplink.cosigned_size.clone(),
+        );
+        registry.register(
+            "uplink_unwitnessed_entries",
+            "Site ledger entries the hub has not cosigned yet",
+            uplink.unwitnessed.clone(),
+        );
+        registry.register(
+            "uplink_forked",
+            "1 once the uplink stopped on a fork answer from the hub",
+            uplink.forked.clone(),
+        );
+        registry.register(
+            "uplink_cosignatures",
+            "Cosignatures received from the hub",
+            uplink.cosignatures.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             devices_certified,
@@ -170,6 +210,7 @@ impl Metrics {
             rpc_latency,
             connections,
             lockouts,
+            uplink,
         }
     }
 

@@ -31,6 +31,10 @@ pub(crate) enum Bench {
     /// K stations, server CPU per device, and the ratio to the HSM bound
     /// measured in the same run.
     Line(super::bench_line::LineArgs),
+    /// The OEM hub: sustained ingest with several sites pushing at once,
+    /// checkpoint → cosignature lag (median, p99), each site's append rate
+    /// in the same run.
+    Hub(super::bench_hub::HubArgs),
 }
 
 /// `trustline bench ledger` arguments.
@@ -107,6 +111,7 @@ pub(crate) fn run(command: Bench) -> anyhow::Result<Outcome> {
         Bench::Hsm(args) => hsm(&args),
         Bench::Line(args) => super::bench_line::run(&args),
         Bench::Ledger(args) => ledger(&args),
+        Bench::Hub(args) => super::bench_hub::run(&args),
     }
 }
 

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 pub(crate) mod audit;
 pub(crate) mod bench;
+pub(crate) mod bench_hub;
 pub(crate) mod bench_line;
 pub(crate) mod ca;
 pub(crate) mod demo;

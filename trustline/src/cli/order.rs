@@ -49,6 +49,11 @@ pub(crate) struct CreateArgs {
     /// The most devices it may certify.
     #[arg(long)]
     pub(crate) quantity: u64,
+    /// Devices the site may certify beyond its last hub-cosigned
+    /// checkpoint, e.g. while the hub is unreachable (2.4.14.20) [default:
+    /// none named: only the quantity limits the site].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) offline_allowance: u64,
     /// Serial prefix.
     #[arg(long, default_value = "SN")]
     pub(crate) serial_prefix: String,
@@ -127,6 +132,7 @@ fn create(args: &CreateArgs) -> anyhow::Result<Outcome> {
         sku: args.sku.clone(),
         site: args.site.clone(),
         quantity: args.quantity,
+        offline_allowance: args.offline_allowance,
         serial_scheme: Some(v1::SerialScheme {
             prefix: args.serial_prefix.clone(),
             first: args.first,
@@ -178,7 +184,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
         .await
         .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
         .into_inner();
-    let order = status.order.unwrap_or_default();
+    let order = status.order.clone().unwrap_or_default();
     println!(
         "order {} sku {} site {}: {} of {} certified, {} remaining{}",
         order.order_id,
@@ -189,5 +195,33 @@ async fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
         status.remaining,
         if status.closed { " (closed)" } else { "" }
     );
+    if let Some(line) = allowance_line(&status, backends::now_ms() / 1000) {
+        println!("{line}");
+    }
     Ok(Outcome::Success)
+}
+
+/// The offline allowance and the last cosignature's age, when the site has
+/// a hub uplink (`OrderStatus` fields 5 to 8).
+fn allowance_line(status: &v1::OrderStatus, now_secs: i64) -> Option<String> {
+    let age = match status.last_cosignature_time {
+        0 => "never cosigned by the hub".to_owned(),
+        t => format!(
+            "last hub cosignature {} s ago (tree size {})",
+            now_secs
+                .saturating_sub(i64::try_from(t).unwrap_or(i64::MAX))
+                .max(0),
+            status.last_cosigned_size
+        ),
+    };
+    if status.allowance_applies {
+        Some(format!(
+            "offline allowance: {} left; {age}",
+            status.allowance_left
+        ))
+    } else if status.last_cosignature_time > 0 {
+        Some(format!("no offline allowance in the order; {age}"))
+    } else {
+        None
+    }
 }

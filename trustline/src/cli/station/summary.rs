@@ -89,7 +89,10 @@ pub(super) fn print(report: &Report, labels: &[String], json: bool) -> anyhow::R
         summary.provisioned, summary.seconds, summary.devices_per_second
     );
     for (reason, n) in &summary.refused {
-        println!("refused ({reason}): {n}");
+        match station::run::allowance::explain(reason) {
+            Some(meaning) => println!("refused ({reason}): {n} — {meaning}"),
+            None => println!("refused ({reason}): {n}"),
+        }
     }
     for (reason, n) in &summary.failed_reasons {
         println!("failed ({reason}): {n}");
