@@ -3,9 +3,10 @@
 //!
 //! [`Stack`] runs `trustline serve all` in this process on `127.0.0.1:0`
 //! (the same `site::serve::serve_all` the binary runs) behind TLS 1.3
-//! with client certificates from the stack's own service PKI, on a token of
-//! its own in the process's shared SoftHSM2 test directory (SoftHSM2 reads
-//! its configuration once per process). Clients connect with the
+//! with client certificates from the stack's own service PKI, on two tokens
+//! of its own — the CA's and the ledger's (the checkpoint key alone) — in
+//! the process's shared SoftHSM2 test directory (SoftHSM2 reads its
+//! configuration once per process). Clients connect with the
 //! credentials the PKI issued: `admin`, `auditor`, and one per station.
 //!
 //! For tests that kill the server, [`ChildServer`] runs the real binary as a
@@ -58,8 +59,10 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// The HSM (a test token of its own).
+    /// The CA's HSM (a test token of its own).
     pub hsm: Hsm,
+    /// The ledger's HSM (another test token: the checkpoint key alone).
+    pub ledger_hsm: Hsm,
     /// The OEM order key.
     pub order_key: HsmSigner,
     /// IC vendors the provisioner trusts, and the firmware orders allow.
@@ -82,18 +85,16 @@ impl Stack {
         stations: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         transport::install_crypto_provider();
-        let token = hsm_sim::softhsm::test_token(name)?;
-        let mut hsm_config =
-            HsmConfig::new(token.label.clone(), PinSource::File(token.pin_file.clone()));
-        hsm_config.module = Some(token.module.clone());
-        let hsm = Hsm::open(&hsm_config)?;
+        let hsm = open_test_token(name)?;
+        let ledger_hsm = open_test_token(&format!("{name}-ledger"))?;
         let dir = tempfile::tempdir()?;
         setup::init_ca(&hsm, dir.path(), SITE)?;
+        setup::init_ledger_key(&ledger_hsm, dir.path())?;
         let stations: Vec<(String, String)> = stations
             .iter()
             .map(|(s, n)| ((*s).to_owned(), (*n).to_owned()))
             .collect();
-        setup::init_pki(&hsm, dir.path(), &stations)?;
+        setup::init_pki(&hsm, dir.path(), SITE, &stations)?;
         site::config::write_vendor_roots(&dir.path().join("vendors"), &fleet.vendor_roots())?;
         let order_key = hsm.signer(&ca_service::keys::KeyLabels::default().order)?;
         let mut config = Config::load(dir.path())?;
@@ -102,6 +103,7 @@ impl Stack {
             dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             hsm,
+            ledger_hsm,
             order_key,
             vendors: fleet.vendor_roots().into_iter().map(|(n, _)| n).collect(),
             firmware: fleet.firmware_sha256(),
@@ -119,8 +121,9 @@ impl Stack {
         let dir = self.dir.path().to_path_buf();
         let config = self.config.clone();
         let hsm = self.hsm.clone();
+        let ledger_hsm = self.ledger_hsm.clone();
         let join = tokio::spawn(async move {
-            site::serve::serve_all(&dir, &config, hsm, listener, async {
+            site::serve::serve_all(&dir, &config, hsm, ledger_hsm, listener, async {
                 let _ = rx.await;
             })
             .await
@@ -233,6 +236,18 @@ impl Stack {
     }
 }
 
+/// A fresh token of its own in the process's shared SoftHSM2 test
+/// directory, opened with a pool of four sessions.
+///
+/// # Errors
+/// SoftHSM2 or HSM failures.
+pub fn open_test_token(name: &str) -> anyhow::Result<Hsm> {
+    let token = hsm_sim::softhsm::test_token(name)?;
+    let mut config = HsmConfig::new(token.label.clone(), PinSource::File(token.pin_file.clone()));
+    config.module = Some(token.module.clone());
+    Ok(Hsm::open(&config)?)
+}
+
 /// A production order open now for 30 days.
 pub fn order(
     id: &str,
@@ -328,8 +343,8 @@ pub struct ChildServer {
 }
 
 impl ChildServer {
-    /// Starts `binary serve all --data-dir dir` with `extra` arguments and
-    /// waits for its `listening` line.
+    /// Starts `binary serve all --data-dir dir --embedded-hsm` with `extra`
+    /// arguments and waits for its `listening` line.
     ///
     /// # Errors
     /// When it does not start.
@@ -337,6 +352,7 @@ impl ChildServer {
         let mut child = Command::new(binary)
             .args(["serve", "all", "--data-dir"])
             .arg(dir)
+            .arg("--embedded-hsm")
             .args(extra)
             .env("TRUSTLINE_PROVISIONER_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())

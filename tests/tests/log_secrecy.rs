@@ -119,14 +119,19 @@ fn private_pem_blocks(text: &str) -> Vec<(String, Vec<String>, Vec<u8>)> {
 /// give away their owner through the public key.
 fn secrets(dir: &Path) -> Vec<Secret> {
     let mut out = Vec::new();
-    let pin =
-        std::fs::read_to_string(dir.join("hsm").join("user.pin")).expect("the demo's hsm/user.pin");
-    let pin = pin.trim();
-    assert!(pin.len() >= 4, "the demo PIN is implausibly short");
-    out.push(Secret {
-        what: "the HSM user PIN".into(),
-        forms: vec![pin.to_owned()],
-    });
+    for file in ["user.pin", "ledger.pin"] {
+        let pin = std::fs::read_to_string(dir.join("hsm").join(file))
+            .unwrap_or_else(|e| panic!("the demo's hsm/{file}: {e}"));
+        let pin = pin.trim();
+        assert!(
+            pin.len() >= 4,
+            "the demo PIN in {file} is implausibly short"
+        );
+        out.push(Secret {
+            what: format!("the HSM user PIN in {file}"),
+            forms: vec![pin.to_owned()],
+        });
+    }
     let mut all = Vec::new();
     files(dir, &mut all);
     for path in all {
