@@ -270,13 +270,19 @@ fn the_search_finds_a_secret_in_each_form() {
         "0123456789abcdef\n",
     )
     .expect("pin");
+    std::fs::write(
+        work.path().join("hsm").join("ledger.pin"),
+        "fedcba9876543210\n",
+    )
+    .expect("ledger pin");
     std::fs::create_dir_all(work.path().join("owners")).expect("mkdir");
     std::fs::write(work.path().join("owners").join("first.key"), &pem).expect("key");
     let found = secrets(work.path());
-    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_eq!(found.len(), 4, "{found:#?}");
     let spki = key.public_key().to_public_key_der().expect("spki");
     for (line, what) in [
-        ("unlocking with pin=0123456789abcdef".to_owned(), "PIN"),
+        ("unlocking with pin=0123456789abcdef".to_owned(), "PIN in user.pin"),
+        ("ledger pin=fedcba9876543210".to_owned(), "PIN in ledger.pin"),
         (
             format!("key={}", pem.lines().nth(1).expect("a body line")),
             "PRIVATE KEY",

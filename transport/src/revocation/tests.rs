@@ -1,3 +1,5 @@
+//! The CRL: signing, verifying, installing, and the live view servers keep.
+
 #![allow(clippy::unwrap_used)] // Tests may unwrap (ARCHITECTURE.md).
 
 use rcgen::KeyPair;
