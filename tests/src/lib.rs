@@ -25,6 +25,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use ca_service::{Hsm, HsmConfig, HsmSigner, PinSource};
 use hsm_sim::rot::Fleet;
+use hsm_sim::softhsm::TestToken;
 use prost::Message;
 use site::setup;
 use site::Config;
@@ -63,6 +64,10 @@ pub struct Stack {
     pub hsm: Hsm,
     /// The ledger's HSM (another test token: the checkpoint key alone).
     pub ledger_hsm: Hsm,
+    /// The CA's token (label, module, PIN file), for the command line.
+    pub ca_token: TestToken,
+    /// The ledger's token.
+    pub ledger_token: TestToken,
     /// The OEM order key.
     pub order_key: HsmSigner,
     /// IC vendors the provisioner trusts, and the firmware orders allow.
@@ -85,8 +90,8 @@ impl Stack {
         stations: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         transport::install_crypto_provider();
-        let hsm = open_test_token(name)?;
-        let ledger_hsm = open_test_token(&format!("{name}-ledger"))?;
+        let (ca_token, hsm) = open_test_token(name)?;
+        let (ledger_token, ledger_hsm) = open_test_token(&format!("{name}-ledger"))?;
         let dir = tempfile::tempdir()?;
         setup::init_ca(&hsm, dir.path(), SITE)?;
         setup::init_ledger_key(&ledger_hsm, dir.path())?;
@@ -104,6 +109,8 @@ impl Stack {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             hsm,
             ledger_hsm,
+            ca_token,
+            ledger_token,
             order_key,
             vendors: fleet.vendor_roots().into_iter().map(|(n, _)| n).collect(),
             firmware: fleet.firmware_sha256(),
@@ -241,11 +248,53 @@ impl Stack {
 ///
 /// # Errors
 /// SoftHSM2 or HSM failures.
-pub fn open_test_token(name: &str) -> anyhow::Result<Hsm> {
+pub fn open_test_token(name: &str) -> anyhow::Result<(TestToken, Hsm)> {
     let token = hsm_sim::softhsm::test_token(name)?;
     let mut config = HsmConfig::new(token.label.clone(), PinSource::File(token.pin_file.clone()));
     config.module = Some(token.module.clone());
-    Ok(Hsm::open(&config)?)
+    let hsm = Hsm::open(&config)?;
+    Ok((token, hsm))
+}
+
+/// The command-line options naming `token` as the CA's HSM.
+pub fn hsm_options(token: &TestToken) -> Vec<String> {
+    vec![
+        "--pkcs11-module".into(),
+        token.module.display().to_string(),
+        "--token-label".into(),
+        token.label.clone(),
+        "--pin-file".into(),
+        token.pin_file.display().to_string(),
+    ]
+}
+
+/// The command-line options naming `token` as the ledger's HSM.
+pub fn ledger_hsm_options(token: &TestToken) -> Vec<String> {
+    vec![
+        "--ledger-pkcs11-module".into(),
+        token.module.display().to_string(),
+        "--ledger-token-label".into(),
+        token.label.clone(),
+        "--ledger-pin-file".into(),
+        token.pin_file.display().to_string(),
+    ]
+}
+
+/// Runs `binary` (the tests' `CARGO_BIN_EXE_trustline-e2e`) with `args`;
+/// returns (exit code, stdout, stderr).
+///
+/// # Errors
+/// When it cannot be started.
+pub fn cli(binary: &str, args: &[String]) -> anyhow::Result<(Option<i32>, String, String)> {
+    let out = Command::new(binary)
+        .args(args)
+        .output()
+        .context("running trustline-e2e")?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 /// A production order open now for 30 days.

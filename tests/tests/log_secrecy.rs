@@ -281,8 +281,14 @@ fn the_search_finds_a_secret_in_each_form() {
     assert_eq!(found.len(), 4, "{found:#?}");
     let spki = key.public_key().to_public_key_der().expect("spki");
     for (line, what) in [
-        ("unlocking with pin=0123456789abcdef".to_owned(), "PIN in user.pin"),
-        ("ledger pin=fedcba9876543210".to_owned(), "PIN in ledger.pin"),
+        (
+            "unlocking with pin=0123456789abcdef".to_owned(),
+            "PIN in user.pin",
+        ),
+        (
+            "ledger pin=fedcba9876543210".to_owned(),
+            "PIN in ledger.pin",
+        ),
         (
             format!("key={}", pem.lines().nth(1).expect("a body line")),
             "PRIVATE KEY",
