@@ -1,7 +1,10 @@
 //! The deployable factory site: its configuration (`trustline.toml` and
-//! environment overrides, [`config`]), the preparation of its data
-//! directory (the CA in the HSM and the service PKI, [`setup`]), and the
-//! servers (`trustline serve ca|ledger|provisioner|all`, [`serve`]).
+//! environment overrides, [`config`]), the single-box preparation of its
+//! data directory (the CA in the HSM, the checkpoint key on the ledger's own
+//! token, the service PKI and its CRL, [`setup`]), and the servers
+//! (`trustline serve ca|ledger|provisioner|site|all`, [`serve`]). An
+//! enrolled site of the two-domain layout is prepared by the `deploy`
+//! crate from the same pieces.
 //!
 //! Key design decision: every server is a function of a data directory, a
 //! bound listener and a shutdown future (mini-redis' shape) that returns

@@ -512,3 +512,25 @@ async fn serve_in_one_process(
     close_ledger(ledger);
     served
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_intermediate_label;
+
+    #[test]
+    fn only_intermediate_generations_count_as_the_sites_keys() {
+        let base = ca_service::keys::SITE_INTERMEDIATE;
+        for ok in [base.to_owned(), format!("{base}-g2"), format!("{base}-g17")] {
+            assert!(is_intermediate_label(&ok, base), "{ok}");
+        }
+        for other in [
+            format!("{base}x"),
+            format!("{base}-g"),
+            format!("{base}-g2x"),
+            ca_service::keys::OEM_ROOT.to_owned(),
+            ca_service::keys::SERVICE_CA.to_owned(),
+        ] {
+            assert!(!is_intermediate_label(&other, base), "{other}");
+        }
+    }
+}

@@ -341,7 +341,8 @@ pub fn install_crl(pki_dir: &Path, ca: &CertificateDer<'_>, der: &[u8]) -> Resul
 /// [`Error::Credential`] when it is not hex.
 pub fn hex_to_bytes(hex: &str) -> Result<Vec<u8>, Error> {
     let hex = hex.trim().trim_start_matches("0x");
-    if hex.is_empty() || hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return Err(bad(
             "serial",
             format!("{hex:?} is not an even number of hex digits"),
