@@ -13,7 +13,6 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 use trustline_proto::identity::is_well_formed_rot_id;
-use trustline_proto::signer::Signer;
 use trustline_proto::v1;
 use trustline_proto::v1::certificate_authority_server::{
     CertificateAuthority, CertificateAuthorityServer,
@@ -162,7 +161,7 @@ impl CertificateAuthority for CaService {
     ) -> Result<Response<v1::CertificateChain>, Status> {
         Ok(Response::new(v1::CertificateChain {
             certificates: self.ca.chain(),
-            voucher_public_key: self.ca.voucher_signer().public_key_der().to_vec(),
+            voucher_public_key: self.ca.voucher_public_key_der().to_vec(),
         }))
     }
 

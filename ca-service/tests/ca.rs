@@ -459,10 +459,7 @@ async fn the_grpc_service_issues_wraps_signs_crls_and_voucher_entries() {
         chain.certificates,
         vec![ca.intermediate_der().to_vec(), ca.root_der().to_vec()]
     );
-    assert_eq!(
-        chain.voucher_public_key,
-        ca.voucher_signer().public_key_der()
-    );
+    assert_eq!(chain.voucher_public_key, ca.voucher_public_key_der());
 
     let device = SoftwareSigner::generate();
     let rot = rot_id();

@@ -162,7 +162,11 @@ fn the_seal_key_only_encrypts_and_decrypts_and_never_leaves_the_token() {
         expected
     );
     let rot = "cd".repeat(32);
-    let oem = ca.voucher_signer().public_key_der().to_vec();
+    let oem = ca
+        .voucher_signer()
+        .expect("single-box CA holds the voucher key")
+        .public_key_der()
+        .to_vec();
     let header = trustline_proto::voucher::VoucherHeader::new(
         &rot,
         "SN-SEAL",

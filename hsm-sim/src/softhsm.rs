@@ -13,7 +13,16 @@
 //! - slot ids change when a token is initialised, so tokens are always found
 //!   by label;
 //! - `C_InitToken` takes the one free slot, so token creation is serialised
-//!   within the process.
+//!   within the process;
+//! - `directories.tokendir` must be an absolute path (SoftHSM2 would take a
+//!   relative one from the process's working directory), so the
+//!   `softhsm2.conf` of a token directory is rewritten on every open to name
+//!   the directory where it is now: a copied or moved demo directory opens
+//!   its own tokens, never the original's (issue 12, "smaller").
+//!
+//! An embedded data directory holds two tokens in its `hsm/`: the CA's
+//! ([`embedded_token`]) and the ledger's ([`embedded_ledger_token`], the
+//! checkpoint key alone, issue 12.6), each with its own PIN file.
 //!
 //! The module is found on the usual Debian, Ubuntu and Fedora paths, or
 //! from an explicit path or `$TRUSTLINE_PKCS11_MODULE`; when it is missing
@@ -41,6 +50,10 @@ pub const CONF_ENV: &str = "SOFTHSM2_CONF";
 pub const EMBEDDED_TOKEN_LABEL: &str = "trustline";
 /// The embedded token's user PIN file, inside the token directory.
 pub const USER_PIN_FILE: &str = "user.pin";
+/// The label of the embedded ledger token (the checkpoint key alone).
+pub const EMBEDDED_LEDGER_TOKEN_LABEL: &str = "trustline-ledger";
+/// The embedded ledger token's user PIN file, inside the token directory.
+pub const LEDGER_PIN_FILE: &str = "ledger.pin";
 /// Longest token label PKCS#11 allows, in bytes.
 pub const MAX_LABEL_LEN: usize = 32;
 
@@ -132,10 +145,25 @@ fn conf_text(tokens: &Path) -> String {
     )
 }
 
+/// Writes `text` to `conf` unless it already says exactly that: through a
+/// temporary file and a rename, so another process opening the same
+/// directory never reads half a file.
+fn write_conf(conf: &Path, text: &str) -> Result<(), Error> {
+    if std::fs::read_to_string(conf).is_ok_and(|t| t == text) {
+        return Ok(());
+    }
+    let fail =
+        |e: std::io::Error| failed("write softhsm2.conf", format!("{}: {e}", conf.display()));
+    let tmp = conf.with_extension(format!("conf.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text).map_err(fail)?;
+    std::fs::rename(&tmp, conf).map_err(fail)
+}
+
 impl SoftHsm {
     /// Uses the token directory `dir` (created with its `softhsm2.conf` and
-    /// `tokens/` when missing) for this process: sets `SOFTHSM2_CONF`, loads
-    /// the module and initialises it.
+    /// `tokens/` when missing; the configuration rewritten to name `dir`
+    /// when it names another place) for this process: sets `SOFTHSM2_CONF`,
+    /// loads the module and initialises it.
     ///
     /// # Errors
     /// [`Error::SoftHsmNotInstalled`]; [`Error::SoftHsm`] when this process
@@ -168,10 +196,7 @@ impl SoftHsm {
                 ctx: a.ctx.clone(),
             });
         }
-        if !conf.exists() {
-            std::fs::write(&conf, conf_text(&dir.join("tokens")))
-                .map_err(|e| failed("write softhsm2.conf", format!("{}: {e}", conf.display())))?;
-        }
+        write_conf(&conf, &conf_text(&dir.join("tokens")))?;
         let previous: Option<OsString> = std::env::var_os(CONF_ENV);
         // SoftHSM2 reads this at C_Initialize, just below.
         std::env::set_var(CONF_ENV, &conf);
@@ -373,7 +398,8 @@ fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), Error> {
 pub struct EmbeddedToken {
     /// The PKCS#11 module.
     pub module: PathBuf,
-    /// The token label ([`EMBEDDED_TOKEN_LABEL`]).
+    /// The token label ([`EMBEDDED_TOKEN_LABEL`] or
+    /// [`EMBEDDED_LEDGER_TOKEN_LABEL`]).
     pub label: String,
     /// The 0600 file holding the user PIN.
     pub pin_file: PathBuf,
@@ -381,8 +407,8 @@ pub struct EmbeddedToken {
     pub created: bool,
 }
 
-/// Opens the embedded token in `hsm_dir` (`<data>/hsm`), creating it on first
-/// use with random SO and user PINs; the user PIN goes to
+/// Opens the embedded CA token in `hsm_dir` (`<data>/hsm`), creating it on
+/// first use with random SO and user PINs; the user PIN goes to
 /// `hsm_dir/user.pin` (0600) and the SO PIN is discarded (the demo token is
 /// never re-initialised; a real HSM is administered by its own tools).
 ///
@@ -390,14 +416,41 @@ pub struct EmbeddedToken {
 /// [`Error::SoftHsmNotInstalled`]; [`Error::SoftHsm`] when the token exists
 /// but its PIN file is missing, or the module fails.
 pub fn embedded_token(hsm_dir: &Path, module: Option<&Path>) -> Result<EmbeddedToken, Error> {
+    embedded(hsm_dir, module, EMBEDDED_TOKEN_LABEL, USER_PIN_FILE)
+}
+
+/// Opens the embedded ledger token in `hsm_dir`, beside the CA token, with
+/// a PIN of its own in `hsm_dir/ledger.pin`: the checkpoint key lives there
+/// alone (issue 12.6).
+///
+/// # Errors
+/// As [`embedded_token`].
+pub fn embedded_ledger_token(
+    hsm_dir: &Path,
+    module: Option<&Path>,
+) -> Result<EmbeddedToken, Error> {
+    embedded(
+        hsm_dir,
+        module,
+        EMBEDDED_LEDGER_TOKEN_LABEL,
+        LEDGER_PIN_FILE,
+    )
+}
+
+fn embedded(
+    hsm_dir: &Path,
+    module: Option<&Path>,
+    label: &str,
+    pin_file_name: &str,
+) -> Result<EmbeddedToken, Error> {
     let softhsm = SoftHsm::open(hsm_dir, module)?;
-    let pin_file = softhsm.dir().join(USER_PIN_FILE);
-    let created = if softhsm.has_token(EMBEDDED_TOKEN_LABEL)? {
+    let pin_file = softhsm.dir().join(pin_file_name);
+    let created = if softhsm.has_token(label)? {
         if !pin_file.is_file() {
             return Err(failed(
                 "open embedded token",
                 format!(
-                    "token {EMBEDDED_TOKEN_LABEL:?} exists but its PIN file {} is missing",
+                    "token {label:?} exists but its PIN file {} is missing",
                     pin_file.display()
                 ),
             ));
@@ -406,7 +459,7 @@ pub fn embedded_token(hsm_dir: &Path, module: Option<&Path>) -> Result<EmbeddedT
     } else {
         let so_pin = random_pin();
         let user_pin = random_pin();
-        softhsm.create_token(EMBEDDED_TOKEN_LABEL, &so_pin, &user_pin)?;
+        softhsm.create_token(label, &so_pin, &user_pin)?;
         if pin_file.exists() {
             std::fs::remove_file(&pin_file)
                 .map_err(|e| failed("replace PIN file", format!("{}: {e}", pin_file.display())))?;
@@ -416,7 +469,7 @@ pub fn embedded_token(hsm_dir: &Path, module: Option<&Path>) -> Result<EmbeddedT
     };
     Ok(EmbeddedToken {
         module: softhsm.module_path().to_path_buf(),
-        label: EMBEDDED_TOKEN_LABEL.to_owned(),
+        label: label.to_owned(),
         pin_file,
         created,
     })
@@ -568,6 +621,23 @@ mod tests {
             std::fs::read_to_string(&a.pin_file).expect("read pin"),
             a.user_pin()
         );
+    }
+
+    #[test]
+    fn a_configuration_naming_another_directory_is_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(&conf, conf_text(Path::new("/elsewhere/tokens"))).expect("write");
+        let here = conf_text(&dir.path().join("tokens"));
+        write_conf(&conf, &here).expect("rewrite");
+        assert_eq!(std::fs::read_to_string(&conf).expect("read"), here);
+        // Unchanged when already right (no temporary files left either).
+        write_conf(&conf, &here).expect("again");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("softhsm2.conf")]);
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! the environment variables that override it: `TRUSTLINE_PROVISIONER_LISTEN`,
 //! `TRUSTLINE_CA_LISTEN`, `TRUSTLINE_LEDGER_LISTEN`,
 //! `TRUSTLINE_CA_ENDPOINT`, `TRUSTLINE_LEDGER_ENDPOINT`,
-//! `TRUSTLINE_VENDOR_ROOTS_DIR`, `TRUSTLINE_CLAIM_TTL_SECS`
+//! `TRUSTLINE_VENDOR_ROOTS_DIR`, `TRUSTLINE_CLAIM_TTL_SECS`,
+//! `TRUSTLINE_SITE`, `TRUSTLINE_LEDGER_ORIGIN`
 //! (docs/operations.md has the whole reference):
 //!
 //! ```toml
+//! [site]                               # written by `trustline site init`
+//! name = "site-1"                      # the site's servers accept site-bound callers of it only
 //! [provisioner]
 //! listen = "127.0.0.1:7400"
 //! ca_endpoint = "127.0.0.1:7401"       # when the CA runs apart
@@ -19,6 +22,8 @@
 //! listen = "127.0.0.1:7401"
 //! [ledger]
 //! listen = "127.0.0.1:7402"
+//! origin = "trustline.example/custody-ledger"  # the checkpoint origin
+//!
 //! [ownership]
 //! challenges_per_caller = 1000         # outstanding challenges per caller
 //! challenges_per_site = 10000          # ... per site, for site-bound callers
@@ -40,12 +45,15 @@ pub const CONFIG_FILE: &str = backends::layout::CONFIG_FILE;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Which factory site this data directory is (the two-domain layout,
+    /// issue 13); absent in the single-box layout.
+    pub site: SiteConfig,
     /// The provisioner.
     pub provisioner: ProvisionerConfig,
     /// The CA service.
     pub ca: ListenConfig,
     /// The ledger service.
-    pub ledger: ListenConfig,
+    pub ledger: LedgerConfig,
     /// The ownership service.
     pub ownership: OwnershipSettings,
     /// IC-vendor roots named one by one.
@@ -121,6 +129,37 @@ impl OwnershipSettings {
     }
 }
 
+/// The site a data directory belongs to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteConfig {
+    /// The site's name as the OEM enrolled it (`trustline site init
+    /// --site`). When set, the site's servers accept stations,
+    /// provisioners and uplinks of this site only
+    /// (`transport::Guard::pinned_to_site`).
+    pub name: Option<String>,
+}
+
+/// The ledger service's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Where it listens.
+    pub listen: String,
+    /// The checkpoint origin (and signed-note key name) of this ledger; the
+    /// hub knows each site by it.
+    pub origin: String,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7402".into(),
+            origin: custody_ledger::DEFAULT_ORIGIN.into(),
+        }
+    }
+}
+
 /// A listening service's settings.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -159,6 +198,9 @@ impl Config {
         if config.ledger.listen.is_empty() {
             config.ledger.listen = "127.0.0.1:7402".into();
         }
+        if config.ledger.origin.is_empty() {
+            config.ledger.origin = custody_ledger::DEFAULT_ORIGIN.into();
+        }
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if let Some(v) = env("TRUSTLINE_PROVISIONER_LISTEN") {
             config.provisioner.listen = v;
@@ -177,6 +219,12 @@ impl Config {
         }
         if let Some(v) = env("TRUSTLINE_VENDOR_ROOTS_DIR") {
             config.provisioner.vendor_roots_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("TRUSTLINE_SITE") {
+            config.site.name = Some(v);
+        }
+        if let Some(v) = env("TRUSTLINE_LEDGER_ORIGIN") {
+            config.ledger.origin = v;
         }
         if let Some(v) = env("TRUSTLINE_CLAIM_TTL_SECS") {
             config.provisioner.claim_ttl_secs = v
@@ -222,6 +270,42 @@ impl Config {
         }
         Ok(roots)
     }
+}
+
+/// Records in `<data>/trustline.toml` that the directory is site `site`
+/// whose ledger signs as `origin` (`trustline site init`): writes the file
+/// when it does not exist; an existing file must already say the same.
+///
+/// # Errors
+/// [`Error::Config`] when an existing file names another site or origin, or
+/// does not parse; [`Error::Io`].
+pub fn write_site(data_dir: &Path, site: &str, origin: &str) -> Result<()> {
+    custody_ledger::checkpoint::validate_origin(origin)
+        .map_err(|e| Error::Config(format!("ledger origin: {e}")))?;
+    let path = data_dir.join(CONFIG_FILE);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let existing: Config =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let ledger_origin = if existing.ledger.origin.is_empty() {
+            custody_ledger::DEFAULT_ORIGIN
+        } else {
+            existing.ledger.origin.as_str()
+        };
+        if existing.site.name.as_deref() != Some(site) || ledger_origin != origin {
+            return Err(Error::Config(format!(
+                "{} exists: add `[site] name = {site:?}` and `[ledger] origin = {origin:?}` to it",
+                path.display()
+            )));
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
+    let text = format!(
+        "# Written by `trustline site init`: this directory is an enrolled site.\n\
+         [site]\nname = {site:?}\n\n[ledger]\norigin = {origin:?}\n"
+    );
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
 }
 
 /// Reads a PEM block with `tag` (or raw DER) from `path`.
@@ -285,6 +369,8 @@ mod tests {
         );
         assert_eq!(parsed.ca.listen, "127.0.0.1:7401");
         assert_eq!(parsed.ledger.listen, "127.0.0.1:7402");
+        assert_eq!(parsed.ledger.origin, defaults.ledger.origin);
+        assert_eq!(parsed.site.name.as_deref(), Some("site-1"));
         assert_eq!(parsed.vendors.len(), 1);
         assert_eq!(
             parsed.ownership.challenges_per_caller,
@@ -298,6 +384,18 @@ mod tests {
         let shown = serde_json::to_value(&parsed.transport).expect("json");
         let default = serde_json::to_value(transport::Limits::default()).expect("json");
         assert_eq!(shown, default);
+    }
+
+    #[test]
+    fn a_site_directory_records_its_site_and_origin_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        write_site(dir.path(), "site-a", "trustline/site-a").expect("write");
+        let config = Config::load(dir.path()).expect("load");
+        assert_eq!(config.site.name.as_deref(), Some("site-a"));
+        assert_eq!(config.ledger.origin, "trustline/site-a");
+        write_site(dir.path(), "site-a", "trustline/site-a").expect("same again");
+        assert!(write_site(dir.path(), "site-b", "trustline/site-a").is_err());
+        assert!(write_site(dir.path(), "site-a", "bad origin").is_err());
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The deployable factory site: its configuration (`trustline.toml` and
-//! environment overrides, [`config`]), the preparation of its data
-//! directory (the CA in the HSM and the service PKI, [`setup`]), and the
-//! servers (`trustline serve ca|ledger|provisioner|all`, [`serve`]), and
-//! the uplink to the OEM hub that gets its ledger cosigned ([`uplink`]).
+//! environment overrides, [`config`]), the single-box preparation of its
+//! data directory (the CA in the HSM, the checkpoint key on the ledger's own
+//! token, the service PKI and its CRL, [`setup`]), the servers
+//! (`trustline serve ca|ledger|provisioner|site|all`, [`serve`]), and the
+//! uplink to the OEM hub that gets its ledger cosigned ([`uplink`]). An
+//! enrolled site of the two-domain layout is prepared by the `deploy`
+//! crate from the same pieces.
 //!
 //! Key design decision: every server is a function of a data directory, a
 //! bound listener and a shutdown future (mini-redis' shape) that returns

@@ -1,6 +1,17 @@
-//! `trustline serve ca|ledger|provisioner|all`: the services, each alone or
-//! all in one process, every listener behind the transport's TLS 1.3
-//! client-certificate layer and role table.
+//! `trustline serve ca|ledger|provisioner|site|all`: the services, each
+//! alone or all in one process, every listener behind the transport's TLS
+//! 1.3 client-certificate layer, the service CA's CRL (reloaded on change)
+//! and role table.
+//!
+//! Tokens (issue 12.6, issue 13): the CA opens the CA token, the ledger the
+//! ledger's own token (the checkpoint key alone, `ca_service::ledger_key`);
+//! `serve ledger` logs into the ledger token only. `serve site` runs the
+//! three services in one process on an enrolled site (the two-domain
+//! layout): it refuses a CA token that holds any private key but the site
+//! intermediates, and its guard accepts site-bound callers of its own site
+//! only. `serve all` is the single-box variant — the same wiring on a data
+//! directory that keeps every key in one place (laptops, the demo); on an
+//! enrolled site directory it is `serve site`.
 //!
 //! Shaped like mini-redis: each `serve_*` takes a bound listener and a
 //! shutdown future and returns when the server has drained, so the binary,
@@ -146,7 +157,8 @@ pub fn claim_key(data_dir: &Path) -> Result<ClaimKey> {
 /// `<data>/lockouts/<server>.json`, so restarting a server does not clear a
 /// station locked out for repeated refusals (2.4.14.21): only an admin's
 /// `ClearLockout` does. One file per server, since `serve ca|ledger|provisioner`
-/// may run as separate processes over one data directory.
+/// may run as separate processes over one data directory. On an enrolled
+/// site (`[site] name`) it is pinned to that site.
 fn guard(data_dir: &Path, config: &Config, server: &str) -> Result<Guard> {
     let dir = data_dir.join(layout::LOCKOUTS_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -157,16 +169,22 @@ fn guard(data_dir: &Path, config: &Config, server: &str) -> Result<Guard> {
     if count > 0 {
         tracing::warn!(count, path = %path.display(), "callers still locked out from an earlier run");
     }
-    Ok(Guard::with_lockouts(
+    let (limits, metrics, lockouts) = (
         config.transport.clone(),
         Metrics::global().clone(),
         Arc::new(lockouts),
-    ))
+    );
+    Ok(match &config.site.name {
+        Some(site) => Guard::pinned_to_site(limits, metrics, lockouts, site),
+        None => Guard::with_lockouts(limits, metrics, lockouts),
+    })
 }
 
+/// A server's TLS: its credentials and the service CA's CRL
+/// (`<data>/pki/crl.pem`, required, reloaded when it changes).
 fn server_tls(data_dir: &Path, name: &str) -> Result<ServerTls> {
-    ServerTls::from_files(&setup::credentials(data_dir, name))
-        .map_err(|e| Error::Config(format!("server credentials {name:?} (run `trustline serve all --init` or `trustline pki issue`): {e}")))
+    ServerTls::from_files_with_crl(&setup::credentials(data_dir, name))
+        .map_err(|e| Error::Config(format!("server credentials {name:?} and the CRL (run `trustline serve all --init`, `trustline pki issue --server` or `trustline site install`): {e}")))
 }
 
 async fn run_server(
@@ -206,6 +224,9 @@ pub async fn serve_ca(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    if config.site.name.is_some() {
+        check_site_token(&hsm)?;
+    }
     let ca = open_ca(data_dir, hsm)?;
     let guard = guard(data_dir, config, setup::CA_SERVER)?;
     let (mut routes, _health) =
@@ -272,7 +293,7 @@ pub async fn serve_provisioner(
     run_server(
         routes,
         listener,
-        server_tls(data_dir, setup::PROVISIONER)?,
+        server_tls(data_dir, setup::PROVISIONER_SERVER)?,
         guard,
         shutdown,
     )
@@ -319,20 +340,27 @@ fn provisioning_routes(
 }
 
 /// Opens the ledger of a data directory, its checkpoints signed by the
-/// ledger key on `hsm`.
+/// checkpoint key on the ledger's own token `ledger_hsm` — which must hold
+/// no other private key (`ca_service::ledger_key::open`) and match
+/// `<data>/ledger/ledger-key.pub.pem` — under the configured origin.
 ///
 /// # Errors
 /// [`Error::Config`] when the key or the ledger cannot be opened.
-pub fn open_ledger(data_dir: &Path, hsm: &ca_service::Hsm) -> Result<custody_ledger::Ledger> {
-    let signer = hsm
-        .signer(ca_service::keys::LEDGER_CHECKPOINT)
+pub fn open_ledger(
+    data_dir: &Path,
+    config: &Config,
+    ledger_hsm: &ca_service::Hsm,
+) -> Result<custody_ledger::Ledger> {
+    let signer = ca_service::ledger_key::open(ledger_hsm, ca_service::keys::LEDGER_CHECKPOINT)
         .map_err(|e| {
             Error::Config(format!(
-                "the ledger checkpoint key (run `trustline ca init`): {e}"
+                "the ledger checkpoint key on the ledger token (`trustline ca init` or `trustline site init` makes it): {e}"
             ))
         })?;
-    let config = custody_ledger::LedgerConfig::new(data_dir.join(layout::LEDGER_DIR));
-    custody_ledger::Ledger::open(config, Arc::new(signer))
+    setup::check_ledger_key_file(&data_dir.join(layout::LEDGER_KEY_FILE), &signer)?;
+    let mut ledger_config = custody_ledger::LedgerConfig::new(data_dir.join(layout::LEDGER_DIR));
+    ledger_config.origin = config.ledger.origin.clone();
+    custody_ledger::Ledger::open(ledger_config, Arc::new(signer))
         .map_err(|e| Error::Config(format!("opening the ledger: {e}")))
 }
 
@@ -341,18 +369,18 @@ fn close_ledger(ledger: custody_ledger::Ledger) {
     ledger.close();
 }
 
-/// Serves the ledger alone.
+/// Serves the ledger alone, logged into the ledger's token only.
 ///
 /// # Errors
 /// As [`open_ledger`]; server start-up failures.
 pub async fn serve_ledger(
     data_dir: &Path,
     config: &Config,
-    hsm: &ca_service::Hsm,
+    ledger_hsm: &ca_service::Hsm,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let ledger = open_ledger(data_dir, hsm)?;
+    let ledger = open_ledger(data_dir, config, ledger_hsm)?;
     let uplink = crate::uplink::start(data_dir, config, &ledger)?;
     let served = async {
         let guard = guard(data_dir, config, setup::LEDGER_SERVER)?;
@@ -382,23 +410,134 @@ pub async fn serve_ledger(
     served
 }
 
+/// Which layout a data directory is served in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Every key in one place (`serve all --init`: laptops, the demo).
+    SingleBox,
+    /// An enrolled site (`trustline site init` / `site install`): the CA
+    /// token holds the site intermediates only.
+    Site,
+}
+
+/// Refuses a site whose CA token holds a private key other than its site
+/// intermediates (the OEM's root, order, voucher and service CA keys are
+/// the hub's, issue 13).
+///
+/// # Errors
+/// [`Error::Config`] naming the keys.
+pub fn check_site_token(hsm: &ca_service::Hsm) -> Result<()> {
+    let base = ca_service::keys::SITE_INTERMEDIATE;
+    let mut foreign: Vec<String> = hsm
+        .private_keys()
+        .map_err(|e| Error::Config(format!("listing the site token's keys: {e}")))?
+        .into_iter()
+        .filter(|k| k.token)
+        .map(|k| k.label)
+        .filter(|label| !is_intermediate_label(label, base))
+        .collect();
+    foreign.sort();
+    foreign.dedup();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "the site's CA token {:?} holds {foreign:?}: a site keeps only its intermediate \
+         (the OEM's keys stay at the hub); serve this directory with `serve all` if it is a \
+         single-box layout",
+        hsm.token_label()
+    )))
+}
+
+/// Whether `label` is a site intermediate generation's: `base` or
+/// `base-g<n>` (`ca_service::keys::KeyLabels::intermediate_label`).
+fn is_intermediate_label(label: &str, base: &str) -> bool {
+    match label.strip_prefix(base) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix("-g")
+            .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit())),
+        None => false,
+    }
+}
+
 /// Serves everything in one process: the provisioner calls the CA and the
 /// ledger in-process; the provisioner and the ledger (for auditors) listen
-/// on `listener`.
+/// on `listener`. The CA opens `ca_hsm`, the ledger `ledger_hsm`. On an
+/// enrolled site directory (`[site] name`) this is [`serve_site`].
 ///
 /// # Errors
 /// As [`open_ca`], [`open_ledger`] and [`factory`]; server failures.
 pub async fn serve_all(
     data_dir: &Path,
     config: &Config,
-    hsm: ca_service::Hsm,
+    ca_hsm: ca_service::Hsm,
+    ledger_hsm: ca_service::Hsm,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let ledger = open_ledger(data_dir, &hsm)?;
+    let layout = if config.site.name.is_some() {
+        Layout::Site
+    } else {
+        Layout::SingleBox
+    };
+    serve_in_one_process(
+        data_dir, config, ca_hsm, ledger_hsm, layout, listener, shutdown,
+    )
+    .await
+}
+
+/// Serves an enrolled site: as [`serve_all`], after checking that the data
+/// directory is a site's (`[site] name`) and its CA token holds no OEM key
+/// ([`check_site_token`]); the guard accepts site-bound callers of this
+/// site only.
+///
+/// # Errors
+/// [`Error::Config`] for a directory that is not an enrolled site or a
+/// token with OEM keys; then as [`serve_all`].
+pub async fn serve_site(
+    data_dir: &Path,
+    config: &Config,
+    ca_hsm: ca_service::Hsm,
+    ledger_hsm: ca_service::Hsm,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    if config.site.name.is_none() {
+        return Err(Error::Config(format!(
+            "{} is not an enrolled site (no [site] name in trustline.toml): run `trustline site \
+             init` and `trustline site install`, or `serve all` for the single-box layout",
+            data_dir.display()
+        )));
+    }
+    serve_in_one_process(
+        data_dir,
+        config,
+        ca_hsm,
+        ledger_hsm,
+        Layout::Site,
+        listener,
+        shutdown,
+    )
+    .await
+}
+
+async fn serve_in_one_process(
+    data_dir: &Path,
+    config: &Config,
+    ca_hsm: ca_service::Hsm,
+    ledger_hsm: ca_service::Hsm,
+    layout: Layout,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    if layout == Layout::Site {
+        check_site_token(&ca_hsm)?;
+    }
+    let ledger = open_ledger(data_dir, config, &ledger_hsm)?;
     let uplink = crate::uplink::start(data_dir, config, &ledger)?;
     let served = async {
-        let ca = open_ca(data_dir, hsm)?;
+        let ca = open_ca(data_dir, ca_hsm)?;
         let ownership = Ownership::start(
             config.ownership.to_config(),
             direct_ownership_backends(&ledger, ca.clone()),
@@ -428,7 +567,7 @@ pub async fn serve_all(
         run_server(
             routes,
             listener,
-            server_tls(data_dir, setup::PROVISIONER)?,
+            server_tls(data_dir, setup::PROVISIONER_SERVER)?,
             guard,
             shutdown,
         )
@@ -440,4 +579,26 @@ pub async fn serve_all(
     }
     close_ledger(ledger);
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_intermediate_label;
+
+    #[test]
+    fn only_intermediate_generations_count_as_the_sites_keys() {
+        let base = ca_service::keys::SITE_INTERMEDIATE;
+        for ok in [base.to_owned(), format!("{base}-g2"), format!("{base}-g17")] {
+            assert!(is_intermediate_label(&ok, base), "{ok}");
+        }
+        for other in [
+            format!("{base}x"),
+            format!("{base}-g"),
+            format!("{base}-g2x"),
+            ca_service::keys::OEM_ROOT.to_owned(),
+            ca_service::keys::SERVICE_CA.to_owned(),
+        ] {
+            assert!(!is_intermediate_label(&other, base), "{other}");
+        }
+    }
 }

@@ -3,9 +3,10 @@
 //!
 //! [`Stack`] runs `trustline serve all` in this process on `127.0.0.1:0`
 //! (the same `site::serve::serve_all` the binary runs) behind TLS 1.3
-//! with client certificates from the stack's own service PKI, on a token of
-//! its own in the process's shared SoftHSM2 test directory (SoftHSM2 reads
-//! its configuration once per process). Clients connect with the
+//! with client certificates from the stack's own service PKI, on two tokens
+//! of its own — the CA's and the ledger's (the checkpoint key alone) — in
+//! the process's shared SoftHSM2 test directory (SoftHSM2 reads its
+//! configuration once per process). Clients connect with the
 //! credentials the PKI issued: `admin`, `auditor`, and one per station.
 //!
 //! For tests that kill the server, [`ChildServer`] runs the real binary as a
@@ -26,6 +27,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use ca_service::{Hsm, HsmConfig, HsmSigner, PinSource};
 use hsm_sim::rot::Fleet;
+use hsm_sim::softhsm::TestToken;
 use prost::Message;
 use site::setup;
 use site::Config;
@@ -60,8 +62,14 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// The HSM (a test token of its own).
+    /// The CA's HSM (a test token of its own).
     pub hsm: Hsm,
+    /// The ledger's HSM (another test token: the checkpoint key alone).
+    pub ledger_hsm: Hsm,
+    /// The CA's token (label, module, PIN file), for the command line.
+    pub ca_token: TestToken,
+    /// The ledger's token.
+    pub ledger_token: TestToken,
     /// The OEM order key.
     pub order_key: HsmSigner,
     /// IC vendors the provisioner trusts, and the firmware orders allow.
@@ -125,18 +133,16 @@ impl Stack {
         prepare: impl FnOnce(&Path, &mut Config) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
         transport::install_crypto_provider();
-        let token = hsm_sim::softhsm::test_token(name)?;
-        let mut hsm_config =
-            HsmConfig::new(token.label.clone(), PinSource::File(token.pin_file.clone()));
-        hsm_config.module = Some(token.module.clone());
-        let hsm = Hsm::open(&hsm_config)?;
+        let (ca_token, hsm) = open_test_token(name)?;
+        let (ledger_token, ledger_hsm) = open_test_token(&format!("{name}-ledger"))?;
         let dir = tempfile::tempdir()?;
         setup::init_ca(&hsm, dir.path(), SITE)?;
+        setup::init_ledger_key(&ledger_hsm, dir.path())?;
         let stations: Vec<(String, String)> = stations
             .iter()
             .map(|(s, n)| ((*s).to_owned(), (*n).to_owned()))
             .collect();
-        setup::init_pki(&hsm, dir.path(), &stations)?;
+        setup::init_pki(&hsm, dir.path(), SITE, &stations)?;
         let mut roots = fleet.vendor_roots();
         roots.extend_from_slice(extra_vendors);
         site::config::write_vendor_roots(&dir.path().join("vendors"), &roots)?;
@@ -148,6 +154,9 @@ impl Stack {
             dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             hsm,
+            ledger_hsm,
+            ca_token,
+            ledger_token,
             order_key,
             vendors: roots.into_iter().map(|(n, _)| n).collect(),
             firmware: fleet.firmware_sha256(),
@@ -165,8 +174,9 @@ impl Stack {
         let dir = self.dir.path().to_path_buf();
         let config = self.config.clone();
         let hsm = self.hsm.clone();
+        let ledger_hsm = self.ledger_hsm.clone();
         let join = tokio::spawn(async move {
-            site::serve::serve_all(&dir, &config, hsm, listener, async {
+            site::serve::serve_all(&dir, &config, hsm, ledger_hsm, listener, async {
                 let _ = rx.await;
             })
             .await
@@ -279,6 +289,60 @@ impl Stack {
     }
 }
 
+/// A fresh token of its own in the process's shared SoftHSM2 test
+/// directory, opened with a pool of four sessions.
+///
+/// # Errors
+/// SoftHSM2 or HSM failures.
+pub fn open_test_token(name: &str) -> anyhow::Result<(TestToken, Hsm)> {
+    let token = hsm_sim::softhsm::test_token(name)?;
+    let mut config = HsmConfig::new(token.label.clone(), PinSource::File(token.pin_file.clone()));
+    config.module = Some(token.module.clone());
+    let hsm = Hsm::open(&config)?;
+    Ok((token, hsm))
+}
+
+/// The command-line options naming `token` as the CA's HSM.
+pub fn hsm_options(token: &TestToken) -> Vec<String> {
+    vec![
+        "--pkcs11-module".into(),
+        token.module.display().to_string(),
+        "--token-label".into(),
+        token.label.clone(),
+        "--pin-file".into(),
+        token.pin_file.display().to_string(),
+    ]
+}
+
+/// The command-line options naming `token` as the ledger's HSM.
+pub fn ledger_hsm_options(token: &TestToken) -> Vec<String> {
+    vec![
+        "--ledger-pkcs11-module".into(),
+        token.module.display().to_string(),
+        "--ledger-token-label".into(),
+        token.label.clone(),
+        "--ledger-pin-file".into(),
+        token.pin_file.display().to_string(),
+    ]
+}
+
+/// Runs `binary` (the tests' `CARGO_BIN_EXE_trustline-e2e`) with `args`;
+/// returns (exit code, stdout, stderr).
+///
+/// # Errors
+/// When it cannot be started.
+pub fn cli(binary: &str, args: &[String]) -> anyhow::Result<(Option<i32>, String, String)> {
+    let out = Command::new(binary)
+        .args(args)
+        .output()
+        .context("running trustline-e2e")?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// A production order open now for 30 days.
 pub fn order(
     id: &str,
@@ -374,8 +438,8 @@ pub struct ChildServer {
 }
 
 impl ChildServer {
-    /// Starts `binary serve all --data-dir dir` with `extra` arguments and
-    /// waits for its `listening` line.
+    /// Starts `binary serve all --data-dir dir --embedded-hsm` with `extra`
+    /// arguments and waits for its `listening` line.
     ///
     /// # Errors
     /// When it does not start.
@@ -383,6 +447,7 @@ impl ChildServer {
         let mut child = Command::new(binary)
             .args(["serve", "all", "--data-dir"])
             .arg(dir)
+            .arg("--embedded-hsm")
             .args(extra)
             .env("TRUSTLINE_PROVISIONER_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())

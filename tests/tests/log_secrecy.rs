@@ -119,14 +119,19 @@ fn private_pem_blocks(text: &str) -> Vec<(String, Vec<String>, Vec<u8>)> {
 /// give away their owner through the public key.
 fn secrets(dir: &Path) -> Vec<Secret> {
     let mut out = Vec::new();
-    let pin =
-        std::fs::read_to_string(dir.join("hsm").join("user.pin")).expect("the demo's hsm/user.pin");
-    let pin = pin.trim();
-    assert!(pin.len() >= 4, "the demo PIN is implausibly short");
-    out.push(Secret {
-        what: "the HSM user PIN".into(),
-        forms: vec![pin.to_owned()],
-    });
+    for file in ["user.pin", "ledger.pin"] {
+        let pin = std::fs::read_to_string(dir.join("hsm").join(file))
+            .unwrap_or_else(|e| panic!("the demo's hsm/{file}: {e}"));
+        let pin = pin.trim();
+        assert!(
+            pin.len() >= 4,
+            "the demo PIN in {file} is implausibly short"
+        );
+        out.push(Secret {
+            what: format!("the HSM user PIN in {file}"),
+            forms: vec![pin.to_owned()],
+        });
+    }
     let mut all = Vec::new();
     files(dir, &mut all);
     for path in all {
@@ -265,13 +270,25 @@ fn the_search_finds_a_secret_in_each_form() {
         "0123456789abcdef\n",
     )
     .expect("pin");
+    std::fs::write(
+        work.path().join("hsm").join("ledger.pin"),
+        "fedcba9876543210\n",
+    )
+    .expect("ledger pin");
     std::fs::create_dir_all(work.path().join("owners")).expect("mkdir");
     std::fs::write(work.path().join("owners").join("first.key"), &pem).expect("key");
     let found = secrets(work.path());
-    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_eq!(found.len(), 4, "{found:#?}");
     let spki = key.public_key().to_public_key_der().expect("spki");
     for (line, what) in [
-        ("unlocking with pin=0123456789abcdef".to_owned(), "PIN"),
+        (
+            "unlocking with pin=0123456789abcdef".to_owned(),
+            "PIN in user.pin",
+        ),
+        (
+            "ledger pin=fedcba9876543210".to_owned(),
+            "PIN in ledger.pin",
+        ),
         (
             format!("key={}", pem.lines().nth(1).expect("a body line")),
             "PRIVATE KEY",

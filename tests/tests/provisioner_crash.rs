@@ -77,6 +77,7 @@ async fn a_provisioner_killed_mid_run_loses_no_acknowledged_device() {
         "create",
         "--data-dir",
         dir.to_str().expect("utf-8"),
+        "--embedded-hsm",
         "--id",
         "PO-CRASH",
         "--sku",

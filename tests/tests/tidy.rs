@@ -66,6 +66,7 @@ const CRATE_ORDER: &[&str] = &[
     "station",
     "site",
     "hub",
+    "deploy",
     "trustline",
     "trustline-tests",
 ];
@@ -90,6 +91,7 @@ const ABSENCES: &[(&str, &str)] = &[
     ("hub", "provisioner"),
     ("hub", "station"),
     ("hub", "site"),
+    ("hub", "ca-service"),
 ];
 
 /// Crates that may link the simulator (the binary's demo, bench and `--sim`
@@ -219,6 +221,7 @@ const CONCEPT_CRATES: &[(&str, &str)] = &[
     ("station", "station/src/lib.rs"),
     ("site", "site/src/lib.rs"),
     ("hub", "hub/src/lib.rs"),
+    ("deploy", "deploy/src/lib.rs"),
     ("trustline", "trustline/src/main.rs"),
 ];
 

@@ -170,6 +170,7 @@ async fn no_device_certified_offline_is_missing_at_the_hub_when_the_site_or_the_
         "create",
         "--data-dir",
         site_path,
+        "--embedded-hsm",
         "--id",
         "PO-SYNC",
         "--sku",

@@ -9,7 +9,12 @@
 //!    client certificate (put there by [`crate::serve`], or tonic's own
 //!    `TlsConnectInfo`), or, for in-process calls, from
 //!    [`crate::InProcessChannel`]. Nothing else is accepted: a request with
-//!    no verified certificate naming a caller is refused `UNAUTHENTICATED`.
+//!    no verified certificate naming a caller, or whose certificate has
+//!    expired or been revoked since the handshake (the server's CRL is
+//!    re-read when it changes, issue 12.7), is refused `UNAUTHENTICATED`.
+//!    A guard pinned to a site ([`Guard::pinned_to_site`]) refuses
+//!    site-bound callers (stations, provisioners, site uplinks) of other
+//!    sites with `PERMISSION_DENIED`.
 //! 2. **Lockout.** A locked-out caller is refused `PERMISSION_DENIED`
 //!    ("locked out").
 //! 3. **Authorization.** [`crate::authz::authorize`]: `PERMISSION_DENIED`
@@ -40,10 +45,11 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::authz;
-use crate::identity::Caller;
+use crate::identity::{Caller, Role};
 use crate::limits::{parse_grpc_timeout, ConcurrencyLimiter, Limits, RateLimiter};
 use crate::lockout::{LockoutTracker, Recorded};
 use crate::metrics::{code_name, Metrics};
+use crate::revocation::Revocations;
 
 mod in_process;
 mod response;
@@ -73,6 +79,7 @@ struct Shared {
     rates: RateLimiter,
     concurrency: ConcurrencyLimiter,
     metrics: Metrics,
+    home_site: Option<String>,
 }
 
 impl Guard {
@@ -85,6 +92,30 @@ impl Guard {
     /// A guard that uses `lockouts` (e.g. one opened with a state file, or
     /// one shared by several servers in one process).
     pub fn with_lockouts(limits: Limits, metrics: Metrics, lockouts: Arc<LockoutTracker>) -> Self {
+        Self::build(limits, metrics, lockouts, None)
+    }
+
+    /// A guard for the servers of one factory site (issue 13, "the two
+    /// domains"): as [`Guard::with_lockouts`], and callers whose role is
+    /// bound to a site — stations, provisioners, site uplinks — must belong
+    /// to `site`. Every site's credentials come from the OEM's one service
+    /// CA, so without this another site's provisioner certificate could call
+    /// this site's CA.
+    pub fn pinned_to_site(
+        limits: Limits,
+        metrics: Metrics,
+        lockouts: Arc<LockoutTracker>,
+        site: &str,
+    ) -> Self {
+        Self::build(limits, metrics, lockouts, Some(site.to_owned()))
+    }
+
+    fn build(
+        limits: Limits,
+        metrics: Metrics,
+        lockouts: Arc<LockoutTracker>,
+        home_site: Option<String>,
+    ) -> Self {
         let rates = RateLimiter::new(limits.rate);
         let concurrency = ConcurrencyLimiter::new(limits.max_concurrent_per_caller);
         metrics
@@ -97,6 +128,7 @@ impl Guard {
                 rates,
                 concurrency,
                 metrics,
+                home_site,
             }),
         }
     }
@@ -165,6 +197,20 @@ impl Guard {
                 "{id} is locked out after repeated refused requests; an admin must clear it (Admin.ClearLockout)"
             ));
             return Ok(self.refuse(&call, status, "locked_out", Tally::Skip));
+        }
+
+        if let Some(home) = &self.shared.home_site {
+            let site_bound = matches!(
+                caller.role(),
+                Role::Station | Role::Provisioner | Role::Site
+            );
+            if site_bound && caller.site() != home {
+                let status = Status::permission_denied(format!(
+                    "{id} belongs to site {}; this server serves site {home} only",
+                    caller.site()
+                ));
+                return Ok(self.refuse(&call, status, "other_site", Tally::Count));
+            }
         }
 
         let authorized = match authz::authorize(&caller, &path) {
@@ -319,6 +365,10 @@ pub(crate) struct PeerIdentity {
     /// When the client certificate expires: TLS checked it once, at the
     /// handshake; the guard checks it for every request on the connection.
     pub(crate) not_after: Option<SystemTime>,
+    /// The client certificate's serial number.
+    pub(crate) serial: Vec<u8>,
+    /// The server's CRL, checked for every request on the connection.
+    pub(crate) revocations: Option<Arc<Revocations>>,
 }
 
 /// Marks a request made in-process by [`InProcessChannel`].
@@ -335,6 +385,11 @@ fn identify<B>(req: &http::Request<B>) -> Result<Caller, String> {
                 "the client certificate expired during the connection (peer {})",
                 peer.remote_addr
             ));
+        }
+        if let Some(revocations) = &peer.revocations {
+            revocations
+                .check(&peer.serial)
+                .map_err(|reason| format!("{reason} (peer {})", peer.remote_addr))?;
         }
         return peer
             .caller

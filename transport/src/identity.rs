@@ -27,6 +27,12 @@
 //! has already been verified against the service CA by the TLS layer; the
 //! absence of a verified certificate is never treated as "allow".
 //!
+//! Servers have identities of their own (issue 12.5): a server certificate
+//! carries `urn:trustline:server:<site>:<name>` ([`ServerIdentity`]), no
+//! caller URI and no clientAuth, so a server's key file can never call
+//! another service (the TLS layer refuses a client certificate without
+//! clientAuth, and a certificate without a caller URI names no caller).
+//!
 //! # In handlers
 //!
 //! The guard layer ([`crate::guard`]) authorizes every call against the role
@@ -47,6 +53,10 @@ use x509_parser::extensions::GeneralName;
 
 use crate::authz::{self, Authorized};
 use crate::Error;
+
+mod server;
+
+pub use server::{ServerIdentity, SERVER_URI_PREFIX};
 
 /// The URI prefix that marks a caller identity in a subjectAltName.
 pub const CALLER_URI_PREFIX: &str = "urn:trustline:caller:";
@@ -251,7 +261,7 @@ impl fmt::Display for Caller {
     }
 }
 
-fn check_token(what: &str, token: &str) -> Result<(), Error> {
+pub(crate) fn check_token(what: &str, token: &str) -> Result<(), Error> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     let starts_ok = token
         .chars()

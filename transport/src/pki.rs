@@ -9,12 +9,23 @@
 //!
 //! Certificates:
 //! - service CA: self-signed, `CA:TRUE, pathlen:0` (it signs leaves only),
-//!   keyCertSign + cRLSign;
-//! - leaf: subject CN = caller id (`role/site/name`, informative), SAN URI
+//!   keyCertSign + cRLSign; it also signs the CRL ([`crate::revocation`]);
+//! - client: subject CN = caller id (`role/site/name`, informative), SAN URI
 //!   `urn:trustline:caller:<role>:<site>:<name>` (authoritative, see
-//!   [`crate::identity`]), digitalSignature, EKU clientAuth; a server
-//!   certificate adds EKU serverAuth and SAN DNS `localhost`, IP `127.0.0.1`
-//!   and `::1` plus the names asked for. A 128-bit random serial.
+//!   [`crate::identity`]), digitalSignature, EKU clientAuth only;
+//! - server: subject CN = `server/site/name`, SAN URI
+//!   `urn:trustline:server:<site>:<name>` ([`crate::identity::ServerIdentity`],
+//!   no caller, no role), EKU serverAuth only, SAN DNS `localhost`, IP
+//!   `127.0.0.1` and `::1` plus the names asked for (issue 12.5: a server's
+//!   key file cannot call another service — servers refuse a client
+//!   certificate without clientAuth, [`crate::tls`]).
+//!
+//! Every leaf has a 128-bit random serial. Client certificates are short
+//! lived by default ([`DEFAULT_CLIENT_DAYS`]; `trustline pki renew` makes a
+//! new one for the same identity), servers a little longer
+//! ([`DEFAULT_SERVER_DAYS`]); every issuance is recorded in the PKI
+//! directory's register ([`register`]) so that `trustline pki revoke NAME`
+//! finds its serial.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -29,15 +40,27 @@ use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-use crate::identity::Caller;
+use crate::identity::{Caller, ServerIdentity};
 use crate::tls::{CredentialPaths, SERVICE_CA_FILE};
 use crate::Error;
+
+pub mod register;
+
+pub use register::{IssuedRecord, ISSUED_FILE};
 
 /// The HSM label of the service CA key.
 pub const SERVICE_CA_KEY_LABEL: &str = "trustline-service-ca";
 
 /// The service PKI's directory inside a data directory (docs/operations.md).
 pub const PKI_DIR: &str = "pki";
+
+/// Default lifetime of a client certificate: short, so a stolen key file
+/// stops working soon even if nobody revokes it (issue 12.7).
+pub const DEFAULT_CLIENT_DAYS: u32 = 30;
+/// Default lifetime of a server certificate.
+pub const DEFAULT_SERVER_DAYS: u32 = 90;
+/// Default lifetime of the service CA certificate.
+pub const DEFAULT_SERVICE_CA_DAYS: u32 = 3650;
 
 /// A validity period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,10 +85,12 @@ impl Validity {
 /// What a leaf certificate is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertificateKind {
-    /// A client: EKU clientAuth.
+    /// A client: EKU clientAuth, the caller URI.
     Client,
-    /// A server (which may also call other services as its role): EKU
-    /// serverAuth and clientAuth; SAN `localhost`, `127.0.0.1`, `::1` plus
+    /// A server: EKU serverAuth only, the server URI
+    /// `urn:trustline:server:<site>:<name>` made from the caller's site and
+    /// name — the caller's role is not written, and the certificate cannot
+    /// authenticate a client; SAN `localhost`, `127.0.0.1`, `::1` plus
     /// these.
     Server {
         /// Extra DNS names.
@@ -78,12 +103,50 @@ pub enum CertificateKind {
 /// Everything about a leaf certificate except its keys.
 #[derive(Debug, Clone)]
 pub struct LeafParams {
-    /// The identity it carries.
+    /// The identity it carries: a caller for a client certificate; for a
+    /// server certificate its site and name make the server identity
+    /// ([`LeafParams::server`]).
     pub caller: Caller,
     /// Client or server.
     pub kind: CertificateKind,
     /// When it is valid.
     pub validity: Validity,
+}
+
+impl LeafParams {
+    /// The parameters of a server certificate for `server`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidIdentity`] never for a valid `server` (its tokens
+    /// are already checked).
+    pub fn server(
+        server: &ServerIdentity,
+        dns_names: Vec<String>,
+        ip_addresses: Vec<IpAddr>,
+        validity: Validity,
+    ) -> Result<Self, Error> {
+        // The role is not written into a server certificate (see
+        // `CertificateKind::Server`); any role carries the site and name.
+        Ok(Self {
+            caller: Caller::new(crate::Role::Provisioner, server.site(), server.name())?,
+            kind: CertificateKind::Server {
+                dns_names,
+                ip_addresses,
+            },
+            validity,
+        })
+    }
+
+    /// The server identity a server certificate made from these
+    /// parameters names (`None` for a client).
+    pub fn server_identity(&self) -> Option<ServerIdentity> {
+        match self.kind {
+            CertificateKind::Client => None,
+            CertificateKind::Server { .. } => {
+                ServerIdentity::new(self.caller.site(), self.caller.name()).ok()
+            }
+        }
+    }
 }
 
 /// Makes the self-signed service CA certificate for `key`.
@@ -130,48 +193,53 @@ pub fn issue<K: SigningKey>(
     let issuer = Issuer::from_ca_cert_der(ca_certificate, ca_key)
         .map_err(|e| Error::credential("service CA certificate", e))?;
     let mut cert = CertificateParams::default();
-    cert.distinguished_name = distinguished_name(&params.caller.id());
     cert.is_ca = IsCa::ExplicitNoCa;
     cert.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    cert.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     cert.use_authority_key_identifier_extension = true;
     cert.not_before = params.validity.not_before;
     cert.not_after = params.validity.not_after;
     cert.serial_number = Some(random_serial()?);
-    let uri = params
-        .caller
-        .to_uri()
-        .try_into()
-        .map_err(|e| Error::InvalidIdentity(format!("caller URI: {e}")))?;
-    cert.subject_alt_names = vec![SanType::URI(uri)];
-    if let CertificateKind::Server {
-        dns_names,
-        ip_addresses,
-    } = &params.kind
-    {
-        cert.extended_key_usages
-            .push(ExtendedKeyUsagePurpose::ServerAuth);
-        let mut dns = vec!["localhost".to_owned()];
-        dns.extend(
-            dns_names
-                .iter()
-                .filter(|n| n.as_str() != "localhost")
-                .cloned(),
-        );
-        for name in dns {
-            let name = name
-                .clone()
-                .try_into()
-                .map_err(|e| Error::InvalidIdentity(format!("DNS name {name:?}: {e}")))?;
-            cert.subject_alt_names.push(SanType::DnsName(name));
+    let uri_san = |uri: String| -> Result<SanType, Error> {
+        uri.try_into()
+            .map(SanType::URI)
+            .map_err(|e| Error::InvalidIdentity(format!("identity URI: {e}")))
+    };
+    match &params.kind {
+        CertificateKind::Client => {
+            cert.distinguished_name = distinguished_name(&params.caller.id());
+            cert.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            cert.subject_alt_names = vec![uri_san(params.caller.to_uri())?];
         }
-        let mut ips = vec![
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ];
-        ips.extend(ip_addresses.iter().filter(|ip| !ip.is_loopback()));
-        cert.subject_alt_names
-            .extend(ips.into_iter().map(SanType::IpAddress));
+        CertificateKind::Server {
+            dns_names,
+            ip_addresses,
+        } => {
+            let server = ServerIdentity::new(params.caller.site(), params.caller.name())?;
+            cert.distinguished_name = distinguished_name(&server.to_string());
+            cert.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            cert.subject_alt_names = vec![uri_san(server.to_uri())?];
+            let mut dns = vec!["localhost".to_owned()];
+            dns.extend(
+                dns_names
+                    .iter()
+                    .filter(|n| n.as_str() != "localhost")
+                    .cloned(),
+            );
+            for name in dns {
+                let name = name
+                    .clone()
+                    .try_into()
+                    .map_err(|e| Error::InvalidIdentity(format!("DNS name {name:?}: {e}")))?;
+                cert.subject_alt_names.push(SanType::DnsName(name));
+            }
+            let mut ips = vec![
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ];
+            ips.extend(ip_addresses.iter().filter(|ip| !ip.is_loopback()));
+            cert.subject_alt_names
+                .extend(ips.into_iter().map(SanType::IpAddress));
+        }
     }
     let cert = cert.signed_by(subject_key, &issuer).map_err(issue_error)?;
     Ok(cert.der().clone())
@@ -266,7 +334,51 @@ pub fn write_credentials(
     Ok(paths)
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> Result<(), Error> {
+/// Replaces `dir/<name>.pem` and `dir/<name>.key` with a renewed
+/// credential (`trustline pki renew`): the old certificate is kept as
+/// `dir/retired/<name>-<serial>.pem` (so it can still be revoked by file),
+/// then the new key and certificate are written through temporary files
+/// and renamed into place, the key first.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn replace_credentials(
+    dir: &Path,
+    name: &str,
+    issued: &IssuedCredentials,
+    ca_certificate: &CertificateDer<'_>,
+) -> Result<CredentialPaths, Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let paths = CredentialPaths::in_dir(dir, name);
+    if let Ok(old) = std::fs::read(&paths.certificate) {
+        let serial = pem::parse(&old)
+            .ok()
+            .and_then(|b| register::serial_hex(b.contents()).ok())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let retired = dir.join(register::RETIRED_DIR);
+        std::fs::create_dir_all(&retired).map_err(|e| Error::io(&retired, e))?;
+        let keep = retired.join(format!("{name}-{serial}.pem"));
+        write_file(&keep, &old, 0o644, true)?;
+    }
+    for (path, bytes, mode) in [
+        (&paths.key, issued.key_pem.as_bytes(), 0o600),
+        (&paths.certificate, issued.certificate_pem.as_bytes(), 0o644),
+    ] {
+        let tmp = path.with_extension("renew.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        write_file(&tmp, bytes, mode, false)?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    }
+    write_file(&paths.ca, to_pem(ca_certificate).as_bytes(), 0o644, true)?;
+    Ok(paths)
+}
+
+pub(crate) fn write_file(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    overwrite: bool,
+) -> Result<(), Error> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).mode(mode);

@@ -5,7 +5,10 @@
 //! connection cap), completes a TLS 1.3 handshake with a required client
 //! certificate (bounded by the handshake timeout), reads the caller identity
 //! from the verified chain once per connection, and serves HTTP/2 on it with
-//! every request passing the [`Guard`]. There is no plaintext path: a client
+//! every request passing the [`Guard`] — which checks the certificate's
+//! expiry and, when the server has a CRL, its revocation again on every
+//! request, so a connection opened before a revocation dies on its next
+//! call. There is no plaintext path: a client
 //! that does not speak TLS fails the handshake and is dropped.
 //!
 //! Shutdown is graceful: when the `shutdown` future completes the listener is
@@ -35,7 +38,8 @@ use tower_service::Service;
 
 use crate::guard::{Guard, GuardService, PeerIdentity};
 use crate::identity::{self, Caller};
-use crate::tls::ServerTls;
+use crate::revocation::Revocations;
+use crate::tls::{certificate_serial, ServerTls};
 use crate::Error;
 
 /// Largest HTTP/2 header list accepted (bytes).
@@ -63,6 +67,7 @@ pub async fn serve(
     let limits = guard.limits().clone();
     let shared = Arc::new(ConnectionSettings {
         acceptor: TlsAcceptor::from(tls.config()),
+        revocations: tls.revocations().cloned(),
         service: guard.layer(routes),
         handshake_timeout: limits.handshake_timeout(),
         drain_timeout: limits.max_deadline() + Duration::from_secs(1),
@@ -114,6 +119,7 @@ pub async fn serve(
 
 struct ConnectionSettings {
     acceptor: TlsAcceptor,
+    revocations: Option<Arc<Revocations>>,
     service: GuardService<Routes>,
     handshake_timeout: Duration,
     drain_timeout: Duration,
@@ -160,9 +166,11 @@ impl Connection {
             Some(chain) => Caller::from_verified_chain(chain).map_err(|e| e.to_string()),
             None => Err("no verified client certificate".to_owned()),
         };
-        let not_after = chain
-            .and_then(|c| c.first())
-            .and_then(|leaf| identity::not_after(leaf));
+        let leaf = chain.and_then(|c| c.first());
+        let not_after = leaf.and_then(|leaf| identity::not_after(leaf));
+        let serial = leaf
+            .map(|leaf| certificate_serial(leaf))
+            .unwrap_or_default();
         match &caller {
             Ok(caller) => tracing::debug!(%remote, caller = %caller, "connection accepted"),
             Err(reason) => {
@@ -173,6 +181,8 @@ impl Connection {
             remote_addr: remote,
             caller: Arc::new(caller),
             not_after,
+            serial,
+            revocations: settings.revocations.clone(),
         };
         let service = TowerToHyperService::new(ConnectionService {
             peer,

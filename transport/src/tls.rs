@@ -3,8 +3,9 @@
 //! Both configurations are built by hand on rustls with the ring provider:
 //! TLS 1.3 only (tonic's stock `ServerTlsConfig` would also accept 1.2),
 //! ALPN `h2`, the service CA as the only trust anchor, and on the server a
-//! client certificate that is required and verified
-//! (`WebPkiClientVerifier`). With TLS 1.3 a refused client certificate
+//! client certificate that is required and verified (`WebPkiClientVerifier`,
+//! then EKU clientAuth required and, when the server has one, the CRL:
+//! `tls/verifier.rs`). With TLS 1.3 a refused client certificate
 //! surfaces on the client's first RPC, not at connect: the client finishes
 //! its half of the handshake before the server has judged its certificate.
 //!
@@ -30,7 +31,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::revocation::{Revocations, CRL_FILE};
 use crate::Error;
+
+mod verifier;
+
+pub(crate) use verifier::serial as certificate_serial;
 
 /// The ring crypto provider, installed as the process default on first use.
 ///
@@ -78,6 +84,11 @@ impl CredentialPaths {
         }
     }
 
+    /// The CRL beside the service CA certificate (`<dir>/crl.pem`).
+    pub fn crl(&self) -> PathBuf {
+        self.ca.with_file_name(CRL_FILE)
+    }
+
     fn load(&self) -> Result<Loaded, Error> {
         let certificate = read_certs(&self.certificate, "certificate")?;
         let ca = read_certs(&self.ca, "service CA")?;
@@ -123,11 +134,14 @@ fn root_store(ca: &[CertificateDer<'static>]) -> Result<RootCertStore, Error> {
     Ok(roots)
 }
 
-/// A server's TLS 1.3 configuration: its certificate and key, and the
-/// service CA every client certificate must chain to.
+/// A server's TLS 1.3 configuration: its certificate and key, the service
+/// CA every client certificate must chain to (with EKU clientAuth), and —
+/// for every Trustline server — the service CA's CRL, kept current
+/// ([`Revocations`]).
 #[derive(Clone)]
 pub struct ServerTls {
     config: Arc<ServerConfig>,
+    revocations: Option<Arc<Revocations>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -147,13 +161,41 @@ impl ServerTls {
         key: PrivateKeyDer<'static>,
         client_ca: &[CertificateDer<'static>],
     ) -> Result<Self, Error> {
+        Self::build(certificate, key, client_ca, None)
+    }
+
+    /// As [`ServerTls::new`], refusing client certificates the CRL behind
+    /// `revocations` lists — at the handshake here, and on every request in
+    /// the guard ([`crate::serve`] passes it on).
+    ///
+    /// # Errors
+    /// As [`ServerTls::new`].
+    pub fn with_revocations(
+        certificate: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        client_ca: &[CertificateDer<'static>],
+        revocations: Arc<Revocations>,
+    ) -> Result<Self, Error> {
+        Self::build(certificate, key, client_ca, Some(revocations))
+    }
+
+    fn build(
+        certificate: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        client_ca: &[CertificateDer<'static>],
+        revocations: Option<Arc<Revocations>>,
+    ) -> Result<Self, Error> {
         let provider = install_crypto_provider();
-        let verifier = WebPkiClientVerifier::builder_with_provider(
+        let inner = WebPkiClientVerifier::builder_with_provider(
             Arc::new(root_store(client_ca)?),
             provider.clone(),
         )
         .build()
         .map_err(|e| Error::Tls(e.to_string()))?;
+        let verifier = Arc::new(verifier::ClientVerifier {
+            inner,
+            revocations: revocations.clone(),
+        });
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| Error::Tls(e.to_string()))?
@@ -166,10 +208,11 @@ impl ServerTls {
         config.send_tls13_tickets = 0;
         Ok(Self {
             config: Arc::new(config),
+            revocations,
         })
     }
 
-    /// Loads PEM files.
+    /// Loads PEM files (no CRL: see [`ServerTls::from_files_with_crl`]).
     ///
     /// # Errors
     /// [`Error::Io`] for unreadable files, else as [`ServerTls::new`].
@@ -178,9 +221,30 @@ impl ServerTls {
         Self::new(loaded.certificate, loaded.key, &loaded.ca)
     }
 
+    /// Loads PEM files and the CRL beside the service CA
+    /// ([`CredentialPaths::crl`]), which must exist and verify; changes to
+    /// it are picked up while serving.
+    ///
+    /// # Errors
+    /// As [`ServerTls::from_files`] and [`Revocations::open`].
+    pub fn from_files_with_crl(paths: &CredentialPaths) -> Result<Self, Error> {
+        let loaded = paths.load()?;
+        let ca = loaded
+            .ca
+            .first()
+            .ok_or_else(|| Error::credential("service CA", "no certificate"))?;
+        let revocations = Revocations::open(&paths.crl(), ca)?;
+        Self::with_revocations(loaded.certificate, loaded.key, &loaded.ca, revocations)
+    }
+
     /// The rustls configuration.
     pub fn config(&self) -> Arc<ServerConfig> {
         self.config.clone()
+    }
+
+    /// The CRL this server checks callers against, if any.
+    pub fn revocations(&self) -> Option<&Arc<Revocations>> {
+        self.revocations.as_ref()
     }
 }
 

@@ -321,9 +321,9 @@ async fn issued_credential_files_load_and_the_key_is_private() {
     // Never overwritten.
     assert!(pki::write_credentials(dir.path(), "prov-1", &issued, &ca.cert).is_err());
 
-    // The files work on both ends, and the server certificate names what it should.
+    // The files load, and the server certificate names what it should: a
+    // server identity, never a caller (issue 12.5).
     ServerTls::from_files(&paths).unwrap();
-    ClientTls::from_files(&paths).unwrap();
     let der = rustls_pki_types::CertificateDer::from(
         pem::parse(&issued.certificate_pem)
             .unwrap()
@@ -334,7 +334,7 @@ async fn issued_credential_files_load_and_the_key_is_private() {
     let san = cert.subject_alternative_name().unwrap().unwrap();
     let names = format!("{:?}", san.value.general_names);
     for expected in [
-        "urn:trustline:caller:provisioner:hq:prov-1",
+        "urn:trustline:server:hq:prov-1",
         "localhost",
         "ca.trustline.internal",
         "[127, 0, 0, 1]",
@@ -342,10 +342,16 @@ async fn issued_credential_files_load_and_the_key_is_private() {
     ] {
         assert!(names.contains(expected), "{expected} not in {names}");
     }
+    assert!(!names.contains("urn:trustline:caller:"), "{names}");
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.server_auth && !eku.client_auth);
     assert_eq!(cert.raw_serial().len(), 16);
+    assert!(transport::Caller::from_certificate(&der).is_err());
     assert_eq!(
-        transport::Caller::from_certificate(&der).unwrap().id(),
-        "provisioner/hq/prov-1"
+        transport::ServerIdentity::from_certificate(&der)
+            .unwrap()
+            .to_uri(),
+        "urn:trustline:server:hq:prov-1"
     );
 
     // A certificate cannot be issued with a key that is not the CA's.

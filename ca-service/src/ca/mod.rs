@@ -13,6 +13,8 @@
 //!   request on the site token ([`request_intermediate`]), signed where the
 //!   root is ([`sign_intermediate_request`]) and installed at the site
 //!   ([`install_intermediate`]);
+//! - `enrol.rs`: a site's first intermediate, requested from the OEM hub
+//!   ([`request_first_intermediate`]);
 //! - this file: the open [`Ca`] and issuance.
 //!
 //! Issuance is built for throughput: the issuer (name, key identifier, key
@@ -20,6 +22,7 @@
 //! one certificate costs one HSM signature plus a few microseconds of DER.
 
 mod crl;
+mod enrol;
 mod files;
 mod init;
 mod profile;
@@ -32,11 +35,12 @@ use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 
 pub use crl::{CrlRequest, RevokedSerial, MAX_CRL_ENTRIES};
+pub use enrol::request_first_intermediate;
 pub use files::{
     intermediate_path, intermediates, request_path, write_atomically, IntermediateRecord,
     INTERMEDIATES_DIR, INTERMEDIATE_CERT_FILE, ORDER_KEY_FILE, ROOT_CERT_FILE, VOUCHER_KEY_FILE,
 };
-pub use init::{init, InitOptions, InitReport};
+pub use init::{init, init_oem, InitOptions, InitReport};
 pub use profile::{idevid_not_after, ROT_URI_PREFIX};
 pub use rotation::{
     install_intermediate, request_intermediate, rotate_intermediate, sign_intermediate_request,
@@ -47,7 +51,7 @@ use crate::hsm::{take_signer_failure, Hsm, HsmSigner, WrappedDeviceKey};
 use crate::keys::KeyLabels;
 use crate::request::VerifiedRequest;
 use crate::Error;
-use files::{active_generation, read_certificate};
+use files::{active_generation, read_certificate, read_pem};
 use profile::{device_params, random_serial, rcgen_failure, SubjectPoint};
 
 /// A certificate the CA issued.
@@ -70,7 +74,10 @@ pub struct Ca {
     organization: String,
     root_der: Vec<u8>,
     intermediate_der: Vec<u8>,
-    voucher: HsmSigner,
+    /// The OEM voucher key, when this token holds it (the single-box
+    /// layout); a site's token does not (issue 13).
+    voucher: Option<HsmSigner>,
+    voucher_public_key: Vec<u8>,
 }
 
 /// A voucher entry the OEM voucher key signed, with its sealed copy.
@@ -116,8 +123,11 @@ impl Ca {
     /// intermediate's generation, checks that its certificate matches that
     /// generation's key in the HSM and is signed by the root certificate,
     /// and prepares the issuer. The root key itself need not be on this HSM
-    /// (it is offline or at the hub in production). A CA that rotated its
-    /// intermediate is opened again to sign with the new one.
+    /// (it is offline or at the hub in production), nor the OEM voucher key:
+    /// without it the voucher public key comes from `<ca>/voucher-key.pub.pem`
+    /// and [`Ca::sign_voucher_entry`] refuses (the site layout, issue 13). A
+    /// CA that rotated its intermediate is opened again to sign with the new
+    /// one.
     ///
     /// # Errors
     /// [`Error::NotInitialized`] when the certificates are missing,
@@ -129,10 +139,19 @@ impl Ca {
         let generation = active_generation(ca_dir, &intermediate_der)?;
         let label = labels.intermediate_label(generation);
         let signer = hsm.signer(&label)?;
-        let voucher = hsm.signer(&labels.voucher)?;
+        let voucher = if hsm.key_exists(&labels.voucher)? {
+            Some(hsm.signer(&labels.voucher)?)
+        } else {
+            None
+        };
+        let voucher_public_key = match &voucher {
+            Some(v) => v.public_key_spki().to_vec(),
+            None => read_pem(&ca_dir.join(VOUCHER_KEY_FILE), "PUBLIC KEY")?,
+        };
         // CAs initialised before the seal key existed get it on first open
-        // (issue 12 item 10); `ca init` makes it with the other keys.
-        if !hsm.secret_key_exists(&labels.seal)? {
+        // (issue 12 item 10); `ca init` makes it with the other keys. A site
+        // CA without the OEM voucher key seals nothing and gets none.
+        if voucher.is_some() && !hsm.secret_key_exists(&labels.seal)? {
             hsm.generate_seal_key(&labels.seal)?;
             tracing::info!(label = %labels.seal, "created the OEM seal key of an existing CA");
         }
@@ -187,6 +206,7 @@ impl Ca {
             root_der,
             intermediate_der,
             voucher,
+            voucher_public_key,
         })
     }
 
@@ -214,11 +234,17 @@ impl Ca {
     /// returns the tagged COSE_Sign1 (2.4.14.7).
     ///
     /// # Errors
-    /// [`Error::VoucherEntry`] for a payload that does not decode as an
-    /// entry; the HSM error behind a failed signature.
+    /// [`Error::KeyNotFound`] when this token does not hold the voucher key
+    /// (a site's); [`Error::VoucherEntry`] for a payload that does not
+    /// decode as an entry; the HSM error behind a failed signature.
     pub fn sign_voucher_entry(&self, entry_payload: &[u8]) -> Result<Vec<u8>, Error> {
         take_signer_failure();
-        trustline_proto::voucher::sign_entry(entry_payload, &self.voucher).map_err(|e| match e {
+        let voucher = self.voucher.as_ref().ok_or_else(|| Error::KeyNotFound {
+            label: self.labels.voucher.clone(),
+            class: "private",
+            token: self.hsm.token_label().to_owned(),
+        })?;
+        trustline_proto::voucher::sign_entry(entry_payload, voucher).map_err(|e| match e {
             trustline_proto::Error::Signer(reason) => {
                 take_signer_failure().unwrap_or(Error::Pkcs11 {
                     operation: "C_Sign",
@@ -312,9 +338,14 @@ impl Ca {
         self.issuer.key()
     }
 
-    /// The OEM voucher key.
-    pub fn voucher_signer(&self) -> &HsmSigner {
-        &self.voucher
+    /// The OEM voucher key, when this token holds it.
+    pub fn voucher_signer(&self) -> Option<&HsmSigner> {
+        self.voucher.as_ref()
+    }
+
+    /// The OEM voucher public key (SubjectPublicKeyInfo DER).
+    pub fn voucher_public_key_der(&self) -> &[u8] {
+        &self.voucher_public_key
     }
 
     /// The session pool.

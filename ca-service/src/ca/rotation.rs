@@ -11,7 +11,9 @@
 //!   ([`request_intermediate`]), the hub signs it with the root
 //!   ([`sign_intermediate_request`]), and the site installs the certificate
 //!   ([`install_intermediate`]), which checks it chains to the site's root
-//!   and matches the pending key before making it active.
+//!   and matches the pending key before making it active. A site enrolled
+//!   at the hub starts the same way, with no intermediate yet
+//!   ([`request_first_intermediate`], generation 1).
 //!
 //! Crash safety: the archive copy is written before the active file is
 //! replaced (both atomically), so a crash leaves the old generation active
@@ -37,7 +39,7 @@ use crate::keys::KeyLabels;
 use crate::request::verify_csr;
 use crate::Error;
 
-const CSR_TAG: &str = "CERTIFICATE REQUEST";
+pub(super) const CSR_TAG: &str = "CERTIFICATE REQUEST";
 
 /// A site intermediate generation made active.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,7 +212,7 @@ pub fn rotate_intermediate(
     }
 }
 
-fn undo_key(hsm: &Hsm, label: &str) {
+pub(super) fn undo_key(hsm: &Hsm, label: &str) {
     if let Err(e) = hsm.destroy_key(label) {
         tracing::error!(label, error = %e, "could not remove a key after a failed rotation");
     }
@@ -319,8 +321,10 @@ pub fn sign_intermediate_request(
 /// Installs a site intermediate certificate signed elsewhere: checks that
 /// it is a CA certificate (`pathlen:0`, keyCertSign, SKI) issued and signed
 /// by the root certificate in `ca_dir`, and that its key is the key of a
-/// pending [`request_intermediate`] on `hsm`; then archives it, makes it
-/// active and removes the request. Nothing changes on a refusal.
+/// pending [`request_intermediate`] (or [`request_first_intermediate`]) on
+/// `hsm`; then archives it, makes it active and removes the request. Nothing
+/// changes on a refusal. With no active intermediate yet (a site's first),
+/// `previous_generation` is 0.
 ///
 /// # Errors
 /// [`Error::RotationRefused`] for every check above; HSM and I/O errors.
@@ -371,7 +375,11 @@ pub fn install_intermediate(
             "the certificate's key matches no pending request on this token",
         ));
     };
-    let previous_generation = archive_active(ca_dir)?;
+    let previous_generation = if ca_dir.join(INTERMEDIATE_CERT_FILE).exists() {
+        archive_active(ca_dir)?
+    } else {
+        0
+    };
     let files = activate(ca_dir, generation, certificate_der)?;
     let _ = std::fs::remove_file(request_path(ca_dir, generation));
     tracing::info!(generation, label, "site intermediate installed");

@@ -53,16 +53,23 @@ impl TestCa {
     }
 
     pub(crate) fn server_tls(&self) -> ServerTls {
+        let (chain, key) = self.server_credentials();
+        ServerTls::new(chain, key, std::slice::from_ref(&self.cert)).unwrap()
+    }
+
+    /// A server certificate (serverAuth only, `urn:trustline:server:hq:server`).
+    pub(crate) fn server_credentials(
+        &self,
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         let caller = Caller::new(Role::Provisioner, "hq", "server").unwrap();
-        let (chain, key) = self.issue(
+        self.issue(
             &caller,
             CertificateKind::Server {
                 dns_names: vec![],
                 ip_addresses: vec![],
             },
             Validity::days_from_now(1),
-        );
-        ServerTls::new(chain, key, std::slice::from_ref(&self.cert)).unwrap()
+        )
     }
 
     pub(crate) fn client_tls(&self, caller: &Caller) -> ClientTls {
@@ -113,11 +120,21 @@ impl TestServer {
         routes: impl FnOnce(&Guard) -> Routes,
     ) -> Self {
         let guard = Guard::new(limits, Metrics::new());
+        let tls = ca.server_tls();
+        Self::start_with(ca, guard, tls, routes).await
+    }
+
+    /// Serves `routes(guard)` with `guard` and `tls` as given.
+    pub(crate) async fn start_with(
+        ca: Arc<TestCa>,
+        guard: Guard,
+        tls: ServerTls,
+        routes: impl FnOnce(&Guard) -> Routes,
+    ) -> Self {
         let routes = routes(&guard);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let tls = ca.server_tls();
         let task = tokio::spawn(transport::serve(
             routes,
             listener,

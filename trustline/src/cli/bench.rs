@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ca_service::bench::{self, BenchConfig};
-use ca_service::Hsm;
 use clap::{Args, Subcommand};
 
 use super::hsm_args::HsmArgs;
@@ -127,9 +126,13 @@ fn hsm(args: &HsmBenchArgs) -> anyhow::Result<Outcome> {
         .data_dir
         .clone()
         .or_else(|| temp.as_ref().map(|t| t.0.clone()));
-    let mut config = args.hsm.config(data_dir.as_deref())?;
+    // A measurement, not a service: without a named HSM it measures a
+    // throw-away embedded SoftHSM2 token.
+    let mut hsm_args = args.hsm.clone();
+    hsm_args.embedded_hsm |= !hsm_args.is_explicit();
+    let mut config = hsm_args.config(data_dir.as_deref())?;
     config.pool_size = config.pool_size.max(args.sessions);
-    let hsm = Hsm::open(&config).context("opening the HSM")?;
+    let hsm = super::hsm_args::open(&config)?;
     let work_dir = match &data_dir {
         Some(d) => d.join("bench"),
         None => std::env::temp_dir(),

@@ -184,17 +184,18 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
             eprintln!("{s}");
         }
     };
-    let hsm = HsmArgs::open_embedded(dir, 4)?;
-    setup::init_ca(&hsm, dir, SITE)?;
+    let tokens = HsmArgs::open_embedded(dir, 4)?;
+    setup::init_ca(&tokens.ca, dir, SITE)?;
+    setup::init_ledger_key(&tokens.ledger, dir)?;
     let stations: Vec<(String, String)> = (1..=args.stations)
         .map(|i| (SITE.to_owned(), format!("st-{i:02}")))
         .collect();
-    setup::init_pki(&hsm, dir, &stations)?;
+    setup::init_pki(&tokens.ca, dir, SITE, &stations)?;
 
     progress("measuring the HSM (raw signatures, issuance, wrapped keys)...");
     let sessions = 2;
     let hsm_report = ca_service::bench::run(
-        &hsm,
+        &tokens.ca,
         &dir.join("bench-hsm"),
         &BenchConfig {
             sessions,
@@ -226,6 +227,7 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
     let mut child = Command::new(exe)
         .args(["serve", "all", "--data-dir"])
         .arg(dir)
+        .arg("--embedded-hsm")
         .env("TRUSTLINE_PROVISIONER_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -251,7 +253,7 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
         }
     };
     let admin = ProvisioningClient::new(connect(setup::ADMIN.to_owned()).await?);
-    let signer = hsm.signer(&KeyLabels::default().order)?;
+    let signer = tokens.ca.signer(&KeyLabels::default().order)?;
     let vendors: Vec<String> = fleet.vendor_roots().into_iter().map(|(n, _)| n).collect();
 
     let mut modes = Vec::new();

@@ -106,12 +106,13 @@ fn demo_limits() -> Limits {
 async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
     transport::install_crypto_provider();
     let dir = args.dir.as_path();
-    let hsm = HsmArgs::open_embedded(dir, 4)?;
-    setup::init_ca(&hsm, dir, SITE)?;
+    let tokens = HsmArgs::open_embedded(dir, 4)?;
+    setup::init_ca(&tokens.ca, dir, SITE)?;
+    setup::init_ledger_key(&tokens.ledger, dir)?;
     let stations: Vec<(String, String)> = (1..=args.stations)
         .map(|i| (SITE.to_owned(), format!("st-{i:02}")))
         .collect();
-    setup::init_pki(&hsm, dir, &stations)?;
+    setup::init_pki(&tokens.ca, dir, SITE, &stations)?;
     say(
         args,
         &format!("token, CA and service PKI ready in {}", dir.display()),
@@ -139,9 +140,9 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
     let addr = listener.local_addr()?.to_string();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = {
-        let (dir, config, hsm) = (dir.to_path_buf(), config.clone(), hsm.clone());
+        let (dir, config, tokens) = (dir.to_path_buf(), config.clone(), tokens.clone());
         tokio::spawn(async move {
-            serve::serve_all(&dir, &config, hsm, listener, async {
+            serve::serve_all(&dir, &config, tokens.ca, tokens.ledger, listener, async {
                 let _ = stop_rx.await;
             })
             .await
@@ -178,7 +179,8 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
         allowed_firmware_sha256: firmware.to_vec(),
         ..Default::default()
     };
-    let signer = hsm
+    let signer = tokens
+        .ca
         .signer(&KeyLabels::default().order)
         .context("the OEM order key")?;
     let signed = trustline_proto::statement::sign(&signer, &order)?;

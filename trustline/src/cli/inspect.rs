@@ -81,9 +81,15 @@ pub(crate) fn run(args: InspectArgs) -> anyhow::Result<Outcome> {
 async fn simulated(args: &InspectArgs) -> anyhow::Result<Outcome> {
     transport::install_crypto_provider();
     let dir = args.dir.as_path();
-    let hsm = HsmArgs::open_embedded(dir, 2)?;
-    setup::init_ca(&hsm, dir, SITE)?;
-    setup::init_pki(&hsm, dir, &[(SITE.to_owned(), STATION.to_owned())])?;
+    let tokens = HsmArgs::open_embedded(dir, 2)?;
+    setup::init_ca(&tokens.ca, dir, SITE)?;
+    setup::init_ledger_key(&tokens.ledger, dir)?;
+    setup::init_pki(
+        &tokens.ca,
+        dir,
+        SITE,
+        &[(SITE.to_owned(), STATION.to_owned())],
+    )?;
     let fleet = Fleet::builder()
         .seed(rand::random())
         .genuine(1)
@@ -98,9 +104,9 @@ async fn simulated(args: &InspectArgs) -> anyhow::Result<Outcome> {
     let addr = listener.local_addr()?.to_string();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = {
-        let (dir, config, hsm) = (dir.to_path_buf(), config.clone(), hsm.clone());
+        let (dir, config, tokens) = (dir.to_path_buf(), config.clone(), tokens.clone());
         tokio::spawn(async move {
-            serve::serve_all(&dir, &config, hsm, listener, async {
+            serve::serve_all(&dir, &config, tokens.ca, tokens.ledger, listener, async {
                 let _ = stop_rx.await;
             })
             .await
@@ -130,7 +136,8 @@ async fn simulated(args: &InspectArgs) -> anyhow::Result<Outcome> {
         allowed_firmware_sha256: firmware.to_vec(),
         ..Default::default()
     };
-    let order_key = hsm
+    let order_key = tokens
+        .ca
         .signer(&KeyLabels::default().order)
         .context("the OEM order key")?;
     let admin = connect(setup::ADMIN).await?;

@@ -18,12 +18,14 @@ pub(crate) mod ca;
 pub(crate) mod demo;
 pub(crate) mod evidence;
 pub(crate) mod hsm_args;
+pub(crate) mod hub;
 pub(crate) mod inspect;
 pub(crate) mod ledger;
 pub(crate) mod order;
 pub(crate) mod owner;
 pub(crate) mod pki;
 pub(crate) mod serve;
+pub(crate) mod site;
 pub(crate) mod station;
 pub(crate) mod voucher;
 
@@ -43,13 +45,20 @@ pub(crate) struct Cli {
 /// Every subcommand.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// The certificate authority: `ca init`.
+    /// The certificate authority: `ca init|rotate-intermediate|sign-intermediate`.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// The OEM hub: `hub init|enroll-site` (the two trust domains).
+    #[command(subcommand)]
+    Hub(hub::HubCommand),
+    /// A factory site's enrolment at the hub: `site init|install`.
+    #[command(subcommand)]
+    Site(site::SiteCommand),
     /// Throughput measurements: `bench hsm`.
     #[command(subcommand)]
     Bench(bench::Bench),
-    /// Runs the services: `serve ca|ledger|provisioner|all`.
+    /// Runs the services: `serve ca|ledger|provisioner|site|all|hub`
+    /// (`all` is the single-box laptop/demo layout).
     Serve(serve::ServeArgs),
     /// A factory station: `station run`, `station sim-vendors`.
     #[command(subcommand)]
@@ -61,7 +70,7 @@ pub(crate) enum Command {
     /// services behind mTLS, an order, S stations, clones and counterfeits,
     /// the ledger verified.
     Demo(demo::DemoArgs),
-    /// The service PKI for mutual TLS: `pki init`, `pki issue`, `pki roles`.
+    /// The service PKI for mutual TLS: `pki init|issue|revoke|renew|crl|install-crl|roles`.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
     /// The custody ledger offline: `ledger verify|export|proof|history`.
@@ -109,6 +118,8 @@ pub(crate) fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Ca(command) => ca::run(command),
+        Command::Hub(command) => hub::run(command),
+        Command::Site(command) => site::run(command),
         Command::Bench(command) => bench::run(command),
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),

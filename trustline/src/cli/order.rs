@@ -9,7 +9,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use ca_service::keys::KeyLabels;
-use ca_service::Hsm;
 use clap::{Args, Subcommand};
 use prost::Message;
 use trustline_proto::v1;
@@ -34,7 +33,8 @@ pub(crate) enum OrderCommand {
 /// `trustline order create` arguments.
 #[derive(Debug, Args)]
 pub(crate) struct CreateArgs {
-    /// The data directory whose embedded token holds the order key.
+    /// The data directory (with --embedded-hsm, its embedded token holds the
+    /// order key: the hub's, or a single box's).
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
     /// The order id.
@@ -147,10 +147,10 @@ fn create(args: &CreateArgs) -> anyhow::Result<Outcome> {
         allowed_firmware_sha256: firmware,
         ..Default::default()
     };
-    let hsm = Hsm::open(&args.hsm.config(args.data_dir.as_deref())?).context("opening the HSM")?;
+    let hsm = super::hsm_args::open(&args.hsm.config(args.data_dir.as_deref())?)?;
     let signer = hsm
         .signer(&KeyLabels::default().order)
-        .context("the OEM order key (run `trustline ca init` first)")?;
+        .context("the OEM order key (run `trustline hub init` or `trustline ca init` first)")?;
     let signed = trustline_proto::statement::sign(&signer, &order).context("signing the order")?;
     std::fs::write(&args.out, signed.encode_to_vec())
         .with_context(|| format!("writing {}", args.out.display()))?;

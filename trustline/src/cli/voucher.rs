@@ -10,9 +10,13 @@
 //!   ownership service (`RegisterTransfer`).
 //! - `voucher verify --voucher V --manufacturer-key voucher-key.pub.pem
 //!   [--chain device-chain.pem]`: walks the chain of owners from the OEM
-//!   voucher key; with the device chain, also checks that the header
-//!   describes it and that the device bound the header. Exit 1 when a check
-//!   fails.
+//!   voucher key; with the device chain, also checks — failing closed
+//!   (issue 12.12) — that the header describes it (chain hash), that the
+//!   header's rot_id is the one the device certificate names (SAN URI
+//!   `urn:trustline:rot:<id>`) and its serial the certificate's subject
+//!   serialNumber, and that the device bound the header under the certified
+//!   device key; a voucher without a device binding fails unless
+//!   `--allow-unbound` says it may. Exit 1 when a check fails.
 //! - `voucher show --voucher V [--json]`: what the voucher says, unverified.
 //!
 //! Keys are shown by fingerprint (SHA-256 of the SubjectPublicKeyInfo),
@@ -81,6 +85,10 @@ pub(crate) struct VerifyArgs {
     /// The device's certificate chain (PEM: device, intermediate, root).
     #[arg(long, value_name = "PEM")]
     pub(crate) chain: Option<PathBuf>,
+    /// With --chain: accept a voucher whose header the device has not bound
+    /// (the chain hash, rot_id and serial are still checked).
+    #[arg(long, requires = "chain")]
+    pub(crate) allow_unbound: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -168,6 +176,7 @@ struct Verification {
     transfers: usize,
     current_owner: Option<String>,
     device_chain: Option<String>,
+    device_identity: Option<String>,
     device_binding: String,
     ok: bool,
 }
@@ -187,8 +196,9 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<Outcome> {
             (format!("FAILED: {e}"), 0, None)
         }
     };
-    let (device_chain, device_binding) = match &args.chain {
+    let (device_chain, device_identity, device_binding) = match &args.chain {
         None => (
+            None,
             None,
             if voucher.device_binding().is_some() {
                 "present (give --chain to check it)".to_owned()
@@ -205,8 +215,24 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<Outcome> {
             } else {
                 "FAILED: the header describes another certificate chain".to_owned()
             };
+            let identity = match device_identity(&chain[0], voucher.header()) {
+                Ok(text) => text,
+                Err(reason) => {
+                    ok = false;
+                    format!("FAILED: {reason}")
+                }
+            };
             let binding = match (voucher.device_binding(), device_key(&chain[0])) {
-                (None, _) => "absent: the device has not bound this header".to_owned(),
+                (None, _) if args.allow_unbound => {
+                    "absent: the device has not bound this header (accepted: --allow-unbound)"
+                        .to_owned()
+                }
+                (None, _) => {
+                    ok = false;
+                    "FAILED: absent: the device has not bound this header \
+                     (--allow-unbound accepts that)"
+                        .to_owned()
+                }
                 (Some(_), None) => {
                     ok = false;
                     "FAILED: the device certificate does not parse".to_owned()
@@ -219,7 +245,7 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<Outcome> {
                     }
                 },
             };
-            (Some(chain_text), binding)
+            (Some(chain_text), Some(identity), binding)
         }
     };
     let report = Verification {
@@ -229,6 +255,7 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<Outcome> {
         transfers,
         current_owner,
         device_chain,
+        device_identity,
         device_binding,
         ok,
     };
@@ -244,6 +271,9 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<Outcome> {
         if let Some(chain) = &report.device_chain {
             println!("  device chain: {chain}");
         }
+        if let Some(identity) = &report.device_identity {
+            println!("  device identity: {identity}");
+        }
         println!("  device binding: {}", report.device_binding);
         println!("{}", if ok { "OK" } else { "FAILED" });
     }
@@ -252,6 +282,66 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Findings
     })
+}
+
+/// id-at-serialNumber (2.5.4.5).
+const OID_SERIAL_NUMBER: &str = "2.5.4.5";
+
+/// Checks that the device certificate names the header's rot_id (its one
+/// `urn:trustline:rot:` SAN URI) and serial (its subject serialNumber).
+fn device_identity(
+    certificate: &[u8],
+    header: &trustline_proto::voucher::VoucherHeader,
+) -> Result<String, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(certificate)
+        .map_err(|e| format!("the device certificate does not parse: {e}"))?;
+    let rots: Vec<&str> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::URI(u) => u.strip_prefix(trustline_proto::ROT_URI_PREFIX),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let [rot_id] = rots.as_slice() else {
+        return Err(format!(
+            "the device certificate names {} rot_id URIs, expected one",
+            rots.len()
+        ));
+    };
+    if *rot_id != header.rot_id {
+        return Err(format!(
+            "the header names rot_id {}, the certificate {rot_id}",
+            header.rot_id
+        ));
+    }
+    let serials: Vec<&str> = cert
+        .subject()
+        .iter_attributes()
+        .filter(|a| a.attr_type().to_id_string() == OID_SERIAL_NUMBER)
+        .filter_map(|a| a.as_str().ok())
+        .collect();
+    let [serial] = serials.as_slice() else {
+        return Err(format!(
+            "the device certificate has {} subject serialNumber attributes, expected one",
+            serials.len()
+        ));
+    };
+    if *serial != header.serial {
+        return Err(format!(
+            "the header names serial {}, the certificate {serial}",
+            header.serial
+        ));
+    }
+    Ok("the certificate names the header's rot_id and serial".to_owned())
 }
 
 fn device_key(certificate: &[u8]) -> Option<Vec<u8>> {
