@@ -46,6 +46,7 @@ pub mod claim;
 mod claiming;
 mod collisions;
 mod custody;
+pub mod fdo;
 pub mod error;
 pub mod label;
 pub mod nonce;
