@@ -224,7 +224,10 @@ impl Order {
             not_after_ms: self.not_after_ms,
             allowed_ic_vendors: self.allowed_ic_vendors.clone(),
             allowed_firmware_sha256: self.allowed_firmware_sha256.to_vec(),
-            fdo: self.fdo.as_ref().map(trustline_proto::fdo::FdoDeviceData::to_order),
+            fdo: self
+                .fdo
+                .as_ref()
+                .map(trustline_proto::fdo::FdoDeviceData::to_order),
             ..Default::default()
         }
     }

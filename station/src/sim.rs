@@ -157,7 +157,10 @@ impl DeviceLink for SimLink {
     }
 
     async fn fdo_header_hmac(&mut self, ov_header: &[u8]) -> Result<Option<[u8; 32]>> {
-        self.rot.fdo_header_hmac(ov_header).map(Some).map_err(device)
+        self.rot
+            .fdo_header_hmac(ov_header)
+            .map(Some)
+            .map_err(device)
     }
 }
 

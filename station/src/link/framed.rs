@@ -185,7 +185,9 @@ impl FramedLink {
 
     /// Whether the device announced step `step` in this session's hello.
     fn announces(&self, step: u32) -> bool {
-        self.session.as_ref().is_some_and(|s| s.steps.contains(&step))
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.steps.contains(&step))
     }
 
     /// One request and its answer in the current session.

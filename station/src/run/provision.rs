@@ -74,7 +74,10 @@ fn rot_id_of(attestation: &v1::RotAttestation) -> Option<String> {
 
 /// Calls `f` until it succeeds, is refused, or has failed `retries + 1`
 /// times with `UNAVAILABLE`.
-pub(super) async fn with_retries<T, F, Fut>(retries: u32, mut f: F) -> std::result::Result<T, Status>
+pub(super) async fn with_retries<T, F, Fut>(
+    retries: u32,
+    mut f: F,
+) -> std::result::Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, Status>>,

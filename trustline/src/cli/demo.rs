@@ -330,11 +330,13 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
         println!("artifacts in {}", dir.display());
     }
     let chains_ok = openssl_ok.is_none_or(|(ok, n)| ok == n);
-    Ok(if failures == 0 && summary.ledger_verified && chains_ok && fdo_ok == fdo_n {
-        Outcome::Success
-    } else {
-        Outcome::Findings
-    })
+    Ok(
+        if failures == 0 && summary.ledger_verified && chains_ok && fdo_ok == fdo_n {
+            Outcome::Success
+        } else {
+            Outcome::Findings
+        },
+    )
 }
 
 /// Each provisioned device's `<serial>.fdo-voucher.pem`, read back and

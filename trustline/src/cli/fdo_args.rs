@@ -115,7 +115,13 @@ mod tests {
         let ip = directive("tcp://[::1]:80").expect("parses");
         assert_eq!(ip[0].variable, variable::IP_ADDRESS);
         assert_eq!(ip[3].uint_value(), Some(protocol::TCP));
-        for bad in ["rv.example.com:80", "ftp://a:1", "https://a", "https://a:99999", "https://:1"] {
+        for bad in [
+            "rv.example.com:80",
+            "ftp://a:1",
+            "https://a",
+            "https://a:99999",
+            "https://:1",
+        ] {
             assert!(directive(bad).is_err(), "{bad}");
         }
     }
@@ -130,7 +136,10 @@ mod tests {
         };
         assert!(info_only.block("X1").is_err());
         let args = FdoArgs {
-            rendezvous: vec!["https://rv.example.com:8041".into(), "http://10.0.0.1:80".into()],
+            rendezvous: vec![
+                "https://rv.example.com:8041".into(),
+                "http://10.0.0.1:80".into(),
+            ],
             fdo_device_info: None,
         };
         let block = args.block("X1").expect("block").expect("some");

@@ -83,8 +83,7 @@ pub(crate) struct ImportArgs {
 /// True when `path` holds an FDO voucher in PEM form.
 pub(crate) fn is_fdo(path: &Path) -> anyhow::Result<bool> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(std::str::from_utf8(&bytes)
-        .is_ok_and(|t| t.contains("-----BEGIN OWNERSHIP VOUCHER-----")))
+    Ok(std::str::from_utf8(&bytes).is_ok_and(|t| t.contains("-----BEGIN OWNERSHIP VOUCHER-----")))
 }
 
 fn read_fdo(path: &Path) -> anyhow::Result<FdoVoucher> {
@@ -257,7 +256,10 @@ pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<Outcome> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("fdo voucher of {} (serial {})", report.rot_id, report.serial);
+        println!(
+            "fdo voucher of {} (serial {})",
+            report.rot_id, report.serial
+        );
         println!("  guid: {}", report.guid);
         println!("  device info: {}", report.device_info);
         for line in &report.rendezvous {
