@@ -25,7 +25,7 @@ use site::setup;
 #[derive(Debug, Subcommand)]
 pub(crate) enum OrderCommand {
     /// Signs a production order with the OEM order key (HSM).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Opens a signed order on the provisioner (as admin).
     Open(OpenArgs),
     /// Shows an order and how many devices it has certified.
