@@ -7,3 +7,8 @@ cd "$(dirname "$0")/.."
 TRUSTLINE_SKIP_BROWSER=1 scripts/install-deps.sh
 rm -rf demo-out
 cargo run --release --locked --bin trustline -- demo --dir demo-out "$@"
+# One device's FDO 1.1 voucher, checked by the independent implementation.
+fdo=$(find demo-out/devices -name '*.fdo-voucher.pem' | sort | head -n 1)
+[ -n "$fdo" ] || { echo "no fdo voucher in demo-out/devices" >&2; exit 1; }
+python3 fdo-check/fdocheck.py verify --voucher "$fdo" >/dev/null
+echo "fdo-check: $fdo verifies"

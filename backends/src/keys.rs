@@ -47,6 +47,13 @@ pub const REVOCATIONS: &str = "revocations";
 /// a `QUARANTINE_LIFTED` entry lifts (each is lifted at most once).
 pub const QUARANTINE_LIFTED: &str = "quarantine-lifted";
 
+/// An FDO voucher GUID (issue 17): the 16 GUID bytes, held by the
+/// `CERTIFIED` entry of the one device whose FDO header carries it.
+pub const FDO_GUID: &str = "fdo-guid";
+/// The FDO header HMAC a device made (issue 17): the `rot_id`, held by its
+/// one `FDO_HEADER_BOUND` entry.
+pub const FDO_BOUND: &str = "fdo-bound";
+
 /// The unique key `value` in `namespace`.
 pub fn unique(namespace: &str, value: impl Into<Vec<u8>>) -> v1::UniqueKey {
     v1::UniqueKey {

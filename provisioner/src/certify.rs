@@ -24,7 +24,9 @@
 //! `CERTIFIED` with unique keys `serial`, `rot`, `device-key` (SHA-256 of
 //! the canonical SPKI) and the order's quota counter in one atomic, durable
 //! write — its limit the order's quantity, or less while the offline
-//! allowance binds (`crate::allowance`). Only after that
+//! allowance binds (`crate::allowance`) — and, for an order with an FDO
+//! block, the SHA-256 of the device's FDO header and its GUID as the unique
+//! key `fdo-guid` (`crate::fdo`). Only after that
 //! append is acknowledged are the chain, label and voucher returned
 //! (invariant 1). A collision or an exhausted quota is `crate::collisions`'
 //! to answer: a retry of this very device, key and serial gets the stored
@@ -50,7 +52,7 @@ use crate::claim::ClaimedRot;
 use crate::collisions::namespace_name;
 use crate::error::{Error, Result};
 use crate::orders::Order;
-use crate::{draft, key_hash, label, voucher, Actor, Factory};
+use crate::{draft, fdo, key_hash, label, voucher, Actor, Factory};
 
 /// Largest CSR accepted here (the CA applies its own limit too).
 const MAX_CSR_LEN: usize = 4096;
@@ -246,6 +248,8 @@ impl Factory {
             &self.chain.voucher_public_key,
         )?;
         let label = label::label(&input.rot_id, &order.sku)?;
+        // The FDO header, for an order with an FDO block (`crate::fdo`).
+        let fdo = fdo::header(order, &voucher, &chain)?;
 
         // Recorded before released.
         let payload = v1::CertifiedPayload {
@@ -256,6 +260,11 @@ impl Factory {
             label: label.clone(),
             voucher_sha256: Sha256::digest(&voucher).to_vec(),
             first_owner: None,
+            fdo_header_sha256: fdo
+                .as_ref()
+                .map(|(h, _)| Sha256::digest(h).to_vec())
+                .unwrap_or_default(),
+            fdo_header_hmac_sha256: vec![],
         };
         let entry = draft(
             EventKind::Certified,
@@ -266,13 +275,17 @@ impl Factory {
             &order.id,
             &payload,
         );
+        let mut unique = vec![
+            keys::unique(keys::SERIAL, input.serial.as_bytes()),
+            keys::unique(keys::ROT, input.rot_id.as_bytes()),
+            keys::unique(keys::DEVICE_KEY, device_key_hash.clone()),
+        ];
+        if let Some((_, guid)) = &fdo {
+            unique.push(keys::unique(keys::FDO_GUID, guid.to_vec()));
+        }
         let request = append_request(
             entry,
-            vec![
-                keys::unique(keys::SERIAL, input.serial.as_bytes()),
-                keys::unique(keys::ROT, input.rot_id.as_bytes()),
-                keys::unique(keys::DEVICE_KEY, device_key_hash.clone()),
-            ],
+            unique,
             Some(v1::QuotaUse {
                 counter: order.quota_counter(),
                 limit: limit.value,

@@ -190,6 +190,7 @@ pub(crate) fn namespace_name(namespace: &str) -> &'static str {
     match namespace {
         keys::SERIAL => keys::SERIAL,
         keys::ROT => keys::ROT,
+        keys::FDO_GUID => keys::FDO_GUID,
         _ => keys::DEVICE_KEY,
     }
 }

@@ -177,6 +177,19 @@ pub enum Error {
     /// receiving, scrapping — are over for it.
     #[error("device {0} has left the factory: its field life has begun")]
     LeftFactory(String),
+    /// `BindFdoHeader` for a device whose order has no FDO block, or whose
+    /// `CERTIFIED` entry records no FDO header (issue 17).
+    #[error("device {0} has no fdo voucher header: its order has no fdo block")]
+    NoFdo(String),
+    /// `BindFdoHeader` with another HMAC than the one already recorded for
+    /// the device (a device HMACs one header in its life).
+    #[error("device {rot_id} has another fdo header hmac recorded (entry {holder_seq})")]
+    FdoBound {
+        /// The device.
+        rot_id: String,
+        /// The `FDO_HEADER_BOUND` entry.
+        holder_seq: u64,
+    },
     /// The CA or the ledger refused or failed; nothing was released.
     #[error("{service} failed: {status}")]
     Backend {
@@ -223,6 +236,7 @@ impl Error {
             Error::Duplicate { namespace, .. } => match namespace.as_str() {
                 "serial" => "duplicate-serial",
                 "rot" => "duplicate-rot",
+                "fdo-guid" => "duplicate-fdo-guid",
                 _ => "duplicate-device-key",
             },
             Error::QuotaExhausted { .. } => "quota",
@@ -230,6 +244,8 @@ impl Error {
             Error::UnknownDevice(_) => "unknown-device",
             Error::Scrapped(_) => "scrapped",
             Error::LeftFactory(_) => "left-factory",
+            Error::NoFdo(_) => "no-fdo",
+            Error::FdoBound { .. } => "fdo-bound",
             Error::Backend { .. } => "backend",
             Error::CorruptEntry { .. } => "corrupt-entry",
             Error::Config(_) => "config",
@@ -252,10 +268,12 @@ impl Error {
             | Error::ReadoutNotLocked
             | Error::KeyNotDelivered
             | Error::Scrapped(_)
-            | Error::LeftFactory(_) => Code::FailedPrecondition,
-            Error::AlreadyClaimed { .. } | Error::Duplicate { .. } | Error::OrderExists(_) => {
-                Code::AlreadyExists
-            }
+            | Error::LeftFactory(_)
+            | Error::NoFdo(_) => Code::FailedPrecondition,
+            Error::AlreadyClaimed { .. }
+            | Error::Duplicate { .. }
+            | Error::OrderExists(_)
+            | Error::FdoBound { .. } => Code::AlreadyExists,
             Error::QuotaExhausted { .. } | Error::OfflineAllowanceSpent { .. } => {
                 Code::ResourceExhausted
             }

@@ -47,6 +47,7 @@ mod claiming;
 mod collisions;
 mod custody;
 pub mod error;
+pub mod fdo;
 pub mod label;
 pub mod nonce;
 pub mod order_book;

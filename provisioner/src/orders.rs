@@ -41,6 +41,9 @@ pub struct Order {
     pub allowed_ic_vendors: Vec<String>,
     /// SHA-256 of the one firmware image allowed.
     pub allowed_firmware_sha256: [u8; 32],
+    /// What the devices' FDO voucher header needs (issue 17), from the
+    /// order's FDO block; `None` when the order has none.
+    pub fdo: Option<trustline_proto::fdo::FdoDeviceData>,
     /// The signed order exactly as the OEM signed it.
     pub signed: v1::SignedStatement,
 }
@@ -176,6 +179,12 @@ impl Order {
                 .as_slice()
                 .try_into()
                 .map_err(|_| Error::Invalid("allowed firmware digest must be 32 bytes".into()))?;
+        let fdo = raw
+            .fdo
+            .as_ref()
+            .map(trustline_proto::fdo::FdoDeviceData::from_order)
+            .transpose()
+            .map_err(|e| Error::Invalid(format!("the order's fdo block: {e}")))?;
         Ok(Self {
             id: raw.order_id,
             sku: raw.sku,
@@ -187,6 +196,7 @@ impl Order {
             not_after_ms: raw.not_after_ms,
             allowed_ic_vendors: raw.allowed_ic_vendors,
             allowed_firmware_sha256,
+            fdo,
             signed: signed.clone(),
         })
     }
@@ -214,6 +224,10 @@ impl Order {
             not_after_ms: self.not_after_ms,
             allowed_ic_vendors: self.allowed_ic_vendors.clone(),
             allowed_firmware_sha256: self.allowed_firmware_sha256.to_vec(),
+            fdo: self
+                .fdo
+                .as_ref()
+                .map(trustline_proto::fdo::FdoDeviceData::to_order),
             ..Default::default()
         }
     }

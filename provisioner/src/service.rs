@@ -225,4 +225,21 @@ impl Provisioning for ProvisioningService {
             .await?;
         Ok(Response::new(v1::RecordCustodyResponse { ledger_seq }))
     }
+
+    async fn bind_fdo_header(
+        &self,
+        request: Request<v1::BindFdoHeaderRequest>,
+    ) -> Result<Response<v1::BindFdoHeaderResponse>, Status> {
+        let actor = actor(&request)?;
+        let r = request.into_inner();
+        let bound = self
+            .factory
+            .bind_fdo_header(&actor, &r.rot_id, &r.header_hmac)
+            .await?;
+        Ok(Response::new(v1::BindFdoHeaderResponse {
+            ledger_seq: bound.ledger_seq,
+            ov_header: bound.ov_header,
+            replayed: bound.replayed,
+        }))
+    }
 }

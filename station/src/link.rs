@@ -134,6 +134,18 @@ pub trait DeviceLink: Send {
         voucher: &[u8],
     ) -> impl Future<Output = Result<Vec<u8>>> + Send;
 
+    /// The FDO header HMAC (step 17, `docs/device-protocol.md` §7.1): the
+    /// device's HMAC over `ov_header`, a header describing its stored
+    /// certification. `None` when the device does not announce the step
+    /// (it cannot take part in FDO onboarding; nothing is asked).
+    fn fdo_header_hmac(
+        &mut self,
+        ov_header: &[u8],
+    ) -> impl Future<Output = Result<Option<[u8; 32]>>> + Send {
+        let _ = ov_header;
+        async { Ok(None) }
+    }
+
     /// Ends the session once the device has everything (an `exec:` command
     /// must then exit with status 0). A failure here means the device got
     /// its certification but its programmer did not finish cleanly.

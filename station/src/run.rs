@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::link::DeviceLink;
 
 pub mod allowance;
+mod fdo;
 mod outputs;
 mod provision;
 mod report;
@@ -110,6 +111,10 @@ pub struct Provisioned {
     pub chain: Vec<Vec<u8>>,
     /// The voucher as the device bound it.
     pub voucher: Vec<u8>,
+    /// For an order with an FDO block and a device that announces step 17:
+    /// its FDO 1.1 voucher with no entries (header, the device's HMAC,
+    /// chain), CBOR (issue 17).
+    pub fdo_voucher: Option<Vec<u8>>,
     /// The `CERTIFIED` entry.
     pub ledger_seq: u64,
     /// Whether the answer was a replay.

@@ -155,6 +155,13 @@ impl DeviceLink for SimLink {
     async fn store_certification(&mut self, chain: &[Vec<u8>], voucher: &[u8]) -> Result<Vec<u8>> {
         self.rot.store_certification(chain, voucher).map_err(device)
     }
+
+    async fn fdo_header_hmac(&mut self, ov_header: &[u8]) -> Result<Option<[u8; 32]>> {
+        self.rot
+            .fdo_header_hmac(ov_header)
+            .map(Some)
+            .map_err(device)
+    }
 }
 
 impl InspectLink for SimLink {

@@ -92,6 +92,13 @@ async fn call_as_other_site(
             })
             .await
             .map(drop),
+        "BindFdoHeader" => client
+            .bind_fdo_header(v1::BindFdoHeaderRequest {
+                rot_id: t.certified_rot.clone(),
+                header_hmac: vec![7; 32],
+            })
+            .await
+            .map(drop),
         _ => return Ok(None),
     };
     Ok(Some(result))
@@ -344,6 +351,9 @@ async fn call_unguarded(
         ("trustline.v1.Provisioning", "Certify") => provisioning.certify(bare()).await.err(),
         ("trustline.v1.Provisioning", "RecordCustody") => {
             provisioning.record_custody(bare()).await.err()
+        }
+        ("trustline.v1.Provisioning", "BindFdoHeader") => {
+            provisioning.bind_fdo_header(bare()).await.err()
         }
         ("trustline.v1.Ownership", "TransferFromManufacturer") => {
             ownership.transfer_from_manufacturer(bare()).await.err()

@@ -143,6 +143,7 @@ pub static RULES: &[Rule] = &[
     site_rule("/trustline.v1.Provisioning/DeliverDeviceKey", STATION),
     site_rule("/trustline.v1.Provisioning/Certify", STATION),
     site_rule("/trustline.v1.Provisioning/RecordCustody", STATION),
+    site_rule("/trustline.v1.Provisioning/BindFdoHeader", STATION),
     // Ownership: the OEM makes the first transfer; owners do the rest
     // (2.4.14.7, 2.4.14.18, 2.4.16).
     rule("/trustline.v1.Ownership/TransferFromManufacturer", ADMIN),

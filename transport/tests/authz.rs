@@ -287,6 +287,12 @@ impl Provisioning for SiteScoped {
     ) -> Result<Response<RecordCustodyResponse>, Status> {
         Err(Status::unimplemented("test service"))
     }
+    async fn bind_fdo_header(
+        &self,
+        _: Request<BindFdoHeaderRequest>,
+    ) -> Result<Response<BindFdoHeaderResponse>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
 }
 
 #[tokio::test]

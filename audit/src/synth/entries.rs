@@ -144,6 +144,7 @@ pub fn certified(
         label: label::label(&device.rot_id, &order.sku).unwrap_or_default(),
         voucher_sha256: Vec::new(),
         first_owner: None,
+        ..Default::default()
     };
     Append {
         draft: draft(

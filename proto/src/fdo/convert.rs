@@ -34,6 +34,35 @@ pub struct FdoDeviceData {
     pub device_info: String,
 }
 
+impl FdoDeviceData {
+    /// The FDO block of a production order, checked: rendezvous info that
+    /// decodes within FDO's limits, device info of at most
+    /// [`super::MAX_DEVICE_INFO_LEN`] bytes.
+    ///
+    /// # Errors
+    /// [`Error::FdoMalformed`], [`Error::FdoTooLarge`].
+    pub fn from_order(order: &crate::v1::FdoOrder) -> Result<Self, Error> {
+        if order.device_info.len() > super::MAX_DEVICE_INFO_LEN {
+            return Err(super::header::too_large(
+                order.device_info.len(),
+                super::MAX_DEVICE_INFO_LEN,
+            ));
+        }
+        Ok(Self {
+            rv_info: RendezvousInfo::decode(&order.rendezvous_info)?,
+            device_info: order.device_info.clone(),
+        })
+    }
+
+    /// The production order's FDO block.
+    pub fn to_order(&self) -> crate::v1::FdoOrder {
+        crate::v1::FdoOrder {
+            rendezvous_info: self.rv_info.encode(),
+            device_info: self.device_info.clone(),
+        }
+    }
+}
+
 /// A Trustline voucher rebuilt from an FDO voucher.
 #[derive(Clone, Debug)]
 pub struct TrustlineView {

@@ -177,6 +177,27 @@ impl RendezvousInfo {
         }
     }
 
+    /// The `RendezvousInfo` CBOR (as in `OVRVInfo` and in a production
+    /// order's FDO block).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.write(&mut w);
+        w.finish()
+    }
+
+    /// Decodes and checks a `RendezvousInfo` (canonical CBOR, nothing after
+    /// it).
+    ///
+    /// # Errors
+    /// [`Error::FdoTooLarge`] over [`crate::fdo::MAX_HEADER_LEN`];
+    /// [`Error::FdoMalformed`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() > super::MAX_HEADER_LEN {
+            return Err(super::header::too_large(bytes.len(), super::MAX_HEADER_LEN));
+        }
+        Self::read(&cbor::parse(bytes, "rendezvous info")?)
+    }
+
     /// Checks the limits and values FDO allows.
     ///
     /// # Errors

@@ -475,3 +475,40 @@ fn the_documented_hashes_are_what_the_code_computes() {
         [0xa3, 0x00, 0x41, 2, 0x20, 0x41, 1, 0x21, 0x41, 3]
     );
 }
+
+#[test]
+fn an_orders_fdo_block_round_trips_and_bad_blocks_are_refused() {
+    use crate::fdo::{FdoDeviceData, RendezvousInfo};
+    let data = FdoDeviceData {
+        rv_info: RendezvousInfo::server("rv.example.com", 8041, rendezvous::protocol::HTTPS),
+        device_info: "Acme Sensor X1".into(),
+    };
+    let block = data.to_order();
+    assert_eq!(FdoDeviceData::from_order(&block).expect("decodes"), data);
+    assert_eq!(
+        RendezvousInfo::decode(&data.rv_info.encode()).expect("decodes"),
+        data.rv_info
+    );
+    let mut trailing = block.clone();
+    trailing.rendezvous_info.push(0);
+    assert!(matches!(
+        FdoDeviceData::from_order(&trailing),
+        Err(Error::FdoMalformed(_))
+    ));
+    let empty = crate::v1::FdoOrder {
+        rendezvous_info: vec![0x80],
+        device_info: "x".into(),
+    };
+    assert!(matches!(
+        FdoDeviceData::from_order(&empty),
+        Err(Error::FdoMalformed(_))
+    ));
+    let long = crate::v1::FdoOrder {
+        device_info: "x".repeat(513),
+        ..block
+    };
+    assert!(matches!(
+        FdoDeviceData::from_order(&long),
+        Err(Error::FdoTooLarge { .. })
+    ));
+}

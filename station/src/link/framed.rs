@@ -183,6 +183,13 @@ impl FramedLink {
         Ok(())
     }
 
+    /// Whether the device announced step `step` in this session's hello.
+    fn announces(&self, step: u32) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.steps.contains(&step))
+    }
+
     /// One request and its answer in the current session.
     async fn exchange(&mut self, step: &Step, timeout: Duration) -> Result<Answer> {
         let number = request_step(step);

@@ -141,6 +141,10 @@ impl DeviceLink for LineLink {
         each!(self, l => l.store_certification(chain, voucher).await)
     }
 
+    async fn fdo_header_hmac(&mut self, ov_header: &[u8]) -> Result<Option<[u8; 32]>> {
+        each!(self, l => l.fdo_header_hmac(ov_header).await)
+    }
+
     async fn finish(&mut self) -> Result<()> {
         each!(self, l => l.finish().await)
     }

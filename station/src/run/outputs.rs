@@ -1,6 +1,7 @@
 //! What a run writes for each certified device: `<serial>.pem` (the chain,
 //! device certificate first), `<serial>.voucher.cbor` and a line of
-//! `devices.jsonl`.
+//! `devices.jsonl`; for a device with an FDO voucher (issue 17), also
+//! `<serial>.fdo-voucher.pem` (PEM `OWNERSHIP VOUCHER`).
 
 use std::io::Write;
 
@@ -24,6 +25,13 @@ pub(super) fn write_outputs<L>(shared: &Shared<L>, p: &Provisioned) -> Result<()
     std::fs::write(&chain_path, chain_pem(&p.chain)).map_err(|e| Error::io(&chain_path, e))?;
     let voucher_path = dir.join(format!("{}.voucher.cbor", p.serial));
     std::fs::write(&voucher_path, &p.voucher).map_err(|e| Error::io(&voucher_path, e))?;
+    if let Some(fdo) = &p.fdo_voucher {
+        let fdo_path = dir.join(format!("{}.fdo-voucher.pem", p.serial));
+        let pem = trustline_proto::fdo::FdoVoucher::decode(fdo)
+            .map_err(|e| Error::Config(format!("the fdo voucher of {}: {e}", p.serial)))?
+            .to_pem();
+        std::fs::write(&fdo_path, pem).map_err(|e| Error::io(&fdo_path, e))?;
+    }
     if let Some(manifest) = &shared.manifest {
         let line = serde_json::json!({
             "serial": p.serial,

@@ -74,7 +74,10 @@ fn rot_id_of(attestation: &v1::RotAttestation) -> Option<String> {
 
 /// Calls `f` until it succeeds, is refused, or has failed `retries + 1`
 /// times with `UNAVAILABLE`.
-async fn with_retries<T, F, Fut>(retries: u32, mut f: F) -> std::result::Result<T, Status>
+pub(super) async fn with_retries<T, F, Fut>(
+    retries: u32,
+    mut f: F,
+) -> std::result::Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, Status>>,
@@ -234,6 +237,16 @@ pub(super) async fn provision<L: DeviceLink>(
         .store_certification(&certified.certificate_chain, &certified.voucher)
         .await
         .map_err(failed("store-certification"))?;
+    let fdo_voucher = super::fdo::bind(
+        &mut client,
+        link,
+        config.retries,
+        &config.order_id,
+        &begin.rot_id,
+        &certified.certificate_chain,
+        &voucher,
+    )
+    .await?;
     link.finish().await.map_err(failed("finish"))?;
     Ok(Provisioned {
         serial,
@@ -241,6 +254,7 @@ pub(super) async fn provision<L: DeviceLink>(
         label: certified.label,
         chain: certified.certificate_chain,
         voucher,
+        fdo_voucher,
         ledger_seq: certified.ledger_seq,
         replayed: certified.replayed,
     })

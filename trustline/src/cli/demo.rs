@@ -8,7 +8,9 @@
 //! impostors and counterfeits (station 1 makes its keys in the HSM, the
 //! others on the device); the ledger publishes a checkpoint; the services
 //! stop; the ledger files are verified offline and every chain with
-//! `openssl verify`. `--json` prints exactly `{provisioned,
+//! `openssl verify`. Beside each device's chain and Trustline voucher the
+//! stations write its FDO 1.1 voucher, `<serial>.fdo-voucher.pem` (the
+//! order names an FDO rendezvous server; issue 17), each verified here. `--json` prints exactly `{provisioned,
 //! duplicates_rejected, counterfeits_rejected, quota_rejected,
 //! ledger_entries, checkpoint, ledger_verified, devices_per_second}`.
 
@@ -22,6 +24,7 @@ use clap::Args;
 use hsm_sim::rot::Fleet;
 use serde::Serialize;
 use transport::{ClientTls, Limits, RateLimit};
+use trustline_proto::signer::Signer;
 use trustline_proto::v1;
 use trustline_proto::v1::custody_ledger_client::CustodyLedgerClient;
 use trustline_proto::v1::provisioning_client::ProvisioningClient;
@@ -36,6 +39,9 @@ use station::sim::SimLink;
 
 /// The demo's factory site.
 const SITE: &str = "site-1";
+/// The FDO rendezvous server the demo's order names (issue 17).
+const DEMO_RENDEZVOUS: &str = "rv.trustline.example";
+
 /// The demo's order.
 const ORDER: &str = "PO-DEMO-1";
 
@@ -177,6 +183,19 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
         not_after_ms: now + 7 * 86_400_000,
         allowed_ic_vendors: vendors,
         allowed_firmware_sha256: firmware.to_vec(),
+        // Issue 17: every device also gets an FDO 1.1 voucher
+        // (`<serial>.fdo-voucher.pem`, written by the station).
+        fdo: Some(
+            trustline_proto::fdo::FdoDeviceData {
+                rv_info: trustline_proto::fdo::RendezvousInfo::server(
+                    DEMO_RENDEZVOUS,
+                    8041,
+                    trustline_proto::fdo::rendezvous::protocol::HTTPS,
+                ),
+                device_info: "Trustline TL-SENSOR-1".into(),
+            }
+            .to_order(),
+        ),
         ..Default::default()
     };
     let signer = tokens
@@ -184,6 +203,12 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
         .signer(&KeyLabels::default().order)
         .context("the OEM order key")?;
     let signed = trustline_proto::statement::sign(&signer, &order)?;
+    let voucher_spki = tokens
+        .ca
+        .signer(&KeyLabels::default().voucher)
+        .context("the OEM voucher key")?
+        .public_key_der()
+        .to_vec();
     let admin = connect(setup::ADMIN.to_owned()).await?;
     ProvisioningClient::new(admin.clone())
         .open_order(v1::OpenOrderRequest {
@@ -252,6 +277,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
         .collect();
     let root = dir.join(setup::CA_DIR).join(ca_service::ca::ROOT_CERT_FILE);
     let openssl_ok = openssl_verify_all(&root, &out, &reports);
+    let (fdo_ok, fdo_n) = fdo_verify_all(&voucher_spki, &out, &reports);
 
     let count = |pred: &dyn Fn(&str) -> bool| -> usize {
         reports
@@ -298,6 +324,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
             summary.ledger_entries,
             if summary.ledger_verified { "yes" } else { "NO" }
         );
+        println!("fdo vouchers           {fdo_ok:>6} of {fdo_n} verify (<serial>.fdo-voucher.pem)");
         match openssl_ok {
             Some((ok, n)) => println!("openssl verify         {ok:>6} of {n} chains OK"),
             None => println!("openssl verify         skipped (openssl not installed)"),
@@ -306,11 +333,37 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
         println!("artifacts in {}", dir.display());
     }
     let chains_ok = openssl_ok.is_none_or(|(ok, n)| ok == n);
-    Ok(if failures == 0 && summary.ledger_verified && chains_ok {
-        Outcome::Success
-    } else {
-        Outcome::Findings
-    })
+    Ok(
+        if failures == 0 && summary.ledger_verified && chains_ok && fdo_ok == fdo_n {
+            Outcome::Success
+        } else {
+            Outcome::Findings
+        },
+    )
+}
+
+/// Each provisioned device's `<serial>.fdo-voucher.pem`, read back and
+/// verified against the OEM voucher key (chain hash, no entries yet): how
+/// many verify, of how many devices.
+fn fdo_verify_all(voucher_spki: &[u8], out: &Path, reports: &[Report]) -> (usize, usize) {
+    let serials: Vec<&str> = reports
+        .iter()
+        .flat_map(|r| r.outcomes.iter())
+        .filter_map(|o| match o {
+            run::Outcome::Provisioned(p) => Some(p.serial.as_str()),
+            _ => None,
+        })
+        .collect();
+    let ok = serials
+        .iter()
+        .filter(|serial| {
+            std::fs::read_to_string(out.join(format!("{serial}.fdo-voucher.pem")))
+                .ok()
+                .and_then(|pem| trustline_proto::fdo::FdoVoucher::from_pem(&pem).ok())
+                .is_some_and(|fdo| fdo.verify(voucher_spki).is_ok())
+        })
+        .count();
+    (ok, serials.len())
 }
 
 /// `openssl verify` on every written chain; `None` without openssl.

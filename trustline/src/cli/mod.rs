@@ -17,6 +17,7 @@ pub(crate) mod bench_line;
 pub(crate) mod ca;
 pub(crate) mod demo;
 pub(crate) mod evidence;
+pub(crate) mod fdo_args;
 pub(crate) mod hsm_args;
 pub(crate) mod hub;
 pub(crate) mod inspect;

@@ -1,7 +1,8 @@
 //! `trustline order …`: the OEM's production orders (2.4.14.22).
 //!
 //! `order create` signs a `ProductionOrder` with the OEM order key in the
-//! HSM and writes the signed statement to a file; `order open` sends it to
+//! HSM (with `--fdo-rv`, an FDO block: [`super::fdo_args`]) and writes the
+//! signed statement to a file; `order open` sends it to
 //! the provisioner as an admin (`OpenOrder`); `order status` shows an
 //! order's progress.
 
@@ -23,7 +24,7 @@ use site::setup;
 #[derive(Debug, Subcommand)]
 pub(crate) enum OrderCommand {
     /// Signs a production order with the OEM order key (HSM).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Opens a signed order on the provisioner (as admin).
     Open(OpenArgs),
     /// Shows an order and how many devices it has certified.
@@ -78,6 +79,9 @@ pub(crate) struct CreateArgs {
     /// Where to write the signed order.
     #[arg(long, value_name = "FILE")]
     pub(crate) out: PathBuf,
+    /// The FDO block (issue 17).
+    #[command(flatten)]
+    pub(crate) fdo: super::fdo_args::FdoArgs,
     /// The HSM.
     #[command(flatten)]
     pub(crate) hsm: HsmArgs,
@@ -145,6 +149,7 @@ fn create(args: &CreateArgs) -> anyhow::Result<Outcome> {
         not_after_ms: now + i64::from(args.valid_days) * 86_400_000,
         allowed_ic_vendors: args.vendors.clone(),
         allowed_firmware_sha256: firmware,
+        fdo: args.fdo.block(&args.sku)?,
         ..Default::default()
     };
     let hsm = super::hsm_args::open(&args.hsm.config(args.data_dir.as_deref())?)?;

@@ -18,6 +18,8 @@
 //!   device key; a voucher without a device binding fails unless
 //!   `--allow-unbound` says it may. Exit 1 when a check fails.
 //! - `voucher show --voucher V [--json]`: what the voucher says, unverified.
+//! - `voucher export --format fdo`, `voucher import`, and `extend`/`verify`
+//!   on an FDO 1.1 voucher (PEM `OWNERSHIP VOUCHER`): [`fdo`] (issue 17).
 //!
 //! Keys are shown by fingerprint (SHA-256 of the SubjectPublicKeyInfo),
 //! never printed whole.
@@ -32,6 +34,7 @@ use trustline_proto::voucher::cert_chain_hash;
 
 use super::Outcome;
 
+mod fdo;
 mod files;
 
 pub(crate) use files::{
@@ -47,6 +50,11 @@ pub(crate) enum VoucherCommand {
     Verify(VerifyArgs),
     /// Shows what a voucher says (unverified).
     Show(ShowArgs),
+    /// Writes the voucher in another format (FDO 1.1).
+    Export(fdo::ExportArgs),
+    /// Verifies an FDO 1.1 voucher and rebuilds the Trustline voucher it
+    /// carries.
+    Import(fdo::ImportArgs),
 }
 
 /// `trustline voucher extend` arguments.
@@ -115,6 +123,8 @@ pub(crate) fn run(command: VoucherCommand) -> anyhow::Result<Outcome> {
         VoucherCommand::Extend(args) => extend(&args),
         VoucherCommand::Verify(args) => verify(&args),
         VoucherCommand::Show(args) => show(&args),
+        VoucherCommand::Export(args) => fdo::export(&args),
+        VoucherCommand::Import(args) => fdo::import(&args),
     }
 }
 
@@ -128,6 +138,9 @@ struct Extended {
 }
 
 fn extend(args: &ExtendArgs) -> anyhow::Result<Outcome> {
+    if fdo::is_fdo(&args.voucher)? {
+        return fdo::extend(args);
+    }
     let (_, mut voucher) = read_voucher(&args.voucher)?;
     let owner = read_private_key(&args.key)?;
     let next = read_public_key(&args.to)?;
@@ -182,6 +195,9 @@ struct Verification {
 }
 
 fn verify(args: &VerifyArgs) -> anyhow::Result<Outcome> {
+    if fdo::is_fdo(&args.voucher)? {
+        return fdo::verify(args);
+    }
     let (_, voucher) = read_voucher(&args.voucher)?;
     let manufacturer = read_public_key(&args.manufacturer_key)?;
     let mut ok = true;

@@ -143,6 +143,25 @@ impl DeviceLink for FramedLink {
         }
     }
 
+    async fn fdo_header_hmac(&mut self, ov_header: &[u8]) -> Result<Option<[u8; 32]>> {
+        self.ensure_session().await?;
+        if !self.announces(17) {
+            return Ok(None);
+        }
+        let step = Step::FdoHeaderHmac(dv1::FdoHeaderHmacRequest {
+            ov_header: ov_header.to_vec(),
+        });
+        match self.call(step).await? {
+            Answer::FdoHeaderHmac(a) => a
+                .hmac_sha256
+                .as_slice()
+                .try_into()
+                .map(Some)
+                .map_err(|_| wrong_answer("fdo_header_hmac")),
+            _ => Err(wrong_answer("fdo_header_hmac")),
+        }
+    }
+
     async fn finish(&mut self) -> Result<()> {
         self.session = None;
         let deadline = self.deadline();
