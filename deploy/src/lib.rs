@@ -20,6 +20,9 @@
 //! - [`enrol`]: `trustline site init` ([`enrol::site_init`]), `trustline
 //!   hub enroll-site` ([`enrol::enroll_site`]) and `trustline site install`
 //!   ([`enrol::site_install`]);
+//! - [`field`]: ownership at the hub (issue 13 item 4): the `Ownership`
+//!   service's back ends over the registry, the mirror, the hub's own
+//!   ledger and the OEM's keys;
 //! - [`bundle`]: the enrolment bundle's format;
 //! - [`witness`]: the hub's HSM witness key behind `hub::WitnessSigner`.
 //!
@@ -32,6 +35,7 @@
 pub mod bundle;
 pub mod enrol;
 mod error;
+pub mod field;
 pub mod hub;
 pub mod witness;
 
