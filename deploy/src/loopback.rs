@@ -341,6 +341,19 @@ impl Loopback {
         connect(dir, name, &s.addr.to_string()).await
     }
 
+    /// A channel to the hub as site `i`'s credential `name` (its `uplink`,
+    /// issued by the hub's service CA at enrolment).
+    ///
+    /// # Errors
+    /// Credential or connection failures.
+    pub async fn site_to_hub(&self, i: usize, name: &str) -> Result<Channel> {
+        let s = self
+            .sites
+            .get(i)
+            .ok_or_else(|| Error::Refused(format!("no site {i}")))?;
+        connect(&s.dir, name, &self.hub_addr.to_string()).await
+    }
+
     /// Issues a client credential `name` at the hub (its service CA, in
     /// `<hub>/pki`) for `caller`: an owner's or service provider's
     /// `operator` identity, for the `Ownership` service at the hub.
