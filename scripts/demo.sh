@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # The demo command: installs what the demo needs, builds Trustline, and runs
-# the end-to-end factory demo, keeping every artifact under ./demo-out.
+# the end-to-end demo — an OEM hub and two factory sites on loopback, each
+# on its own tokens (`--sites 2`, unless --sites is given; `--sites 1` is
+# the single-box line) — keeping every artifact under ./demo-out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TRUSTLINE_SKIP_BROWSER=1 scripts/install-deps.sh
 rm -rf demo-out
-cargo run --release --locked --bin trustline -- demo --dir demo-out "$@"
+sites=(--sites 2)
+for arg in "$@"; do
+  case "$arg" in --sites|--sites=*) sites=() ;; esac
+done
+cargo run --release --locked --bin trustline -- demo --dir demo-out "${sites[@]}" "$@"
