@@ -96,12 +96,8 @@ fn mirror_seq(tag: u64, seq: u64) -> u64 {
 /// The `(site tag, site seq)` a hub seq names, when it names a mirrored
 /// site entry; `None` for the hub ledger's own entries.
 pub fn site_entry(seq: u64) -> Option<(u64, u64)> {
-    (seq & MIRROR_BIT != 0).then(|| {
-        (
-            (seq & !MIRROR_BIT) >> SEQ_BITS,
-            seq & ((1 << SEQ_BITS) - 1),
-        )
-    })
+    (seq & MIRROR_BIT != 0)
+        .then_some(((seq & !MIRROR_BIT) >> SEQ_BITS, seq & ((1 << SEQ_BITS) - 1)))
 }
 
 fn hub_status(e: hub::Error) -> Status {
@@ -141,8 +137,7 @@ pub fn open_hub_ledger(dir: &Path, hsm: &Hsm, origin: &str) -> Result<custody_le
             key_file.display()
         )));
     }
-    let mut config =
-        custody_ledger::LedgerConfig::new(dir.join(backends::layout::LEDGER_DIR));
+    let mut config = custody_ledger::LedgerConfig::new(dir.join(backends::layout::LEDGER_DIR));
     config.origin = origin.to_owned();
     custody_ledger::Ledger::open(config, Arc::new(signer))
         .map_err(|e| Error::Refused(format!("opening the hub ledger: {e}")))
@@ -315,10 +310,7 @@ impl LedgerReads for HubLedger {
 }
 
 impl CloneRegistry for HubLedger {
-    fn cross_site_clone(
-        &self,
-        rot_id: String,
-    ) -> BoxFuture<'_, Result<Option<String>, Status>> {
+    fn cross_site_clone(&self, rot_id: String) -> BoxFuture<'_, Result<Option<String>, Status>> {
         Box::pin(async move {
             let records = self
                 .hub
@@ -333,10 +325,9 @@ impl CloneRegistry for HubLedger {
                     continue;
                 }
                 let what = match clone.kind {
-                    IdentityKind::Serial => format!(
-                        "serial {}",
-                        String::from_utf8_lossy(&clone.value)
-                    ),
+                    IdentityKind::Serial => {
+                        format!("serial {}", String::from_utf8_lossy(&clone.value))
+                    }
                     IdentityKind::RotId => "rot_id".to_owned(),
                     IdentityKind::DeviceKey => "device key".to_owned(),
                 };
@@ -345,7 +336,10 @@ impl CloneRegistry for HubLedger {
                     .iter()
                     .map(|h| format!("{} entry {}", h.site, h.seq))
                     .collect();
-                parts.push(format!("its {what} is certified at {}", holders.join(" and ")));
+                parts.push(format!(
+                    "its {what} is certified at {}",
+                    holders.join(" and ")
+                ));
             }
             if parts.is_empty() {
                 let sites: Vec<String> = records

@@ -374,14 +374,9 @@ async fn serve_open(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let ownership = crate::field::start_ownership(
-        dir,
-        hsm,
-        hub,
-        ledger,
-        settings.ownership.to_config(),
-    )
-    .await?;
+    let ownership =
+        crate::field::start_ownership(dir, hsm, hub, ledger, settings.ownership.to_config())
+            .await?;
     let lockouts_dir = dir.join(setup::LOCKOUTS_DIR);
     std::fs::create_dir_all(&lockouts_dir).map_err(|e| Error::io(&lockouts_dir, e))?;
     let lockouts = transport::LockoutTracker::open(

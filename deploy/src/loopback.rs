@@ -169,7 +169,10 @@ impl Loopback {
             enrol::enroll_site(&hub_hsm, &hub_dir, &request, &bundle_path)?;
             let bundle = crate::bundle::Bundle::read(&bundle_path)?;
             enrol::site_install(&spec.ca, &site_dir, &bundle)?;
-            site::config::write_vendor_roots(&site_dir.join(backends::layout::VENDORS_DIR), vendor_roots)?;
+            site::config::write_vendor_roots(
+                &site_dir.join(backends::layout::VENDORS_DIR),
+                vendor_roots,
+            )?;
             let mut config = site::Config::load(&site_dir)?;
             config.transport = limits.clone();
             config.uplink = Some(UplinkConfig {
@@ -363,7 +366,13 @@ impl Loopback {
     pub fn issue_hub_client(&self, name: &str, caller: Caller) -> Result<()> {
         let pki_dir = self.hub_dir.join(setup::PKI_DIR);
         let (key, cert) = setup::service_ca(&self.hub_hsm, &pki_dir)?;
-        setup::issue_missing(&key, &cert, &pki_dir, &pki_dir, &[Wanted::client(name, caller)])?;
+        setup::issue_missing(
+            &key,
+            &cert,
+            &pki_dir,
+            &pki_dir,
+            &[Wanted::client(name, caller)],
+        )?;
         Ok(())
     }
 

@@ -274,11 +274,14 @@ impl Ownership {
     pub async fn start(config: OwnershipConfig, backends: OwnershipBackends) -> Result<Self> {
         let chain = backends.ca.get_chain().await.map_err(Error::ca)?;
         let mut intermediates = chain.certificates;
-        let root = intermediates.pop().filter(|_| !intermediates.is_empty()).ok_or_else(|| {
-            Error::Config(
-                "the ca chain must hold at least one site intermediate, then the root".into(),
-            )
-        })?;
+        let root = intermediates
+            .pop()
+            .filter(|_| !intermediates.is_empty())
+            .ok_or_else(|| {
+                Error::Config(
+                    "the ca chain must hold at least one site intermediate, then the root".into(),
+                )
+            })?;
         trustline_proto::statement::parse_p256_spki(&chain.voucher_public_key)
             .map_err(|e| Error::Config(format!("oem voucher key: {e}")))?;
         Ok(Self {

@@ -43,11 +43,19 @@ fn the_two_site_demo_reports_the_offline_allowance_clones_and_forks_it_staged() 
     assert_eq!(j["ledger_verified"], true);
     assert!(n("cosigned_checkpoints") >= 4, "{j}");
     let note = j["checkpoint"].as_str().unwrap();
-    assert_eq!(note.matches("\n— ").count(), 2, "site and witness lines: {note}");
+    assert_eq!(
+        note.matches("\n— ").count(),
+        2,
+        "site and witness lines: {note}"
+    );
 
     // Every domain's data is kept: the witness key, each site's cosigned
     // notes, the hub's ledger.
-    for f in ["hub/witness-key.pub.pem", "hub/witness.vkey", "hub/ledger/ledger-key.pub.pem"] {
+    for f in [
+        "hub/witness-key.pub.pem",
+        "hub/witness.vkey",
+        "hub/ledger/ledger-key.pub.pem",
+    ] {
         assert!(dir.join(f).is_file(), "{f}");
     }
     for site in ["site-1", "site-2"] {

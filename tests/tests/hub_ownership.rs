@@ -123,7 +123,10 @@ async fn the_hub_onboards_a_device_whose_factory_is_stopped_and_refuses_a_cross_
     let mut net = Loopback::init(
         work.path(),
         hub_hsm,
-        vec![spec("site-a", a_ca, a_ledger), spec("site-b", b_ca, b_ledger)],
+        vec![
+            spec("site-a", a_ca, a_ledger),
+            spec("site-b", b_ca, b_ledger),
+        ],
         &fleet.vendor_roots(),
         &test_limits(),
         (20, 200),
@@ -186,7 +189,12 @@ async fn the_hub_onboards_a_device_whose_factory_is_stopped_and_refuses_a_cross_
     };
     let ch = challenge(genuine.rot_id.clone()).await.unwrap();
     let done = op
-        .onboard(onboard(first.voucher.clone(), device, genuine.chain.clone(), ch))
+        .onboard(onboard(
+            first.voucher.clone(),
+            device,
+            genuine.chain.clone(),
+            ch,
+        ))
         .await
         .unwrap()
         .into_inner();

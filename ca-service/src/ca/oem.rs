@@ -28,12 +28,10 @@ fn seal_aad(rot_id: &str, index: u32) -> Result<Vec<u8>, Error> {
 pub(crate) fn sign_entry(voucher: &HsmSigner, entry_payload: &[u8]) -> Result<Vec<u8>, Error> {
     take_signer_failure();
     trustline_proto::voucher::sign_entry(entry_payload, voucher).map_err(|e| match e {
-        trustline_proto::Error::Signer(reason) => {
-            take_signer_failure().unwrap_or(Error::Pkcs11 {
-                operation: "C_Sign",
-                reason,
-            })
-        }
+        trustline_proto::Error::Signer(reason) => take_signer_failure().unwrap_or(Error::Pkcs11 {
+            operation: "C_Sign",
+            reason,
+        }),
         other => Error::VoucherEntry(other.to_string()),
     })
 }

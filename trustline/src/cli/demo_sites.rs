@@ -83,8 +83,12 @@ fn say(args: &DemoArgs, line: &str) {
 
 /// Opens (creating it) the embedded token `label` under `<dir>/hsm`.
 fn token(dir: &Path, label: &str) -> anyhow::Result<Hsm> {
-    let t = hsm_sim::softhsm::embedded_named_token(&dir.join(backends::layout::EMBEDDED_HSM_DIR), None, label)
-        .with_context(|| format!("embedded token {label}"))?;
+    let t = hsm_sim::softhsm::embedded_named_token(
+        &dir.join(backends::layout::EMBEDDED_HSM_DIR),
+        None,
+        label,
+    )
+    .with_context(|| format!("embedded token {label}"))?;
     let mut config = HsmConfig::new(t.label, PinSource::File(t.pin_file));
     config.module = Some(t.module);
     config.pool_size = 4;
@@ -131,7 +135,14 @@ pub(crate) async fn demo(args: &DemoArgs) -> anyhow::Result<CliOutcome> {
     let vendor_roots = fleet.vendor_roots();
     let vendors: Vec<String> = vendor_roots.iter().map(|(n, _)| n.clone()).collect();
     let firmware = fleet.firmware_sha256();
-    let mut net = Loopback::init(dir, hub_hsm, specs, &vendor_roots, &demo_limits(), (50, 400))?;
+    let mut net = Loopback::init(
+        dir,
+        hub_hsm,
+        specs,
+        &vendor_roots,
+        &demo_limits(),
+        (50, 400),
+    )?;
     net.start_all().await?;
     say(
         args,
@@ -247,7 +258,10 @@ pub(crate) async fn demo(args: &DemoArgs) -> anyhow::Result<CliOutcome> {
     net.stop_hub().await?;
     say(
         args,
-        &format!("hub down: {} keeps producing on its offline allowance ({OFFLINE_ALLOWANCE})", names[last]),
+        &format!(
+            "hub down: {} keeps producing on its offline allowance ({OFFLINE_ALLOWANCE})",
+            names[last]
+        ),
     );
     let channel = net.site_channel(last, &station(&net, last), false).await?;
     let offline_made = run_line(channel, last, 500, offline, args.json).await?;
@@ -277,12 +291,18 @@ pub(crate) async fn demo(args: &DemoArgs) -> anyhow::Result<CliOutcome> {
     for i in 0..n {
         synced(&net, i).await?;
     }
-    say(args, "hub back: the backlog is cosigned and the allowance free again");
+    say(
+        args,
+        "hub back: the backlog is cosigned and the allowance free again",
+    );
 
     // A forged history: the first site's uplink identity pushes a rewritten
     // copy of an entry the hub already holds.
     let forged = forge(&net).await?;
-    say(args, &format!("forged history refused by the hub: {forged}"));
+    say(
+        args,
+        &format!("forged history refused by the hub: {forged}"),
+    );
 
     // Every factory stops; the hub alone does field life.
     for i in 0..n {
@@ -328,7 +348,8 @@ pub(crate) async fn demo(args: &DemoArgs) -> anyhow::Result<CliOutcome> {
             .unwrap_or(0);
     }
     let storage = custody_ledger::storage::FileStorage::open(&net.hub_dir.join(setup::LEDGER_DIR))?;
-    let hub_verified = custody_ledger::verify::verify_dir(&storage, &Default::default(), &mut |_| {})?;
+    let hub_verified =
+        custody_ledger::verify::verify_dir(&storage, &Default::default(), &mut |_| {})?;
     verified_all &= hub_verified.report.is_ok();
     let checkpoint = std::fs::read_to_string(
         net.sites[0]
@@ -381,7 +402,10 @@ pub(crate) async fn demo(args: &DemoArgs) -> anyhow::Result<CliOutcome> {
             summary.provisioned, summary.devices_per_second
         );
         println!("duplicates rejected    {:>6}", summary.duplicates_rejected);
-        println!("counterfeits rejected  {:>6}", summary.counterfeits_rejected);
+        println!(
+            "counterfeits rejected  {:>6}",
+            summary.counterfeits_rejected
+        );
         println!("failures               {failures:>6}");
         println!("cosigned checkpoints   {:>6}", summary.cosigned_checkpoints);
         println!(
@@ -398,7 +422,11 @@ pub(crate) async fn demo(args: &DemoArgs) -> anyhow::Result<CliOutcome> {
             summary.ledger_entries,
             if summary.ledger_verified { "yes" } else { "NO" }
         );
-        println!("cosigned checkpoint of {}:\n{}", names[0], summary.checkpoint.trim_end());
+        println!(
+            "cosigned checkpoint of {}:\n{}",
+            names[0],
+            summary.checkpoint.trim_end()
+        );
         println!("artifacts in {}", dir.display());
     }
     let expected = summary.offline_certified == OFFLINE_ALLOWANCE as usize
