@@ -35,7 +35,7 @@ pub mod ledger_key;
 pub mod request;
 pub mod service;
 
-pub use ca::{Ca, InitOptions, InitReport, IssuedCertificate, SealedEntry};
+pub use ca::{Ca, InitOptions, InitReport, IssuedCertificate, OemSigner, SealedEntry};
 pub use error::Error;
 pub use hsm::{Hsm, HsmConfig, HsmEd25519Signer, HsmSigner, PinSource};
 pub use request::{DeviceCertificateRequest, SubjectKey, VerifiedRequest};

@@ -94,7 +94,11 @@ fn time_from_ms(field: &str, ms: i64) -> Result<OffsetDateTime, Error> {
     })
 }
 
-fn crl_request(req: v1::SignCrlRequest) -> Result<CrlRequest, Error> {
+/// The CRL a `SignCrlRequest` asks for (also for the hub's CRL signer).
+///
+/// # Errors
+/// [`Error::InvalidCrlRequest`] for a time that does not convert.
+pub fn crl_request(req: v1::SignCrlRequest) -> Result<CrlRequest, Error> {
     let revoked = req
         .revoked
         .into_iter()

@@ -12,6 +12,7 @@
 //!                                   hub.pem/.key (server), admin, auditor
 //! <hub>/sites/<site>.toml           an enrolled site: origin, ledger key, intermediate
 //! <hub>/store/                      the hub's embedded store (mirror, registry, cosignatures)
+//! <hub>/ledger/                     the hub's custody ledger of field-life events, ledger-key.pub.pem
 //! <hub>/lockouts/hub.json           callers locked out
 //! <hub>/hsm/                        the embedded SoftHSM2 token (demo and laptops only)
 //! ```
@@ -19,7 +20,8 @@
 //! The hub's token holds the OEM root (the demo's; in production it may
 //! stay offline and sign intermediates with `trustline ca
 //! sign-intermediate`), order and voucher keys, the witness key
-//! (`trustline-witness`, Ed25519) and the service CA key.
+//! (`trustline-witness`, Ed25519), the OEM seal key, the hub ledger's
+//! checkpoint key (`trustline-hub-ledger`) and the service CA key.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -61,6 +63,8 @@ pub struct HubSection {
     pub listen: String,
     /// The witness's cosigner name (its note key name).
     pub witness_name: String,
+    /// The checkpoint origin of the hub's own ledger (field-life events).
+    pub ledger_origin: String,
 }
 
 impl Default for HubSection {
@@ -68,6 +72,7 @@ impl Default for HubSection {
         Self {
             listen: DEFAULT_LISTEN.into(),
             witness_name: DEFAULT_WITNESS_NAME.into(),
+            ledger_origin: crate::field::DEFAULT_HUB_LEDGER_ORIGIN.into(),
         }
     }
 }
@@ -80,6 +85,8 @@ pub struct HubSettings {
     pub hub: HubSection,
     /// Transport limits (message sizes, rates, lockouts).
     pub transport: Limits,
+    /// The ownership service at the hub (challenges, budgets, CRL).
+    pub ownership: site::config::OwnershipSettings,
 }
 
 impl HubSettings {
@@ -174,6 +181,10 @@ pub fn init(hsm: &Hsm, dir: &Path, organization: &str, witness_name: &str) -> Re
         write_new(&path, &text)?;
         files.push(path);
     }
+    let ledger = crate::field::open_hub_ledger(dir, hsm, &settings_origin(dir))?;
+    ledger.close();
+    keys.push(crate::field::HUB_LEDGER_KEY.to_owned());
+    files.push(dir.join(backends::layout::LEDGER_KEY_FILE));
     let pki_dir = dir.join(setup::PKI_DIR);
     let (ca_key, ca_cert) = setup::service_ca(hsm, &pki_dir)?;
     keys.push(transport::pki::SERVICE_CA_KEY_LABEL.to_owned());
@@ -188,8 +199,8 @@ pub fn init(hsm: &Hsm, dir: &Path, organization: &str, witness_name: &str) -> Re
     let config_path = dir.join(HUB_CONFIG_FILE);
     if !config_path.exists() {
         let text = format!(
-            "# Written by `trustline hub init`.\n[hub]\nlisten = {:?}\nwitness_name = {:?}\n",
-            settings.hub.listen, settings.hub.witness_name
+            "# Written by `trustline hub init`.\n[hub]\nlisten = {:?}\nwitness_name = {:?}\nledger_origin = {:?}\n",
+            settings.hub.listen, settings.hub.witness_name, settings.hub.ledger_origin
         );
         write_new(&config_path, &text)?;
         files.push(config_path);
@@ -201,6 +212,14 @@ pub fn init(hsm: &Hsm, dir: &Path, organization: &str, witness_name: &str) -> Re
         files,
         witness_verifier_key: vkey,
     })
+}
+
+/// The hub ledger's origin from `<dir>/hub.toml` (the default before the
+/// file exists).
+fn settings_origin(dir: &Path) -> String {
+    HubSettings::load(dir)
+        .map(|s| s.hub.ledger_origin)
+        .unwrap_or_else(|_| crate::field::DEFAULT_HUB_LEDGER_ORIGIN.into())
 }
 
 /// One site enrolled at the hub (`<hub>/sites/<site>.toml`).
@@ -319,7 +338,8 @@ pub fn hub_config(dir: &Path) -> Result<hub::HubConfig> {
 /// `trustline serve hub`: the hub over its embedded store in
 /// `<dir>/store`, witnessing every enrolled site (the register is read at
 /// start: restart after `hub enroll-site`), cosigning with the witness key
-/// on `hsm`, behind TLS 1.3 with the hub's server credential and the
+/// on `hsm`, and the `Ownership` service over the registry and the hub's
+/// own ledger in `<dir>/ledger` ([`crate::field`]), behind TLS 1.3 with the hub's server credential and the
 /// service CA's CRL, until `shutdown` completes.
 ///
 /// # Errors
@@ -338,6 +358,25 @@ pub async fn serve(
         tracing::warn!("no site is enrolled at this hub (`trustline hub enroll-site`)");
     }
     let hub = hub::Hub::open_embedded(&dir.join(STORE_DIR), config, cosigner)?;
+    let ledger = crate::field::open_hub_ledger(dir, hsm, &settings.hub.ledger_origin)?;
+    let served = serve_open(dir, settings, hsm, &hub, &ledger, listener, shutdown).await;
+    ledger.close();
+    served
+}
+
+/// `serve hub` once the hub and its ledger are open.
+async fn serve_open(
+    dir: &Path,
+    settings: &HubSettings,
+    hsm: &Hsm,
+    hub: &hub::Hub,
+    ledger: &custody_ledger::Ledger,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let ownership =
+        crate::field::start_ownership(dir, hsm, hub, ledger, settings.ownership.to_config())
+            .await?;
     let lockouts_dir = dir.join(setup::LOCKOUTS_DIR);
     std::fs::create_dir_all(&lockouts_dir).map_err(|e| Error::io(&lockouts_dir, e))?;
     let lockouts = transport::LockoutTracker::open(
@@ -353,6 +392,18 @@ pub async fn serve(
         &dir.join(setup::PKI_DIR),
         HUB_SERVER,
     ))?;
-    hub::server::run(hub, listener, tls, guard, shutdown).await?;
+    let mut routes = hub::server::routes_builder(hub, &guard)?;
+    if let Some(ownership) = ownership {
+        routes.add_service(ownership::service::server(
+            Arc::new(ownership),
+            guard.limits(),
+        ));
+    }
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        witness = %hub.witness().verifier_key(),
+        "hub serving"
+    );
+    transport::serve(routes.routes(), listener, tls, guard, shutdown).await?;
     Ok(())
 }

@@ -20,6 +20,11 @@
 //! - [`enrol`]: `trustline site init` ([`enrol::site_init`]), `trustline
 //!   hub enroll-site` ([`enrol::enroll_site`]) and `trustline site install`
 //!   ([`enrol::site_install`]);
+//! - [`field`]: ownership at the hub (issue 13 item 4): the `Ownership`
+//!   service's back ends over the registry, the mirror, the hub's own
+//!   ledger and the OEM's keys;
+//! - [`loopback`]: a hub and N sites in one process on loopback, wired by
+//!   the functions above (`trustline demo --sites N`, end-to-end tests);
 //! - [`bundle`]: the enrolment bundle's format;
 //! - [`witness`]: the hub's HSM witness key behind `hub::WitnessSigner`.
 //!
@@ -32,7 +37,9 @@
 pub mod bundle;
 pub mod enrol;
 mod error;
+pub mod field;
 pub mod hub;
+pub mod loopback;
 pub mod witness;
 
 pub use error::{Error, Result};

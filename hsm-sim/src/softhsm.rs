@@ -437,6 +437,21 @@ pub fn embedded_ledger_token(
     )
 }
 
+/// Opens the embedded token `label` in `hsm_dir`, creating it on first use
+/// with a PIN of its own in `hsm_dir/<label>.pin`: one token per trust
+/// domain and role when a demo runs several domains in one process (the
+/// OEM hub's, and each site's CA and ledger tokens; issue 13).
+///
+/// # Errors
+/// As [`embedded_token`].
+pub fn embedded_named_token(
+    hsm_dir: &Path,
+    module: Option<&Path>,
+    label: &str,
+) -> Result<EmbeddedToken, Error> {
+    embedded(hsm_dir, module, label, &format!("{label}.pin"))
+}
+
 fn embedded(
     hsm_dir: &Path,
     module: Option<&Path>,

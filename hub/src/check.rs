@@ -48,11 +48,7 @@ impl NodeReader for StoreNodes<'_> {
 /// A unique key as the store indexes it: `u32 BE len(namespace) ‖
 /// namespace ‖ value`.
 fn encode_key(k: &v1::UniqueKey) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + k.namespace.len() + k.value.len());
-    out.extend_from_slice(&(k.namespace.len() as u32).to_be_bytes());
-    out.extend_from_slice(k.namespace.as_bytes());
-    out.extend_from_slice(&k.value);
-    out
+    crate::store::encode_key(&k.namespace, &k.value)
 }
 
 fn key_text(k: &v1::UniqueKey) -> String {
@@ -131,6 +127,7 @@ pub(crate) fn check_batch(
     let mut key_holders = prior.key_holders;
     let mut quotas = prior.quotas;
     let mut new_heads: HashMap<String, Hash> = HashMap::new();
+    let mut device_entries = Vec::new();
     let mut new_keys = Vec::new();
     let mut touched_quotas: HashSet<String> = HashSet::new();
     let mut nodes = Vec::with_capacity(entries.len() * 2);
@@ -197,6 +194,7 @@ pub(crate) fn check_batch(
         if !e.rot_id.is_empty() {
             device_heads.insert(e.rot_id.clone(), leaf);
             new_heads.insert(e.rot_id.clone(), leaf);
+            device_entries.push((e.rot_id.clone(), seq));
         }
         frontier.push(leaf, &mut |n| nodes.push(n));
         head = chain_head(&head, &leaf);
@@ -225,6 +223,7 @@ pub(crate) fn check_batch(
         entries,
         nodes,
         device_heads: new_heads.into_iter().collect(),
+        device_entries,
         keys: new_keys,
         quotas,
         events,

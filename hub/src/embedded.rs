@@ -18,6 +18,7 @@
 //! | `entries` | (site, seq) | the entry's exact bytes |
 //! | `nodes` | (site, level, index) | 32-byte subtree hash (level 0: leaf hash) |
 //! | `device_heads` | (site, rot_id) | leaf hash of the device's latest entry |
+//! | `device_entries` | (site, rot_id, seq) | empty: the device's entries at the site |
 //! | `keys` | (site, encoded unique key) | holder seq |
 //! | `quotas` | (site, counter) | count |
 //! | `devices` | (rot_id, site) | `DeviceRecord` less its key |
@@ -51,6 +52,8 @@ const SITES: TableDefinition<&str, &[u8]> = TableDefinition::new("sites");
 const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entries");
 const NODES: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("nodes");
 const DEVICE_HEADS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("device_heads");
+const DEVICE_ENTRIES: TableDefinition<(&str, &str, u64), ()> =
+    TableDefinition::new("device_entries");
 const KEYS: TableDefinition<(&str, &[u8]), u64> = TableDefinition::new("keys");
 const QUOTAS: TableDefinition<(&str, &str), u64> = TableDefinition::new("quotas");
 const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
@@ -63,8 +66,9 @@ const FORKS: TableDefinition<u64, &[u8]> = TableDefinition::new("forks");
 const FORK_INDEX: TableDefinition<&[u8], u64> = TableDefinition::new("fork_index");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// The layout version this code writes and reads.
-const FORMAT: u64 = 1;
+/// The layout version this code writes and reads (2: `device_entries`,
+/// issue 13 item 4; a version-1 store lacks it and is refused).
+const FORMAT: u64 = 2;
 /// The file name inside the hub's data directory.
 pub const STORE_FILE: &str = "hub.redb";
 
@@ -95,6 +99,7 @@ impl EmbeddedStore {
             w.open_table(ENTRIES)?;
             w.open_table(NODES)?;
             w.open_table(DEVICE_HEADS)?;
+            w.open_table(DEVICE_ENTRIES)?;
             w.open_table(KEYS)?;
             w.open_table(QUOTAS)?;
             w.open_table(DEVICES)?;
@@ -660,6 +665,10 @@ impl HubStore for EmbeddedStore {
             for (rot, hash) in &batch.device_heads {
                 heads.insert((site, rot.as_str()), hash.as_slice())?;
             }
+            let mut device_entries = w.open_table(DEVICE_ENTRIES)?;
+            for (rot, seq) in &batch.device_entries {
+                device_entries.insert((site, rot.as_str(), *seq), ())?;
+            }
             let mut keys = w.open_table(KEYS)?;
             for (key, seq) in &batch.keys {
                 keys.insert((site, key.as_slice()), *seq)?;
@@ -738,6 +747,17 @@ impl HubStore for EmbeddedStore {
         };
         w.commit()?;
         Ok(stored)
+    }
+
+    fn device_entries(&self, site: &str, rot_id: &str) -> Result<Vec<u64>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(DEVICE_ENTRIES)?;
+        let mut out = Vec::new();
+        for item in t.range((site, rot_id, 0)..=(site, rot_id, u64::MAX))? {
+            let (k, _) = item?;
+            out.push(k.value().2);
+        }
+        Ok(out)
     }
 
     fn devices(&self, query: &DeviceQuery) -> Result<Vec<DeviceRecord>> {

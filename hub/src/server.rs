@@ -23,6 +23,18 @@ pub const WITNESS_MAX_DECODE_BYTES: usize = 16 << 20;
 /// # Errors
 /// [`transport::Error`] when the operational routes cannot be built.
 pub fn routes(hub: &Hub, guard: &Guard) -> Result<Routes, transport::Error> {
+    Ok(routes_builder(hub, guard)?.routes())
+}
+
+/// As [`routes`], still open for more services (`trustline serve hub`
+/// adds the `Ownership` service, issue 13 item 4).
+///
+/// # Errors
+/// As [`routes`].
+pub fn routes_builder(
+    hub: &Hub,
+    guard: &Guard,
+) -> Result<tonic::service::RoutesBuilder, transport::Error> {
     let limits = guard.limits();
     let (mut builder, _health) = transport::operational_routes(guard)?;
     let service = HubService::new(hub.clone());
@@ -38,7 +50,7 @@ pub fn routes(hub: &Hub, guard: &Guard) -> Result<Routes, transport::Error> {
             .max_decoding_message_size(limits.max_decode_bytes)
             .max_encoding_message_size(limits.max_encode_bytes),
     );
-    Ok(builder.routes())
+    Ok(builder)
 }
 
 /// Serves the hub on `listener` over TLS 1.3 with client certificates,

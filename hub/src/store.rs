@@ -103,6 +103,10 @@ pub struct IngestBatch {
     pub nodes: Vec<(u8, u64, Hash)>,
     /// New latest-entry leaf hash per device.
     pub device_heads: Vec<(String, Hash)>,
+    /// Every entry of the batch that names a device: `(rot_id, seq)`, so a
+    /// device's site history is found without a scan (ownership at the hub
+    /// reads it, issue 13 item 4).
+    pub device_entries: Vec<(String, u64)>,
     /// Unique keys taken, with their holder seq.
     pub keys: Vec<(Vec<u8>, u64)>,
     /// New absolute counts per quota counter.
@@ -177,6 +181,12 @@ pub trait HubStore: Send + Sync + std::fmt::Debug {
     /// [`crate::Error::Store`].
     fn record_fork(&self, fork: &ForkRecord) -> Result<ForkRecord>;
 
+    /// The seqs of `site`'s mirrored entries that name `rot_id`, in order.
+    ///
+    /// # Errors
+    /// As [`HubStore::site`].
+    fn device_entries(&self, site: &str, rot_id: &str) -> Result<Vec<u64>>;
+
     /// Every site's record of a device.
     ///
     /// # Errors
@@ -206,6 +216,16 @@ pub trait HubStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// As [`HubStore::site`].
     fn clones(&self) -> Result<Vec<CloneRecord>>;
+}
+
+/// A unique key as the store keys it: `u32 BE len(namespace) ‖ namespace
+/// ‖ value` (the [`Probe::keys`] encoding).
+pub fn encode_key(namespace: &str, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + namespace.len() + value.len());
+    out.extend_from_slice(&(namespace.len() as u32).to_be_bytes());
+    out.extend_from_slice(namespace.as_bytes());
+    out.extend_from_slice(value);
+    out
 }
 
 /// The identities a certification takes across sites: its serial, rot_id

@@ -68,6 +68,9 @@ impl HubStore for CrashingStore {
     fn record_fork(&self, fork: &ForkRecord) -> hub::Result<ForkRecord> {
         self.inner.record_fork(fork)
     }
+    fn device_entries(&self, site: &str, rot_id: &str) -> hub::Result<Vec<u64>> {
+        self.inner.device_entries(site, rot_id)
+    }
     fn devices(&self, q: &DeviceQuery) -> hub::Result<Vec<hub::model::DeviceRecord>> {
         self.inner.devices(q)
     }

@@ -53,13 +53,33 @@ pub(super) fn voucher_error(e: trustline_proto::Error) -> Error {
 }
 
 impl Ownership {
-    /// The certified chain of a device: its certificate, then the CA chain.
-    pub(super) fn certified_chain(&self, record: &DeviceRecord) -> [Vec<u8>; 3] {
-        [
+    /// The certified chain of a device: its certificate, the intermediate
+    /// that issued it, the root. With one intermediate (a site) that is the
+    /// one; with several (the hub, one per enrolled site, issue 13 item 4)
+    /// the one whose key signed the device certificate.
+    ///
+    /// # Errors
+    /// [`Error::CorruptEntry`] when no configured intermediate issued the
+    /// recorded certificate.
+    pub(super) fn certified_chain(&self, record: &DeviceRecord) -> Result<[Vec<u8>; 3]> {
+        let intermediate = match self.chain.intermediates.as_slice() {
+            [only] => only,
+            several => several
+                .iter()
+                .find(|i| issued_by(&record.certificate, i))
+                .ok_or_else(|| Error::CorruptEntry {
+                    seq: record.certified_seq,
+                    reason: format!(
+                        "no site intermediate known here issued the certificate of rot {}",
+                        record.rot_id
+                    ),
+                })?,
+        };
+        Ok([
             record.certificate.clone(),
-            self.chain.intermediate.clone(),
+            intermediate.clone(),
             self.chain.root.clone(),
-        ]
+        ])
     }
 
     /// Decodes `bytes` and checks that the voucher is the one made for this
@@ -74,7 +94,7 @@ impl Ownership {
         bytes: &[u8],
     ) -> Result<CheckedVoucher> {
         let voucher = Voucher::decode(bytes).map_err(voucher_error)?;
-        let chain = self.certified_chain(record);
+        let chain = self.certified_chain(record)?;
         let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
         let expected = Voucher::manufacturer(
             &record.rot_id,
@@ -229,7 +249,7 @@ impl Ownership {
                 record.rot_id, record.certified_seq
             )));
         }
-        if cert_chain_hash(chain) != cert_chain_hash(&self.certified_chain(record)) {
+        if cert_chain_hash(chain) != cert_chain_hash(&self.certified_chain(record)?) {
             return Err(Error::NotAuthentic(
                 "the device chain is not the certified chain".into(),
             ));
@@ -339,6 +359,19 @@ pub fn verify_chain(device: &[u8], intermediate: &[u8], root: &[u8], now_ms: i64
         }
     }
     Ok(())
+}
+
+/// Whether the certificate `cert` carries a signature by the key of the CA
+/// certificate `issuer` (both DER; anything that does not parse is not).
+fn issued_by(cert: &[u8], issuer: &[u8]) -> bool {
+    let (Ok((_, cert)), Ok((_, issuer))) = (
+        X509Certificate::from_der(cert),
+        X509Certificate::from_der(issuer),
+    ) else {
+        return false;
+    };
+    cert.issuer().as_raw() == issuer.subject().as_raw()
+        && cert.verify_signature(Some(issuer.public_key())).is_ok()
 }
 
 fn parse<'a>(what: &str, der: &'a [u8]) -> Result<X509Certificate<'a>> {

@@ -11,7 +11,8 @@
 //! - `FAILED_PRECONDITION`: the device, challenge or voucher is not in a
 //!   state that allows the step (a spent or expired challenge, a stale
 //!   voucher, the wrong lifecycle step, a missing reset proof, a scrapped,
-//!   retired or quarantined device, a device that is not the certified one);
+//!   retired or quarantined device, a cross-site clone, a device that is
+//!   not the certified one);
 //! - `ALREADY_EXISTS`: a transfer for this voucher entry is already recorded
 //!   (a fork, or a first transfer to another owner), or a quarantine is
 //!   already lifted;
@@ -102,6 +103,17 @@ pub enum Error {
         rot_id: String,
         /// The `DUPLICATE_REJECTED` entry.
         seq: u64,
+    },
+    /// The device's serial, rot_id or device key was certified at more than
+    /// one site (a cross-site clone, found by the hub's registry; issue 13
+    /// item 3): which site made the genuine device is in doubt, so it is
+    /// not put in service (2.4.14.18, 2.4.14.22).
+    #[error("device {rot_id} is a cross-site clone: {holders}")]
+    CrossSiteClone {
+        /// The device.
+        rot_id: String,
+        /// The sites and entries holding its identities, in words.
+        holders: String,
     },
     /// The device did not prove the identity certified for it: another
     /// certificate, a chain that does not lead to the OEM root, or a proof
@@ -204,6 +216,7 @@ impl Error {
             Error::Lifecycle { .. } => "lifecycle",
             Error::Retired(_) => "retired",
             Error::Duplicated { .. } => "duplicated",
+            Error::CrossSiteClone { .. } => "cross-site-clone",
             Error::NotAuthentic(_) => "not-authentic",
             Error::ResetRequired(_) => "reset-required",
             Error::Concurrent(_) => "concurrent",
@@ -228,6 +241,7 @@ impl Error {
             | Error::Lifecycle { .. }
             | Error::Retired(_)
             | Error::Duplicated { .. }
+            | Error::CrossSiteClone { .. }
             | Error::NotAuthentic(_)
             | Error::ResetRequired(_)
             | Error::NotQuarantined { .. } => Code::FailedPrecondition,

@@ -151,13 +151,31 @@ pub struct OwnershipBackends {
     pub ca: Arc<dyn CaApi>,
     /// CRL signing.
     pub crl: Arc<dyn CrlApi>,
+    /// The registry across sites, at the hub (issue 13 item 4): a device
+    /// whose identity another site certified too is refused for onboarding
+    /// and recommissioning. `None` at a site, which knows no other site.
+    pub registry: Option<Arc<dyn CloneRegistry>>,
+}
+
+/// What the ownership service asks the registry across sites (the hub's;
+/// issue 13 items 3 and 4, 2.4.14.18, 2.4.14.22).
+pub trait CloneRegistry: Send + Sync + 'static {
+    /// When a serial, rot_id or device key of the device `rot_id` was
+    /// certified at more than one site (a cross-site clone), the sites and
+    /// entries holding it, in words; `None` when it was not.
+    fn cross_site_clone(
+        &self,
+        rot_id: String,
+    ) -> futures::future::BoxFuture<'_, std::result::Result<Option<String>, tonic::Status>>;
 }
 
 /// The CA chain as the ownership service checks devices against it.
 #[derive(Debug, Clone)]
 pub struct TrustChain {
-    /// DER of the site intermediate.
-    pub intermediate: Vec<u8>,
+    /// DER of the site intermediates devices chain through: the site's own
+    /// at a site; every enrolled site's at the hub (issue 13 item 4), a
+    /// device's being the one that issued its certificate.
+    pub intermediates: Vec<Vec<u8>>,
     /// DER of the OEM root.
     pub root: Vec<u8>,
     /// The OEM voucher key, SubjectPublicKeyInfo DER.
@@ -240,6 +258,7 @@ pub struct Ownership {
     ledger: Arc<dyn LedgerApi>,
     reads: Arc<dyn LedgerReads>,
     ca: Arc<dyn CaApi>,
+    registry: Option<Arc<dyn CloneRegistry>>,
     chain: TrustChain,
     challenges: ChallengeBook,
     devices: DeviceCache,
@@ -254,12 +273,15 @@ impl Ownership {
     /// for a malformed chain or voucher key.
     pub async fn start(config: OwnershipConfig, backends: OwnershipBackends) -> Result<Self> {
         let chain = backends.ca.get_chain().await.map_err(Error::ca)?;
-        let [intermediate, root] = <[Vec<u8>; 2]>::try_from(chain.certificates).map_err(|c| {
-            Error::Config(format!(
-                "the ca chain has {} certificates, expected intermediate and root",
-                c.len()
-            ))
-        })?;
+        let mut intermediates = chain.certificates;
+        let root = intermediates
+            .pop()
+            .filter(|_| !intermediates.is_empty())
+            .ok_or_else(|| {
+                Error::Config(
+                    "the ca chain must hold at least one site intermediate, then the root".into(),
+                )
+            })?;
         trustline_proto::statement::parse_p256_spki(&chain.voucher_public_key)
             .map_err(|e| Error::Config(format!("oem voucher key: {e}")))?;
         Ok(Self {
@@ -271,7 +293,7 @@ impl Ownership {
             devices: DeviceCache::new(config.cache_entries),
             revocations: Revocations::new(backends.crl, config.crl_validity),
             chain: TrustChain {
-                intermediate,
+                intermediates,
                 root,
                 voucher_public_key: chain.voucher_public_key,
             },
@@ -279,6 +301,7 @@ impl Ownership {
             ledger: backends.ledger,
             reads: backends.reads,
             ca: backends.ca,
+            registry: backends.registry,
         })
     }
 

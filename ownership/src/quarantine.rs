@@ -158,7 +158,22 @@ impl Ownership {
     /// Refuses a device whose identity another die presented at the factory
     /// (a `DUPLICATE_REJECTED` entry names its `rot_id`; 2.4.14.18) unless
     /// the OEM lifted every such quarantine.
+    /// At the hub, also refuses a cross-site clone: a device whose serial,
+    /// rot_id or device key another site certified too (issue 13 item 3):
+    /// which site made the genuine one is in doubt.
     pub(crate) async fn check_not_duplicated(&self, record: &DeviceRecord) -> Result<()> {
+        if let Some(registry) = &self.registry {
+            if let Some(holders) = registry
+                .cross_site_clone(record.rot_id.clone())
+                .await
+                .map_err(Error::ledger)?
+            {
+                return Err(Error::CrossSiteClone {
+                    rot_id: record.rot_id.clone(),
+                    holders,
+                });
+            }
+        }
         match self.quarantines(&record.rot_id).await?.first_unlifted() {
             Some(seq) => Err(Error::Duplicated {
                 rot_id: record.rot_id.clone(),

@@ -95,7 +95,7 @@ impl Default for ProvisionerConfig {
 }
 
 /// The ownership service's settings (issue 12 item 4).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OwnershipSettings {
     /// Most onboarding and lifecycle challenges one caller may have

@@ -9,7 +9,9 @@
 //! three services in one process on an enrolled site (the two-domain
 //! layout): it refuses a CA token that holds any private key but the site
 //! intermediates, and its guard accepts site-bound callers of its own site
-//! only. `serve all` is the single-box variant — the same wiring on a data
+//! only, and serves no `Ownership` (the site holds no OEM voucher key:
+//! field life is the hub's, issue 13 item 4). `serve all` is the
+//! single-box variant — the same wiring on a data
 //! directory that keeps every key in one place (laptops, the demo); on an
 //! enrolled site directory it is `serve site`.
 //!
@@ -61,6 +63,7 @@ pub fn remote_ownership_backends(
         reads: Arc::new(RemoteLedgerReads::new(ledger)),
         ca: Arc::new(RemoteCa::new(ca.clone())),
         crl: Arc::new(RemoteCrl::new(ca)),
+        registry: None,
     }
 }
 
@@ -79,6 +82,7 @@ pub fn direct_ownership_backends(
         reads: Arc::new(LocalLedgerReads::new(ledger_service, identity.clone())),
         ca: Arc::new(LocalCa::new(ca_service.clone(), identity.clone())),
         crl: Arc::new(LocalCrl::new(ca_service, identity)),
+        registry: None,
     }
 }
 
@@ -265,11 +269,19 @@ pub async fn serve_provisioner(
         .connect(&config.provisioner.ledger_endpoint)
         .await
         .map_err(|e| Error::Config(format!("connecting to the ledger: {e}")))?;
-    let ownership = Ownership::start(
-        config.ownership.to_config(),
-        remote_ownership_backends(ledger_channel.clone(), ca_channel.clone()),
-    )
-    .await?;
+    // An enrolled site holds no OEM voucher key: field life is the hub's
+    // (issue 13 item 4), so the site serves no `Ownership`.
+    let ownership = if config.site.name.is_some() {
+        None
+    } else {
+        Some(
+            Ownership::start(
+                config.ownership.to_config(),
+                remote_ownership_backends(ledger_channel.clone(), ca_channel.clone()),
+            )
+            .await?,
+        )
+    };
     let allowance = config.uplink.as_ref().map(|_| {
         Arc::new(crate::uplink::RemoteAllowance::new(ledger_channel.clone()))
             as Arc<dyn provisioner::Allowance>
@@ -286,10 +298,12 @@ pub async fn serve_provisioner(
     let (mut routes, _health) =
         transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
     routes.add_service(provisioner::service::server(factory, guard.limits()));
-    routes.add_service(ownership::service::server(
-        Arc::new(ownership),
-        guard.limits(),
-    ));
+    if let Some(ownership) = ownership {
+        routes.add_service(ownership::service::server(
+            Arc::new(ownership),
+            guard.limits(),
+        ));
+    }
     run_server(
         routes,
         listener,
@@ -538,11 +552,18 @@ async fn serve_in_one_process(
     let uplink = crate::uplink::start(data_dir, config, &ledger)?;
     let served = async {
         let ca = open_ca(data_dir, ca_hsm)?;
-        let ownership = Ownership::start(
-            config.ownership.to_config(),
-            direct_ownership_backends(&ledger, ca.clone()),
-        )
-        .await?;
+        // The site layout holds no OEM voucher key: the `Ownership`
+        // service runs at the hub (issue 13 item 4), never at a site.
+        let ownership = match layout {
+            Layout::SingleBox => Some(
+                Ownership::start(
+                    config.ownership.to_config(),
+                    direct_ownership_backends(&ledger, ca.clone()),
+                )
+                .await?,
+            ),
+            Layout::Site => None,
+        };
         let factory = factory(
             data_dir,
             config,
@@ -553,10 +574,12 @@ async fn serve_in_one_process(
         .await?;
         let guard = guard(data_dir, config, setup::ALL_SERVER)?;
         let mut routes = provisioning_routes(&guard, factory)?;
-        routes.add_service(ownership::service::server(
-            Arc::new(ownership),
-            guard.limits(),
-        ));
+        if let Some(ownership) = ownership {
+            routes.add_service(ownership::service::server(
+                Arc::new(ownership),
+                guard.limits(),
+            ));
+        }
         routes.add_service(
             CustodyLedgerServer::new(custody_ledger::service::LedgerService::new(ledger.clone()))
                 .with_message_limits(guard.limits()),

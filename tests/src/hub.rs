@@ -135,6 +135,9 @@ impl HubStore for GatedStore {
     fn record_fork(&self, fork: &ForkRecord) -> hub::Result<ForkRecord> {
         self.inner.record_fork(fork)
     }
+    fn device_entries(&self, site: &str, rot_id: &str) -> hub::Result<Vec<u64>> {
+        self.inner.device_entries(site, rot_id)
+    }
     fn devices(&self, query: &DeviceQuery) -> hub::Result<Vec<DeviceRecord>> {
         self.inner.devices(query)
     }

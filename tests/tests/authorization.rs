@@ -407,6 +407,7 @@ async fn no_handler_runs_without_the_guards_authorization() -> anyhow::Result<()
             reads: backends.clone(),
             ca: backends.clone(),
             crl: backends,
+            registry: None,
         },
     )
     .await?;

@@ -90,7 +90,14 @@ async fn an_enrolled_site_holds_no_oem_key_and_certifies_devices_that_chain_to_t
     // The keys of each domain, enumerated over PKCS#11.
     assert_eq!(private_keys(&site_ca), [SITE_INTERMEDIATE]);
     assert_eq!(private_keys(&site_ledger), [LEDGER_CHECKPOINT]);
-    let mut hub_keys = vec![OEM_ORDER, OEM_ROOT, OEM_VOUCHER, SERVICE_CA, WITNESS];
+    let mut hub_keys = vec![
+        OEM_ORDER,
+        OEM_ROOT,
+        OEM_VOUCHER,
+        SERVICE_CA,
+        WITNESS,
+        deploy::field::HUB_LEDGER_KEY,
+    ];
     hub_keys.sort_unstable();
     assert_eq!(private_keys(&hub), hub_keys);
     // A token holding OEM keys is refused as a site's.

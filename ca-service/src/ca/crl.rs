@@ -39,7 +39,7 @@ pub struct CrlRequest {
 }
 
 /// Checks a CRL request and turns it into rcgen's parameters.
-fn crl_params(
+pub(super) fn crl_params(
     request: &CrlRequest,
     key_id: &[u8],
 ) -> Result<CertificateRevocationListParams, Error> {

@@ -15,6 +15,8 @@
 //!   ([`install_intermediate`]);
 //! - `enrol.rs`: a site's first intermediate, requested from the OEM hub
 //!   ([`request_first_intermediate`]);
+//! - `oem.rs`: the OEM's voucher, seal and root keys at the hub
+//!   ([`OemSigner`]), and the voucher signing and sealing [`Ca`] shares;
 //! - this file: the open [`Ca`] and issuance.
 //!
 //! Issuance is built for throughput: the issuer (name, key identifier, key
@@ -25,6 +27,7 @@ mod crl;
 mod enrol;
 mod files;
 mod init;
+mod oem;
 mod profile;
 mod rotation;
 
@@ -41,6 +44,7 @@ pub use files::{
     INTERMEDIATES_DIR, INTERMEDIATE_CERT_FILE, ORDER_KEY_FILE, ROOT_CERT_FILE, VOUCHER_KEY_FILE,
 };
 pub use init::{init, init_oem, InitOptions, InitReport};
+pub use oem::OemSigner;
 pub use profile::{idevid_not_after, ROT_URI_PREFIX};
 pub use rotation::{
     install_intermediate, request_intermediate, rotate_intermediate, sign_intermediate_request,
@@ -98,13 +102,6 @@ impl std::fmt::Debug for Ca {
             .field("hsm", &self.hsm)
             .finish_non_exhaustive()
     }
-}
-
-/// The seal's additional data for entry `index` of `rot_id`'s voucher.
-fn seal_aad(rot_id: &str, index: u32) -> Result<Vec<u8>, Error> {
-    trustline_proto::voucher::seal::seal_aad(rot_id, index).map_err(|_| Error::InvalidRotId {
-        rot_id: rot_id.chars().take(80).collect(),
-    })
 }
 
 /// The subject key identifier of a CA certificate.
@@ -238,20 +235,14 @@ impl Ca {
     /// (a site's); [`Error::VoucherEntry`] for a payload that does not
     /// decode as an entry; the HSM error behind a failed signature.
     pub fn sign_voucher_entry(&self, entry_payload: &[u8]) -> Result<Vec<u8>, Error> {
-        take_signer_failure();
-        let voucher = self.voucher.as_ref().ok_or_else(|| Error::KeyNotFound {
+        oem::sign_entry(self.voucher_key()?, entry_payload)
+    }
+
+    fn voucher_key(&self) -> Result<&HsmSigner, Error> {
+        self.voucher.as_ref().ok_or_else(|| Error::KeyNotFound {
             label: self.labels.voucher.clone(),
             class: "private",
             token: self.hsm.token_label().to_owned(),
-        })?;
-        trustline_proto::voucher::sign_entry(entry_payload, voucher).map_err(|e| match e {
-            trustline_proto::Error::Signer(reason) => {
-                take_signer_failure().unwrap_or(Error::Pkcs11 {
-                    operation: "C_Sign",
-                    reason,
-                })
-            }
-            other => Error::VoucherEntry(other.to_string()),
         })
     }
 
@@ -269,14 +260,14 @@ impl Ca {
         rot_id: &str,
         index: u32,
     ) -> Result<SealedEntry, Error> {
-        let aad = seal_aad(rot_id, index)?;
-        let cose_sign1 = self.sign_voucher_entry(entry_payload)?;
-        let iv: [u8; crate::hsm::SEAL_IV_LEN] = rand::random();
-        let body = self.hsm.seal(&self.labels.seal, &iv, &aad, &cose_sign1)?;
-        Ok(SealedEntry {
-            sealed: trustline_proto::voucher::seal::frame_sealed(&iv, &body),
-            cose_sign1,
-        })
+        oem::sign_and_seal(
+            &self.hsm,
+            self.voucher_key()?,
+            &self.labels.seal,
+            entry_payload,
+            rot_id,
+            index,
+        )
     }
 
     /// Opens a seal made by [`Ca::sign_and_seal_voucher_entry`] for the same
@@ -292,13 +283,7 @@ impl Ca {
         index: u32,
         sealed: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        let aad = seal_aad(rot_id, index)?;
-        let (iv, body) = trustline_proto::voucher::seal::split_sealed(sealed).map_err(|e| {
-            Error::SealBroken {
-                reason: e.to_string(),
-            }
-        })?;
-        self.hsm.unseal(&self.labels.seal, &iv, &aad, body)
+        oem::unseal(&self.hsm, &self.labels.seal, rot_id, index, sealed)
     }
 
     /// Makes a device key in the HSM wrapped to a RoT's transport key (see

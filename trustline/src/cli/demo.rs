@@ -13,6 +13,9 @@
 //! order names an FDO rendezvous server; issue 17), each verified here. `--json` prints exactly `{provisioned,
 //! duplicates_rejected, counterfeits_rejected, quota_rejected,
 //! ledger_entries, checkpoint, ledger_verified, devices_per_second}`.
+//!
+//! `--sites N` (N ≥ 2) runs the two trust domains instead: an OEM hub and N
+//! enrolled sites (`demo_sites`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,7 +43,7 @@ use station::sim::SimLink;
 /// The demo's factory site.
 const SITE: &str = "site-1";
 /// The FDO rendezvous server the demo's order names (issue 17).
-const DEMO_RENDEZVOUS: &str = "rv.trustline.example";
+pub(super) const DEMO_RENDEZVOUS: &str = "rv.trustline.example";
 
 /// The demo's order.
 const ORDER: &str = "PO-DEMO-1";
@@ -61,6 +64,10 @@ pub(crate) struct DemoArgs {
     /// Print exactly the summary JSON object.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Factory sites: 1 runs the single-box line; 2 or more run an OEM hub
+    /// and that many enrolled sites, each on tokens of its own (issue 13).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) sites: usize,
 }
 
 #[derive(Serialize)]
@@ -84,8 +91,12 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         args.devices > 0 && args.stations > 0,
         "--devices and --stations must be at least 1"
     );
+    ensure!(args.sites > 0, "--sites must be at least 1");
     super::fresh_dir(&args.dir)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    if args.sites > 1 {
+        return runtime.block_on(super::demo_sites::demo(&args));
+    }
     runtime.block_on(demo(&args))
 }
 
@@ -97,7 +108,7 @@ fn say(args: &DemoArgs, line: &str) {
 
 /// Limits for a line on one machine: the default per-station rate (200
 /// calls/s) would make the demo measure the throttle.
-fn demo_limits() -> Limits {
+pub(crate) fn demo_limits() -> Limits {
     Limits {
         rate: RateLimit {
             per_second: 50_000.0,

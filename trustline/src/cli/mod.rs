@@ -16,6 +16,7 @@ pub(crate) mod bench_hub;
 pub(crate) mod bench_line;
 pub(crate) mod ca;
 pub(crate) mod demo;
+mod demo_sites;
 pub(crate) mod evidence;
 pub(crate) mod fdo_args;
 pub(crate) mod hsm_args;
