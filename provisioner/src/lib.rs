@@ -35,7 +35,8 @@
 //! `claiming` (the claim flow and presence challenges), `personalise`,
 //! `certify` and `collisions` (certification, retries, duplicates and
 //! overproduction), `custody`, [`label`], [`voucher`], [`service`] (the
-//! gRPC edge), and [`error`].
+//! gRPC edge), [`line`] (the station line stream over the same steps), and
+//! [`error`].
 
 #![forbid(unsafe_code)]
 
@@ -46,6 +47,7 @@ mod collisions;
 mod custody;
 pub mod error;
 pub mod label;
+pub mod line;
 pub mod nonce;
 pub mod order_book;
 pub mod orders;
