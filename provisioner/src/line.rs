@@ -211,10 +211,9 @@ async fn drive(
 /// malformed input.
 fn frame_status(status: Status) -> Status {
     match status.code() {
-        Code::Internal => Status::invalid_argument(format!(
-            "malformed line frame: {}",
-            status.message()
-        )),
+        Code::Internal => {
+            Status::invalid_argument(format!("malformed line frame: {}", status.message()))
+        }
         _ => status,
     }
 }
@@ -290,7 +289,10 @@ impl Line {
                 .await
                 .map(Answer::DeliverDeviceKey),
             Step::Certify(r) => self
-                .guarded(CERTIFY, |a| async move { service.certify_step(&a, r).await })
+                .guarded(
+                    CERTIFY,
+                    |a| async move { service.certify_step(&a, r).await },
+                )
                 .await
                 .map(Answer::Certify),
             Step::ClaimAndCertify(folded) => self.claim_and_certify(folded).await,
@@ -355,13 +357,10 @@ impl Line {
         let step = match self.steps.begin(METHOD, method) {
             Ok(step) => step,
             Err(StepRefusal::EndStream(status)) => return Err(NotDone::End(status)),
-            Err(StepRefusal::Step(status)) => {
-                return Err(NotDone::Refused(refused(name, &status)))
-            }
+            Err(StepRefusal::Step(status)) => return Err(NotDone::Refused(refused(name, &status))),
         };
         let deadline = self.steps.step_deadline();
-        let result = match tokio::time::timeout(deadline, run(actor_of(step.authorized()))).await
-        {
+        let result = match tokio::time::timeout(deadline, run(actor_of(step.authorized()))).await {
             Ok(result) => result,
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "step exceeded its deadline of {} ms",

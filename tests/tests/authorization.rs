@@ -129,12 +129,16 @@ async fn line_as_other_site(stack: &Stack, t: &Targets) -> Result<(), Status> {
         }),
     ];
     let n = steps.len();
-    let requests = futures::stream::iter(steps.into_iter().zip(1u64..).map(|(step, id)| {
-        v1::LineRequest {
-            id,
-            step: Some(step),
-        }
-    }));
+    let requests =
+        futures::stream::iter(
+            steps
+                .into_iter()
+                .zip(1u64..)
+                .map(|(step, id)| v1::LineRequest {
+                    id,
+                    step: Some(step),
+                }),
+        );
     let mut client = stack
         .provisioning(&station(OTHER_SITE, "st-09"))
         .await
@@ -144,7 +148,10 @@ async fn line_as_other_site(stack: &Stack, t: &Targets) -> Result<(), Status> {
     while let Some(answer) = answers.message().await? {
         match answer.result {
             Some(Answer::Refusal(r)) => refusals.push((answer.id, r)),
-            other => panic!("step {} of another site's station ran: {other:?}", answer.id),
+            other => panic!(
+                "step {} of another site's station ran: {other:?}",
+                answer.id
+            ),
         }
     }
     assert_eq!(refusals.len(), n, "{refusals:?}");

@@ -368,7 +368,11 @@ fn dies(rots: &mut Vec<SimulatedRot>, clone_of_good: SimulatedRot) -> Dies {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_answers_every_device_as_the_unary_calls_do() {
-    let mut fleet = Fleet::builder().seed(61).genuine(14).build().expect("fleet");
+    let mut fleet = Fleet::builder()
+        .seed(61)
+        .genuine(14)
+        .build()
+        .expect("fleet");
     let stack = Stack::start("line-same", &fleet, &[(SITE, "st-01")])
         .await
         .expect("stack");
@@ -402,13 +406,43 @@ async fn the_stream_answers_every_device_as_the_unary_calls_do() {
     let expected = [
         ("good", Code::Ok, None, false),
         ("retry", Code::Ok, None, true),
-        ("duplicate serial", Code::AlreadyExists, Some("duplicate-serial"), false),
-        ("clone chain", Code::AlreadyExists, Some("already-claimed"), false),
-        ("clone proof", Code::AlreadyExists, Some("already-claimed"), false),
-        ("bad signature", Code::InvalidArgument, Some("bad-signature"), false),
+        (
+            "duplicate serial",
+            Code::AlreadyExists,
+            Some("duplicate-serial"),
+            false,
+        ),
+        (
+            "clone chain",
+            Code::AlreadyExists,
+            Some("already-claimed"),
+            false,
+        ),
+        (
+            "clone proof",
+            Code::AlreadyExists,
+            Some("already-claimed"),
+            false,
+        ),
+        (
+            "bad signature",
+            Code::InvalidArgument,
+            Some("bad-signature"),
+            false,
+        ),
         ("quota first", Code::Ok, None, false),
-        ("quota second", Code::ResourceExhausted, Some("quota"), false),
-        ("other site", Code::PermissionDenied, Some("wrong-site"), false),
+        (
+            "quota second",
+            Code::ResourceExhausted,
+            Some("quota"),
+            false,
+        ),
+        (
+            "other site",
+            Code::PermissionDenied,
+            Some("wrong-site"),
+            false,
+        ),
         ("after refusals", Code::Ok, None, false),
     ];
     let expected: Vec<Seen> = expected
@@ -454,7 +488,11 @@ async fn a_caller_whose_role_may_not_provision_gets_no_stream() {
             .expect_err("unary certify");
         let stream = RawLine::open(channel).await.err().expect("no stream");
         assert_eq!(unary.code(), Code::PermissionDenied, "{identity}");
-        assert_eq!(stream.code(), Code::PermissionDenied, "{identity}: {stream:?}");
+        assert_eq!(
+            stream.code(),
+            Code::PermissionDenied,
+            "{identity}: {stream:?}"
+        );
         assert!(stream.message().contains("Provisioning/Line"), "{stream:?}");
     }
 }
@@ -513,7 +551,10 @@ async fn malformed_messages_and_frames_end_the_stream_with_a_precise_status() {
     // A frame that is not a LineRequest at all.
     let status = send_raw_frame(channel.clone(), &[0x0a, 0xff, 0xff, 0xff]).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("malformed line frame"), "{status:?}");
+    assert!(
+        status.message().contains("malformed line frame"),
+        "{status:?}"
+    );
 
     // The line still serves a new stream.
     let mut line = RawLine::open(channel).await.expect("line");
@@ -589,7 +630,11 @@ fn jobs(rots: Vec<SimulatedRot>) -> Vec<Job<SimLink>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_steps_in_flight_are_bounded_and_the_station_waits_for_a_slot() {
-    let mut fleet = Fleet::builder().seed(64).genuine(72).build().expect("fleet");
+    let mut fleet = Fleet::builder()
+        .seed(64)
+        .genuine(72)
+        .build()
+        .expect("fleet");
     let stack = Stack::start_with("line-bound", &fleet, &[(SITE, "st-01")], |c| {
         c.transport.max_in_flight_per_stream = 2;
     })
@@ -631,7 +676,10 @@ async fn the_steps_in_flight_are_bounded_and_the_station_waits_for_a_slot() {
             other => panic!("{other:?}"),
         }
     }
-    assert!(answered >= 2 && full >= 1, "{answered} answered, {full} full");
+    assert!(
+        answered >= 2 && full >= 1,
+        "{answered} answered, {full} full"
+    );
     drop(line);
 
     // The station keeps under the announced bound: 8 devices in flight on a
@@ -705,7 +753,10 @@ async fn a_stream_cut_mid_device_leaves_what_a_cut_unary_call_leaves_and_the_dev
     // certificate without its claim, and nothing for the second device.
     let claimed = of(&entries, EventKind::Claimed, &certify.rot_id);
     let certified = of(&entries, EventKind::Certified, &certify.rot_id);
-    assert!(claimed <= 1 && certified <= claimed, "{claimed} {certified}");
+    assert!(
+        claimed <= 1 && certified <= claimed,
+        "{claimed} {certified}"
+    );
     assert_eq!(of(&entries, EventKind::Claimed, &certify_2.rot_id), 0);
     assert_eq!(count(&entries, EventKind::DuplicateRejected), 0);
 

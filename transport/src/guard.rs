@@ -56,8 +56,8 @@ mod response;
 mod steps;
 
 pub use in_process::InProcessChannel;
-pub use steps::{Step, StepRefusal, StreamSteps};
 use response::{Completion, ObservedBody};
+pub use steps::{Step, StepRefusal, StreamSteps};
 
 /// Label used for methods that are not in the table (a fixed word, so an
 /// attacker cannot grow the metric label space).

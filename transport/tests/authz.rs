@@ -377,8 +377,11 @@ async fn a_line_streams_steps_pass_the_guard_as_their_calls_and_a_lockout_ends_i
     routes.add_service(ProvisioningServer::new(service));
     let routes = routes.routes();
     let station = common::station("site-a", "st-01");
-    let mut client =
-        ProvisioningClient::new(InProcessChannel::new(routes.clone(), &guard, station.clone()));
+    let mut client = ProvisioningClient::new(InProcessChannel::new(
+        routes.clone(),
+        &guard,
+        station.clone(),
+    ));
     let begin = |id: u64, order: &str| LineRequest {
         id,
         step: Some(line_request::Step::BeginClaim(BeginClaimRequest {
@@ -421,9 +424,7 @@ async fn a_line_streams_steps_pass_the_guard_as_their_calls_and_a_lockout_ends_i
     // Each step is in the metrics under its own method.
     let text = guard.metrics().encode();
     assert!(
-        text.contains(
-            r#"method="/trustline.v1.Provisioning/BeginClaim",code="PERMISSION_DENIED""#
-        ),
+        text.contains(r#"method="/trustline.v1.Provisioning/BeginClaim",code="PERMISSION_DENIED""#),
         "{text}"
     );
     // The refused steps counted towards the lockout (another site, the
@@ -432,7 +433,8 @@ async fn a_line_streams_steps_pass_the_guard_as_their_calls_and_a_lockout_ends_i
     let mut limits = table_only_limits();
     limits.lockout.threshold = 2;
     let guard = Guard::new(limits, Metrics::new());
-    let mut client = ProvisioningClient::new(InProcessChannel::new(routes, &guard, station.clone()));
+    let mut client =
+        ProvisioningClient::new(InProcessChannel::new(routes, &guard, station.clone()));
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let requests =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });

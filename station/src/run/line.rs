@@ -257,10 +257,7 @@ impl Shared {
     }
 
     fn ended(&self) -> Option<Status> {
-        self.ended
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Ends the session: every step in flight fails with `status`.
@@ -332,9 +329,8 @@ impl StreamClient {
             return Ok(session.clone());
         }
         let (outbound, rx) = mpsc::unbounded_channel::<v1::LineRequest>();
-        let requests = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|r| (r, rx))
-        });
+        let requests =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
         let response = self.client.clone().line(requests).await?;
         let limit = response
             .metadata()

@@ -156,8 +156,7 @@ fn comparisons(modes: &[ModeReport]) -> Vec<Comparison> {
         if let Some(unary) = unary {
             out.push(Comparison {
                 mode: stream.mode,
-                devices_per_second: stream.devices_per_second
-                    / unary.devices_per_second.max(1e-9),
+                devices_per_second: stream.devices_per_second / unary.devices_per_second.max(1e-9),
                 server_cpu_ms_per_device: stream.server_cpu_ms_per_device
                     / unary.server_cpu_ms_per_device.max(1e-9),
             });
