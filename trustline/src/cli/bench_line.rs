@@ -137,6 +137,17 @@ struct LineReport {
     modes: Vec<ModeReport>,
     stream_vs_unary: Vec<Comparison>,
     server_cpu_method: &'static str,
+    /// `/proc/loadavg` (1, 5 and 15 minutes) before and after the runs: the
+    /// figures are only comparable at a similar load.
+    load_average_before: Option<[f64; 3]>,
+    load_average_after: Option<[f64; 3]>,
+}
+
+/// The 1, 5 and 15 minute load averages, where `/proc/loadavg` exists.
+fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+    Some([fields.next()??, fields.next()??, fields.next()??])
 }
 
 /// Stream ÷ unary for one mode.
@@ -313,6 +324,7 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
     let signer = hsm.signer(&KeyLabels::default().order)?;
     let vendors: Vec<String> = fleet.vendor_roots().into_iter().map(|(n, _)| n).collect();
 
+    let load_before = load_average();
     let runs: Vec<(Mode, Protocol)> = args
         .mode
         .iter()
@@ -433,6 +445,8 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
         hsm_wrapped_keys_per_second: wrapped,
         stream_vs_unary: comparisons(&modes),
         modes,
+        load_average_before: load_before,
+        load_average_after: load_average(),
         server_cpu_method: "utime+stime of the `serve all` child from /proc/<pid>/stat, after minus before the run, divided by devices certified",
     };
     if args.json {
@@ -464,6 +478,12 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
                 m.station_and_devices_cpu_ms_per_device,
                 m.hsm_bound_devices_per_second,
                 m.ratio_to_hsm_bound
+            );
+        }
+        if let (Some(b), Some(a)) = (report.load_average_before, report.load_average_after) {
+            println!(
+                "load average before {:.2} {:.2} {:.2}, after {:.2} {:.2} {:.2}",
+                b[0], b[1], b[2], a[0], a[1], a[2]
             );
         }
         for c in &report.stream_vs_unary {
