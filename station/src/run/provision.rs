@@ -132,6 +132,27 @@ fn refused_step(r: Refused) -> Outcome {
     refused(stage_of(r.step), r.status)
 }
 
+/// Records the claim of a device that stopped (`outcome`) before its
+/// receipt could travel with its next step; a refused claim replaces the
+/// outcome, as on the unary path, where the claim is refused first.
+async fn settle_claim(
+    client: &Provisioner,
+    id: u64,
+    complete: &v1::CompleteClaimRequest,
+    retries: u32,
+    outcome: Outcome,
+) -> Outcome {
+    let settled = with_retries(retries, || {
+        let request = complete.clone();
+        async move { client.complete_claim(id, request).await }
+    })
+    .await;
+    match settled {
+        Ok(_) => outcome,
+        Err(s) => refused("complete-claim", s),
+    }
+}
+
 /// A refused `BeginClaim`. An `ALREADY_EXISTS` may carry a presence
 /// challenge (`ClaimPresenceChallenge` in the status details: the RoT is
 /// claimed already): the device signs a claim receipt over its nonce, as
@@ -227,18 +248,36 @@ pub(super) async fn provision<L: DeviceLink>(
         .await
         .map_err(|s| refused("complete-claim", s))?;
     }
-    link.lock_readout().await.map_err(failed("lock"))?;
+    // On the line stream the receipt waits for the next provisioner step.
+    // A device that stops before that step still has its claim recorded,
+    // as the unary path records it before personalisation — and a refused
+    // claim is then the device's outcome, as it would have been there — so
+    // the ledger and the report are the same on both paths.
+    let mut unsettled = fold;
+    macro_rules! or_settle {
+        ($result:expr) => {
+            match $result {
+                Ok(v) => v,
+                Err(outcome) if unsettled => {
+                    return Err(settle_claim(&client, id, &complete, config.retries, outcome).await)
+                }
+                Err(outcome) => return Err(outcome),
+            }
+        };
+    }
+    or_settle!(link.lock_readout().await.map_err(failed("lock")));
     let key_attestation = match config.mode {
-        Mode::OnDevice => link
+        Mode::OnDevice => or_settle!(link
             .generate_key(&begin.nonce)
             .await
-            .map_err(failed("generate-key"))?,
+            .map_err(failed("generate-key"))),
         Mode::Hsm => {
             let request = v1::DeliverDeviceKeyRequest {
                 rot_id: begin.rot_id.clone(),
                 order_id: config.order_id.clone(),
             };
             let delivered = if fold {
+                unsettled = false;
                 with_folded_retries(config.retries, &["CompleteClaim"], || {
                     let (claim, request) = (complete.clone(), request.clone());
                     let client = &client;
@@ -265,18 +304,18 @@ pub(super) async fn provision<L: DeviceLink>(
     };
     let serial = match job.serial.clone() {
         Some(s) => s,
-        None => shared.serials.next().ok_or_else(|| Outcome::Failed {
+        None => or_settle!(shared.serials.next().ok_or_else(|| Outcome::Failed {
             stage: "serial",
             reason: "station:serials-exhausted".into(),
             message: "the order's serial scheme is used up".into(),
             known: Known::default(),
-        })?,
+        })),
     };
     known.serial = Some(serial.clone());
-    let proof = link
+    let proof = or_settle!(link
         .prove_possession(&serial, &begin.nonce)
         .await
-        .map_err(failed("prove-possession"))?;
+        .map_err(failed("prove-possession")));
     let request = v1::CertifyRequest {
         order_id: config.order_id.clone(),
         rot_id: begin.rot_id.clone(),
