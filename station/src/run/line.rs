@@ -293,6 +293,12 @@ impl StreamClient {
             .map_err(|_| failed(session.ended().unwrap_or_else(stream_stopped)))?;
         let (tx, rx) = oneshot::channel();
         session.pending().insert(id, tx);
+        // `end` marks the session ended before it fails what is pending: a
+        // step registered after that is failed here, never left waiting.
+        if let Some(status) = session.ended() {
+            session.pending().remove(&id);
+            return Err(failed(status));
+        }
         let sent = outbound.send(v1::LineRequest {
             id,
             step: Some(step),
