@@ -36,7 +36,8 @@
 //! `certify` and `collisions` (certification, retries, duplicates and
 //! overproduction), [`allowance`] (the offline allowance beyond what the
 //! hub witnessed), `custody`, [`label`], [`voucher`], [`service`] (the
-//! gRPC edge), and [`error`].
+//! gRPC edge), [`line`] (the station line stream over the same steps), and
+//! [`error`].
 
 #![forbid(unsafe_code)]
 
@@ -49,6 +50,7 @@ mod custody;
 pub mod error;
 pub mod fdo;
 pub mod label;
+pub mod line;
 pub mod nonce;
 pub mod order_book;
 pub mod orders;

@@ -53,11 +53,16 @@ pub fn server(
 /// # Errors
 /// `UNAUTHENTICATED` when the request carries no authorized caller.
 fn actor<T>(request: &Request<T>) -> Result<Actor, Status> {
-    let authorized = transport::authorized(request)?;
-    Ok(Actor {
+    transport::authorized(request).map(actor_of)
+}
+
+/// The factory's view of an authorized caller (of a unary call, or of one
+/// step of a line stream).
+pub(crate) fn actor_of(authorized: &transport::Authorized) -> Actor {
+    Actor {
         id: authorized.caller().id(),
         scope: authorized.scope(),
-    })
+    }
 }
 
 fn missing(field: &str) -> Status {
@@ -126,18 +131,9 @@ impl Provisioning for ProvisioningService {
         request: Request<v1::BeginClaimRequest>,
     ) -> Result<Response<v1::BeginClaimResponse>, Status> {
         let actor = actor(&request)?;
-        let r = request.into_inner();
-        let attestation = r.attestation.ok_or_else(|| missing("attestation"))?;
-        let c = self
-            .factory
-            .begin_claim(&actor, &r.order_id, &attestation)
-            .await?;
-        Ok(Response::new(v1::BeginClaimResponse {
-            rot_id: c.rot_id,
-            nonce: c.nonce,
-            anchor: c.anchor,
-            expires_at_ms: c.expires_at_ms,
-        }))
+        self.begin_claim_step(&actor, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn complete_claim(
@@ -145,17 +141,9 @@ impl Provisioning for ProvisioningService {
         request: Request<v1::CompleteClaimRequest>,
     ) -> Result<Response<v1::CompleteClaimResponse>, Status> {
         let actor = actor(&request)?;
-        let r = request.into_inner();
-        let receipt = r.receipt.ok_or_else(|| missing("receipt"))?;
-        let attestation = r.attestation.ok_or_else(|| missing("attestation"))?;
-        let (rot_id, ledger_seq) = self
-            .factory
-            .complete_claim(&actor, &receipt, &attestation)
-            .await?;
-        Ok(Response::new(v1::CompleteClaimResponse {
-            rot_id,
-            ledger_seq,
-        }))
+        self.complete_claim_step(&actor, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn deliver_device_key(
@@ -163,18 +151,9 @@ impl Provisioning for ProvisioningService {
         request: Request<v1::DeliverDeviceKeyRequest>,
     ) -> Result<Response<v1::DeliverDeviceKeyResponse>, Status> {
         let actor = actor(&request)?;
-        let r = request.into_inner();
-        let k = self
-            .factory
-            .deliver_device_key(&actor, &r.rot_id, &r.order_id)
-            .await?;
-        Ok(Response::new(v1::DeliverDeviceKeyResponse {
-            device_public_key: k.device_public_key,
-            hsm_ephemeral_public_key: k.hsm_ephemeral_public_key,
-            wrapped_key: k.wrapped_key,
-            kdf: k.kdf,
-            ledger_seq: k.ledger_seq,
-        }))
+        self.deliver_device_key_step(&actor, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn certify(
@@ -182,34 +161,9 @@ impl Provisioning for ProvisioningService {
         request: Request<v1::CertifyRequest>,
     ) -> Result<Response<v1::CertifyResponse>, Status> {
         let actor = actor(&request)?;
-        let r = request.into_inner();
-        // The first owner is the OEM's to name (issue 12 item 1): refused
-        // before anything is looked up, signed or recorded.
-        if !r.first_owner_public_key.is_empty() {
-            return Err(Error::FirstOwner.into());
-        }
-        let subject = match r.subject_key {
-            Some(v1::certify_request::SubjectKey::ProofOfPossession(p)) => SubjectKey::Proof(p),
-            Some(v1::certify_request::SubjectKey::CsrDer(d)) => SubjectKey::Csr(d),
-            None => return Err(missing("proof_of_possession or csr_der")),
-        };
-        let input = CertifyInput {
-            order_id: r.order_id,
-            rot_id: r.rot_id,
-            serial: r.serial,
-            key_attestation: r
-                .key_attestation
-                .ok_or_else(|| missing("key_attestation"))?,
-            subject,
-        };
-        let c = self.factory.certify(&actor, input).await?;
-        Ok(Response::new(v1::CertifyResponse {
-            certificate_chain: c.chain,
-            label: c.label,
-            voucher: c.voucher,
-            ledger_seq: c.ledger_seq,
-            replayed: c.replayed,
-        }))
+        self.certify_step(&actor, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn record_custody(
@@ -241,5 +195,107 @@ impl Provisioning for ProvisioningService {
             ov_header: bound.ov_header,
             replayed: bound.replayed,
         }))
+    }
+
+    type LineStream = crate::line::LineStream;
+
+    async fn line(
+        &self,
+        request: Request<tonic::Streaming<v1::LineRequest>>,
+    ) -> Result<Response<Self::LineStream>, Status> {
+        crate::line::open(self.clone(), request)
+    }
+}
+
+/// The line's steps, one function each: the unary RPCs and the line stream
+/// ([`crate::line`]) both call these, so a step is one piece of code
+/// whichever way it arrives.
+impl ProvisioningService {
+    /// `BeginClaim` for an authorized `actor`.
+    pub(crate) async fn begin_claim_step(
+        &self,
+        actor: &Actor,
+        r: v1::BeginClaimRequest,
+    ) -> Result<v1::BeginClaimResponse, Status> {
+        let attestation = r.attestation.ok_or_else(|| missing("attestation"))?;
+        let c = self
+            .factory
+            .begin_claim(actor, &r.order_id, &attestation)
+            .await?;
+        Ok(v1::BeginClaimResponse {
+            rot_id: c.rot_id,
+            nonce: c.nonce,
+            anchor: c.anchor,
+            expires_at_ms: c.expires_at_ms,
+        })
+    }
+
+    /// `CompleteClaim` for an authorized `actor`.
+    pub(crate) async fn complete_claim_step(
+        &self,
+        actor: &Actor,
+        r: v1::CompleteClaimRequest,
+    ) -> Result<v1::CompleteClaimResponse, Status> {
+        let receipt = r.receipt.ok_or_else(|| missing("receipt"))?;
+        let attestation = r.attestation.ok_or_else(|| missing("attestation"))?;
+        let (rot_id, ledger_seq) = self
+            .factory
+            .complete_claim(actor, &receipt, &attestation)
+            .await?;
+        Ok(v1::CompleteClaimResponse { rot_id, ledger_seq })
+    }
+
+    /// `DeliverDeviceKey` for an authorized `actor`.
+    pub(crate) async fn deliver_device_key_step(
+        &self,
+        actor: &Actor,
+        r: v1::DeliverDeviceKeyRequest,
+    ) -> Result<v1::DeliverDeviceKeyResponse, Status> {
+        let k = self
+            .factory
+            .deliver_device_key(actor, &r.rot_id, &r.order_id)
+            .await?;
+        Ok(v1::DeliverDeviceKeyResponse {
+            device_public_key: k.device_public_key,
+            hsm_ephemeral_public_key: k.hsm_ephemeral_public_key,
+            wrapped_key: k.wrapped_key,
+            kdf: k.kdf,
+            ledger_seq: k.ledger_seq,
+        })
+    }
+
+    /// `Certify` for an authorized `actor`.
+    pub(crate) async fn certify_step(
+        &self,
+        actor: &Actor,
+        r: v1::CertifyRequest,
+    ) -> Result<v1::CertifyResponse, Status> {
+        // The first owner is the OEM's to name (issue 12 item 1): refused
+        // before anything is looked up, signed or recorded.
+        if !r.first_owner_public_key.is_empty() {
+            return Err(Error::FirstOwner.into());
+        }
+        let subject = match r.subject_key {
+            Some(v1::certify_request::SubjectKey::ProofOfPossession(p)) => SubjectKey::Proof(p),
+            Some(v1::certify_request::SubjectKey::CsrDer(d)) => SubjectKey::Csr(d),
+            None => return Err(missing("proof_of_possession or csr_der")),
+        };
+        let input = CertifyInput {
+            order_id: r.order_id,
+            rot_id: r.rot_id,
+            serial: r.serial,
+            key_attestation: r
+                .key_attestation
+                .ok_or_else(|| missing("key_attestation"))?,
+            subject,
+        };
+        let c = self.factory.certify(actor, input).await?;
+        Ok(v1::CertifyResponse {
+            certificate_chain: c.chain,
+            label: c.label,
+            voucher: c.voucher,
+            ledger_seq: c.ledger_seq,
+            replayed: c.replayed,
+        })
     }
 }

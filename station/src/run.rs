@@ -1,7 +1,11 @@
 //! The station run: drives devices through claim, personalisation and
 //! certification with K concurrent workers over one long-lived mTLS channel
 //! (a new TLS handshake per device would cost more than the device), and
-//! writes what each certified device received.
+//! writes what each certified device received. By default every device's
+//! steps travel on one line stream over that channel, with the claim
+//! folded into the next step ([`Protocol::Stream`], `run/line`); with
+//! [`Protocol::Unary`] each step is its own call. The outcomes, reasons and
+//! outputs are the same either way.
 //!
 //! Every device ends in one of three outcomes: provisioned; refused (the
 //! service said no for a reason the factory expects — a clone, a
@@ -37,10 +41,12 @@ use crate::link::DeviceLink;
 
 pub mod allowance;
 mod fdo;
+mod line;
 mod outputs;
 mod provision;
 mod report;
 
+pub use line::Protocol;
 pub use outputs::chain_pem;
 use outputs::write_outputs;
 use provision::provision;
@@ -96,6 +102,8 @@ pub struct RunConfig {
     /// How often a step is retried when the service is unavailable (a
     /// retried `Certify` is answered from the ledger, never twice).
     pub retries: u32,
+    /// The line stream (the default) or one unary call per step.
+    pub protocol: Protocol,
 }
 
 /// A device that was certified.
@@ -206,8 +214,7 @@ pub async fn run<L: DeviceLink + 'static>(
     config: RunConfig,
     jobs: Vec<Job<L>>,
 ) -> Result<(Report, Vec<L>)> {
-    let mut client = ProvisioningClient::new(channel);
-    let status = client
+    let status = ProvisioningClient::new(channel.clone())
         .get_order(v1::GetOrderRequest {
             order_id: config.order_id.clone(),
         })
@@ -270,9 +277,10 @@ pub async fn run<L: DeviceLink + 'static>(
         manifest,
         config,
     });
+    let client = line::Provisioner::new(channel, shared.config.protocol);
     let refresher = shared.config.progress.then(|| {
         allowance::refresh(
-            client.clone(),
+            client.unary(),
             shared.config.order_id.clone(),
             &status,
             shared.counters.allowance.clone(),
@@ -308,7 +316,7 @@ pub async fn run<L: DeviceLink + 'static>(
 
 async fn worker<L: DeviceLink>(
     shared: Arc<Shared<L>>,
-    client: ProvisioningClient<Channel>,
+    client: line::Provisioner,
     progress: ProgressBar,
 ) {
     loop {

@@ -166,6 +166,7 @@ pub async fn provision(
         first_serial: None,
         progress: false,
         retries: 0,
+        protocol: run::Protocol::Stream,
     };
     let jobs = rots
         .into_iter()

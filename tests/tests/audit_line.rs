@@ -56,6 +56,7 @@ async fn the_audit_of_a_running_line_over_mtls_matches_what_the_line_did() {
         first_serial: None,
         progress: false,
         retries: 0,
+        protocol: run::Protocol::Stream,
     };
     let channel = stack
         .channel(&station(SITE, "st-01"))

@@ -99,9 +99,87 @@ async fn call_as_other_site(
             })
             .await
             .map(drop),
+        "Line" => line_as_other_site(stack, t).await,
         _ => return Ok(None),
     };
     Ok(Some(result))
+}
+
+/// The station steps of [`call_as_other_site`] on one line stream: each is
+/// refused for its device alone, with the status its unary call gets; the
+/// first refusal is returned (all are checked here).
+async fn line_as_other_site(stack: &Stack, t: &Targets) -> Result<(), Status> {
+    use v1::line_request::Step;
+    use v1::line_response::Result as Answer;
+    let steps = vec![
+        Step::BeginClaim(v1::BeginClaimRequest {
+            order_id: t.order.clone(),
+            attestation: Some(t.fresh_attestation.clone()),
+        }),
+        Step::CompleteClaim(v1::CompleteClaimRequest {
+            receipt: Some(t.pending_receipt.clone()),
+            attestation: Some(t.pending_attestation.clone()),
+        }),
+        Step::DeliverDeviceKey(v1::DeliverDeviceKeyRequest {
+            rot_id: t.claimed_rot.clone(),
+            order_id: t.order.clone(),
+        }),
+        Step::Certify(v1::CertifyRequest {
+            order_id: t.order.clone(),
+            rot_id: t.claimed_rot.clone(),
+            serial: "SN000501".into(),
+            key_attestation: Some(t.claimed_key_attestation.clone()),
+            subject_key: Some(v1::certify_request::SubjectKey::ProofOfPossession(
+                t.claimed_pop.clone(),
+            )),
+            first_owner_public_key: vec![],
+        }),
+    ];
+    let n = steps.len();
+    let requests =
+        futures::stream::iter(
+            steps
+                .into_iter()
+                .zip(1u64..)
+                .map(|(step, id)| v1::LineRequest {
+                    id,
+                    step: Some(step),
+                }),
+        );
+    let mut client = stack
+        .provisioning(&station(OTHER_SITE, "st-09"))
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let mut answers = client.line(requests).await?.into_inner();
+    let mut refusals = Vec::new();
+    while let Some(answer) = answers.message().await? {
+        match answer.result {
+            Some(Answer::Refusal(r)) => refusals.push((answer.id, r)),
+            other => panic!(
+                "step {} of another site's station ran: {other:?}",
+                answer.id
+            ),
+        }
+    }
+    assert_eq!(refusals.len(), n, "{refusals:?}");
+    refusals.sort_by_key(|(id, _)| *id);
+    for (_, r) in &refusals {
+        assert_eq!(Code::from(r.code), Code::PermissionDenied, "{r:?}");
+        assert_eq!(r.reason, "wrong-site", "{r:?}");
+    }
+    let (_, first) = refusals.remove(0);
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert(
+        trustline_proto::refusal::METADATA_KEY,
+        tonic::metadata::MetadataValue::try_from(first.reason.as_str())
+            .map_err(|e| Status::internal(e.to_string()))?,
+    );
+    Err(Status::with_details_and_metadata(
+        Code::from(first.code),
+        first.message,
+        first.details.into(),
+        metadata,
+    ))
 }
 
 #[tokio::test]
@@ -349,6 +427,22 @@ async fn call_unguarded(
             provisioning.deliver_device_key(bare()).await.err()
         }
         ("trustline.v1.Provisioning", "Certify") => provisioning.certify(bare()).await.err(),
+        ("trustline.v1.Provisioning", "Line") => {
+            struct Nothing;
+            impl tonic::codec::Decoder for Nothing {
+                type Item = v1::LineRequest;
+                type Error = Status;
+                fn decode(
+                    &mut self,
+                    _: &mut tonic::codec::DecodeBuf<'_>,
+                ) -> Result<Option<v1::LineRequest>, Status> {
+                    Ok(None)
+                }
+            }
+            let inbound =
+                tonic::Streaming::new_request(Nothing, tonic::body::Body::empty(), None, None);
+            provisioning.line(Request::new(inbound)).await.err()
+        }
         ("trustline.v1.Provisioning", "RecordCustody") => {
             provisioning.record_custody(bare()).await.err()
         }

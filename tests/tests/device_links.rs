@@ -35,6 +35,7 @@ fn config(order: &str, mode: Mode) -> RunConfig {
         first_serial: None,
         progress: false,
         retries: 0,
+        protocol: run::Protocol::Stream,
     }
 }
 
@@ -346,7 +347,25 @@ async fn on_a_serial_port_a_late_claim_answer_is_recovered_from_status_and_fault
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn station_run_with_an_exec_link_reports_each_failed_device_in_its_json_summary() {
-    let (stack, vendor) = stack("links-cli", "PO-CLI", 3).await;
+    let (stack, vendor) = stack("links-cli", "PO-CLI", 6).await;
+    // The same line over the line stream (the default) and with `--unary`:
+    // the same outcomes, stages, reasons and outputs.
+    let mut summaries = Vec::new();
+    for (run, protocol) in [None, Some("--unary")].into_iter().enumerate() {
+        summaries.push(cli_run(&stack, &vendor, run, protocol).await);
+    }
+    let [stream, unary] = <[serde_json::Value; 2]>::try_from(summaries).expect("two");
+    assert_eq!(stream, unary);
+}
+
+/// One `station run --json` over three reference devices (the second dies
+/// at its claim); the summary without its timings, links and ids.
+async fn cli_run(
+    stack: &Stack,
+    vendor: &ReferenceVendor,
+    run: usize,
+    protocol: Option<&str>,
+) -> serde_json::Value {
     let states = tempfile::tempdir().expect("states");
     let out = tempfile::tempdir().expect("out");
     let faults: [&[&str]; 3] = [&[], &["die-at=claim"], &[]];
@@ -362,11 +381,13 @@ async fn station_run_with_an_exec_link_reports_each_failed_device_in_its_json_su
     let binary = Path::new(env!("CARGO_BIN_EXE_trustline-e2e"));
     let output = tokio::process::Command::new(binary)
         .args(["station", "run", "--order", "PO-CLI", "--devices", "3"])
+        .args(["--first-serial", &(1 + 10 * run).to_string()])
         .arg("--out")
         .arg(out.path())
         .arg("--link")
         .arg(exec_spec(states.path()))
         .args(["--device-timeout", "5", "--device-retries", "0", "--json"])
+        .args(protocol)
         .arg("--server")
         .arg(stack.addr.to_string())
         .arg("--data-dir")
@@ -384,7 +405,7 @@ async fn station_run_with_an_exec_link_reports_each_failed_device_in_its_json_su
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let summary: serde_json::Value = serde_json::from_str(&stdout).expect("json summary");
+    let mut summary: serde_json::Value = serde_json::from_str(&stdout).expect("json summary");
     assert_eq!(summary["provisioned"], 2, "{summary}");
     assert_eq!(summary["failed"], 1);
     assert_eq!(summary["failed_reasons"]["link:exit"], 1);
@@ -418,7 +439,7 @@ async fn station_run_with_an_exec_link_reports_each_failed_device_in_its_json_su
         })
         .count();
     assert_eq!(pems, 2);
-    let kinds = kinds_by_rot(&stack).await;
+    let kinds = kinds_by_rot(stack).await;
     assert_eq!(kinds.get(&rots[1]), None);
     for i in [0, 2] {
         assert_eq!(
@@ -426,4 +447,19 @@ async fn station_run_with_an_exec_link_reports_each_failed_device_in_its_json_su
             Some(&vec![EventKind::Claimed, EventKind::Certified])
         );
     }
+    // What differs between two runs by nature: time, paths, the die.
+    if let Some(object) = summary.as_object_mut() {
+        object.retain(|k, _| !k.contains("second"));
+    }
+    if let Some(devices) = summary["devices"].as_array_mut() {
+        for d in devices
+            .iter_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            d.remove("link");
+            d.remove("rot_id");
+            d.remove("message");
+        }
+    }
+    summary
 }

@@ -27,6 +27,7 @@ fn config(order: &str, mode: Mode) -> RunConfig {
         first_serial: None,
         progress: false,
         retries: 0,
+        protocol: run::Protocol::Stream,
     }
 }
 

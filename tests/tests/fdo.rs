@@ -136,6 +136,7 @@ async fn an_fdo_order_gives_each_device_an_fdo_voucher_that_fdo_tools_verify_and
         first_serial: None,
         progress: false,
         retries: 0,
+        protocol: station::run::Protocol::Stream,
     };
     let jobs = fleet
         .into_devices()

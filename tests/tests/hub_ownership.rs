@@ -60,6 +60,7 @@ async fn provision(
         first_serial: Some(1 + 1000 * i as u64),
         progress: false,
         retries: 0,
+        protocol: station::run::Protocol::Stream,
     };
     let jobs = rots
         .into_iter()

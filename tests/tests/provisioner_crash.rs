@@ -120,6 +120,7 @@ async fn a_provisioner_killed_mid_run_loses_no_acknowledged_device() {
         first_serial: None,
         progress: false,
         retries: 0,
+        protocol: run::Protocol::Stream,
     };
     let jobs = dies
         .into_iter()

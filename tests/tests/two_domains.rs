@@ -160,6 +160,7 @@ async fn an_enrolled_site_holds_no_oem_key_and_certifies_devices_that_chain_to_t
         first_serial: None,
         progress: false,
         retries: 0,
+        protocol: station::run::Protocol::Stream,
     };
     let (report, _) = run::run(station_channel, config, jobs).await.unwrap();
     let chains: Vec<Vec<Vec<u8>>> = report

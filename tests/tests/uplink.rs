@@ -31,6 +31,7 @@ fn config(order: &str, first_serial: u64) -> RunConfig {
         first_serial: Some(first_serial),
         progress: false,
         retries: 0,
+        protocol: station::run::Protocol::Stream,
     }
 }
 

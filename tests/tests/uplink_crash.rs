@@ -86,6 +86,7 @@ async fn certify(
         first_serial: Some(first_serial),
         progress: false,
         retries: 0,
+        protocol: station::run::Protocol::Stream,
     };
     let jobs = dies
         .into_iter()

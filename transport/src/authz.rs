@@ -40,6 +40,12 @@ pub struct Rule {
     /// Whether a caller of a site-bound role must act for its own site only:
     /// the service checks the data's site with [`SiteScope::check`].
     pub site_scoped: bool,
+    /// For a stream that carries the steps of other RPCs (the station line
+    /// stream), those RPCs' paths: each step is authorized by its own row,
+    /// as its unary call would be ([`crate::StreamSteps`]), and the stream
+    /// itself runs for as long as the caller keeps it open (each step has
+    /// the call deadline instead). Empty for every other RPC.
+    pub steps: &'static [&'static str],
 }
 
 impl Rule {
@@ -51,6 +57,11 @@ impl Rule {
     /// The service part of the path, e.g. `trustline.v1.Provisioning`.
     pub fn service(&self) -> &'static str {
         split_method(self.method).map_or("", |(s, _)| s)
+    }
+
+    /// Whether this RPC is a stream of other RPCs' steps (see [`Rule::steps`]).
+    pub fn carries_steps(&self) -> bool {
+        !self.steps.is_empty()
     }
 }
 
@@ -70,6 +81,7 @@ const fn rule(method: &'static str, roles: &'static [Role]) -> Rule {
         method,
         roles,
         site_scoped: false,
+        steps: &[],
     }
 }
 
@@ -78,8 +90,30 @@ const fn site_rule(method: &'static str, roles: &'static [Role]) -> Rule {
         method,
         roles,
         site_scoped: true,
+        steps: &[],
     }
 }
+
+const fn stream_rule(
+    method: &'static str,
+    roles: &'static [Role],
+    steps: &'static [&'static str],
+) -> Rule {
+    Rule {
+        method,
+        roles,
+        site_scoped: true,
+        steps,
+    }
+}
+
+/// The unary RPCs whose steps the station line stream carries.
+const LINE_STEPS: &[&str] = &[
+    "/trustline.v1.Provisioning/BeginClaim",
+    "/trustline.v1.Provisioning/CompleteClaim",
+    "/trustline.v1.Provisioning/DeliverDeviceKey",
+    "/trustline.v1.Provisioning/Certify",
+];
 
 /// The table. Order: by service as in the protos, then by RPC.
 pub static RULES: &[Rule] = &[
@@ -144,6 +178,9 @@ pub static RULES: &[Rule] = &[
     site_rule("/trustline.v1.Provisioning/Certify", STATION),
     site_rule("/trustline.v1.Provisioning/RecordCustody", STATION),
     site_rule("/trustline.v1.Provisioning/BindFdoHeader", STATION),
+    // The line stream: opened by a station; each step it carries is
+    // authorized by the step's own row above (issue 16).
+    stream_rule("/trustline.v1.Provisioning/Line", STATION, LINE_STEPS),
     // Ownership: the OEM makes the first transfer; owners do the rest
     // (2.4.14.7, 2.4.14.18, 2.4.16).
     rule("/trustline.v1.Ownership/TransferFromManufacturer", ADMIN),

@@ -27,6 +27,12 @@
 //! 6. The [`crate::Authorized`] caller is inserted into the request
 //!    extensions ([`crate::authorized`] reads it) and the service runs.
 //!
+//! A line stream (a rule with [`crate::Rule::steps`]) passes the same
+//! checks when it opens; the call deadline then bounds only the opening, and
+//! its handler gets a [`StreamSteps`] that runs the checks of steps 2–4 and
+//! the accounting below for each step it carries, under the step's own
+//! rule (`guard/steps`).
+//!
 //! When the response ends, its `grpc-status` (headers or trailers) is
 //! counted in `trustline_rpcs_total`, logged with caller id, role, method and
 //! code (never payloads), and, when it is a refusal
@@ -53,9 +59,11 @@ use crate::revocation::Revocations;
 
 mod in_process;
 mod response;
+mod steps;
 
 pub use in_process::InProcessChannel;
 use response::{Completion, ObservedBody};
+pub use steps::{Step, StepRefusal, StreamSteps};
 
 /// Label used for methods that are not in the table (a fixed word, so an
 /// attacker cannot grow the metric label space).
@@ -168,7 +176,9 @@ impl Guard {
     {
         let start = Instant::now();
         let path = req.uri().path().to_owned();
-        let method = authz::rule_for(&path).map_or(UNKNOWN_METHOD, |r| r.method);
+        let rule = authz::rule_for(&path);
+        let method = rule.map_or(UNKNOWN_METHOD, |r| r.method);
+        let carries_steps = rule.is_some_and(authz::Rule::carries_steps);
 
         let caller = match identify(&req) {
             Ok(caller) => caller,
@@ -192,51 +202,20 @@ impl Guard {
             start,
         };
 
-        if self.shared.lockouts.is_locked(&id) {
-            let status = Status::permission_denied(format!(
-                "{id} is locked out after repeated refused requests; an admin must clear it (Admin.ClearLockout)"
-            ));
-            return Ok(self.refuse(&call, status, "locked_out", Tally::Skip));
-        }
-
-        if let Some(home) = &self.shared.home_site {
-            let site_bound = matches!(
-                caller.role(),
-                Role::Station | Role::Provisioner | Role::Site
-            );
-            if site_bound && caller.site() != home {
-                let status = Status::permission_denied(format!(
-                    "{id} belongs to site {}; this server serves site {home} only",
-                    caller.site()
-                ));
-                return Ok(self.refuse(&call, status, "other_site", Tally::Count));
-            }
-        }
-
-        let authorized = match authz::authorize(&caller, &path) {
+        let authorized = match self.admit(&call) {
             Ok(authorized) => authorized,
-            Err(status) => return Ok(self.refuse(&call, status, "not_allowed", Tally::Count)),
+            Err(refused) => return Ok(refused.into_http()),
         };
-
         let limits = &self.shared.limits;
-        if !limits.unlimited_roles.contains(&caller.role()) {
-            if let Err(wait) = self.shared.rates.try_acquire(&id, start) {
-                let status = Status::resource_exhausted(format!(
-                    "{id}: rate limit of {}/s (burst {}) exceeded; retry in {} ms",
-                    limits.rate.per_second,
-                    limits.rate.burst,
-                    wait.as_millis().max(1)
-                ));
-                return Ok(self.refuse(&call, status, "rate_limited", Tally::Count));
-            }
-        }
 
         let Some(permit) = self.shared.concurrency.try_acquire(&id) else {
             let status = Status::resource_exhausted(format!(
                 "{id}: more than {} calls in flight",
                 limits.max_concurrent_per_caller
             ));
-            return Ok(self.refuse(&call, status, "concurrency_limited", Tally::Count));
+            return Ok(self
+                .refuse(&call, status, "concurrency_limited", Tally::Count)
+                .into_http());
         };
 
         let budget = req
@@ -248,6 +227,10 @@ impl Guard {
         let deadline = tokio::time::Instant::now() + budget;
 
         req.extensions_mut().insert(authorized);
+        if carries_steps {
+            req.extensions_mut()
+                .insert(StreamSteps::new(self.clone(), caller.clone()));
+        }
         let completion = Completion {
             guard: self.clone(),
             caller,
@@ -279,21 +262,66 @@ impl Guard {
         let body = ObservedBody {
             inner: body,
             completion: Some(completion),
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            // A line stream lives as long as the station keeps it; each of
+            // its steps has the call deadline (`StreamSteps`).
+            deadline: (!carries_steps).then(|| Box::pin(tokio::time::sleep_until(deadline))),
             budget,
             ended: false,
         };
         Ok(http::Response::from_parts(parts, Body::new(body)))
     }
 
-    /// Answers a request the guard itself refuses.
+    /// Checks 2–4 of the module doc (lockout, the role table, the rate) for
+    /// one call or one step of a line stream; a refusal is already counted
+    /// and logged.
+    fn admit(&self, call: &Call<'_>) -> Result<authz::Authorized, Status> {
+        let id = call.caller.id();
+        if self.shared.lockouts.is_locked(&id) {
+            let status = Status::permission_denied(format!(
+                "{id} is locked out after repeated refused requests; an admin must clear it (Admin.ClearLockout)"
+            ));
+            return Err(self.refuse(call, status, "locked_out", Tally::Skip));
+        }
+        if let Some(home) = &self.shared.home_site {
+            let site_bound = matches!(
+                call.caller.role(),
+                Role::Station | Role::Provisioner | Role::Site
+            );
+            if site_bound && call.caller.site() != home {
+                let status = Status::permission_denied(format!(
+                    "{id} belongs to site {}; this server serves site {home} only",
+                    call.caller.site()
+                ));
+                return Err(self.refuse(call, status, "other_site", Tally::Count));
+            }
+        }
+        let authorized = match authz::authorize(call.caller, call.path) {
+            Ok(authorized) => authorized,
+            Err(status) => return Err(self.refuse(call, status, "not_allowed", Tally::Count)),
+        };
+        let limits = &self.shared.limits;
+        if !limits.unlimited_roles.contains(&call.caller.role()) {
+            if let Err(wait) = self.shared.rates.try_acquire(&id, call.start) {
+                let status = Status::resource_exhausted(format!(
+                    "{id}: rate limit of {}/s (burst {}) exceeded; retry in {} ms",
+                    limits.rate.per_second,
+                    limits.rate.burst,
+                    wait.as_millis().max(1)
+                ));
+                return Err(self.refuse(call, status, "rate_limited", Tally::Count));
+            }
+        }
+        Ok(authorized)
+    }
+
+    /// Counts and logs a request (or step) the guard itself refuses.
     fn refuse(
         &self,
         call: &Call<'_>,
         status: Status,
         reason: &'static str,
         tally: Tally,
-    ) -> http::Response<Body> {
+    ) -> Status {
         let metrics = &self.shared.metrics;
         metrics.refused(reason);
         metrics.rpc_finished(call.method, status.code(), call.start.elapsed());
@@ -310,7 +338,7 @@ impl Guard {
         if tally == Tally::Count {
             self.count_refusal(call.caller, call.method, status.code(), status.message());
         }
-        status.into_http()
+        status
     }
 
     fn count_refusal(&self, caller: &Caller, method: &str, code: Code, message: &str) {

@@ -47,7 +47,7 @@ pub mod tls;
 pub use admin::AdminService;
 pub use authz::{authorize, Authorized, OtherSite, Rule, SiteScope};
 pub use error::Error;
-pub use guard::{Guard, GuardService, InProcessChannel};
+pub use guard::{Guard, GuardService, InProcessChannel, Step, StepRefusal, StreamSteps};
 pub use identity::{authorized, caller, internal_request, Caller, Role, ServerIdentity};
 pub use limits::{Limits, MessageLimits, RateLimit};
 pub use lockout::{LockoutPolicy, LockoutTracker};

@@ -38,8 +38,14 @@ pub struct Limits {
     pub max_streams_per_connection: u32,
     /// Calls one caller may have in flight at once, over all its connections.
     pub max_concurrent_per_caller: u32,
-    /// Call rate per caller (token bucket).
+    /// Call rate per caller (token bucket); each step of a line stream counts
+    /// as one call.
     pub rate: RateLimit,
+    /// Steps one line stream runs at once (`Provisioning/Line`); one more is
+    /// refused `RESOURCE_EXHAUSTED` (`stream-full`) for its device alone.
+    /// Sent to the station in the `trustline-line-in-flight` response
+    /// header, so that it waits instead of being refused.
+    pub max_in_flight_per_stream: u32,
     /// Roles exempt from the rate limit. By default the provisioner, whose
     /// calls to the CA and the ledger are driven by stations that are
     /// themselves rate-limited.
@@ -65,6 +71,7 @@ impl Default for Limits {
                 per_second: 200.0,
                 burst: 400,
             },
+            max_in_flight_per_stream: 256,
             unlimited_roles: vec![Role::Provisioner],
             max_deadline_ms: 30_000,
             handshake_timeout_ms: 10_000,

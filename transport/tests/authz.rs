@@ -293,6 +293,172 @@ impl Provisioning for SiteScoped {
     ) -> Result<Response<BindFdoHeaderResponse>, Status> {
         Err(Status::unimplemented("test service"))
     }
+
+    type LineStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<LineResponse, Status>> + Send + 'static>,
+    >;
+
+    /// Each BeginClaim step admitted by the stream guard and scoped by the
+    /// step's authorized caller, the way the real service runs its steps.
+    async fn line(
+        &self,
+        request: Request<tonic::Streaming<LineRequest>>,
+    ) -> Result<Response<Self::LineStream>, Status> {
+        let steps = transport::StreamSteps::of(&request)?.clone();
+        let orders = self.orders.clone();
+        let inbound = request.into_inner();
+        let answers = futures::stream::unfold(Some(inbound), move |inbound| {
+            let (steps, orders) = (steps.clone(), orders.clone());
+            async move {
+                let mut inbound = inbound?;
+                let request = match inbound.message().await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return None,
+                    Err(s) => return Some((Err(s), None)),
+                };
+                let Some(line_request::Step::BeginClaim(begin)) = request.step else {
+                    return Some((Err(Status::invalid_argument("not a begin claim")), None));
+                };
+                let step = match steps.begin(LINE, "/trustline.v1.Provisioning/BeginClaim") {
+                    Ok(step) => step,
+                    Err(transport::StepRefusal::EndStream(s)) => return Some((Err(s), None)),
+                    Err(transport::StepRefusal::Step(s)) => {
+                        return Some((Ok(refusal(request.id, &s)), Some(inbound)))
+                    }
+                };
+                let site = orders.get(&begin.order_id).cloned().unwrap_or_default();
+                let answer = match step.authorized().scope().check(&site) {
+                    Ok(()) => {
+                        step.finish(Code::Ok, "");
+                        LineResponse {
+                            id: request.id,
+                            result: Some(line_response::Result::BeginClaim(
+                                BeginClaimResponse::default(),
+                            )),
+                        }
+                    }
+                    Err(e) => {
+                        let s = Status::from(e);
+                        step.finish(s.code(), s.message());
+                        refusal(request.id, &s)
+                    }
+                };
+                Some((Ok(answer), Some(inbound)))
+            }
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+}
+
+const LINE: &str = "/trustline.v1.Provisioning/Line";
+
+fn refusal(id: u64, s: &Status) -> LineResponse {
+    LineResponse {
+        id,
+        result: Some(line_response::Result::Refusal(LineRefusal {
+            code: s.code() as i32,
+            message: s.message().to_owned(),
+            ..LineRefusal::default()
+        })),
+    }
+}
+
+#[tokio::test]
+async fn a_line_streams_steps_pass_the_guard_as_their_calls_and_a_lockout_ends_it() {
+    let mut limits = table_only_limits();
+    limits.lockout.threshold = 3;
+    limits.unlimited_roles = vec![];
+    limits.rate = transport::RateLimit {
+        per_second: 0.001,
+        burst: 6,
+    };
+    let guard = Guard::new(limits, Metrics::new());
+    let service = SiteScoped {
+        orders: HashMap::from([
+            ("order-a".to_owned(), "site-a".to_owned()),
+            ("order-b".to_owned(), "site-b".to_owned()),
+        ]),
+    };
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(ProvisioningServer::new(service));
+    let routes = routes.routes();
+    let station = common::station("site-a", "st-01");
+    let mut client = ProvisioningClient::new(InProcessChannel::new(
+        routes.clone(),
+        &guard,
+        station.clone(),
+    ));
+    let begin = |id: u64, order: &str| LineRequest {
+        id,
+        step: Some(line_request::Step::BeginClaim(BeginClaimRequest {
+            order_id: order.to_owned(),
+            attestation: None,
+        })),
+    };
+
+    // Own site, another site (refused for the step, scoped by the step's
+    // rule), own site again: the stream goes on. Opening the stream took
+    // one token of the rate limit's burst of 6, each step one more.
+    let requests = futures::stream::iter(vec![
+        begin(1, "order-a"),
+        begin(2, "order-b"),
+        begin(3, "order-a"),
+        begin(4, "order-a"),
+        begin(5, "order-a"),
+        begin(6, "order-a"),
+    ]);
+    let mut answers = client.line(requests).await.unwrap().into_inner();
+    let mut codes = Vec::new();
+    while let Some(answer) = answers.message().await.unwrap() {
+        codes.push(match answer.result.unwrap() {
+            line_response::Result::Refusal(r) => Code::from(r.code),
+            _ => Code::Ok,
+        });
+    }
+    assert_eq!(
+        codes,
+        [
+            Code::Ok,
+            Code::PermissionDenied,
+            Code::Ok,
+            Code::Ok,
+            Code::Ok,
+            // The seventh token: the rate limit holds per step.
+            Code::ResourceExhausted,
+        ]
+    );
+    // Each step is in the metrics under its own method.
+    let text = guard.metrics().encode();
+    assert!(
+        text.contains(r#"method="/trustline.v1.Provisioning/BeginClaim",code="PERMISSION_DENIED""#),
+        "{text}"
+    );
+    // The refused steps counted towards the lockout (another site, the
+    // rate): one more refusal locks the station out.
+    assert!(!guard.lockouts().is_locked(&station.id()));
+    let mut limits = table_only_limits();
+    limits.lockout.threshold = 2;
+    let guard = Guard::new(limits, Metrics::new());
+    let mut client =
+        ProvisioningClient::new(InProcessChannel::new(routes, &guard, station.clone()));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let requests =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    let mut answers = client.line(requests).await.unwrap().into_inner();
+    for id in 1..=2 {
+        tx.send(begin(id, "order-b")).unwrap();
+        let answer = answers.message().await.unwrap().unwrap();
+        assert!(matches!(
+            answer.result,
+            Some(line_response::Result::Refusal(_))
+        ));
+    }
+    assert!(guard.lockouts().is_locked(&station.id()));
+    // Locked out: the next step ends the stream.
+    tx.send(begin(3, "order-a")).unwrap();
+    let err = answers.message().await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("locked out"), "{}", err.message());
 }
 
 #[tokio::test]

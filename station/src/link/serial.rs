@@ -134,6 +134,10 @@ fn io_error(e: serialport::Error) -> Error {
 fn io_failure(what: &str, e: std::io::Error) -> Error {
     match e.kind() {
         std::io::ErrorKind::TimedOut => Error::link(LinkFault::Timeout, format!("{what}: {e}")),
+        // EIO: a pty whose device side closed, an adapter unplugged.
+        _ if e.raw_os_error() == Some(5) => {
+            Error::link(LinkFault::Hangup, format!("{what}: the port hung up ({e})"))
+        }
         std::io::ErrorKind::BrokenPipe => {
             Error::link(LinkFault::Hangup, format!("{what}: the port hung up"))
         }
@@ -203,9 +207,13 @@ impl SerialPort {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             port.set_timeout(left.max(Duration::from_millis(1)))
                 .map_err(io_error)?;
-            port.write_all(&frame)
-                .and_then(|()| port.flush())
-                .map_err(|e| io_failure(&what, e))
+            port.write_all(&frame).map_err(|e| io_failure(&what, e))?;
+            // The frame is written; a port that will not drain it has lost
+            // its other end (tcdrain fails once a pty's device side closed,
+            // or a USB adapter went away): the device hung up.
+            port.flush().map_err(|e| {
+                Error::link(LinkFault::Hangup, format!("{what}: the port hung up ({e})"))
+            })
         })
         .await
     }

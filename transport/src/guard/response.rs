@@ -33,28 +33,42 @@ pub(super) struct Completion {
 
 impl Completion {
     pub(super) fn finish(self, code: Code, message: &str) {
-        let shared = &self.guard.shared;
-        shared
+        self.guard
+            .call_finished(&self.caller, self.method, self.start, code, message);
+    }
+}
+
+impl Guard {
+    /// What happens when a call (or one step of a line stream) ends with
+    /// `code`: metrics, the log line, and the lockout count of a refusal.
+    pub(super) fn call_finished(
+        &self,
+        caller: &Caller,
+        method: &'static str,
+        start: Instant,
+        code: Code,
+        message: &str,
+    ) {
+        self.shared
             .metrics
-            .rpc_finished(self.method, code, self.start.elapsed());
+            .rpc_finished(method, code, start.elapsed());
         if counts_as_refusal(code) {
             tracing::warn!(
                 target: LOCKOUT_TARGET,
-                caller = %self.caller,
-                role = %self.caller.role(),
-                method = self.method,
+                caller = %caller,
+                role = %caller.role(),
+                method,
                 code = code_name(code),
                 "request refused by the service"
             );
-            self.guard
-                .count_refusal(&self.caller, self.method, code, message);
+            self.count_refusal(caller, method, code, message);
         } else {
             tracing::debug!(
-                caller = %self.caller,
-                role = %self.caller.role(),
-                method = self.method,
+                caller = %caller,
+                role = %caller.role(),
+                method,
                 code = code_name(code),
-                elapsed_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                elapsed_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
                 "rpc"
             );
         }
@@ -66,7 +80,8 @@ impl Completion {
 pub(super) struct ObservedBody {
     pub(super) inner: Body,
     pub(super) completion: Option<Completion>,
-    pub(super) deadline: Pin<Box<Sleep>>,
+    /// `None` for a line stream, whose steps have their own deadline.
+    pub(super) deadline: Option<Pin<Box<Sleep>>>,
     pub(super) budget: Duration,
     pub(super) ended: bool,
 }
@@ -112,7 +127,11 @@ impl http_body::Body for ObservedBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if this.completion.is_some() && this.deadline.as_mut().poll(cx).is_ready() {
+                let expired = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                if this.completion.is_some() && expired {
                     let status = deadline_status(this.budget);
                     let mut trailers = http::HeaderMap::new();
                     // The status holds only ASCII we wrote: encoding it cannot fail.

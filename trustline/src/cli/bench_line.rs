@@ -10,7 +10,12 @@
 //! Dies are manufactured before the clock starts (the bench measures the
 //! line, not the fab).
 //!
-//! Reported per mode: devices/s (wall time of the K runs); server CPU per
+//! Each mode runs twice, on the same server and machine: over the station
+//! line stream (`Provisioning/Line`, folded steps: two messages per device
+//! on-device, three in HSM mode) and over unary calls (three or four per
+//! device), each with its own order and fresh dies.
+//!
+//! Reported per mode and protocol: devices/s (wall time of the K runs); server CPU per
 //! device = (utime + stime of the server process, from
 //! `/proc/<pid>/stat`, after − before) ÷ devices certified — the server's
 //! own CPU only, not the simulated devices' or stations'; the HSM bound =
@@ -28,6 +33,8 @@
 //! spend in front of a hardware HSM. HSM mode gets no estimate: the wrapped
 //! key rate is measured with several threads on a shared machine, which
 //! gives no sound CPU time per key. The measured figure is the first.
+//! Per mode, `stream_vs_unary` gives stream ÷ unary for devices/s and for
+//! server CPU per device.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -46,7 +53,7 @@ use trustline_proto::v1::provisioning_client::ProvisioningClient;
 use super::hsm_args::HsmArgs;
 use super::Outcome;
 use site::setup;
-use station::run::{self, Job, Mode, RunConfig};
+use station::run::{self, Job, Mode, Protocol, RunConfig};
 use station::sim::SimLink;
 use station::sim::{fresh_dies, sim_vendors};
 
@@ -67,6 +74,9 @@ pub(crate) struct LineArgs {
     /// Modes to measure.
     #[arg(long, value_name = "MODE", default_values = ["on-device", "hsm"])]
     pub(crate) mode: Vec<Mode>,
+    /// Protocols to measure, each mode on each.
+    #[arg(long, value_name = "PROTOCOL", default_values = ["unary", "stream"])]
+    pub(crate) protocol: Vec<ProtocolArg>,
     /// Seconds per phase of the HSM measurement.
     #[arg(long, value_name = "S", default_value_t = 1.0)]
     pub(crate) hsm_seconds: f64,
@@ -79,9 +89,28 @@ pub(crate) struct LineArgs {
     pub(crate) json: bool,
 }
 
+/// `--protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ProtocolArg {
+    /// One unary call per step.
+    Unary,
+    /// The station line stream.
+    Stream,
+}
+
+impl From<ProtocolArg> for Protocol {
+    fn from(p: ProtocolArg) -> Self {
+        match p {
+            ProtocolArg::Unary => Protocol::Unary,
+            ProtocolArg::Stream => Protocol::Stream,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct ModeReport {
     mode: Mode,
+    protocol: Protocol,
     devices: usize,
     stations: usize,
     in_flight_per_station: usize,
@@ -106,7 +135,45 @@ struct LineReport {
     hsm_sessions: usize,
     hsm_wrapped_keys_per_second: Option<f64>,
     modes: Vec<ModeReport>,
+    stream_vs_unary: Vec<Comparison>,
     server_cpu_method: &'static str,
+    /// `/proc/loadavg` (1, 5 and 15 minutes) before and after the runs: the
+    /// figures are only comparable at a similar load.
+    load_average_before: Option<[f64; 3]>,
+    load_average_after: Option<[f64; 3]>,
+}
+
+/// The 1, 5 and 15 minute load averages, where `/proc/loadavg` exists.
+fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+    Some([fields.next()??, fields.next()??, fields.next()??])
+}
+
+/// Stream ÷ unary for one mode.
+#[derive(Debug, Serialize)]
+struct Comparison {
+    mode: Mode,
+    devices_per_second: f64,
+    server_cpu_ms_per_device: f64,
+}
+
+fn comparisons(modes: &[ModeReport]) -> Vec<Comparison> {
+    let mut out = Vec::new();
+    for stream in modes.iter().filter(|m| m.protocol == Protocol::Stream) {
+        let unary = modes
+            .iter()
+            .find(|m| m.protocol == Protocol::Unary && m.mode == stream.mode);
+        if let Some(unary) = unary {
+            out.push(Comparison {
+                mode: stream.mode,
+                devices_per_second: stream.devices_per_second / unary.devices_per_second.max(1e-9),
+                server_cpu_ms_per_device: stream.server_cpu_ms_per_device
+                    / unary.server_cpu_ms_per_device.max(1e-9),
+            });
+        }
+    }
+    out
 }
 
 /// Runs `trustline bench line`.
@@ -116,6 +183,9 @@ struct LineReport {
 pub(crate) fn run(args: &LineArgs) -> anyhow::Result<Outcome> {
     if args.devices == 0 || args.stations == 0 || args.concurrency == 0 {
         bail!("--devices, --stations and --concurrency must be at least 1");
+    }
+    if args.protocol.is_empty() || args.mode.is_empty() {
+        bail!("give at least one --mode and one --protocol");
     }
     let (dir, _temp) = match &args.dir {
         Some(d) => {
@@ -256,8 +326,14 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
     let signer = tokens.ca.signer(&KeyLabels::default().order)?;
     let vendors: Vec<String> = fleet.vendor_roots().into_iter().map(|(n, _)| n).collect();
 
+    let load_before = load_average();
+    let runs: Vec<(Mode, Protocol)> = args
+        .mode
+        .iter()
+        .flat_map(|m| args.protocol.iter().map(|p| (*m, Protocol::from(*p))))
+        .collect();
     let mut modes = Vec::new();
-    for (m, mode) in args.mode.iter().enumerate() {
+    for (m, (mode, protocol)) in runs.iter().enumerate() {
         let order_id = format!("PO-BENCH-{m}");
         let now = backends::now_ms();
         let order = v1::ProductionOrder {
@@ -302,7 +378,7 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
             decks.push((i, jobs, channel));
         }
         progress(&format!(
-            "running {mode:?}: {} devices, {} stations x {} in flight...",
+            "running {mode:?} over {protocol:?}: {} devices, {} stations x {} in flight...",
             args.devices, args.stations, args.concurrency
         ));
         let cpu_before = process_cpu_seconds(pid)?;
@@ -318,6 +394,7 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
                 first_serial: Some(1 + (i * per) as u64),
                 progress: false,
                 retries: 0,
+                protocol: *protocol,
             };
             tasks.push(tokio::spawn(run::run(channel, config, jobs)));
         }
@@ -343,6 +420,7 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
             (wrapped_per_device == 0).then(|| f64::from(signatures_per_device) * sign_cpu_ms);
         modes.push(ModeReport {
             mode: *mode,
+            protocol: *protocol,
             devices: args.devices,
             stations: args.stations,
             in_flight_per_station: args.concurrency,
@@ -367,7 +445,10 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
         hsm_signatures_per_second_n: hsm_report.raw_signatures_n.per_second,
         hsm_sessions: sessions,
         hsm_wrapped_keys_per_second: wrapped,
+        stream_vs_unary: comparisons(&modes),
         modes,
+        load_average_before: load_before,
+        load_average_after: load_average(),
         server_cpu_method: "utime+stime of the `serve all` child from /proc/<pid>/stat, after minus before the run, divided by devices certified",
     };
     if args.json {
@@ -382,9 +463,10 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
         );
         for m in &report.modes {
             println!(
-                "{:?}: {} of {} certified in {:.2} s = {:.0} devices/s; server CPU {:.3} ms/device{} \
+                "{:?} over {:?}: {} of {} certified in {:.2} s = {:.0} devices/s; server CPU {:.3} ms/device{} \
                  (stations and simulated devices {:.3}); HSM bound {:.0}/s; ratio {:.2}",
                 m.mode,
+                m.protocol,
                 m.certified,
                 m.devices,
                 m.seconds,
@@ -398,6 +480,18 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
                 m.station_and_devices_cpu_ms_per_device,
                 m.hsm_bound_devices_per_second,
                 m.ratio_to_hsm_bound
+            );
+        }
+        if let (Some(b), Some(a)) = (report.load_average_before, report.load_average_after) {
+            println!(
+                "load average before {:.2} {:.2} {:.2}, after {:.2} {:.2} {:.2}",
+                b[0], b[1], b[2], a[0], a[1], a[2]
+            );
+        }
+        for c in &report.stream_vs_unary {
+            println!(
+                "{:?}: stream/unary {:.2}x devices/s, {:.2}x server CPU per device",
+                c.mode, c.devices_per_second, c.server_cpu_ms_per_device
             );
         }
     }

@@ -257,6 +257,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
             first_serial: Some(1 + i as u64 * span),
             progress: !args.json && i == 0,
             retries: 1,
+            protocol: run::Protocol::Stream,
         };
         runs.push(tokio::spawn(run::run(channel, config, jobs)));
     }

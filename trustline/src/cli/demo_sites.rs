@@ -493,6 +493,7 @@ async fn run_line(
         first_serial: Some(1 + offset),
         progress: !quiet && offset == 0 && i == 0,
         retries: 1,
+        protocol: station::run::Protocol::Stream,
     };
     let jobs = dies
         .into_iter()

@@ -164,6 +164,7 @@ async fn simulated(args: &InspectArgs) -> anyhow::Result<Outcome> {
         first_serial: None,
         progress: false,
         retries: 1,
+        protocol: run::Protocol::Stream,
     };
     let (report, mut links) = run::run(station, run_config, jobs).await?;
     let Some(run::Outcome::Provisioned(device)) = report.outcomes.into_iter().next() else {

@@ -177,6 +177,10 @@ pub(crate) struct RunArgs {
     /// Print the summary as JSON (no progress bar).
     #[arg(long)]
     pub(crate) json: bool,
+    /// One unary call per step instead of the line stream (for
+    /// provisioners without `Provisioning/Line`, and as the baseline).
+    #[arg(long)]
+    pub(crate) unary: bool,
     /// The provisioner and this station's credentials.
     #[command(flatten)]
     pub(crate) client: ClientArgs,
@@ -255,6 +259,11 @@ async fn station_run(args: RunArgs) -> anyhow::Result<Outcome> {
         first_serial: args.first_serial,
         progress: !args.json,
         retries: args.retries,
+        protocol: if args.unary {
+            run::Protocol::Unary
+        } else {
+            run::Protocol::Stream
+        },
     };
     let (report, _) = run::run(channel, config, jobs).await?;
     summary::print(&report, &labels, args.json)?;
