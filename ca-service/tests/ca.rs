@@ -589,6 +589,7 @@ async fn the_grpc_service_issues_wraps_signs_crls_and_voucher_entries() {
             entry_payload: payload.clone(),
             rot_id: rot.clone(),
             entry_index: 0,
+            fdo: false,
         })
         .await
         .expect("sealed voucher entry")

@@ -74,6 +74,7 @@
 pub mod challenges;
 pub mod checks;
 pub mod error;
+pub mod fdo;
 mod lifecycle;
 pub mod manufacturer;
 mod onboard;
@@ -176,6 +177,10 @@ pub struct TransferOutcome {
     /// The transfer was recorded by an earlier request; this answers a
     /// retry with what was recorded then.
     pub replayed: bool,
+    /// The FDO 1.1 voucher (CBOR): for the first transfer of a device whose
+    /// FDO header is bound, with the OEM-signed FDO twin of entry 0; for a
+    /// registered FDO voucher, that voucher ([`fdo`]). Else empty.
+    pub fdo_voucher: Vec<u8>,
 }
 
 /// The outcome of a recorded lifecycle step.

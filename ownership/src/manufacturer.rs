@@ -133,12 +133,20 @@ impl Ownership {
             )
             .await;
         match recorded {
-            Ok(ledger_seq) => Ok(TransferOutcome {
-                voucher: voucher.encode(),
-                ledger_seq,
-                owner_commitment: commitment,
-                replayed: false,
-            }),
+            Ok(ledger_seq) => {
+                // Entry 0 is recorded: its FDO twin may be signed and
+                // released (invariant 1).
+                let fdo_voucher = self
+                    .fdo_first_voucher(&record, &signed.cose_sign1, &next_owner)
+                    .await?;
+                Ok(TransferOutcome {
+                    voucher: voucher.encode(),
+                    ledger_seq,
+                    owner_commitment: commitment,
+                    replayed: false,
+                    fdo_voucher,
+                })
+            }
             // Another request recorded entry 0 first: the entry signed here
             // is dropped unreleased, and the recorded one answers — when it
             // names this owner.
@@ -209,11 +217,13 @@ impl Ownership {
         if entry.next_owner_public_key != next_owner {
             return Err(taken());
         }
+        let fdo_voucher = self.fdo_first_voucher(record, &cose, next_owner).await?;
         Ok(TransferOutcome {
             voucher: voucher.encode(),
             ledger_seq: first.seq,
             owner_commitment: first.commitment.clone(),
             replayed: true,
+            fdo_voucher,
         })
     }
 

@@ -255,6 +255,32 @@ impl Ca {
         })
     }
 
+    /// Signs an FDO 1.1 voucher entry (its `OVEntryPayload` CBOR, validated
+    /// by `trustline_proto::fdo::sign_entry`: an FDO payload, never a
+    /// Trustline one) with the OEM voucher key; returns the tagged
+    /// COSE_Sign1 (issue 17: the FDO twin of entry 0, so that no key leaves
+    /// the CA).
+    ///
+    /// # Errors
+    /// As [`Ca::sign_voucher_entry`].
+    pub fn sign_fdo_voucher_entry(&self, entry_payload: &[u8]) -> Result<Vec<u8>, Error> {
+        take_signer_failure();
+        let voucher = self.voucher.as_ref().ok_or_else(|| Error::KeyNotFound {
+            label: self.labels.voucher.clone(),
+            class: "private",
+            token: self.hsm.token_label().to_owned(),
+        })?;
+        trustline_proto::fdo::sign_entry(entry_payload, voucher).map_err(|e| match e {
+            trustline_proto::Error::Signer(reason) => {
+                take_signer_failure().unwrap_or(Error::Pkcs11 {
+                    operation: "C_Sign",
+                    reason,
+                })
+            }
+            other => Error::VoucherEntry(other.to_string()),
+        })
+    }
+
     /// Signs a voucher entry as [`Ca::sign_voucher_entry`] and seals it for
     /// entry `index` of `rot_id`'s voucher under the OEM seal key
     /// (AES-256-GCM in the HSM, a fresh random IV, the additional data of
