@@ -59,6 +59,14 @@
 //! history with refusals. Capacity refusals (`busy`) and failures of the
 //! service are never recorded.
 //!
+//! # FDO vouchers (issue 17)
+//!
+//! `RegisterTransfer` also takes an FDO 1.1 voucher extended by FDO tools
+//! and records its FDO-only entries as transfers with fresh salted
+//! commitments, after the same checks as a Trustline voucher plus the
+//! factory's record of the FDO header and HMAC; `TransferFromManufacturer`
+//! returns the FDO twin of entry 0 the CA signed ([`fdo`]).
+//!
 //! # Quarantine
 //!
 //! A device whose identity another die presented at the factory (a

@@ -20,7 +20,10 @@
 //!    0); the ledger records `OWNERSHIP_TRANSFERRED` with the commitment,
 //!    the entry's hash and the seal — ciphertext only, so the ledger still
 //!    holds no owner key (invariant 6) — and only then is the voucher
-//!    returned (invariant 1).
+//!    returned (invariant 1);
+//! 5. for a device whose FDO header the factory bound, the CA then signs
+//!    the FDO twin of the recorded entry 0 and the FDO voucher is returned
+//!    beside it (issue 17, [`crate::fdo`]); a retry signs the twin again.
 //!
 //! Entry 0 is therefore never lost: after a lost response, a restart or a
 //! crash, the retry returns the very bytes signed the first time. A seal
