@@ -31,6 +31,12 @@ pub trait CaApi: Send + Sync + 'static {
     fn get_chain(&self) -> BoxFuture<'_, Result<v1::CertificateChain, Status>>;
     /// Signs a voucher entry with the OEM voucher key.
     fn sign_voucher_entry(&self, entry_payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Status>>;
+    /// Signs an FDO 1.1 voucher entry payload (`OVEntryPayload`) with the
+    /// OEM voucher key: the FDO twin of entry 0 (issue 17).
+    fn sign_fdo_voucher_entry(
+        &self,
+        entry_payload: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, Status>>;
     /// Signs a voucher entry with the OEM voucher key and seals it for entry
     /// `entry_index` of `rot_id`'s voucher under the OEM seal key: returns
     /// the COSE entry and its sealed copy (issue 12 item 10).
@@ -110,9 +116,28 @@ impl CaApi for RemoteCa {
                     entry_payload,
                     rot_id,
                     entry_index,
+                    fdo: false,
                 })
                 .await?
                 .into_inner())
+        })
+    }
+
+    fn sign_fdo_voucher_entry(
+        &self,
+        entry_payload: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, Status>> {
+        let mut client = self.0.clone();
+        Box::pin(async move {
+            Ok(client
+                .sign_voucher_entry(v1::SignVoucherEntryRequest {
+                    entry_payload,
+                    fdo: true,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .cose_sign1)
         })
     }
 
@@ -226,11 +251,33 @@ impl<S: CertificateAuthority> CaApi for LocalCa<S> {
                         entry_payload,
                         rot_id,
                         entry_index,
+                        fdo: false,
                     },
                     methods::CA_SIGN_VOUCHER_ENTRY,
                 )?)
                 .await?
                 .into_inner())
+        })
+    }
+
+    fn sign_fdo_voucher_entry(
+        &self,
+        entry_payload: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, Status>> {
+        Box::pin(async move {
+            Ok(self
+                .service
+                .sign_voucher_entry(self.identity.request(
+                    v1::SignVoucherEntryRequest {
+                        entry_payload,
+                        fdo: true,
+                        ..Default::default()
+                    },
+                    methods::CA_SIGN_VOUCHER_ENTRY,
+                )?)
+                .await?
+                .into_inner()
+                .cose_sign1)
         })
     }
 

@@ -174,6 +174,23 @@ impl CertificateAuthority for CaService {
         request: Request<v1::SignVoucherEntryRequest>,
     ) -> Result<Response<v1::SignVoucherEntryResponse>, Status> {
         let req = request.into_inner();
+        if req.fdo {
+            // An FDO entry (issue 17): validated as an FDO payload, never
+            // sealed.
+            if !req.rot_id.is_empty() {
+                return Err(Status::invalid_argument(
+                    "an fdo voucher entry is not sealed: leave rot_id empty",
+                ));
+            }
+            let payload = req.entry_payload;
+            let cose_sign1 = self
+                .blocking(move |ca| ca.sign_fdo_voucher_entry(&payload))
+                .await?;
+            return Ok(Response::new(v1::SignVoucherEntryResponse {
+                cose_sign1,
+                sealed_entry: vec![],
+            }));
+        }
         if req.rot_id.is_empty() {
             let payload = req.entry_payload;
             let cose_sign1 = self

@@ -582,6 +582,77 @@ async fn the_grpc_service_issues_wraps_signs_crls_and_voucher_entries() {
         .expect_err("must be refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 
+    // Issue 17: asked for an FDO entry, the CA validates the payload as an
+    // FDO `OVEntryPayload` (a Trustline payload is refused, and the reverse),
+    // signs it with the same OEM voucher key, and never seals it.
+    let fdo_header = trustline_proto::fdo::FdoHeader {
+        guid: [9; 16],
+        rv_info: trustline_proto::fdo::RendezvousInfo::server(
+            "rv.example.com",
+            8041,
+            trustline_proto::fdo::rendezvous::protocol::HTTPS,
+        ),
+        device_info: "test".into(),
+        manufacturer_public_key: chain.voucher_public_key.clone(),
+        cert_chain_sha256: trustline_proto::fdo::cert_chain_sha256(std::slice::from_ref(
+            &issued.certificate,
+        )),
+    };
+    let mut fdo = trustline_proto::fdo::FdoVoucher::new(
+        fdo_header,
+        [0; 32],
+        vec![issued.certificate.clone()],
+    )
+    .expect("fdo voucher");
+    let fdo_payload = fdo
+        .next_entry_payload(owner.public_key_der(), None)
+        .expect("fdo payload");
+    let fdo_entry = client
+        .sign_voucher_entry(v1::SignVoucherEntryRequest {
+            entry_payload: fdo_payload.clone(),
+            fdo: true,
+            ..Default::default()
+        })
+        .await
+        .expect("fdo entry")
+        .into_inner();
+    assert!(fdo_entry.sealed_entry.is_empty());
+    fdo.push_entry(&fdo_entry.cose_sign1)
+        .expect("an fdo entry 0 signed by the OEM voucher key");
+    for (what, request) in [
+        (
+            "a trustline payload as fdo",
+            v1::SignVoucherEntryRequest {
+                entry_payload: payload.clone(),
+                fdo: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "an fdo payload as trustline",
+            v1::SignVoucherEntryRequest {
+                entry_payload: fdo_payload.clone(),
+                ..Default::default()
+            },
+        ),
+        (
+            "a sealed fdo entry",
+            v1::SignVoucherEntryRequest {
+                entry_payload: fdo_payload.clone(),
+                rot_id: rot.clone(),
+                entry_index: 0,
+                fdo: true,
+            },
+        ),
+    ] {
+        let status = client.sign_voucher_entry(request).await.expect_err(what);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {status:?}"
+        );
+    }
+
     // Issue 12 item 10: named for a device and index, the entry comes back
     // sealed under the OEM seal key too; only that device and index open it.
     let sealed = client
@@ -589,6 +660,7 @@ async fn the_grpc_service_issues_wraps_signs_crls_and_voucher_entries() {
             entry_payload: payload.clone(),
             rot_id: rot.clone(),
             entry_index: 0,
+            fdo: false,
         })
         .await
         .expect("sealed voucher entry")

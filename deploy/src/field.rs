@@ -424,6 +424,13 @@ impl CaApi for HubCa {
         self.blocking(move |oem| oem.sign_voucher_entry(&entry_payload))
     }
 
+    fn sign_fdo_voucher_entry(
+        &self,
+        entry_payload: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, Status>> {
+        self.blocking(move |oem| oem.sign_fdo_voucher_entry(&entry_payload))
+    }
+
     fn sign_sealed_voucher_entry(
         &self,
         entry_payload: Vec<u8>,

@@ -12,17 +12,17 @@
 //!   state that allows the step (a spent or expired challenge, a stale
 //!   voucher, the wrong lifecycle step, a missing reset proof, a scrapped,
 //!   retired or quarantined device, a cross-site clone, a device that is
-//!   not the certified one);
+//!   not the certified one, a device whose FDO header was never bound);
 //! - `ALREADY_EXISTS`: a transfer for this voucher entry is already recorded
-//!   (a fork, or a first transfer to another owner), or a quarantine is
-//!   already lifted;
+//!   (a fork, or a first transfer to another owner), a quarantine is
+//!   already lifted, or an FDO voucher's GUID belongs to another device;
 //! - `RESOURCE_EXHAUSTED`: the caller (or its site) holds its whole budget
 //!   of outstanding challenges; other callers are unaffected;
 //! - `DATA_LOSS`: the sealed copy of a recorded voucher entry does not open
 //!   or does not match the recorded entry; nothing is re-signed;
 //! - `NOT_FOUND`: no such device;
-//! - `INVALID_ARGUMENT`: malformed input, or a signature that does not
-//!   verify;
+//! - `INVALID_ARGUMENT`: malformed input, a signature that does not
+//!   verify, or an FDO header or HMAC that is not the recorded one;
 //! - `ABORTED`: another request changed the device's recorded ownership
 //!   state first; retry with a fresh challenge;
 //! - `UNAVAILABLE` / `INTERNAL`: the CA or the ledger could not be reached or
@@ -180,6 +180,26 @@ pub enum Error {
         /// The `QUARANTINE_LIFTED` entry.
         lifted_seq: u64,
     },
+    /// An FDO voucher's header or HMAC is not the one the factory recorded
+    /// for the device (issue 17): `CERTIFIED.fdo_header_sha256` and the
+    /// `FDO_HEADER_BOUND` header and HMAC. A header rewritten (another
+    /// rendezvous server, device info) or another HMAC is refused even
+    /// though only the device could check the HMAC itself.
+    #[error("fdo voucher header: {0}")]
+    FdoHeader(String),
+    /// An FDO voucher names a device for which the factory recorded no FDO
+    /// header, or whose header HMAC was never bound (no `FDO_HEADER_BOUND`).
+    #[error("device {0} has no recorded fdo header and hmac")]
+    FdoUnbound(String),
+    /// An FDO voucher's GUID is registered to another device than the one
+    /// its certificate chain names (issue 17: one GUID, one device).
+    #[error("fdo guid {guid} is registered to another device (ledger entry {seq})")]
+    FdoGuidReused {
+        /// The GUID, hex.
+        guid: String,
+        /// The `CERTIFIED` entry holding the GUID.
+        seq: u64,
+    },
     /// The CA or the ledger refused or failed; nothing was released.
     #[error("{service} failed: {status}")]
     Backend {
@@ -225,6 +245,9 @@ impl Error {
             Error::SealBroken { .. } => "sealed-entry",
             Error::NotQuarantined { .. } => "not-quarantined",
             Error::QuarantineLifted { .. } => "quarantine-lifted",
+            Error::FdoHeader(_) => "fdo-header",
+            Error::FdoUnbound(_) => "fdo-unbound",
+            Error::FdoGuidReused { .. } => "fdo-guid",
             Error::Backend { .. } => "backend",
             Error::CorruptEntry { .. } => "corrupt-entry",
             Error::Config(_) => "config",
@@ -244,13 +267,18 @@ impl Error {
             | Error::CrossSiteClone { .. }
             | Error::NotAuthentic(_)
             | Error::ResetRequired(_)
-            | Error::NotQuarantined { .. } => Code::FailedPrecondition,
-            Error::TransferRecorded { .. } | Error::QuarantineLifted { .. } => Code::AlreadyExists,
+            | Error::NotQuarantined { .. }
+            | Error::FdoUnbound(_) => Code::FailedPrecondition,
+            Error::TransferRecorded { .. }
+            | Error::QuarantineLifted { .. }
+            | Error::FdoGuidReused { .. } => Code::AlreadyExists,
             Error::OverBudget { .. } => Code::ResourceExhausted,
             Error::SealBroken { .. } => Code::DataLoss,
             Error::Concurrent(_) => Code::Aborted,
             Error::UnknownDevice(_) => Code::NotFound,
-            Error::BadSignature(_) | Error::Invalid(_) => Code::InvalidArgument,
+            Error::BadSignature(_) | Error::Invalid(_) | Error::FdoHeader(_) => {
+                Code::InvalidArgument
+            }
             Error::Busy => Code::Unavailable,
             Error::Backend { status, .. } => match status.code() {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Code::Unavailable,

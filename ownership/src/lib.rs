@@ -59,6 +59,14 @@
 //! history with refusals. Capacity refusals (`busy`) and failures of the
 //! service are never recorded.
 //!
+//! # FDO vouchers (issue 17)
+//!
+//! `RegisterTransfer` also takes an FDO 1.1 voucher extended by FDO tools
+//! and records its FDO-only entries as transfers with fresh salted
+//! commitments, after the same checks as a Trustline voucher plus the
+//! factory's record of the FDO header and HMAC; `TransferFromManufacturer`
+//! returns the FDO twin of entry 0 the CA signed ([`fdo`]).
+//!
 //! # Quarantine
 //!
 //! A device whose identity another die presented at the factory (a
@@ -74,6 +82,7 @@
 pub mod challenges;
 pub mod checks;
 pub mod error;
+pub mod fdo;
 mod lifecycle;
 pub mod manufacturer;
 mod onboard;
@@ -194,6 +203,10 @@ pub struct TransferOutcome {
     /// The transfer was recorded by an earlier request; this answers a
     /// retry with what was recorded then.
     pub replayed: bool,
+    /// The FDO 1.1 voucher (CBOR): for the first transfer of a device whose
+    /// FDO header is bound, with the OEM-signed FDO twin of entry 0; for a
+    /// registered FDO voucher, that voucher ([`fdo`]). Else empty.
+    pub fdo_voucher: Vec<u8>,
 }
 
 /// The outcome of a recorded lifecycle step.

@@ -20,7 +20,10 @@
 //!    0); the ledger records `OWNERSHIP_TRANSFERRED` with the commitment,
 //!    the entry's hash and the seal — ciphertext only, so the ledger still
 //!    holds no owner key (invariant 6) — and only then is the voucher
-//!    returned (invariant 1).
+//!    returned (invariant 1);
+//! 5. for a device whose FDO header the factory bound, the CA then signs
+//!    the FDO twin of the recorded entry 0 and the FDO voucher is returned
+//!    beside it (issue 17, [`crate::fdo`]); a retry signs the twin again.
 //!
 //! Entry 0 is therefore never lost: after a lost response, a restart or a
 //! crash, the retry returns the very bytes signed the first time. A seal
@@ -133,12 +136,20 @@ impl Ownership {
             )
             .await;
         match recorded {
-            Ok(ledger_seq) => Ok(TransferOutcome {
-                voucher: voucher.encode(),
-                ledger_seq,
-                owner_commitment: commitment,
-                replayed: false,
-            }),
+            Ok(ledger_seq) => {
+                // Entry 0 is recorded: its FDO twin may be signed and
+                // released (invariant 1).
+                let fdo_voucher = self
+                    .fdo_first_voucher(&record, &signed.cose_sign1, &next_owner)
+                    .await?;
+                Ok(TransferOutcome {
+                    voucher: voucher.encode(),
+                    ledger_seq,
+                    owner_commitment: commitment,
+                    replayed: false,
+                    fdo_voucher,
+                })
+            }
             // Another request recorded entry 0 first: the entry signed here
             // is dropped unreleased, and the recorded one answers — when it
             // names this owner.
@@ -209,11 +220,13 @@ impl Ownership {
         if entry.next_owner_public_key != next_owner {
             return Err(taken());
         }
+        let fdo_voucher = self.fdo_first_voucher(record, &cose, next_owner).await?;
         Ok(TransferOutcome {
             voucher: voucher.encode(),
             ledger_seq: first.seq,
             owner_commitment: first.commitment.clone(),
             replayed: true,
+            fdo_voucher,
         })
     }
 

@@ -70,6 +70,11 @@ pub(crate) enum Witness<'a> {
         /// What the request established while checked.
         progress: Option<&'a Progress>,
     },
+    /// A request that proved its relation to the device while it was
+    /// checked: an FDO voucher whose new entry verified under the recorded
+    /// current owner, its earlier entries being the recorded ones
+    /// ([`crate::fdo`]).
+    Proven,
 }
 
 impl<'a> Witness<'a> {

@@ -205,6 +205,7 @@ fn transfer_response(outcome: TransferOutcome) -> Response<v1::TransferResponse>
         ledger_seq: outcome.ledger_seq,
         owner_commitment: outcome.owner_commitment,
         replayed: outcome.replayed,
+        fdo_voucher: outcome.fdo_voucher,
     })
 }
 

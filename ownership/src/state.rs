@@ -94,6 +94,9 @@ pub struct DeviceRecord {
     pub certificate: Vec<u8>,
     /// The certified device identity key, SPKI DER.
     pub device_public_key: Vec<u8>,
+    /// SHA-256 of the device's FDO 1.1 `OVHeader`, for a device certified
+    /// under an order with an FDO block (issue 17); else empty.
+    pub fdo_header_sha256: Vec<u8>,
     /// The `SCRAPPED` entry, if the device was scrapped.
     pub scrapped: Option<u64>,
     /// The transfers, by voucher entry index.
@@ -275,6 +278,7 @@ async fn read_certified(ledger: &dyn LedgerApi, rot_id: &str) -> Result<Option<D
         certified_seq: seq,
         certificate: payload.certificate,
         device_public_key: payload.device_public_key,
+        fdo_header_sha256: payload.fdo_header_sha256,
         scrapped: None,
         transfers,
         state: FieldState::Certified,

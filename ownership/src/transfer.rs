@@ -45,7 +45,15 @@ impl Ownership {
     /// entries), [`Error::Lifecycle`] (in service: no user reset yet),
     /// [`Error::UnknownDevice`], [`Error::Scrapped`], [`Error::Retired`],
     /// [`Error::Concurrent`], [`Error::Backend`]. Refusals are recorded.
+    ///
+    /// An FDO 1.1 voucher ([`crate::fdo::is_fdo_voucher`]) is registered
+    /// by [`crate::fdo`]'s rules: its FDO-only entries are recorded, and
+    /// [`Error::FdoHeader`], [`Error::FdoUnbound`], [`Error::FdoGuidReused`]
+    /// are among its refusals.
     pub async fn register_transfer(&self, actor: &str, voucher: &[u8]) -> Result<TransferOutcome> {
+        if crate::fdo::is_fdo_voucher(voucher) {
+            return self.register_fdo_transfer(actor, voucher).await;
+        }
         match self.next_transfer(actor, voucher).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => Err(self
@@ -83,6 +91,7 @@ impl Ownership {
                 ledger_seq: last.seq,
                 owner_commitment: last.commitment.clone(),
                 replayed: true,
+                fdo_voucher: vec![],
             });
         }
         Self::check_recorded(&record, &checked, 1)?;
@@ -110,6 +119,7 @@ impl Ownership {
             ledger_seq,
             owner_commitment: commitment,
             replayed: false,
+            fdo_voucher: vec![],
         })
     }
 

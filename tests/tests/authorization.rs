@@ -375,6 +375,9 @@ impl CaApi for Unreachable {
     ) -> BoxFuture<'_, Result<v1::SignVoucherEntryResponse, Status>> {
         Box::pin(async { Err(unreachable_status()) })
     }
+    fn sign_fdo_voucher_entry(&self, _: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Status>> {
+        Box::pin(async { Err(unreachable_status()) })
+    }
     fn unseal_voucher_entry(
         &self,
         _: String,

@@ -246,6 +246,18 @@ impl Ca {
         })
     }
 
+    /// Signs an FDO 1.1 voucher entry (its `OVEntryPayload` CBOR, validated
+    /// by `trustline_proto::fdo::sign_entry`: an FDO payload, never a
+    /// Trustline one) with the OEM voucher key; returns the tagged
+    /// COSE_Sign1 (issue 17: the FDO twin of entry 0, so that no key leaves
+    /// the CA).
+    ///
+    /// # Errors
+    /// As [`Ca::sign_voucher_entry`].
+    pub fn sign_fdo_voucher_entry(&self, entry_payload: &[u8]) -> Result<Vec<u8>, Error> {
+        oem::sign_fdo_entry(self.voucher_key()?, entry_payload)
+    }
+
     /// Signs a voucher entry as [`Ca::sign_voucher_entry`] and seals it for
     /// entry `index` of `rot_id`'s voucher under the OEM seal key
     /// (AES-256-GCM in the HSM, a fresh random IV, the additional data of

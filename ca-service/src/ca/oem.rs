@@ -36,6 +36,20 @@ pub(crate) fn sign_entry(voucher: &HsmSigner, entry_payload: &[u8]) -> Result<Ve
     })
 }
 
+/// Signs an FDO 1.1 `OVEntryPayload` with `voucher` (the OEM voucher key);
+/// returns the tagged COSE_Sign1 of the FDO entry (issue 17). A Trustline
+/// entry payload is refused: the two formats never share a signature.
+pub(crate) fn sign_fdo_entry(voucher: &HsmSigner, entry_payload: &[u8]) -> Result<Vec<u8>, Error> {
+    take_signer_failure();
+    trustline_proto::fdo::sign_entry(entry_payload, voucher).map_err(|e| match e {
+        trustline_proto::Error::Signer(reason) => take_signer_failure().unwrap_or(Error::Pkcs11 {
+            operation: "C_Sign",
+            reason,
+        }),
+        other => Error::VoucherEntry(other.to_string()),
+    })
+}
+
 /// Signs as [`sign_entry`] and seals the entry for entry `index` of
 /// `rot_id`'s voucher under the seal key `seal_label` (AES-256-GCM in the
 /// HSM, a fresh random IV; issue 12 item 10).
@@ -153,6 +167,15 @@ impl OemSigner {
     /// As [`super::Ca::sign_voucher_entry`].
     pub fn sign_voucher_entry(&self, entry_payload: &[u8]) -> Result<Vec<u8>, Error> {
         sign_entry(&self.voucher, entry_payload)
+    }
+
+    /// Signs an FDO voucher entry (issue 17), as
+    /// [`super::Ca::sign_fdo_voucher_entry`].
+    ///
+    /// # Errors
+    /// As [`super::Ca::sign_fdo_voucher_entry`].
+    pub fn sign_fdo_voucher_entry(&self, entry_payload: &[u8]) -> Result<Vec<u8>, Error> {
+        sign_fdo_entry(&self.voucher, entry_payload)
     }
 
     /// Signs and seals a voucher entry, as

@@ -210,6 +210,16 @@ impl FdoVoucher {
         self.entries.get(index).map(|e| e.bytes.as_slice())
     }
 
+    /// Whether entry `index`'s signature verifies under `spki` (its
+    /// payload unchecked): tells an entry signed by a key that is not the
+    /// owner before it (a former owner, the manufacturer) from one that was
+    /// altered, once [`FdoVoucher::verify`] refused its signature.
+    pub fn entry_signed_by(&self, index: usize, spki: &[u8]) -> bool {
+        self.entries
+            .get(index)
+            .is_some_and(|e| e.verifies_under(spki))
+    }
+
     /// SPKI DER of the current owner (unverified).
     pub fn current_owner(&self) -> &[u8] {
         self.entries

@@ -8,7 +8,10 @@
 //!   HMAC —, whose entries must mirror a prefix of `V`'s; each `--key`, in
 //!   order, signs the FDO twin of the next Trustline entry (the key that
 //!   signed that Trustline entry). Every Trustline entry must end up
-//!   mirrored, else nothing is written.
+//!   mirrored, else nothing is written. Entry 0 is the OEM's: `F` must
+//!   already hold it — the FDO voucher `Ownership/TransferFromManufacturer`
+//!   returns (`fdo_voucher`, CBOR or PEM), whose entry 0 the CA signed with
+//!   the OEM voucher key — so no key of the OEM's is ever given here.
 //! - `voucher import --voucher F.pem --manufacturer-key M.pem --out V.cbor`:
 //!   verifies the FDO voucher from the manufacturer key (fail closed),
 //!   rebuilds the Trustline voucher its entries mirror (`rot_id` and serial
@@ -50,8 +53,9 @@ pub(crate) struct ExportArgs {
     /// The Trustline voucher (CBOR).
     #[arg(long, value_name = "FILE")]
     pub(crate) voucher: PathBuf,
-    /// An FDO voucher of the same device (PEM): its header, HMAC, chain and
-    /// already mirrored entries (the station writes `<serial>.fdo-voucher.pem`).
+    /// An FDO voucher of the same device (PEM or CBOR): its header, HMAC,
+    /// chain and already mirrored entries, entry 0 included — the one
+    /// `TransferFromManufacturer` returns (`fdo_voucher`).
     #[arg(long, value_name = "PEM")]
     pub(crate) fdo: PathBuf,
     /// The private key (PKCS#8 PEM) that signed the next Trustline entry
@@ -86,10 +90,15 @@ pub(crate) fn is_fdo(path: &Path) -> anyhow::Result<bool> {
     Ok(std::str::from_utf8(&bytes).is_ok_and(|t| t.contains("-----BEGIN OWNERSHIP VOUCHER-----")))
 }
 
+/// An FDO voucher from a file: PEM, or the CBOR `Ownership/
+/// TransferFromManufacturer` returns in `fdo_voucher`.
 fn read_fdo(path: &Path) -> anyhow::Result<FdoVoucher> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    FdoVoucher::from_pem(&text).with_context(|| format!("{} is not an FDO voucher", path.display()))
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let decoded = match std::str::from_utf8(&bytes) {
+        Ok(text) if text.contains("-----BEGIN") => FdoVoucher::from_pem(text),
+        _ => FdoVoucher::decode(&bytes),
+    };
+    decoded.with_context(|| format!("{} is not an FDO voucher", path.display()))
 }
 
 /// The `rot_id` and serial the device certificate names (its one
@@ -164,6 +173,12 @@ pub(crate) fn export(args: &ExportArgs) -> anyhow::Result<Outcome> {
         );
     }
     let missing = voucher.len() - mirrored;
+    ensure!(
+        mirrored > 0 || voucher.is_empty(),
+        "{} has no entry 0: entry 0 is the OEM's, signed by the OEM voucher key in the CA; \
+         start from the FDO voucher TransferFromManufacturer returned (fdo_voucher)",
+        args.fdo.display()
+    );
     ensure!(
         args.keys.len() == missing,
         "the Trustline voucher has {missing} entries not yet in the FDO voucher; give one --key per entry (got {})",
