@@ -4,8 +4,11 @@
 //! hub-cosigned checkpoint — so production goes on while the hub is
 //! unreachable, but never further than the OEM signed for.
 //!
-//! The rule, for an order with quantity `q` and allowance `a` at a site
-//! whose last hub-cosigned checkpoint counts `w` devices under the order:
+//! The rule, for an order whose share at this site is `q` with allowance
+//! `a` (`orders::Order::share`: the whole quantity and `offline_allowance`
+//! of a single-site order, or the site's `SiteAllocation` of an order split
+//! across sites; 2.4.14.22, invariant 4), at a site whose last hub-cosigned
+//! checkpoint counts `w` devices under the order:
 //!
 //! ```text
 //! limit = min(q, w + a)        (the order's quota counter may not exceed it)
@@ -16,14 +19,16 @@
 //! is the authority and concurrent stations stop at exactly the limit. The
 //! factory checks it before the CA signs too, so a refused device costs no
 //! HSM signature unless two stations race past the check (as for the
-//! quantity). A device refused for the allowance is recorded as
+//! quantity). A site's share bounds it even with no allowance and no hub,
+//! so the sites of a split order never certify more than its quantity
+//! between them. A device refused for the allowance is recorded as
 //! `QUOTA_REJECTED` with a reason starting `offline allowance` and refused
 //! with `RESOURCE_EXHAUSTED`, reason `offline-allowance`. When the hub
 //! cosigns the backlog, `w` grows and the allowance is free again.
 //!
 //! No allowance applies — the order's quantity is the only limit, as before
 //! the hub — when the site has no hub uplink ([`FactoryConfig::allowance`]
-//! is `None`) or the order names none (`offline_allowance = 0`): an OEM
+//! is `None`) or the site's share names none (`offline_allowance = 0`): an OEM
 //! that wants its sites bounded signs an allowance into its orders.
 //!
 //! What the hub witnessed comes from the site's uplink through
@@ -37,7 +42,7 @@ use trustline_proto::v1::EventKind;
 
 use crate::certify::CertifyInput;
 use crate::error::{Error, Result};
-use crate::orders::Order;
+use crate::orders::{Order, Share};
 use crate::{Actor, Factory};
 
 /// What the OEM hub has witnessed of this site's ledger, for one order.
@@ -71,14 +76,16 @@ pub trait Allowance: Send + Sync + std::fmt::Debug {
 pub(crate) struct Limit {
     /// The quota use's declared limit.
     pub(crate) value: u64,
+    /// This site's share of the order's quantity.
+    pub(crate) quantity: u64,
     /// The allowance and what the hub witnessed, when an allowance applies.
     pub(crate) allowance: Option<(u64, Witnessed)>,
 }
 
 impl Limit {
     /// Whether the allowance, not the quantity, is what binds.
-    fn by_allowance(&self, order: &Order) -> bool {
-        self.value < order.quantity
+    fn by_allowance(&self) -> bool {
+        self.value < self.quantity
     }
 }
 
@@ -95,16 +102,18 @@ pub struct AllowanceProgress {
 }
 
 impl Factory {
-    /// The quota limit of a `CERTIFIED` append under `order` now.
+    /// The quota limit of a `CERTIFIED` append under `order` now, at the
+    /// site whose share is `share`.
     ///
     /// # Errors
     /// [`Error::Backend`] when what the hub witnessed cannot be read.
-    pub(crate) async fn certify_limit(&self, order: &Order) -> Result<Limit> {
-        let quantity = order.quantity;
-        let (Some(source), allowance @ 1..) = (&self.config.allowance, order.offline_allowance)
+    pub(crate) async fn certify_limit(&self, order: &Order, share: &Share) -> Result<Limit> {
+        let quantity = share.quantity;
+        let (Some(source), allowance @ 1..) = (&self.config.allowance, share.offline_allowance)
         else {
             return Ok(Limit {
                 value: quantity,
+                quantity,
                 allowance: None,
             });
         };
@@ -117,6 +126,7 @@ impl Factory {
             })?;
         Ok(Limit {
             value: quantity.min(witnessed.certified.saturating_add(allowance)),
+            quantity,
             allowance: Some((allowance, witnessed)),
         })
     }
@@ -135,9 +145,11 @@ impl Factory {
     ) -> Error {
         let Some((allowance, witnessed)) = limit
             .allowance
-            .filter(|_| limit.by_allowance(order) && used < order.quantity)
+            .filter(|_| limit.by_allowance() && used < limit.quantity)
         else {
-            return self.quota_refused(actor, order, input, used).await;
+            return self
+                .quota_refused(actor, order, input, used, limit.quantity)
+                .await;
         };
         let payload = v1::RejectedPayload {
             operation: "certify".into(),
@@ -179,12 +191,13 @@ impl Factory {
     pub(crate) async fn allowance_progress(
         &self,
         order: &Order,
+        share: &Share,
         certified: u64,
     ) -> Result<Option<AllowanceProgress>> {
         let Some(source) = &self.config.allowance else {
             return Ok(None);
         };
-        let limit = self.certify_limit(order).await?;
+        let limit = self.certify_limit(order, share).await?;
         let witnessed = match limit.allowance {
             Some((_, w)) => w,
             None => source

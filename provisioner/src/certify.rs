@@ -23,7 +23,9 @@
 //! Then the CA signs, the manufacturer voucher is built, and the ledger appends
 //! `CERTIFIED` with unique keys `serial`, `rot`, `device-key` (SHA-256 of
 //! the canonical SPKI) and the order's quota counter in one atomic, durable
-//! write — its limit the order's quantity, or less while the offline
+//! write — its limit this site's share of the order's quantity (the whole
+//! quantity, or its allocation of an order split across sites,
+//! `Order::share`; invariant 4), or less while the offline
 //! allowance binds (`crate::allowance`) — and, for an order with an FDO
 //! block, the SHA-256 of the device's FDO header and its GUID as the unique
 //! key `fdo-guid` (`crate::fdo`). Only after that
@@ -154,6 +156,8 @@ impl Factory {
     pub async fn certify(&self, actor: &Actor, input: CertifyInput) -> Result<Certified> {
         let known = self.usable_order(actor, &input.order_id).await?;
         let order = &known.order;
+        // This site's share (2.4.14.22, invariant 4): its quota limit.
+        let share = self.share(actor, order)?;
         if order.serials.parse(&input.serial).is_none() {
             return Err(Error::Invalid(format!(
                 "serial {:?} is not in the serial scheme of order {}",
@@ -191,7 +195,7 @@ impl Factory {
                     .await
                     .map_err(Error::ledger)
             },
-            self.certify_limit(order),
+            self.certify_limit(order, &share),
         )?;
         for (namespace, holder) in [
             (keys::ROT, by_rot),
@@ -270,7 +274,7 @@ impl Factory {
             EventKind::Certified,
             &input.rot_id,
             &input.serial,
-            &order.site,
+            &share.site,
             actor,
             &order.id,
             &payload,

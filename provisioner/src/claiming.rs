@@ -117,10 +117,11 @@ impl Factory {
             });
         }
         let digest = nonce::attestation_digest(attestation);
+        let site = self.entry_site(actor, &known.order);
         let binding = Binding {
             rot_id: &rot.rot_id,
             order_id: &known.order.id,
-            site: &known.order.site,
+            site: &site,
             caller: &actor.id,
             attestation: &digest,
         };
@@ -185,12 +186,13 @@ impl Factory {
         check_site(actor, &known.order)?;
         let digest = nonce::attestation_digest(attestation);
         let rot_id = claimed_rot_id(&attestation.cert_chain);
+        let site = self.entry_site(actor, &known.order);
         let purpose = opened.check(
             &self.config.claim_key,
             &Binding {
                 rot_id: &rot_id,
                 order_id: &known.order.id,
-                site: &known.order.site,
+                site: &site,
                 caller: &actor.id,
                 attestation: &digest,
             },
@@ -249,6 +251,7 @@ impl Factory {
         }
         check_usable(known, actor, now)?;
         let order = &known.order;
+        let site = self.entry_site(actor, order);
         let payload = v1::ClaimedPayload {
             receipt: Some(presented.receipt.clone()),
             attestation_chain: presented.attestation.cert_chain.clone(),
@@ -259,7 +262,7 @@ impl Factory {
             EventKind::Claimed,
             &rot.rot_id,
             "",
-            &order.site,
+            &site,
             actor,
             &order.id,
             &payload,
@@ -276,7 +279,7 @@ impl Factory {
                     attestation_key: rot.attestation_key.clone(),
                     nonce: receipt.nonce,
                     order_id: order.id.clone(),
-                    site: order.site.clone(),
+                    site,
                     transport_key: presented.attestation.transport_key.clone(),
                     verified_transport_key: Default::default(),
                     claimed_seq: r.seq,

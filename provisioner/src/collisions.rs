@@ -128,20 +128,19 @@ impl Factory {
         }
     }
 
-    /// Records `QUOTA_REJECTED` and returns the error to send.
+    /// Records `QUOTA_REJECTED` and returns the error to send; `limit` is
+    /// this site's share of the order (2.4.14.22, invariant 4).
     pub(crate) async fn quota_refused(
         &self,
         actor: &Actor,
         order: &Order,
         input: &CertifyInput,
         used: u64,
+        limit: u64,
     ) -> Error {
         let payload = v1::RejectedPayload {
             operation: "certify".into(),
-            reason: format!(
-                "order quota of {} reached ({used} certified)",
-                order.quantity
-            ),
+            reason: format!("order quota of {limit} reached ({used} certified)"),
             key: None,
             holder_seq: 0,
             evidence: vec![],
@@ -159,7 +158,7 @@ impl Factory {
         {
             Ok(_) => Error::QuotaExhausted {
                 order_id: order.id.clone(),
-                limit: order.quantity,
+                limit,
             },
             Err(e) => e,
         }

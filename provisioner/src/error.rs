@@ -136,13 +136,14 @@ pub enum Error {
         /// The entry holding it.
         holder_seq: u64,
     },
-    /// The order's quota is used up (invariant 4). Recorded as
-    /// `QUOTA_REJECTED`; nothing is issued.
+    /// The order's quota is used up (invariant 4): its quantity, or this
+    /// site's allocation of an order split across sites (2.4.14.22).
+    /// Recorded as `QUOTA_REJECTED`; nothing is issued.
     #[error("order {order_id} has certified its quantity of {limit}")]
     QuotaExhausted {
         /// The order.
         order_id: String,
-        /// Its quantity.
+        /// Its quantity at this site.
         limit: u64,
     },
     /// The site has certified the order's offline allowance beyond what

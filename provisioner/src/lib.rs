@@ -110,6 +110,11 @@ pub struct FactoryConfig {
     /// orders' offline allowances count from it ([`allowance`]). `None`:
     /// no hub, no allowance applies.
     pub allowance: Option<Arc<dyn Allowance>>,
+    /// This site's name as the OEM enrolled it (`[site] name`), when known:
+    /// an order split across sites gives this site its allocation
+    /// (`orders::Order::share`; 2.4.14.22, invariant 4) for a caller not
+    /// bound to a site. A site-bound caller's own site always decides.
+    pub site: Option<String>,
 }
 
 impl FactoryConfig {
@@ -125,6 +130,7 @@ impl FactoryConfig {
             claim_ttl: Self::DEFAULT_CLAIM_TTL,
             cache_entries: 1_000_000,
             allowance: None,
+            site: None,
         }
     }
 }
@@ -245,7 +251,8 @@ impl Factory {
         actor: &Actor,
         payload: &v1::RejectedPayload,
     ) -> Result<u64> {
-        let draft = draft(kind, rot_id, serial, &order.site, actor, &order.id, payload);
+        let site = self.entry_site(actor, order);
+        let draft = draft(kind, rot_id, serial, &site, actor, &order.id, payload);
         match self
             .ledger
             .append(append_request(draft, vec![], None))

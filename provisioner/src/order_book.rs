@@ -15,7 +15,7 @@ use trustline_proto::v1;
 use trustline_proto::v1::EventKind;
 
 use crate::error::{Error, Result};
-use crate::orders::Order;
+use crate::orders::{Order, Share};
 use crate::{draft, payload_of, Actor, Factory};
 
 /// An order and its progress.
@@ -27,6 +27,9 @@ pub struct OrderProgress {
     pub certified: u64,
     /// Closed early.
     pub closed: bool,
+    /// This site's share of it (2.4.14.22, invariant 4): what it may
+    /// certify here.
+    pub share: Share,
     /// Its offline allowance and what the hub witnessed (`None`: the site
     /// has no hub uplink).
     pub allowance: Option<crate::AllowanceProgress>,
@@ -83,19 +86,21 @@ impl OrderBook {
 
 /// The one site check of the factory (2.4.14.22): whether `actor` may act
 /// on `order`, or on a device certified (or claimed) under it. Every
-/// site-scoped step calls it with the order's site.
+/// site-scoped step calls it. A site-bound caller may act only when the
+/// order gives its site a share ([`Order::share`]: the order's one site,
+/// or an allocation of a split order, invariant 4).
 ///
 /// # Errors
-/// [`Error::WrongSite`] naming the order and both sites.
+/// [`Error::WrongSite`] naming the order, its sites and the caller's.
 pub fn check_site(actor: &Actor, order: &Order) -> Result<()> {
-    actor
-        .scope
-        .check(&order.site)
-        .map_err(|e| Error::WrongSite {
+    match actor.scope.own_site() {
+        Some(site) if order.share(site).is_none() => Err(Error::WrongSite {
             order_id: order.id.clone(),
-            order_site: e.data_site,
-            caller_site: e.caller_site,
-        })
+            order_site: order.sites(),
+            caller_site: site.to_owned(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Checks that `order` may be built now by `actor`.
@@ -136,7 +141,7 @@ impl Factory {
             EventKind::OrderOpened,
             "",
             "",
-            &order.site,
+            &self.entry_site(actor, &order),
             actor,
             &order.id,
             &payload,
@@ -177,7 +182,7 @@ impl Factory {
             EventKind::OrderClosed,
             "",
             "",
-            &known.order.site,
+            &self.entry_site(actor, &known.order),
             actor,
             order_id,
             &payload,
@@ -210,19 +215,59 @@ impl Factory {
     /// another site, [`Error::Backend`].
     pub async fn order_progress(&self, actor: &Actor, order_id: &str) -> Result<OrderProgress> {
         let known = self.order(order_id).await?;
-        check_site(actor, &known.order)?;
+        let share = self.share(actor, &known.order)?;
         let certified = self
             .ledger
             .get_quota(known.order.quota_counter())
             .await
             .map_err(Error::ledger)?;
-        let allowance = self.allowance_progress(&known.order, certified).await?;
+        let allowance = self
+            .allowance_progress(&known.order, &share, certified)
+            .await?;
         Ok(OrderProgress {
             order: known.order.clone(),
+            share,
             certified,
             closed: known.is_closed(),
             allowance,
         })
+    }
+
+    /// This site's share of `order` as `actor` acts on it (2.4.14.22,
+    /// invariant 4): the one function every limit reads. The site is the
+    /// caller's own site, else this factory's (`FactoryConfig::site`); a
+    /// single-site order's share is the whole order for any caller its
+    /// site check lets through, as before split orders.
+    ///
+    /// # Errors
+    /// [`Error::WrongSite`] when the order gives the site nothing (or, for
+    /// a split order, no site is known).
+    pub(crate) fn share(&self, actor: &Actor, order: &Order) -> Result<Share> {
+        check_site(actor, order)?;
+        let site = match actor.scope.own_site().or(self.config.site.as_deref()) {
+            Some(site) if !order.allocations.is_empty() => site,
+            _ => order.site.as_str(),
+        };
+        order.share(site).ok_or_else(|| Error::WrongSite {
+            order_id: order.id.clone(),
+            order_site: order.sites(),
+            caller_site: site.to_owned(),
+        })
+    }
+
+    /// The site recorded on a factory entry under `order`: the order's one
+    /// site, or for a split order the site acting on it (the caller's,
+    /// else this factory's; empty when neither is known).
+    pub(crate) fn entry_site(&self, actor: &Actor, order: &Order) -> String {
+        if order.allocations.is_empty() {
+            return order.site.clone();
+        }
+        actor
+            .scope
+            .own_site()
+            .or(self.config.site.as_deref())
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// The order `order_id`, from the cache or the ledger.
@@ -325,5 +370,30 @@ mod tests {
             check_usable(&known, &a, 150),
             Err(Error::OrderClosed(_))
         ));
+    }
+
+    /// 2.4.14.22, invariant 4: a station may use a split order only when
+    /// its site has an allocation; others are refused as for another
+    /// site's order (`wrong-site`).
+    #[test]
+    fn a_split_order_admits_only_its_allocated_sites() {
+        let oem = SoftwareSigner::generate();
+        let o = crate::orders::tests::split(&[("site-a", 6, 0), ("site-b", 4, 0)]);
+        let order = Order::verify(
+            &statement::sign(&oem, &o).expect("sign"),
+            oem.public_key_der(),
+            &vendors(),
+        )
+        .expect("verify");
+        assert!(check_site(&at("site-a"), &order).is_ok());
+        assert!(check_site(&at("site-b"), &order).is_ok());
+        assert!(check_site(&anywhere(), &order).is_ok());
+        match check_site(&at("site-c"), &order) {
+            Err(e @ Error::WrongSite { .. }) => {
+                assert_eq!(e.reason(), "wrong-site");
+                assert!(e.to_string().contains("site-a,site-b"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

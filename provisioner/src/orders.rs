@@ -2,6 +2,14 @@
 //! checked for shape, and consulted on every step of the line (site, window,
 //! allowed vendors and firmware, serial scheme, quantity).
 //!
+//! An order may be split across sites (issue 13 item 3; invariant 4): its
+//! `allocations` give each site its share of the quantity and its own
+//! offline allowance. [`Order::share`] is the one answer to "what may this
+//! site build under this order" — the site check, the quota limit of every
+//! `CERTIFIED` append and the offline allowance all read it, so each site
+//! enforces its own share locally (offline included) and no site's count
+//! can take the order past its quantity.
+//!
 //! The OEM retains authorisation: an order is only ever taken from a
 //! `SignedStatement` whose signature verifies against the configured OEM
 //! order public key, and the signed bytes are what the ledger records, so an
@@ -24,10 +32,14 @@ pub struct Order {
     pub id: String,
     /// The product.
     pub sku: String,
-    /// The one site whose stations may build it.
+    /// The one site whose stations may build it (empty for an order split
+    /// across sites).
     pub site: String,
-    /// The most devices it may certify.
+    /// The most devices it may certify, across every site.
     pub quantity: u64,
+    /// Each site's share when the order is split across sites (empty: the
+    /// whole quantity is `site`'s); see [`Order::share`].
+    pub allocations: Vec<Share>,
     /// Devices the site may certify beyond its last hub-cosigned
     /// checkpoint (0: none named; see `crate::allowance`).
     pub offline_allowance: u64,
@@ -46,6 +58,29 @@ pub struct Order {
     pub fdo: Option<trustline_proto::fdo::FdoDeviceData>,
     /// The signed order exactly as the OEM signed it.
     pub signed: v1::SignedStatement,
+}
+
+/// What one site may build under an order (2.4.14.22, invariant 4): the
+/// limit of its quota counter for the order and its offline allowance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The site.
+    pub site: String,
+    /// The most devices the site may certify under the order.
+    pub quantity: u64,
+    /// Devices it may certify beyond its last hub-cosigned checkpoint
+    /// (0: none named; see `crate::allowance`).
+    pub offline_allowance: u64,
+}
+
+impl Share {
+    fn to_proto(&self) -> v1::SiteAllocation {
+        v1::SiteAllocation {
+            site: self.site.clone(),
+            quantity: self.quantity,
+            offline_allowance: self.offline_allowance,
+        }
+    }
 }
 
 /// `prefix` followed by a decimal number in `[first, last]`, zero-padded to
@@ -118,7 +153,7 @@ impl Order {
             })?;
         token("order id", &raw.order_id)?;
         token("sku", &raw.sku)?;
-        token("site", &raw.site)?;
+        let allocations = allocations(&raw)?;
         let scheme = raw
             .serial_scheme
             .ok_or_else(|| Error::Invalid("order has no serial scheme".into()))?;
@@ -190,6 +225,7 @@ impl Order {
             sku: raw.sku,
             site: raw.site,
             quantity: raw.quantity,
+            allocations,
             offline_allowance: raw.offline_allowance,
             serials,
             not_before_ms: raw.not_before_ms,
@@ -199,6 +235,31 @@ impl Order {
             fdo,
             signed: signed.clone(),
         })
+    }
+
+    /// `site`'s share of the order (2.4.14.22, invariant 4): for a
+    /// single-site order, its whole quantity and offline allowance when
+    /// `site` is its site; for a split order, `site`'s allocation. `None`:
+    /// the order gives `site` nothing, and no step of `site` may use it.
+    pub fn share(&self, site: &str) -> Option<Share> {
+        if self.allocations.is_empty() {
+            return (self.site == site).then(|| Share {
+                site: self.site.clone(),
+                quantity: self.quantity,
+                offline_allowance: self.offline_allowance,
+            });
+        }
+        self.allocations.iter().find(|a| a.site == site).cloned()
+    }
+
+    /// The sites the order names, for messages: its site, or its
+    /// allocations' sites joined by `,`.
+    pub fn sites(&self) -> String {
+        if self.allocations.is_empty() {
+            return self.site.clone();
+        }
+        let names: Vec<&str> = self.allocations.iter().map(|a| a.site.as_str()).collect();
+        names.join(",")
     }
 
     /// The order's quota counter in the ledger.
@@ -228,6 +289,7 @@ impl Order {
                 .fdo
                 .as_ref()
                 .map(trustline_proto::fdo::FdoDeviceData::to_order),
+            allocations: self.allocations.iter().map(Share::to_proto).collect(),
             ..Default::default()
         }
     }
@@ -236,6 +298,55 @@ impl Order {
 /// The ledger quota counter of order `order_id`.
 pub fn quota_counter(order_id: &str) -> String {
     format!("order/{order_id}")
+}
+
+/// Checks a split order's allocations (2.4.14.22, invariant 4): `site`
+/// empty, distinct well-formed sites, quantities above 0 summing to at most
+/// the order's quantity. A single-site order needs a well-formed `site`.
+///
+/// # Errors
+/// [`Error::Invalid`] naming what is wrong.
+fn allocations(raw: &v1::ProductionOrder) -> Result<Vec<Share>> {
+    if raw.allocations.is_empty() {
+        token("site", &raw.site)?;
+        return Ok(vec![]);
+    }
+    if !raw.site.is_empty() {
+        return Err(Error::Invalid(format!(
+            "an order split across sites names no site of its own (site {:?})",
+            raw.site
+        )));
+    }
+    let mut shares: Vec<Share> = Vec::with_capacity(raw.allocations.len());
+    let mut total: u64 = 0;
+    for a in &raw.allocations {
+        token("allocation site", &a.site)?;
+        if shares.iter().any(|s| s.site == a.site) {
+            return Err(Error::Invalid(format!(
+                "site {:?} is allocated twice",
+                a.site
+            )));
+        }
+        if a.quantity == 0 {
+            return Err(Error::Invalid(format!(
+                "the allocation of site {:?} is 0",
+                a.site
+            )));
+        }
+        total = total.saturating_add(a.quantity);
+        shares.push(Share {
+            site: a.site.clone(),
+            quantity: a.quantity,
+            offline_allowance: a.offline_allowance,
+        });
+    }
+    if total > raw.quantity {
+        return Err(Error::Invalid(format!(
+            "allocations sum to {total}, above the order's quantity of {}",
+            raw.quantity
+        )));
+    }
+    Ok(shares)
 }
 
 fn token(what: &str, s: &str) -> Result<()> {
@@ -328,6 +439,83 @@ pub(crate) mod tests {
                 "case {i}"
             );
         }
+    }
+
+    pub(crate) fn split(parts: &[(&str, u64, u64)]) -> v1::ProductionOrder {
+        v1::ProductionOrder {
+            site: String::new(),
+            allocations: parts
+                .iter()
+                .map(|(site, quantity, offline_allowance)| v1::SiteAllocation {
+                    site: (*site).into(),
+                    quantity: *quantity,
+                    offline_allowance: *offline_allowance,
+                })
+                .collect(),
+            ..raw()
+        }
+    }
+
+    /// 2.4.14.22, invariant 4: a split order's allocations name distinct
+    /// sites, each above 0, summing to at most the quantity, with no site
+    /// of its own; anything else is refused before it is recorded.
+    #[test]
+    fn split_orders_are_checked_at_verification() {
+        let oem = SoftwareSigner::generate();
+        let verify = |o: &v1::ProductionOrder| {
+            let signed = statement::sign(&oem, o).expect("sign");
+            Order::verify(&signed, oem.public_key_der(), &vendors())
+        };
+        let ok = verify(&split(&[("site-a", 6, 2), ("site-b", 4, 1)])).expect("verify");
+        assert_eq!(ok.to_proto(), split(&[("site-a", 6, 2), ("site-b", 4, 1)]));
+        assert!(verify(&split(&[("site-a", 3, 0)])).is_ok(), "under the quantity");
+        let bad = [
+            split(&[("site-a", 6, 0), ("site-b", 5, 0)]),
+            split(&[("site-a", 6, 0), ("site-a", 4, 0)]),
+            split(&[("site-a", 6, 0), ("site-b", 0, 0)]),
+            split(&[("site-a", 6, 0), ("", 4, 0)]),
+            split(&[("site-a", 6, 0), ("a/b", 4, 0)]),
+            split(&[("site-a", u64::MAX, 0), ("site-b", 2, 0)]),
+            v1::ProductionOrder {
+                site: "site-a".into(),
+                ..split(&[("site-a", 6, 0)])
+            },
+        ];
+        for (i, o) in bad.iter().enumerate() {
+            assert!(matches!(verify(o), Err(Error::Invalid(_))), "case {i}");
+        }
+    }
+
+    /// 2.4.14.22, invariant 4: a site's share is its allocation of a split
+    /// order, the whole order for its single site, and nothing otherwise.
+    #[test]
+    fn a_site_shares_only_what_the_order_gives_it() {
+        let oem = SoftwareSigner::generate();
+        let verify = |o: &v1::ProductionOrder| {
+            let signed = statement::sign(&oem, o).expect("sign");
+            Order::verify(&signed, oem.public_key_der(), &vendors()).expect("verify")
+        };
+        let single = verify(&v1::ProductionOrder {
+            offline_allowance: 3,
+            ..raw()
+        });
+        assert_eq!(
+            single.share("site-a"),
+            Some(Share {
+                site: "site-a".into(),
+                quantity: 10,
+                offline_allowance: 3
+            })
+        );
+        assert_eq!(single.share("site-b"), None);
+        assert_eq!(single.sites(), "site-a");
+        let two = verify(&split(&[("site-a", 6, 2), ("site-b", 4, 1)]));
+        let share = |s| two.share(s).map(|s| (s.quantity, s.offline_allowance));
+        assert_eq!(share("site-a"), Some((6, 2)));
+        assert_eq!(share("site-b"), Some((4, 1)));
+        assert_eq!(share("site-c"), None);
+        assert_eq!(share(""), None);
+        assert_eq!(two.sites(), "site-a,site-b");
     }
 
     #[test]

@@ -82,15 +82,17 @@ impl Factory {
             return Err(Error::NotClaimed(rot_id.to_owned()));
         }
         let transport_key = claim.transport_key()?.to_vec();
-        // No HSM key for a device the order can no longer certify.
+        // No HSM key for a device the order can no longer certify here
+        // (this site's share, invariant 4).
+        let share = self.share(actor, &known.order)?;
         let used = self
             .ledger
             .get_quota(known.order.quota_counter())
             .await
             .map_err(Error::ledger)?;
-        if used >= known.order.quantity {
+        if used >= share.quantity {
             return Err(self
-                .delivery_over_quota(actor, &known.order, rot_id, used)
+                .delivery_over_quota(actor, &known.order, rot_id, used, share.quantity)
                 .await);
         }
         let wrapped = self
@@ -110,7 +112,7 @@ impl Factory {
             EventKind::KeyDelivered,
             rot_id,
             "",
-            &known.order.site,
+            &share.site,
             actor,
             order_id,
             &payload,
@@ -152,13 +154,11 @@ impl Factory {
         order: &Order,
         rot_id: &str,
         used: u64,
+        limit: u64,
     ) -> Error {
         let payload = v1::RejectedPayload {
             operation: "deliver-key".into(),
-            reason: format!(
-                "order quota of {} reached ({used} certified)",
-                order.quantity
-            ),
+            reason: format!("order quota of {limit} reached ({used} certified)"),
             key: None,
             holder_seq: 0,
             evidence: vec![],
@@ -169,7 +169,7 @@ impl Factory {
         {
             Ok(_) => Error::QuotaExhausted {
                 order_id: order.id.clone(),
-                limit: order.quantity,
+                limit,
             },
             Err(e) => e,
         }

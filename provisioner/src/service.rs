@@ -115,7 +115,12 @@ impl Provisioning for ProvisioningService {
             witnessed: crate::Witnessed::default(),
         });
         Ok(Response::new(v1::OrderStatus {
-            remaining: progress.order.quantity.saturating_sub(progress.certified),
+            remaining: progress.share.quantity.saturating_sub(progress.certified),
+            share: Some(v1::SiteAllocation {
+                site: progress.share.site.clone(),
+                quantity: progress.share.quantity,
+                offline_allowance: progress.share.offline_allowance,
+            }),
             order: Some(progress.order.to_proto()),
             certified: progress.certified,
             closed: progress.closed,

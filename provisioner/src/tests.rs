@@ -5,6 +5,7 @@
 //! 12), is in `hostile`.
 
 mod hostile;
+mod split;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

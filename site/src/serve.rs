@@ -111,6 +111,7 @@ pub async fn factory(
     let mut factory_config = FactoryConfig::new(order_key, roots, claim_key(data_dir)?);
     factory_config.claim_ttl = Duration::from_secs(config.provisioner.claim_ttl_secs.max(1));
     factory_config.allowance = allowance;
+    factory_config.site = config.site.name.clone();
     Ok(Arc::new(Factory::start(factory_config, ledger, ca).await?))
 }
 
