@@ -4,7 +4,13 @@
 //! HSM (with `--fdo-rv`, an FDO block: [`super::fdo_args`]) and writes the
 //! signed statement to a file; `order open` sends it to
 //! the provisioner as an admin (`OpenOrder`); `order status` shows an
-//! order's progress.
+//! order's progress and the calling site's share of it.
+//!
+//! `--allocation SITE=N[:ALLOWANCE]` (repeatable, instead of `--site`)
+//! splits the order across sites (issue 13 item 3; 2.4.14.22, invariant
+//! 4): each site may certify at most its `N` and `ALLOWANCE` beyond its
+//! last hub-cosigned checkpoint; the provisioner refuses allocations that
+//! sum above `--quantity`.
 
 use std::path::PathBuf;
 
@@ -45,8 +51,18 @@ pub(crate) struct CreateArgs {
     #[arg(long)]
     pub(crate) sku: String,
     /// The one site that may build it.
-    #[arg(long)]
-    pub(crate) site: String,
+    #[arg(long, required_unless_present = "allocations")]
+    pub(crate) site: Option<String>,
+    /// A site's share of an order split across sites, `SITE=N` or
+    /// `SITE=N:ALLOWANCE` (its offline allowance; repeat per site; instead
+    /// of --site and --offline-allowance; 2.4.14.22).
+    #[arg(
+        long = "allocation",
+        value_name = "SITE=N[:ALLOWANCE]",
+        value_parser = parse_allocation,
+        conflicts_with_all = ["site", "offline_allowance"]
+    )]
+    pub(crate) allocations: Vec<v1::SiteAllocation>,
     /// The most devices it may certify.
     #[arg(long)]
     pub(crate) quantity: u64,
@@ -134,9 +150,10 @@ fn create(args: &CreateArgs) -> anyhow::Result<Outcome> {
     let order = v1::ProductionOrder {
         order_id: args.id.clone(),
         sku: args.sku.clone(),
-        site: args.site.clone(),
+        site: args.site.clone().unwrap_or_default(),
         quantity: args.quantity,
         offline_allowance: args.offline_allowance,
+        allocations: args.allocations.clone(),
         serial_scheme: Some(v1::SerialScheme {
             prefix: args.serial_prefix.clone(),
             first: args.first,
@@ -200,10 +217,52 @@ async fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
         status.remaining,
         if status.closed { " (closed)" } else { "" }
     );
+    if let Some(line) = share_line(&status) {
+        println!("{line}");
+    }
     if let Some(line) = allowance_line(&status, backends::now_ms() / 1000) {
         println!("{line}");
     }
     Ok(Outcome::Success)
+}
+
+/// `SITE=N[:ALLOWANCE]`, one `--allocation`.
+fn parse_allocation(s: &str) -> Result<v1::SiteAllocation, String> {
+    let (site, rest) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not SITE=N[:ALLOWANCE]"))?;
+    let (quantity, allowance) = rest.split_once(':').unwrap_or((rest, "0"));
+    let number = |what: &str, v: &str| {
+        v.parse::<u64>()
+            .map_err(|e| format!("{what} {v:?} in {s:?}: {e}"))
+    };
+    if site.is_empty() {
+        return Err(format!("{s:?} names no site"));
+    }
+    Ok(v1::SiteAllocation {
+        site: site.to_owned(),
+        quantity: number("quantity", quantity)?,
+        offline_allowance: number("allowance", allowance)?,
+    })
+}
+
+/// The calling site's share of a split order (`OrderStatus.share`; for a
+/// single-site order the share is the whole order, already shown).
+fn share_line(status: &v1::OrderStatus) -> Option<String> {
+    let order = status.order.as_ref()?;
+    if order.allocations.is_empty() {
+        return None;
+    }
+    let share = status.share.as_ref()?;
+    Some(format!(
+        "split across {} sites: site {}'s share is {} of {} (offline allowance {}), {} remaining here",
+        order.allocations.len(),
+        share.site,
+        share.quantity,
+        order.quantity,
+        share.offline_allowance,
+        status.remaining
+    ))
 }
 
 /// The offline allowance and the last cosignature's age, when the site has
@@ -228,5 +287,44 @@ fn allowance_line(status: &v1::OrderStatus, now_secs: i64) -> Option<String> {
         Some(format!("no offline allowance in the order; {age}"))
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2.4.14.22: `--allocation` parses a site's share and its allowance.
+    #[test]
+    fn allocations_parse_and_the_share_is_shown() {
+        let a = parse_allocation("site-a=6:2").expect("parse");
+        assert_eq!((a.site.as_str(), a.quantity, a.offline_allowance), ("site-a", 6, 2));
+        let b = parse_allocation("site-b=4").expect("parse");
+        assert_eq!((b.quantity, b.offline_allowance), (4, 0));
+        for bad in ["site-a", "=4", "site-a=x", "site-a=4:", "site-a=-1"] {
+            assert!(parse_allocation(bad).is_err(), "{bad}");
+        }
+        let mut status = v1::OrderStatus {
+            order: Some(v1::ProductionOrder {
+                quantity: 10,
+                allocations: vec![a.clone(), b],
+                ..Default::default()
+            }),
+            share: Some(a),
+            certified: 5,
+            remaining: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            share_line(&status).as_deref(),
+            Some(
+                "split across 2 sites: site site-a's share is 6 of 10 (offline allowance 2), \
+                 1 remaining here"
+            )
+        );
+        if let Some(o) = status.order.as_mut() {
+            o.allocations.clear();
+        }
+        assert_eq!(share_line(&status), None);
     }
 }
