@@ -468,7 +468,10 @@ pub(crate) mod tests {
         };
         let ok = verify(&split(&[("site-a", 6, 2), ("site-b", 4, 1)])).expect("verify");
         assert_eq!(ok.to_proto(), split(&[("site-a", 6, 2), ("site-b", 4, 1)]));
-        assert!(verify(&split(&[("site-a", 3, 0)])).is_ok(), "under the quantity");
+        assert!(
+            verify(&split(&[("site-a", 3, 0)])).is_ok(),
+            "under the quantity"
+        );
         let bad = [
             split(&[("site-a", 6, 0), ("site-b", 5, 0)]),
             split(&[("site-a", 6, 0), ("site-a", 4, 0)]),

@@ -298,7 +298,10 @@ mod tests {
     #[test]
     fn allocations_parse_and_the_share_is_shown() {
         let a = parse_allocation("site-a=6:2").expect("parse");
-        assert_eq!((a.site.as_str(), a.quantity, a.offline_allowance), ("site-a", 6, 2));
+        assert_eq!(
+            (a.site.as_str(), a.quantity, a.offline_allowance),
+            ("site-a", 6, 2)
+        );
         let b = parse_allocation("site-b=4").expect("parse");
         assert_eq!((b.quantity, b.offline_allowance), (4, 0));
         for bad in ["site-a", "=4", "site-a=x", "site-a=4:", "site-a=-1"] {
