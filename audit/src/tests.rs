@@ -454,6 +454,68 @@ fn gaps_respect_the_in_flight_grace_and_refusals_explain_them() {
     assert_eq!(lenient.orders[0].in_flight, 1);
 }
 
+/// 2.4.14.22, invariant 4: in a site's ledger, an order split across
+/// sites is certified at an allocated site without a finding, up to that
+/// site's share; beyond it is over quota, and at a site with no
+/// allocation it is the wrong site.
+#[test]
+fn a_split_order_is_checked_against_the_sites_share() {
+    let mut e = Entries::new();
+    let mut o = synth::order("PO-S", "", 5, "PO-S-", (T0 - HOUR, T0 + 100 * HOUR));
+    o.allocations = vec![
+        v1::SiteAllocation {
+            site: "site-a".into(),
+            quantity: 2,
+            offline_allowance: 0,
+        },
+        v1::SiteAllocation {
+            site: "site-b".into(),
+            quantity: 3,
+            offline_allowance: 0,
+        },
+    ];
+    let signed = e.oem.sign_order(&o).expect("sign");
+    let mut opened = synth::order_opened(&o, signed);
+    opened.draft.site = "site-a".into();
+    e.push(opened);
+    let mut seqs = Vec::new();
+    for n in 1..=3 {
+        let d = e.device(&o, n);
+        e.push(synth::claimed(&o, &d, ST1));
+        let cert = e
+            .oem
+            .device_certificate(&d.serial, &d.rot_id, &d.key)
+            .expect("cert");
+        seqs.push(e.push(synth::certified(&o, &d, cert, "site-a", ST1)));
+    }
+    let out = e.analyse(0, None);
+    assert_eq!(kinds(&out), BTreeMap::from([(FindingKind::OverQuota, 1)]));
+    assert_eq!(
+        entries_of(&out, FindingKind::OverQuota),
+        vec![vec![seqs[2]]]
+    );
+    assert_eq!(out.orders[0].site, "site-a,site-b");
+
+    let d = e.device(&o, 4);
+    e.push(synth::claimed(&o, &d, ST1));
+    let cert = e
+        .oem
+        .device_certificate(&d.serial, &d.rot_id, &d.key)
+        .expect("cert");
+    let at_c = e.push(synth::certified(
+        &o,
+        &d,
+        cert,
+        "site-c",
+        "station/site-c/st-01",
+    ));
+    let out = e.analyse(0, None);
+    assert_eq!(
+        entries_of(&out, FindingKind::CertifiedAtWrongSite),
+        vec![vec![at_c]]
+    );
+}
+
 #[test]
 fn over_quota_names_the_entries_beyond_the_quantity() {
     let mut e = Entries::new();

@@ -102,12 +102,12 @@
 //! offline_allowance}`, fields added to `common.proto`); a single-site
 //! order is `site` plus `quantity` as before, its allowance in
 //! `offline_allowance`. The OEM signs allocations that sum to at most the
-//! quantity. (The factory does not take split orders yet: it requires the
-//! order's `site`, and the offline allowance it enforces is the order's
-//! `offline_allowance`. Taking them means checking the allocations and
-//! counting against the caller site's share.) Each site enforces only its own share, locally and offline: its
-//! ledger's quota counter for the order is limited to its allocation, so no
-//! site needs the others' counts to stay within the quantity, and a site
+//! quantity, and the factory refuses to open an order whose allocations do
+//! not (`provisioner::orders`: distinct sites, each above 0, `site` empty).
+//! Each site enforces only its own share (`Order::share`), locally and
+//! offline: its ledger's quota counter for the order is limited to its
+//! allocation, so no site needs the others' counts to stay within the
+//! quantity, and a site
 //! cut off from the hub still cannot exceed its share (and certifies at most
 //! its `offline_allowance` beyond its last cosigned checkpoint, 2.4.14.20).
 //! The hub sums what every site certified under the order and flags a site

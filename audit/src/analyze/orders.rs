@@ -12,6 +12,8 @@ use provisioner::orders::SerialScheme;
 pub(super) struct Terms {
     pub(super) site: String,
     pub(super) quantity: u64,
+    /// An order split across sites (issue 13 item 3): each site's share.
+    pub(super) allocations: Vec<(String, u64)>,
     pub(super) not_before_ms: i64,
     pub(super) not_after_ms: i64,
     pub(super) serials: SerialScheme,
@@ -25,6 +27,30 @@ pub(super) struct OrderState {
     pub(super) closed_seq: Option<u64>,
     pub(super) excess: Vec<u64>,
     pub(super) excess_count: u64,
+}
+
+impl Terms {
+    /// What the order lets `site` certify (2.4.14.22, invariant 4): the
+    /// whole quantity at its one site, or `site`'s allocation of an order
+    /// split across sites; `None` when it gives `site` nothing.
+    pub(super) fn share(&self, site: &str) -> Option<u64> {
+        if self.allocations.is_empty() {
+            return (self.site == site).then_some(self.quantity);
+        }
+        self.allocations
+            .iter()
+            .find(|(s, _)| s == site)
+            .map(|(_, q)| *q)
+    }
+
+    /// The sites the order names, for messages.
+    pub(super) fn sites(&self) -> String {
+        if self.allocations.is_empty() {
+            return self.site.clone();
+        }
+        let names: Vec<&str> = self.allocations.iter().map(|(s, _)| s.as_str()).collect();
+        names.join(",")
+    }
 }
 
 /// Checks an `ORDER_OPENED` payload against the OEM order key.
@@ -58,6 +84,11 @@ pub(super) fn verify_order(
     let terms = Terms {
         site: order.site.clone(),
         quantity: order.quantity,
+        allocations: order
+            .allocations
+            .iter()
+            .map(|a| (a.site.clone(), a.quantity))
+            .collect(),
         not_before_ms: order.not_before_ms,
         not_after_ms: order.not_after_ms,
         serials: SerialScheme {

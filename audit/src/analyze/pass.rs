@@ -190,7 +190,7 @@ impl Analysis {
         match verify_order(entry, &self.ctx.order_key) {
             Ok((po, terms)) => {
                 o.summary.sku = po.sku;
-                o.summary.site = po.site;
+                o.summary.site = terms.sites();
                 o.summary.authorised = Some(po.quantity);
                 o.summary.signature_valid = true;
                 o.summary.not_before_ms = po.not_before_ms;
@@ -273,12 +273,15 @@ impl Analysis {
                                 format!("order {} was closed by entry {closed}", entry.order_id),
                             ));
                         }
-                        if entry.site != t.site {
+                        let share = t.share(&entry.site);
+                        if share.is_none() {
                             found.push((
                                 FindingKind::CertifiedAtWrongSite,
                                 format!(
                                     "certified at site {:?}; order {} is for site {:?}",
-                                    entry.site, entry.order_id, t.site
+                                    entry.site,
+                                    entry.order_id,
+                                    t.sites()
                                 ),
                             ));
                         }
@@ -291,7 +294,9 @@ impl Analysis {
                                 ),
                             ));
                         }
-                        if o.summary.certified > t.quantity {
+                        // A site's ledger holds its own certifications:
+                        // over its share is over (invariant 4).
+                        if o.summary.certified > share.unwrap_or(t.quantity) {
                             o.excess_count += 1;
                             if o.excess.len() < MAX_EXCESS_LISTED {
                                 o.excess.push(entry.seq);
