@@ -158,5 +158,5 @@ pub use check::allocation_of;
 pub use cosign::{Cosigner, SoftwareWitnessSigner, WitnessSigner};
 pub use embedded::EmbeddedStore;
 pub use error::{Error, Result};
-pub use hub::{Cosignature, Hub, HubConfig, MAX_PROOF_LINES, MAX_PUSH_ENTRIES};
-pub use model::{SiteConfig, SiteStatus};
+pub use hub::{export_mirror, Cosignature, Hub, HubConfig, MAX_PROOF_LINES, MAX_PUSH_ENTRIES};
+pub use model::{CosignedPoint, SiteConfig, SiteStatus};
