@@ -926,3 +926,49 @@ impl HubStore for EmbeddedStore {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap (ARCHITECTURE.md).
+mod tests {
+    use super::*;
+
+    fn cosigned(size: u64, time: u64) -> Cosigned {
+        Cosigned {
+            size,
+            root: [size as u8; 32],
+            note: format!("note {size}"),
+            time,
+        }
+    }
+
+    /// The audit's history of cosignatures (issue 13 item 5, 2.4.14.20):
+    /// every cosigned checkpoint is kept, in the same transaction as the
+    /// witness state, and a reader never creates a store.
+    #[test]
+    fn every_cosigned_checkpoint_is_kept_and_a_reader_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none");
+        assert!(matches!(
+            EmbeddedStore::open_existing(&missing),
+            Err(Error::Store(_))
+        ));
+        assert!(!missing.exists(), "the reader created the directory");
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store.commit_cosigned("s", 0, &cosigned(3, 100)).unwrap();
+            store.commit_cosigned("s", 3, &cosigned(7, 160)).unwrap();
+            // A stale compare-and-set writes nothing, history included.
+            assert!(store.commit_cosigned("s", 3, &cosigned(9, 170)).is_err());
+            store.commit_cosigned("t", 0, &cosigned(2, 120)).unwrap();
+        }
+        let store = EmbeddedStore::open_existing(dir.path()).unwrap();
+        let s = store.cosignatures("s").unwrap();
+        assert_eq!(
+            s.iter().map(|p| (p.size, p.time)).collect::<Vec<_>>(),
+            [(3, 100), (7, 160)]
+        );
+        assert_eq!(s[1].root, [7; 32]);
+        assert_eq!(store.cosignatures("t").unwrap().len(), 1);
+        assert!(store.cosignatures("u").unwrap().is_empty());
+    }
+}
