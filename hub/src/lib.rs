@@ -134,12 +134,14 @@
 //! `min(quantity, certified in its last cosigned checkpoint + the order's
 //! offline allowance)`).
 //!
-//! # Still to come
+//! # Around it
 //!
 //! `trustline serve hub` (calls [`server::run`] with the witness key from
 //! the hub's HSM token behind [`cosign::WitnessSigner`]), ownership at the
-//! hub over [`Hub::devices`], the audit across sites over the registry
-//! reads, and the two-site demo.
+//! hub over [`Hub::devices`] and the two-site demo live in `deploy` and the
+//! binary; the audit across sites (`audit::hub`) reads a stopped hub's
+//! store through [`EmbeddedStore::open_existing`], every cosigned
+//! checkpoint ([`store::HubStore::cosignatures`]) and [`export_mirror`].
 
 #![forbid(unsafe_code)]
 

@@ -1,11 +1,13 @@
 //! `trustline audit`: the OEM's audit of a custody ledger for
 //! overproduction, clones, counterfeits and gaps (2.4.14.3, 2.4.14.4,
-//! 2.4.14.22), and `trustline audit synth`, which writes a clean synthetic
-//! ledger of N entries to measure it on.
+//! 2.4.14.22), the audit across sites of a stopped OEM hub's data
+//! (`--hub-dir`, issue 13 item 5; 2.4.14.20), and `trustline audit synth`,
+//! which writes a clean synthetic ledger of N entries to measure it on.
 //!
 //! Thin: the work is in [`audit`]. Exit codes: 0 no findings, 1
 //! findings (a ledger that does not verify is the first and only one), 2
-//! usage or I/O error.
+//! usage or I/O error — and, with `--hub-dir`, a store, mirror, cosignature
+//! or hub ledger that does not verify (it fails closed).
 
 use std::path::{Path, PathBuf};
 
