@@ -129,8 +129,9 @@ fn audit_hub(hub: &std::path::Path) -> (Option<i32>, String, String) {
 /// figures; the fork and the cross-site clone the demo planted, as
 /// findings; the offline production the demo staged, found from the hub's
 /// cosignature history and the site's allowance refusals; the hub's own
-/// ledger verified. A store that is not there or not a store, and a
-/// mirrored entry edited in the store, fail the audit (exit 2).
+/// ledger verified. A witness key that did not sign the cosignatures, a
+/// store that is not there or not a store, and a mirrored entry edited in
+/// the store fail the audit (exit 2).
 #[test]
 fn the_hub_audit_reports_every_site_the_planted_fork_clone_and_offline_production_and_fails_closed()
 {
@@ -231,7 +232,22 @@ fn the_hub_audit_reports_every_site_the_planted_fork_clone_and_offline_productio
         "{text}"
     );
 
-    // Fails closed: no store, not a store, an edited mirrored entry.
+    // Fails closed: another witness key, no store, not a store, an edited
+    // mirrored entry.
+    let other = work.path().join("other-witness");
+    copy_dir(&hub, &other);
+    let vkey = std::fs::read_to_string(hub.join("witness.vkey")).unwrap();
+    let name = vkey.trim().split('+').next().unwrap();
+    let stranger = hub::Cosigner::new(
+        name,
+        Box::new(hub::SoftwareWitnessSigner::generate().unwrap()),
+    )
+    .unwrap();
+    std::fs::write(other.join("witness.vkey"), stranger.verifier_key()).unwrap();
+    let (code, _, err) = audit_hub(&other);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("does not verify under witness"), "{err}");
+
     let gone = work.path().join("no-store");
     copy_dir(&hub, &gone);
     std::fs::remove_dir_all(gone.join("store")).unwrap();
