@@ -559,7 +559,7 @@ pub static CONTROLS: &[Control] = &[
             t(DEMO_SITES, "the_two_site_demo_reports_the_offline_allowance_clones_and_forks_it_staged"),
             t(DEMO_SITES, HUB_AUDIT),
             t("hub/src/embedded.rs", "every_cosigned_checkpoint_is_kept_and_a_reader_creates_nothing"),
-            t("audit/src/hub.rs", "backlogs_are_batches_that_waited_or_hit_the_allowance"),
+            t("audit/src/hub/offline.rs", "backlogs_are_batches_that_waited_or_hit_the_allowance"),
             t(LIMITS, "a_flooding_station_is_limited_then_locked_out_until_an_admin_clears_it"),
         ],
         live: &[Live::QuotaRefusals],
