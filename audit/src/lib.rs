@@ -34,6 +34,7 @@ pub mod error;
 pub mod evidence;
 pub mod field;
 mod fingerprint;
+pub mod hub;
 pub mod render;
 pub mod report;
 pub mod source;
@@ -80,6 +81,10 @@ pub struct AuditOptions {
     pub jobs: usize,
     /// Show a progress bar on stderr (only drawn on a terminal).
     pub progress: bool,
+    /// Accept entries after the latest signed checkpoint (the hub's mirror
+    /// of a site holds entries it re-verified but has not cosigned yet;
+    /// [`hub`] counts them apart). Off: the verifier fails closed.
+    pub allow_unsigned_tail: bool,
 }
 
 /// Runs the audit of `source`.
@@ -106,6 +111,7 @@ pub fn run(source: &LedgerSource, options: &AuditOptions) -> Result<AuditReport>
         key: options.ledger_key.clone(),
         origin: None,
         anchors: options.anchors.clone(),
+        allow_unsigned_tail: options.allow_unsigned_tail,
         ..verify::Options::default()
     };
     let mut analysis = Analysis::new(ctx, field);

@@ -27,6 +27,7 @@
 //! | `clones` | (kind, value) | detected, Unix ms |
 //! | `orders` | (order, site) | `OrderSiteRow` less its key |
 //! | `site_counts` | site | certified, shipped, received, scrapped |
+//! | `cosignatures` | (site, size) | every cosigned checkpoint: time (POSIX s), root |
 //! | `forks` | id | `ForkRecord` less its id |
 //! | `fork_index` | SHA-256(site, kind, position, offered hash) | id |
 //! | `meta` | name | `format` = 1, `next_fork` |
@@ -43,8 +44,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    CloneHolder, CloneRecord, Cosigned, CustodyState, DeviceRecord, ForkKind, ForkRecord,
-    IdentityKind, OrderSiteRow, SiteCounts, SiteRow,
+    CloneHolder, CloneRecord, Cosigned, CosignedPoint, CustodyState, DeviceRecord, ForkKind,
+    ForkRecord, IdentityKind, OrderSiteRow, SiteCounts, SiteRow,
 };
 use crate::store::{identities, DeviceQuery, HubStore, IngestBatch, Prior, Probe, RegistryEvent};
 
@@ -63,6 +64,10 @@ const CLONES: TableDefinition<(u8, &[u8]), i64> = TableDefinition::new("clones")
 const ORDERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("orders");
 const SITE_COUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("site_counts");
 const FORKS: TableDefinition<u64, &[u8]> = TableDefinition::new("forks");
+/// Every checkpoint the witness cosigned (the audit's history of each
+/// site's cosignatures, issue 13 item 5). A store written before this table
+/// existed gains it empty on open: its history starts then.
+const COSIGNATURES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("cosignatures");
 const FORK_INDEX: TableDefinition<&[u8], u64> = TableDefinition::new("fork_index");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -110,6 +115,7 @@ impl EmbeddedStore {
             w.open_table(SITE_COUNTS)?;
             w.open_table(FORKS)?;
             w.open_table(FORK_INDEX)?;
+            w.open_table(COSIGNATURES)?;
             let mut meta = w.open_table(META)?;
             let format = meta.get("format")?.map(|g| g.value());
             match format {
@@ -125,6 +131,39 @@ impl EmbeddedStore {
             }
         }
         w.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Opens an existing `<dir>/hub.redb` for reading (the audit): refuses a
+    /// directory without one instead of creating it, and a file of another
+    /// layout version. It writes nothing, but redb locks the file: a hub
+    /// serving it must be stopped, or a copy audited.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when there is no store or it cannot be opened;
+    /// [`Error::Corrupt`] when it is not a hub store of this layout.
+    pub fn open_existing(dir: &Path) -> Result<Self> {
+        let path = dir.join(STORE_FILE);
+        if !path.is_file() {
+            return Err(Error::Store(format!("no hub store at {}", path.display())));
+        }
+        let db = Database::open(&path)
+            .map_err(|e| Error::Store(format!("opening {}: {e}", path.display())))?;
+        {
+            let r = db.begin_read()?;
+            let meta = r
+                .open_table(META)
+                .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+            match meta.get("format")?.map(|g| g.value()) {
+                Some(FORMAT) => {}
+                other => {
+                    return Err(Error::Corrupt(format!(
+                        "{} has layout version {other:?}; this hub reads {FORMAT}",
+                        path.display()
+                    )))
+                }
+            }
+        }
         Ok(Self { db })
     }
 }
@@ -699,6 +738,9 @@ impl HubStore for EmbeddedStore {
             }
             row.cosigned = Some(cosigned.clone());
             sites.insert(site, encode_site(&row).as_slice())?;
+            let mut history = w.open_table(COSIGNATURES)?;
+            let value = Enc::default().u64(cosigned.time).hash(&cosigned.root).0;
+            history.insert((site, cosigned.size), value.as_slice())?;
         }
         w.commit()?;
         Ok(())
@@ -835,6 +877,27 @@ impl HubStore for EmbeddedStore {
         Ok(out)
     }
 
+    fn cosignatures(&self, site: &str) -> Result<Vec<CosignedPoint>> {
+        let r = self.db.begin_read()?;
+        let t = match r.open_table(COSIGNATURES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for item in t.range((site, 0)..=(site, u64::MAX))? {
+            let (k, v) = item?;
+            let mut d = Dec::new(v.value(), "cosignature");
+            out.push(CosignedPoint {
+                size: k.value().1,
+                time: d.u64()?,
+                root: d.hash()?,
+            });
+            d.end()?;
+        }
+        Ok(out)
+    }
+
     fn clones(&self) -> Result<Vec<CloneRecord>> {
         let r = self.db.begin_read()?;
         let clones = r.open_table(CLONES)?;
@@ -861,5 +924,51 @@ impl HubStore for EmbeddedStore {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap (ARCHITECTURE.md).
+mod tests {
+    use super::*;
+
+    fn cosigned(size: u64, time: u64) -> Cosigned {
+        Cosigned {
+            size,
+            root: [size as u8; 32],
+            note: format!("note {size}"),
+            time,
+        }
+    }
+
+    /// The audit's history of cosignatures (issue 13 item 5, 2.4.14.20):
+    /// every cosigned checkpoint is kept, in the same transaction as the
+    /// witness state, and a reader never creates a store.
+    #[test]
+    fn every_cosigned_checkpoint_is_kept_and_a_reader_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none");
+        assert!(matches!(
+            EmbeddedStore::open_existing(&missing),
+            Err(Error::Store(_))
+        ));
+        assert!(!missing.exists(), "the reader created the directory");
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store.commit_cosigned("s", 0, &cosigned(3, 100)).unwrap();
+            store.commit_cosigned("s", 3, &cosigned(7, 160)).unwrap();
+            // A stale compare-and-set writes nothing, history included.
+            assert!(store.commit_cosigned("s", 3, &cosigned(9, 170)).is_err());
+            store.commit_cosigned("t", 0, &cosigned(2, 120)).unwrap();
+        }
+        let store = EmbeddedStore::open_existing(dir.path()).unwrap();
+        let s = store.cosignatures("s").unwrap();
+        assert_eq!(
+            s.iter().map(|p| (p.size, p.time)).collect::<Vec<_>>(),
+            [(3, 100), (7, 160)]
+        );
+        assert_eq!(s[1].root, [7; 32]);
+        assert_eq!(store.cosignatures("t").unwrap().len(), 1);
+        assert!(store.cosignatures("u").unwrap().is_empty());
     }
 }

@@ -652,51 +652,60 @@ impl Hub {
     /// # Errors
     /// [`Error::UnknownSite`], [`Error::Store`] (also for file errors).
     pub fn export_site(&self, site: &str, out: &Path) -> Result<u64> {
-        let config = self.site_config(site)?;
-        let store = self.inner.store.as_ref();
-        let row = store.site(site)?;
-        let io = |e: std::io::Error| Error::Store(format!("writing {}: {e}", out.display()));
-        let file = File::create(out).map_err(io)?;
-        let mut w = BufWriter::new(file);
-        w.write_all(&format::encode_header(format::EXPORT_MAGIC, 0))
-            .map_err(io)?;
-        let mut buf = Vec::new();
-        format::encode_key(config.origin(), config.key.spki(), &mut buf);
-        let mut head = merkle::GENESIS_HEAD;
-        let mut checkpoints = 0u64;
-        let mut seq = 0u64;
-        const CHUNK: u64 = 1024;
-        while seq < row.size {
-            let chunk = store.entries(site, seq, (seq + CHUNK).min(row.size))?;
-            if chunk.is_empty() {
-                return Err(Error::Corrupt(format!(
-                    "site {site}'s mirror ends at {seq}, its watermark says {}",
-                    row.size
-                )));
-            }
-            for e in chunk {
-                format::encode_entry(seq, &e, &mut buf);
-                head = merkle::chain_head(&head, &leaf_hash(&e));
-                seq += 1;
-                if let Some(c) = row.cosigned.as_ref().filter(|c| c.size == seq) {
-                    format::encode_checkpoint(c.size, &c.root, &c.note, &mut buf);
-                    checkpoints += 1;
-                }
-            }
-            w.write_all(&buf).map_err(io)?;
-            buf.clear();
-        }
-        format::encode_trailer(
-            &format::Trailer {
-                entries: row.size,
-                checkpoints,
-                head,
-            },
-            &mut buf,
-        );
-        w.write_all(&buf).map_err(io)?;
-        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
-        Ok(row.size)
+        export_mirror(self.inner.store.as_ref(), self.site_config(site)?, out)
     }
+}
+
+/// Writes the mirror of the site `config` names, as [`Hub::export_site`]
+/// does, straight from a store (the audit reads a stopped hub's store this
+/// way, without its witness key).
+///
+/// # Errors
+/// [`Error::Store`] (also for file errors), [`Error::Corrupt`].
+pub fn export_mirror(store: &dyn HubStore, config: &SiteConfig, out: &Path) -> Result<u64> {
+    let site = config.site.as_str();
+    let row = store.site(site)?;
+    let io = |e: std::io::Error| Error::Store(format!("writing {}: {e}", out.display()));
+    let file = File::create(out).map_err(io)?;
+    let mut w = BufWriter::new(file);
+    w.write_all(&format::encode_header(format::EXPORT_MAGIC, 0))
+        .map_err(io)?;
+    let mut buf = Vec::new();
+    format::encode_key(config.origin(), config.key.spki(), &mut buf);
+    let mut head = merkle::GENESIS_HEAD;
+    let mut checkpoints = 0u64;
+    let mut seq = 0u64;
+    const CHUNK: u64 = 1024;
+    while seq < row.size {
+        let chunk = store.entries(site, seq, (seq + CHUNK).min(row.size))?;
+        if chunk.is_empty() {
+            return Err(Error::Corrupt(format!(
+                "site {site}'s mirror ends at {seq}, its watermark says {}",
+                row.size
+            )));
+        }
+        for e in chunk {
+            format::encode_entry(seq, &e, &mut buf);
+            head = merkle::chain_head(&head, &leaf_hash(&e));
+            seq += 1;
+            if let Some(c) = row.cosigned.as_ref().filter(|c| c.size == seq) {
+                format::encode_checkpoint(c.size, &c.root, &c.note, &mut buf);
+                checkpoints += 1;
+            }
+        }
+        w.write_all(&buf).map_err(io)?;
+        buf.clear();
+    }
+    format::encode_trailer(
+        &format::Trailer {
+            entries: row.size,
+            checkpoints,
+            head,
+        },
+        &mut buf,
+    );
+    w.write_all(&buf).map_err(io)?;
+    let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    Ok(row.size)
 }

@@ -134,12 +134,14 @@
 //! `min(quantity, certified in its last cosigned checkpoint + the order's
 //! offline allowance)`).
 //!
-//! # Still to come
+//! # Around it
 //!
 //! `trustline serve hub` (calls [`server::run`] with the witness key from
 //! the hub's HSM token behind [`cosign::WitnessSigner`]), ownership at the
-//! hub over [`Hub::devices`], the audit across sites over the registry
-//! reads, and the two-site demo.
+//! hub over [`Hub::devices`] and the two-site demo live in `deploy` and the
+//! binary; the audit across sites (`audit::hub`) reads a stopped hub's
+//! store through [`EmbeddedStore::open_existing`], every cosigned
+//! checkpoint ([`store::HubStore::cosignatures`]) and [`export_mirror`].
 
 #![forbid(unsafe_code)]
 
@@ -158,5 +160,5 @@ pub use check::allocation_of;
 pub use cosign::{Cosigner, SoftwareWitnessSigner, WitnessSigner};
 pub use embedded::EmbeddedStore;
 pub use error::{Error, Result};
-pub use hub::{Cosignature, Hub, HubConfig, MAX_PROOF_LINES, MAX_PUSH_ENTRIES};
-pub use model::{SiteConfig, SiteStatus};
+pub use hub::{export_mirror, Cosignature, Hub, HubConfig, MAX_PROOF_LINES, MAX_PUSH_ENTRIES};
+pub use model::{CosignedPoint, SiteConfig, SiteStatus};

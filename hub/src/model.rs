@@ -55,6 +55,17 @@ pub struct Cosigned {
     pub time: u64,
 }
 
+/// One checkpoint the witness cosigned, as its history keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CosignedPoint {
+    /// Its tree size.
+    pub size: u64,
+    /// The cosignature's timestamp, POSIX seconds (the hub's clock).
+    pub time: u64,
+    /// Its root hash.
+    pub root: Hash,
+}
+
 /// What the hub holds for a site.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteStatus {

@@ -23,8 +23,8 @@ use custody_ledger::Hash;
 
 use crate::error::Result;
 use crate::model::{
-    CloneRecord, CustodyState, DeviceRecord, ForkRecord, IdentityKind, OrderSiteRow, SiteCounts,
-    SiteRow,
+    CloneRecord, CosignedPoint, CustodyState, DeviceRecord, ForkRecord, IdentityKind, OrderSiteRow,
+    SiteCounts, SiteRow,
 };
 
 /// What checking a batch of one site's entries needs to know about the
@@ -216,6 +216,24 @@ pub trait HubStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// As [`HubStore::site`].
     fn clones(&self) -> Result<Vec<CloneRecord>>;
+
+    /// Every checkpoint of `site` the witness cosigned, by size. A store
+    /// that keeps no history answers the latest only (the default).
+    ///
+    /// # Errors
+    /// As [`HubStore::site`].
+    fn cosignatures(&self, site: &str) -> Result<Vec<CosignedPoint>> {
+        Ok(self
+            .site(site)?
+            .cosigned
+            .map(|c| CosignedPoint {
+                size: c.size,
+                time: c.time,
+                root: c.root,
+            })
+            .into_iter()
+            .collect())
+    }
 }
 
 /// A unique key as the store keys it: `u32 BE len(namespace) ‖ namespace

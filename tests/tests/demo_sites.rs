@@ -94,3 +94,198 @@ fn the_two_site_demo_reports_the_offline_allowance_clones_and_forks_it_staged() 
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+fn audit_hub(hub: &std::path::Path) -> (Option<i32>, String, String) {
+    trustline_tests::cli(
+        BIN,
+        &[
+            "audit".into(),
+            "--hub-dir".into(),
+            hub.display().to_string(),
+            "--format".into(),
+            "json".into(),
+            "--no-progress".into(),
+        ],
+    )
+    .unwrap()
+}
+
+/// `trustline audit --hub-dir` over the demo's hub (issue 13 item 5;
+/// 2.4.14.20, 2.4.14.22): every site's mirror re-verified with its own key
+/// and its last cosignature with the witness key; per-site and per-order
+/// figures; the fork and the cross-site clone the demo planted, as
+/// findings; the offline production the demo staged, found from the hub's
+/// cosignature history and the site's allowance refusals; the hub's own
+/// ledger verified. A witness key that did not sign the cosignatures, a
+/// store that is not there or not a store, and a mirrored entry edited in
+/// the store fail the audit (exit 2).
+#[test]
+fn the_hub_audit_reports_every_site_the_planted_fork_clone_and_offline_production_and_fails_closed()
+{
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("demo");
+    let (code, out, err) = trustline_tests::cli(
+        BIN,
+        &[
+            "demo".into(),
+            "--sites".into(),
+            "2".into(),
+            "--devices".into(),
+            "24".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--json".into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let demo: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let hub = dir.join("hub");
+
+    let (code, out, err) = audit_hub(&hub);
+    assert_eq!(
+        code,
+        Some(1),
+        "the planted fork and clone are findings: {out}\n{err}"
+    );
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let t = &j["totals"];
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert_eq!(n(t, "sites"), 2);
+    assert_eq!(n(t, "forks_refused"), 1);
+    assert_eq!(n(t, "cross_site_clones"), 1);
+    assert_eq!(n(t, "certified"), demo["provisioned"].as_u64().unwrap());
+    assert_eq!(
+        n(t, "offline_certified"),
+        demo["offline_certified"].as_u64().unwrap()
+    );
+    assert_eq!(
+        n(t, "offline_refused"),
+        demo["offline_refused"].as_u64().unwrap()
+    );
+    assert_eq!(n(t, "uncosigned_certified"), 0, "the backlog was cosigned");
+    let kinds: Vec<&str> = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["fork-refused", "cross-site-clone"], "{j}");
+    let clone = &j["clones"][0];
+    assert_eq!(clone["holders"].as_array().unwrap().len(), 2, "{clone}");
+    let sites = j["sites"].as_array().unwrap();
+    assert_eq!(sites.len(), 2);
+    for s in sites {
+        let c = &s["cosigned"];
+        assert_eq!(n(c, "size"), n(s, "mirror_entries"), "{s}");
+        assert!(c["age_secs"].is_u64(), "{s}");
+        assert!(n(&s["offline"], "cosignatures") >= 1, "{s}");
+        let order = &s["orders"][0];
+        assert_eq!(n(order, "certified"), n(s, "certified"));
+        assert!(n(order, "allocation") >= n(order, "certified"));
+    }
+    // The forged history came from site-1, the offline production from the
+    // last site: one backlog holding exactly the allowance and its refusals.
+    assert_eq!(n(&sites[0], "forks_refused"), 1);
+    assert_eq!(n(&sites[1], "forks_refused"), 0);
+    let backlogs = sites[1]["offline"]["backlogs"].as_array().unwrap();
+    assert_eq!(backlogs.len(), 1, "{}", sites[1]);
+    assert_eq!(
+        n(&backlogs[0], "certified"),
+        demo["offline_certified"].as_u64().unwrap()
+    );
+    assert_eq!(
+        n(&backlogs[0], "allowance_refused"),
+        demo["offline_refused"].as_u64().unwrap()
+    );
+    assert!(sites[0]["offline"]["backlogs"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(n(&j["hub_ledger"], "entries") >= 1, "{j}");
+    // The text report says the same.
+    let (code, text, err) = trustline_tests::cli(
+        BIN,
+        &[
+            "audit".into(),
+            "--hub-dir".into(),
+            hub.display().to_string(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        text.contains("forks refused 1  cross-site clones 1"),
+        "{text}"
+    );
+
+    // Fails closed: another witness key, no store, not a store, an edited
+    // mirrored entry.
+    let other = work.path().join("other-witness");
+    copy_dir(&hub, &other);
+    let vkey = std::fs::read_to_string(hub.join("witness.vkey")).unwrap();
+    let name = vkey.trim().split('+').next().unwrap();
+    let stranger = hub::Cosigner::new(
+        name,
+        Box::new(hub::SoftwareWitnessSigner::generate().unwrap()),
+    )
+    .unwrap();
+    std::fs::write(other.join("witness.vkey"), stranger.verifier_key()).unwrap();
+    let (code, _, err) = audit_hub(&other);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("does not verify under witness"), "{err}");
+
+    let gone = work.path().join("no-store");
+    copy_dir(&hub, &gone);
+    std::fs::remove_dir_all(gone.join("store")).unwrap();
+    let (code, _, err) = audit_hub(&gone);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no hub store"), "{err}");
+
+    let garbage = work.path().join("garbage");
+    copy_dir(&hub, &garbage);
+    std::fs::write(garbage.join("store/hub.redb"), vec![0x5a; 8192]).unwrap();
+    let (code, _, err) = audit_hub(&garbage);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("hub store"), "{err}");
+
+    let edited = work.path().join("edited");
+    copy_dir(&hub, &edited);
+    {
+        const ENTRIES: redb::TableDefinition<(&str, u64), &[u8]> =
+            redb::TableDefinition::new("entries");
+        let db = redb::Database::open(edited.join("store/hub.redb")).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            use redb::ReadableTable as _;
+            let mut t = w.open_table(ENTRIES).unwrap();
+            let mut bytes = t.get(("site-2", 3)).unwrap().unwrap().value().to_vec();
+            let at = bytes
+                .windows(6)
+                .position(|w| w == b"site-2")
+                .expect("the entry names its site");
+            bytes[at + 5] = b'9';
+            t.insert(("site-2", 3), bytes.as_slice()).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let (code, _, err) = audit_hub(&edited);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("site-2's mirror at the hub does not verify"),
+        "{err}"
+    );
+}

@@ -104,6 +104,13 @@ const FORGED: &str =
 const ONBOARD: &str =
     "onboarding_refuses_replays_clones_scrapped_devices_and_steps_without_a_user_reset";
 const AUDIT_LINE: &str = "the_audit_of_a_running_line_over_mtls_matches_what_the_line_did";
+const UPLINK_E2E: &str = "tests/tests/uplink.rs";
+const DEMO_SITES: &str = "tests/tests/demo_sites.rs";
+const HUB_AUDIT: &str =
+    "the_hub_audit_reports_every_site_the_planted_fork_clone_and_offline_production_and_fails_closed";
+const HUB_OWNERSHIP: &str = "tests/tests/hub_ownership.rs";
+const HUB_FIELD: &str =
+    "the_hub_onboards_a_device_whose_factory_is_stopped_and_refuses_a_cross_site_clone";
 
 /// The table, in framework order.
 pub static CONTROLS: &[Control] = &[
@@ -334,9 +341,13 @@ pub static CONTROLS: &[Control] = &[
         status: Status::Trustline,
         how: "Every device is logged by rot_id and serial in an append-only, hash-chained, Merkle-proven ledger with \
               signed checkpoints; any edit is caught by the offline verifier; `trustline audit` finds duplicated \
-              serials, RoTs and keys in the ledger and clones among field sightings.",
+              serials, RoTs and keys in the ledger and clones among field sightings. Across sites, the OEM hub's \
+              registry catches a serial, rot_id or device key certified at two sites, refuses it for onboarding, \
+              and `trustline audit --hub-dir` reports every such cross-site clone.",
         tests: &[
             t(AUDIT, "planted_anomalies_are_reported_exactly"),
+            t("hub/tests/registry.rs", "the_same_serial_rot_id_or_device_key_at_two_sites_is_a_cross_site_clone"),
+            t(DEMO_SITES, HUB_AUDIT),
             t(AUDIT, "a_tampered_entry_is_the_only_finding_and_stops_the_audit"),
             t(AUDIT_E2E, AUDIT_LINE),
             t(TAMPER, "every_edited_byte_of_an_entry_is_caught_even_with_a_fixed_checksum"),
@@ -528,11 +539,32 @@ pub static CONTROLS: &[Control] = &[
     Control {
         req: "2.4.14.20",
         status: Status::Shared,
-        how: "The whole line can run on site (`serve all`); per-caller rate limits and lockouts keep a flooding \
-              station from starving the others.",
-        tests: &[t(LIMITS, "a_flooding_station_is_limited_then_locked_out_until_an_admin_clears_it")],
-        live: &[],
-        oem: "alternative access channels for production resources reached over the Internet.",
+        how: "Production needs no resource over the Internet in real time: each site runs its whole line on site \
+              (`serve site`), and its link to the OEM hub is outbound only and may drop. While the hub is \
+              unreachable a site keeps certifying up to the offline allowance the OEM signed into the order, counted \
+              beyond its last hub-cosigned checkpoint; past it `Certify` is refused (`RESOURCE_EXHAUSTED`, \
+              `offline-allowance`) and recorded, under concurrent stations, with nothing half done. When the link \
+              returns the backlog syncs by itself, is re-verified and cosigned (witnessed), and no device certified \
+              offline is lost, even when the site or the hub dies mid-sync. `trustline audit --hub-dir` reports, per \
+              site, the time since its last cosignature, every backlog that waited for its cosignature beyond a \
+              threshold or hit the allowance (devices certified in it, refusals), and what is not cosigned yet. \
+              Per-caller rate limits and lockouts keep a flooding station from starving the others.",
+        tests: &[
+            t(UPLINK_E2E, "a_site_offline_past_its_allowance_stops_at_exactly_the_allowance_and_resumes_after_the_sync"),
+            t(
+                "tests/tests/uplink_crash.rs",
+                "no_device_certified_offline_is_missing_at_the_hub_when_the_site_or_the_hub_dies_mid_sync",
+            ),
+            t("site/tests/uplink.rs", "an_unreachable_hub_is_retried_and_the_backlog_syncs_when_it_returns"),
+            t(DEMO_SITES, "the_two_site_demo_reports_the_offline_allowance_clones_and_forks_it_staged"),
+            t(DEMO_SITES, HUB_AUDIT),
+            t("hub/src/embedded.rs", "every_cosigned_checkpoint_is_kept_and_a_reader_creates_nothing"),
+            t("audit/src/hub/offline.rs", "backlogs_are_batches_that_waited_or_hit_the_allowance"),
+            t(LIMITS, "a_flooding_station_is_limited_then_locked_out_until_an_admin_clears_it"),
+        ],
+        live: &[Live::QuotaRefusals],
+        oem: "the choice of each order's offline allowance, and alternative access channels for any other \
+              production resource reached over the Internet.",
     },
     Control {
         req: "2.4.14.21",
@@ -552,7 +584,16 @@ pub static CONTROLS: &[Control] = &[
         status: Status::Trustline,
         how: "Only orders signed by the OEM order key are accepted; the ledger enforces each order's quantity \
               atomically with the certification (under any concurrency, across restarts); the audit recounts every \
-              order from the signed ledger and reports overproduction and certificates outside any valid order.",
+              order from the signed ledger and reports overproduction and certificates outside any valid order. \
+              The OEM keeps control over a factory it does not trust (two domains): the site's token holds its site \
+              intermediate and ledger key only — no OEM root, order or voucher key —; the OEM hub witnesses every \
+              site's ledger (it re-verifies each entry, cosigns only a history consistent with what it cosigned \
+              before, and refuses and records a rewritten, truncated or forked one, also after a restart), keeps a \
+              registry across sites that sums an order split across sites against its quantity and catches a \
+              serial, rot_id or device key certified at two sites (refused for onboarding), and serves field life \
+              without the factory. `trustline audit --hub-dir` re-verifies every mirror with the site's key and \
+              every cosignature with the witness key, and reports per site and per order figures, forks refused and \
+              cross-site clones; it fails closed on a store or mirror that does not verify.",
         tests: &[
             t(ORDERS_UNIT, "a_signed_order_verifies_and_a_forged_one_does_not"),
             t(LEDGER, "sixty_four_racers_over_a_quota_of_ten_and_the_count_survives_restarts"),
@@ -560,6 +601,27 @@ pub static CONTROLS: &[Control] = &[
             t(CRASH, "a_provisioner_killed_mid_run_loses_no_acknowledged_device"),
             t(AUDIT, "planted_anomalies_are_reported_exactly"),
             t(AUDIT_E2E, AUDIT_LINE),
+            t(
+                "tests/tests/two_domains.rs",
+                "an_enrolled_site_holds_no_oem_key_and_certifies_devices_that_chain_to_the_oem_root",
+            ),
+            t(
+                "ca-service/tests/enrolment.rs",
+                "a_site_enrolled_at_the_hub_issues_with_only_its_intermediate_on_its_token",
+            ),
+            t(
+                "hub/tests/witness.rs",
+                "a_cosigned_checkpoint_verifies_with_the_site_key_and_the_witness_key_independently",
+            ),
+            t(
+                "hub/tests/witness.rs",
+                "the_hub_refuses_rewritten_truncated_and_forked_histories_also_after_a_restart",
+            ),
+            t("site/tests/uplink.rs", "the_hub_refuses_a_rewritten_history_and_the_uplink_stops_and_says_so"),
+            t("hub/tests/registry.rs", "the_same_serial_rot_id_or_device_key_at_two_sites_is_a_cross_site_clone"),
+            t("hub/tests/registry.rs", "an_order_split_across_sites_is_summed_and_any_excess_flagged"),
+            t(HUB_OWNERSHIP, HUB_FIELD),
+            t(DEMO_SITES, HUB_AUDIT),
         ],
         live: &[Live::Orders, Live::Certified, Live::QuotaRefusals],
         oem: "",

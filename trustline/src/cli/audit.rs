@@ -1,11 +1,13 @@
 //! `trustline audit`: the OEM's audit of a custody ledger for
 //! overproduction, clones, counterfeits and gaps (2.4.14.3, 2.4.14.4,
-//! 2.4.14.22), and `trustline audit synth`, which writes a clean synthetic
-//! ledger of N entries to measure it on.
+//! 2.4.14.22), the audit across sites of a stopped OEM hub's data
+//! (`--hub-dir`, issue 13 item 5; 2.4.14.20), and `trustline audit synth`,
+//! which writes a clean synthetic ledger of N entries to measure it on.
 //!
 //! Thin: the work is in [`audit`]. Exit codes: 0 no findings, 1
 //! findings (a ledger that does not verify is the first and only one), 2
-//! usage or I/O error.
+//! usage or I/O error — and, with `--hub-dir`, a store, mirror, cosignature
+//! or hub ledger that does not verify (it fails closed).
 
 use std::path::{Path, PathBuf};
 
@@ -91,6 +93,12 @@ pub(crate) struct AuditSource {
     /// over mutual TLS; its latest signed checkpoint is audited.
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) endpoint: Option<String>,
+    /// A stopped OEM hub's data directory (or a copy): every site's mirror,
+    /// cosignatures, registry, forks and clones, and the hub's own ledger
+    /// (issue 13 item 5). The OEM keys and CA certificates default to the
+    /// hub's `ca/` files and every enrolled site's intermediate.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) hub_dir: Option<PathBuf>,
 }
 
 /// `trustline audit` arguments.
@@ -147,6 +155,11 @@ pub(crate) struct AuditArgs {
     /// With --endpoint: keep the signed snapshot the audit ran on here.
     #[arg(long, value_name = "FILE")]
     pub(crate) save_snapshot: Option<PathBuf>,
+    /// With --hub-dir: a batch of a site's entries that waited longer than
+    /// this for its cosignature counts as produced during an outage,
+    /// seconds (a batch holding an offline-allowance refusal always does).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub(crate) outage_after: u64,
 }
 
 /// Runs `trustline audit`.
@@ -206,6 +219,9 @@ fn read_spki(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 fn audit(args: AuditArgs) -> anyhow::Result<Outcome> {
+    if let Some(dir) = args.source.hub_dir.clone() {
+        return audit_hub(&dir, &args);
+    }
     let data_dir = args.source.data_dir.clone();
     let defaults = |name: &str| data_dir.as_ref().map(|d| d.join("ca").join(name));
     let order_key_path = args
@@ -248,6 +264,7 @@ fn audit(args: AuditArgs) -> anyhow::Result<Outcome> {
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
         progress: !args.no_progress,
+        allow_unsigned_tail: false,
     };
     // Kept alive until the audit is done when the snapshot is temporary.
     let mut _temp_dir = None;
@@ -282,7 +299,7 @@ fn audit(args: AuditArgs) -> anyhow::Result<Outcome> {
             }
             LedgerSource::Export(snapshot.path)
         }
-        _ => bail!("give one of --data-dir, --export or --endpoint"),
+        _ => bail!("give one of --data-dir, --export, --endpoint or --hub-dir"),
     };
     let report = audit::run(&source, &options)?;
     let rendered = match args.format {
@@ -299,6 +316,104 @@ fn audit(args: AuditArgs) -> anyhow::Result<Outcome> {
                 report.ledger.source,
                 report.ledger.entries,
                 report.findings.total(),
+                path.display()
+            );
+        }
+        None => print!("{rendered}"),
+    }
+    Ok(if report.has_findings() {
+        Outcome::Findings
+    } else {
+        Outcome::Success
+    })
+}
+
+fn read_certificates(paths: &[PathBuf], out: &mut Vec<Vec<u8>>) -> anyhow::Result<()> {
+    for p in paths {
+        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        let found = audit::certs::certificates_in(&bytes);
+        if found.is_empty() {
+            bail!("{} holds no certificate", p.display());
+        }
+        out.extend(found);
+    }
+    Ok(())
+}
+
+/// `trustline audit --hub-dir`: the audit across sites. Fails closed: a
+/// store that cannot be read, a mirror, cosignature or hub ledger that does
+/// not verify is an error (exit 2), never a note.
+fn audit_hub(dir: &Path, args: &AuditArgs) -> anyhow::Result<Outcome> {
+    if args.format == Format::Html {
+        bail!("--hub-dir writes text or JSON (--format text|json)");
+    }
+    let registered = deploy::hub::registered_sites(dir)
+        .with_context(|| format!("reading the sites enrolled at {}", dir.display()))?;
+    if registered.is_empty() {
+        bail!(
+            "{} has no enrolled site ({}/*.toml)",
+            dir.display(),
+            dir.join(deploy::hub::SITES_DIR).display()
+        );
+    }
+    let mut sites = Vec::new();
+    let mut ca_certificates = Vec::new();
+    for r in &registered {
+        sites.push(r.config()?);
+        if args.ca_certs.is_empty() {
+            ca_certificates.extend(audit::certs::certificates_in(r.intermediate_pem.as_bytes()));
+        }
+    }
+    if args.ca_certs.is_empty() {
+        read_certificates(&[dir.join("ca").join("oem-root.pem")], &mut ca_certificates)?;
+    } else {
+        read_certificates(&args.ca_certs, &mut ca_certificates)?;
+    }
+    let order_key = args
+        .order_key
+        .clone()
+        .unwrap_or_else(|| dir.join("ca").join("order-key.pub.pem"));
+    let vkey_path = dir.join(deploy::hub::WITNESS_VKEY_FILE);
+    let vkey = std::fs::read_to_string(&vkey_path)
+        .with_context(|| format!("reading {}", vkey_path.display()))?;
+    let witness = trustline_proto::cosignature::WitnessKey::from_verifier_key(vkey.trim())
+        .with_context(|| format!("{} is not a witness verifier key", vkey_path.display()))?;
+    let hub_ledger_key = args
+        .ledger_key
+        .clone()
+        .unwrap_or_else(|| dir.join("ledger").join("ledger-key.pub.pem"));
+    let options = audit::hub::HubAuditOptions {
+        store_dir: dir.join(deploy::hub::STORE_DIR),
+        sites,
+        witness,
+        hub_ledger: Some((dir.to_path_buf(), read_spki(&hub_ledger_key)?)),
+        site: AuditOptions {
+            order_key: read_spki(&order_key)?,
+            ca_certificates,
+            in_flight_grace_ms: i64::try_from(args.in_flight_grace.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            jobs: args
+                .jobs
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+            ..AuditOptions::default()
+        },
+        outage_after_secs: args.outage_after,
+        now_ms: backends::now_ms(),
+    };
+    let report = audit::hub::run(&options)?;
+    let rendered = match args.format {
+        Format::Json => audit::hub::json(&report),
+        _ => audit::hub::text(&report),
+    };
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, rendered)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "hub {}: {} sites, {} finding(s); report written to {}",
+                dir.display(),
+                report.sites.len(),
+                report.findings.len(),
                 path.display()
             );
         }

@@ -450,6 +450,10 @@ pub(crate) async fn demo(args: &DemoArgs) -> anyhow::Result<CliOutcome> {
             summary.checkpoint.trim_end()
         );
         println!("artifacts in {}", dir.display());
+        println!(
+            "audit every site: trustline audit --hub-dir {}",
+            dir.join("hub").display()
+        );
     }
     let expected = summary.offline_certified == OFFLINE_ALLOWANCE as usize
         && summary.offline_refused == PAST_ALLOWANCE
