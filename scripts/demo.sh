@@ -10,7 +10,8 @@ TRUSTLINE_SKIP_BROWSER=1 scripts/install-deps.sh
 rm -rf demo-out
 sites=(--sites 2)
 for arg in "$@"; do
-  case "$arg" in --sites|--sites=*) sites=() ;; esac
+  # --postgres runs the single-box line with its ledger in PostgreSQL.
+  case "$arg" in --sites|--sites=*|--postgres) sites=() ;; esac
 done
 cargo run --release --locked --bin trustline -- demo --dir demo-out "${sites[@]}" "$@"
 # One device's FDO 1.1 voucher, checked by the independent implementation.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Trustline's demo and tests need beyond the Rust toolchain,
 # from the OS packages, only when missing: SoftHSM2 (the PKCS#11 token),
+# PostgreSQL's server binaries (the tests, bench and demo start a throwaway
+# cluster of their own; no server is left running),
 # OpenSSL (to check every certificate we issue), Chromium (to render the
 # audit report in a test); Python 3 with the `cryptography` and `cbor2`
 # packages (the reference device in reference-device/, the independent FDO
@@ -16,6 +18,11 @@ for lib in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/lib
 done
 [ -n "$softhsm_found" ] || need+=(softhsm2)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+pg_found=""
+for initdb in /usr/lib/postgresql/*/bin/initdb /usr/pgsql-*/bin/initdb; do
+  [ -x "$initdb" ] && pg_found="$initdb"
+done
+[ -n "$pg_found" ] || command -v initdb >/dev/null 2>&1 || [ -n "${TRUSTLINE_PG_BIN:-}" ] || need+=(postgresql)
 if [ "${TRUSTLINE_SKIP_BROWSER:-0}" != 1 ]; then
   command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
 fi

@@ -2,8 +2,12 @@
 //! the hot path of every device in `trustline serve all`, with no protobuf
 //! round trip and no service layer. It is the ledger's owner calling its own
 //! ledger, so no role table applies; the ledger's gRPC service, on the same
-//! ledger, still answers only what the table allows.
+//! ledger, still answers only what the table allows. It works over any
+//! ledger engine (files, PostgreSQL).
 
+use std::sync::Arc;
+
+use custody_ledger::LedgerEngine;
 use futures::future::BoxFuture;
 use tonic::Status;
 use trustline_proto::v1;
@@ -11,12 +15,17 @@ use trustline_proto::v1;
 use crate::ledger::{AppendRefusal, LedgerApi};
 
 /// The ledger in this process, called directly.
-pub struct DirectLedger(custody_ledger::Ledger);
+pub struct DirectLedger(Arc<dyn LedgerEngine>);
 
 impl DirectLedger {
-    /// Wraps an open ledger.
+    /// Wraps an open file ledger.
     pub fn new(ledger: custody_ledger::Ledger) -> Self {
-        Self(ledger)
+        Self(Arc::new(ledger))
+    }
+
+    /// Wraps any open ledger engine.
+    pub fn with_engine(engine: Arc<dyn LedgerEngine>) -> Self {
+        Self(engine)
     }
 }
 
@@ -26,7 +35,7 @@ fn ledger_status(e: custody_ledger::Error) -> Status {
         E::NotFound(m) => Status::not_found(m),
         E::InvalidArgument(m) => Status::invalid_argument(m),
         E::OutOfRange(m) => Status::out_of_range(m),
-        E::Stopped(_) | E::Closed => Status::unavailable(e.to_string()),
+        E::Stopped(_) | E::Closed | E::Unavailable(_) => Status::unavailable(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }
@@ -55,7 +64,11 @@ impl LedgerApi for DirectLedger {
             let quota = request
                 .quota
                 .map(|q| custody_ledger::QuotaUse::new(q.counter, q.limit));
-            match self.0.append(draft, keys, quota).await {
+            let constraints = custody_ledger::Constraints {
+                unique_keys: keys,
+                quota,
+            };
+            match self.0.append(draft, constraints).await {
                 Ok(a) => Ok(v1::AppendResponse {
                     seq: a.seq,
                     entry: a.entry,
@@ -81,17 +94,18 @@ impl LedgerApi for DirectLedger {
     fn lookup_key(&self, key: v1::UniqueKey) -> BoxFuture<'_, Result<Option<u64>, Status>> {
         Box::pin(async move {
             self.0
-                .lookup_key(&custody_ledger::UniqueKey::new(key.namespace, key.value))
+                .lookup_key(custody_ledger::UniqueKey::new(key.namespace, key.value))
+                .await
                 .map_err(ledger_status)
         })
     }
 
     fn get_entry(&self, seq: u64) -> BoxFuture<'_, Result<Vec<u8>, Status>> {
-        Box::pin(async move { self.0.get_entry(seq).map_err(ledger_status) })
+        Box::pin(async move { self.0.entry(seq).await.map_err(ledger_status) })
     }
 
     fn get_quota(&self, counter: String) -> BoxFuture<'_, Result<u64, Status>> {
-        Box::pin(async move { self.0.quota(&counter).map_err(ledger_status) })
+        Box::pin(async move { self.0.quota(counter).await.map_err(ledger_status) })
     }
 
     fn publish_checkpoint(&self) -> BoxFuture<'_, Result<v1::Checkpoint, Status>> {

@@ -60,8 +60,12 @@ impl Draft {
         }
     }
 
-    /// Checks sizes and shapes before anything is queued.
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Checks sizes and shapes before anything is queued (every engine
+    /// calls it before placing the draft).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] saying what is wrong.
+    pub fn validate(&self) -> Result<()> {
         if self.kind == EventKind::Unspecified {
             return Err(Error::InvalidArgument("event kind is unspecified".into()));
         }
@@ -87,8 +91,9 @@ impl Draft {
         Ok(())
     }
 
-    /// The full entry once the ledger has placed it, with its constraints.
-    pub(crate) fn place(
+    /// The full entry once the ledger has placed it, with its constraints:
+    /// the exact bytes an engine stores.
+    pub fn place(
         &self,
         seq: u64,
         time_ms: i64,
@@ -184,7 +189,11 @@ impl UniqueKey {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Checks the namespace and value sizes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`].
+    pub fn validate(&self) -> Result<()> {
         if self.namespace.is_empty() || self.namespace.len() > MAX_NAMESPACE_LEN {
             return Err(Error::InvalidArgument(format!(
                 "unique-key namespace must be 1 to {MAX_NAMESPACE_LEN} bytes"
@@ -282,7 +291,10 @@ impl Constraints {
     }
 
     /// Checks sizes, and that no key is declared twice.
-    pub(crate) fn validate(&self) -> Result<()> {
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`].
+    pub fn validate(&self) -> Result<()> {
         if self.unique_keys.len() > MAX_UNIQUE_KEYS {
             return Err(Error::InvalidArgument(format!(
                 "at most {MAX_UNIQUE_KEYS} unique keys per entry"

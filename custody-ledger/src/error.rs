@@ -63,6 +63,12 @@ pub enum Error {
     /// The ledger has been closed.
     #[error("ledger is closed")]
     Closed,
+    /// The engine's storage cannot be reached right now (a database engine
+    /// whose server is down or unreachable, after bounded retries). Nothing
+    /// was acknowledged; the engine reconnects by itself, so the caller may
+    /// retry later.
+    #[error("ledger storage is unavailable: {0}")]
+    Unavailable(String),
     /// Stored data fails its checks: a checksum, the hash chain, a device
     /// chain, a checkpoint. The ledger refuses to serve rather than serve
     /// wrong evidence. `location` names the file, offset or entry.

@@ -65,7 +65,9 @@ impl From<Error> for Status {
             Error::InvalidArgument(_) => Status::invalid_argument(message),
             Error::OutOfRange(_) => Status::out_of_range(message),
             Error::NotFound(_) => Status::not_found(message),
-            Error::Stopped(_) | Error::Closed | Error::Signer(_) => Status::unavailable(message),
+            Error::Stopped(_) | Error::Closed | Error::Signer(_) | Error::Unavailable(_) => {
+                Status::unavailable(message)
+            }
             Error::Corrupt { .. } => Status::data_loss(message),
             Error::KeyMismatch { .. } => Status::failed_precondition(message),
             Error::Io { .. } | Error::Index(_) | Error::Checkpoint(_) | Error::Proof(_) => {

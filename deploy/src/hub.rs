@@ -2,7 +2,7 @@
 //! hub`.
 //!
 //! ```text
-//! <hub>/hub.toml                    settings: [hub] listen, witness_name; [transport]
+//! <hub>/hub.toml                    settings: [hub] listen, witness_name, database; [transport]
 //! <hub>/ca/oem-root.pem             the OEM root certificate (its key on the hub token, or offline)
 //! <hub>/ca/order-key.pub.pem        the OEM order key (public)
 //! <hub>/ca/voucher-key.pub.pem      the OEM voucher key (public)
@@ -65,6 +65,10 @@ pub struct HubSection {
     pub witness_name: String,
     /// The checkpoint origin of the hub's own ledger (field-life events).
     pub ledger_origin: String,
+    /// The PostgreSQL database of the hub's store (a `postgres://` URL,
+    /// issue 14; `TRUSTLINE_HUB_DATABASE`); empty: the embedded store in
+    /// `<hub>/store`.
+    pub database: String,
 }
 
 impl Default for HubSection {
@@ -73,6 +77,7 @@ impl Default for HubSection {
             listen: DEFAULT_LISTEN.into(),
             witness_name: DEFAULT_WITNESS_NAME.into(),
             ledger_origin: crate::field::DEFAULT_HUB_LEDGER_ORIGIN.into(),
+            database: String::new(),
         }
     }
 }
@@ -90,7 +95,8 @@ pub struct HubSettings {
 }
 
 impl HubSettings {
-    /// Reads `<dir>/hub.toml` if present, then `TRUSTLINE_HUB_LISTEN`.
+    /// Reads `<dir>/hub.toml` if present, then `TRUSTLINE_HUB_LISTEN` and
+    /// `TRUSTLINE_HUB_DATABASE`.
     ///
     /// # Errors
     /// [`Error::Refused`] for a malformed file; [`Error::Io`].
@@ -107,6 +113,12 @@ impl HubSettings {
             .filter(|v| !v.is_empty())
         {
             settings.hub.listen = v;
+        }
+        if let Some(v) = std::env::var("TRUSTLINE_HUB_DATABASE")
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
+            settings.hub.database = v;
         }
         Ok(settings)
     }
@@ -357,7 +369,15 @@ pub async fn serve(
     if config.sites.is_empty() {
         tracing::warn!("no site is enrolled at this hub (`trustline hub enroll-site`)");
     }
-    let hub = hub::Hub::open_embedded(&dir.join(STORE_DIR), config, cosigner)?;
+    let hub = if settings.hub.database.is_empty() {
+        hub::Hub::open_embedded(&dir.join(STORE_DIR), config, cosigner)?
+    } else {
+        let url = settings.hub.database.clone();
+        let store = tokio::task::spawn_blocking(move || hub::PgHubStore::open(&url))
+            .await
+            .map_err(|_| hub::Error::Store("opening the store panicked".into()))??;
+        hub::Hub::open(config, cosigner, Arc::new(store))?
+    };
     let ledger = crate::field::open_hub_ledger(dir, hsm, &settings.hub.ledger_origin)?;
     let served = serve_open(dir, settings, hsm, &hub, &ledger, listener, shutdown).await;
     ledger.close();

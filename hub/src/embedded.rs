@@ -448,7 +448,7 @@ fn decode_fork(id: u64, b: &[u8]) -> Result<ForkRecord> {
     Ok(f)
 }
 
-fn fork_digest(f: &ForkRecord) -> Hash {
+pub(crate) fn fork_digest(f: &ForkRecord) -> Hash {
     let mut h = Sha256::new();
     h.update((f.site.len() as u64).to_be_bytes());
     h.update(f.site.as_bytes());
@@ -458,7 +458,7 @@ fn fork_digest(f: &ForkRecord) -> Hash {
     h.finalize().into()
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

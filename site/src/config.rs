@@ -3,7 +3,7 @@
 //! `TRUSTLINE_CA_LISTEN`, `TRUSTLINE_LEDGER_LISTEN`,
 //! `TRUSTLINE_CA_ENDPOINT`, `TRUSTLINE_LEDGER_ENDPOINT`,
 //! `TRUSTLINE_VENDOR_ROOTS_DIR`, `TRUSTLINE_CLAIM_TTL_SECS`,
-//! `TRUSTLINE_SITE`, `TRUSTLINE_LEDGER_ORIGIN`
+//! `TRUSTLINE_SITE`, `TRUSTLINE_LEDGER_ORIGIN`, `TRUSTLINE_LEDGER_DATABASE`
 //! (docs/operations.md has the whole reference):
 //!
 //! ```toml
@@ -23,6 +23,7 @@
 //! [ledger]
 //! listen = "127.0.0.1:7402"
 //! origin = "trustline.example/custody-ledger"  # the checkpoint origin
+//! database = "postgres://trustline@db/ledger"  # else files in <data>/ledger
 //!
 //! [ownership]
 //! challenges_per_caller = 1000         # outstanding challenges per caller
@@ -149,6 +150,9 @@ pub struct LedgerConfig {
     /// The checkpoint origin (and signed-note key name) of this ledger; the
     /// hub knows each site by it.
     pub origin: String,
+    /// The PostgreSQL database holding the ledger (a `postgres://` URL,
+    /// issue 14); empty: segment files in `<data>/ledger`.
+    pub database: String,
 }
 
 impl Default for LedgerConfig {
@@ -156,6 +160,7 @@ impl Default for LedgerConfig {
         Self {
             listen: "127.0.0.1:7402".into(),
             origin: custody_ledger::DEFAULT_ORIGIN.into(),
+            database: String::new(),
         }
     }
 }
@@ -225,6 +230,9 @@ impl Config {
         }
         if let Some(v) = env("TRUSTLINE_LEDGER_ORIGIN") {
             config.ledger.origin = v;
+        }
+        if let Some(v) = env("TRUSTLINE_LEDGER_DATABASE") {
+            config.ledger.database = v;
         }
         if let Some(v) = env("TRUSTLINE_CLAIM_TTL_SECS") {
             config.provisioner.claim_ttl_secs = v

@@ -25,6 +25,12 @@
 //! provisioner and ledger services listen (the CA has no caller but the
 //! provisioner, so it gets no socket).
 
+//!
+//! The ledger is the file engine in `<data>/ledger` unless `[ledger]
+//! database` (or `--ledger postgres://…`) names a PostgreSQL database
+//! (issue 14): then [`SiteLedger::Postgres`] serves the same services
+//! (the hub uplink runs on the file ledger only, for now).
+
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -74,11 +80,21 @@ pub fn direct_ownership_backends(
     ledger: &custody_ledger::Ledger,
     ca: Arc<ca_service::Ca>,
 ) -> OwnershipBackends {
+    direct_ownership_backends_on(Arc::new(ledger.clone()), ca)
+}
+
+/// [`direct_ownership_backends`] over any ledger engine.
+pub fn direct_ownership_backends_on(
+    ledger: Arc<dyn custody_ledger::LedgerEngine>,
+    ca: Arc<ca_service::Ca>,
+) -> OwnershipBackends {
     let identity = RequestIdentity::new(provisioner_caller());
     let ca_service = Arc::new(ca_service::CaService::new(ca));
-    let ledger_service = Arc::new(custody_ledger::service::LedgerService::new(ledger.clone()));
+    let ledger_service = Arc::new(custody_ledger::service::LedgerService::with_engine(
+        ledger.clone(),
+    ));
     OwnershipBackends {
-        ledger: Arc::new(DirectLedger::new(ledger.clone())),
+        ledger: Arc::new(DirectLedger::with_engine(ledger)),
         reads: Arc::new(LocalLedgerReads::new(ledger_service, identity.clone())),
         ca: Arc::new(LocalCa::new(ca_service.clone(), identity.clone())),
         crl: Arc::new(LocalCrl::new(ca_service, identity)),
@@ -379,9 +395,80 @@ pub fn open_ledger(
         .map_err(|e| Error::Config(format!("opening the ledger: {e}")))
 }
 
-/// Closes the ledger: a last checkpoint, threads stopped, index synced.
-fn close_ledger(ledger: custody_ledger::Ledger) {
-    ledger.close();
+/// The ledger a site serves.
+#[derive(Debug, Clone)]
+pub enum SiteLedger {
+    /// Segment files in `<data>/ledger` (the default).
+    Files(custody_ledger::Ledger),
+    /// A PostgreSQL database (`[ledger] database`).
+    Postgres(pg_store::PgLedger),
+}
+
+impl SiteLedger {
+    /// The engine behind the services.
+    pub fn engine(&self) -> Arc<dyn custody_ledger::LedgerEngine> {
+        match self {
+            SiteLedger::Files(l) => Arc::new(l.clone()),
+            SiteLedger::Postgres(l) => Arc::new(l.clone()),
+        }
+    }
+
+    /// Closes it: a last checkpoint, then the files' threads stopped and
+    /// index synced, or the database lease given up.
+    pub async fn close(self) {
+        match self {
+            SiteLedger::Files(l) => l.close(),
+            SiteLedger::Postgres(l) => l.close().await,
+        }
+    }
+
+    /// Starts the hub uplink when one is configured (file ledger only).
+    fn uplink(&self, data_dir: &Path, config: &Config) -> Result<Option<crate::uplink::Handle>> {
+        match self {
+            SiteLedger::Files(l) => crate::uplink::start(data_dir, config, l),
+            SiteLedger::Postgres(_) if config.uplink.is_some() => Err(Error::Config(
+                "the hub uplink ([uplink]) runs on the file ledger only: remove [ledger] database                  or [uplink]"
+                    .into(),
+            )),
+            SiteLedger::Postgres(_) => Ok(None),
+        }
+    }
+}
+
+/// Opens the site's ledger: PostgreSQL when `config.ledger.database` is
+/// set, else the files of the data directory; checkpoints signed by the
+/// ledger key on the ledger token either way.
+///
+/// # Errors
+/// [`Error::Config`] when the key or the ledger cannot be opened.
+pub async fn open_site_ledger(
+    data_dir: &Path,
+    config: &Config,
+    ledger_hsm: &ca_service::Hsm,
+) -> Result<SiteLedger> {
+    let url = config.ledger.database.trim();
+    if url.is_empty() {
+        return open_ledger(data_dir, config, ledger_hsm).map(SiteLedger::Files);
+    }
+    if !pg_store::is_postgres_url(url) {
+        return Err(Error::Config(format!(
+            "[ledger] database must be a postgres:// URL, not {}",
+            pg_store::db::redact(url)
+        )));
+    }
+    let signer = ca_service::ledger_key::open(ledger_hsm, ca_service::keys::LEDGER_CHECKPOINT)
+        .map_err(|e| {
+            Error::Config(format!(
+                "the ledger checkpoint key on the ledger token (`trustline ca init` or `trustline site init` makes it): {e}"
+            ))
+        })?;
+    setup::check_ledger_key_file(&data_dir.join(layout::LEDGER_KEY_FILE), &signer)?;
+    let mut pg = pg_store::PgLedgerConfig::new(url);
+    pg.origin = config.ledger.origin.clone();
+    pg_store::PgLedger::open(pg, Arc::new(signer))
+        .await
+        .map(SiteLedger::Postgres)
+        .map_err(|e| Error::Config(format!("opening the ledger in postgresql: {e}")))
 }
 
 /// Serves the ledger alone, logged into the ledger's token only.
@@ -395,15 +482,17 @@ pub async fn serve_ledger(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let ledger = open_ledger(data_dir, config, ledger_hsm)?;
-    let uplink = crate::uplink::start(data_dir, config, &ledger)?;
+    let ledger = open_site_ledger(data_dir, config, ledger_hsm).await?;
+    let uplink = ledger.uplink(data_dir, config)?;
     let served = async {
         let guard = guard(data_dir, config, setup::LEDGER_SERVER)?;
         let (mut routes, _health) =
             transport::operational_routes(&guard).map_err(|e| Error::Config(e.to_string()))?;
         routes.add_service(
-            CustodyLedgerServer::new(custody_ledger::service::LedgerService::new(ledger.clone()))
-                .with_message_limits(guard.limits()),
+            CustodyLedgerServer::new(custody_ledger::service::LedgerService::with_engine(
+                ledger.engine(),
+            ))
+            .with_message_limits(guard.limits()),
         );
         if let Some(u) = &uplink {
             routes.add_service(u.service().server(guard.limits()));
@@ -421,7 +510,7 @@ pub async fn serve_ledger(
     if let Some(u) = uplink {
         u.stop().await;
     }
-    close_ledger(ledger);
+    ledger.close().await;
     served
 }
 
@@ -549,8 +638,8 @@ async fn serve_in_one_process(
     if layout == Layout::Site {
         check_site_token(&ca_hsm)?;
     }
-    let ledger = open_ledger(data_dir, config, &ledger_hsm)?;
-    let uplink = crate::uplink::start(data_dir, config, &ledger)?;
+    let ledger = open_site_ledger(data_dir, config, &ledger_hsm).await?;
+    let uplink = ledger.uplink(data_dir, config)?;
     let served = async {
         let ca = open_ca(data_dir, ca_hsm)?;
         // The site layout holds no OEM voucher key: the `Ownership`
@@ -559,7 +648,7 @@ async fn serve_in_one_process(
             Layout::SingleBox => Some(
                 Ownership::start(
                     config.ownership.to_config(),
-                    direct_ownership_backends(&ledger, ca.clone()),
+                    direct_ownership_backends_on(ledger.engine(), ca.clone()),
                 )
                 .await?,
             ),
@@ -568,7 +657,7 @@ async fn serve_in_one_process(
         let factory = factory(
             data_dir,
             config,
-            Arc::new(DirectLedger::new(ledger.clone())),
+            Arc::new(DirectLedger::with_engine(ledger.engine())),
             local_ca(ca),
             uplink.as_ref().map(crate::uplink::Handle::allowance),
         )
@@ -582,8 +671,10 @@ async fn serve_in_one_process(
             ));
         }
         routes.add_service(
-            CustodyLedgerServer::new(custody_ledger::service::LedgerService::new(ledger.clone()))
-                .with_message_limits(guard.limits()),
+            CustodyLedgerServer::new(custody_ledger::service::LedgerService::with_engine(
+                ledger.engine(),
+            ))
+            .with_message_limits(guard.limits()),
         );
         if let Some(u) = &uplink {
             routes.add_service(u.service().server(guard.limits()));
@@ -601,7 +692,7 @@ async fn serve_in_one_process(
     if let Some(u) = uplink {
         u.stop().await;
     }
-    close_ledger(ledger);
+    ledger.close().await;
     served
 }
 

@@ -476,3 +476,63 @@ async fn an_order_of_n_certifies_n_devices_even_across_a_restart() {
         .into_inner();
     assert_eq!((s.certified, s.remaining), (3, 0));
 }
+
+/// Issue 14: the whole line on a ledger in PostgreSQL (`[ledger] database`):
+/// certified up to the quota, refused past it across a restart, and the
+/// database's ledger verifies offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_line_runs_on_a_postgresql_ledger_across_a_restart() {
+    let cluster = pg_store::cluster::Cluster::start().expect("cluster");
+    let url = cluster.create_database("line").await.expect("database");
+    let fleet = Fleet::builder().seed(15).genuine(5).build().expect("fleet");
+    let db = url.clone();
+    let mut stack = Stack::start_with("e2e-postgres", &fleet, &[(SITE, "st-01")], move |_, c| {
+        c.ledger.database = db;
+        Ok(())
+    })
+    .await
+    .expect("stack");
+    stack
+        .open(&stack.order("PO-PG", SITE, 3))
+        .await
+        .expect("order");
+    let mut rots = take(fleet);
+    let later = rots.split_off(3);
+    let id = station(SITE, "st-01");
+    let (report, _) = run::run(
+        stack.channel(&id).await.expect("ch"),
+        config("PO-PG", Mode::OnDevice),
+        jobs(rots),
+    )
+    .await
+    .expect("run");
+    assert_eq!(report.provisioned(), 3, "{:?}", report.outcomes);
+    stack.restart().await.expect("restart");
+    let (report, _) = run::run(
+        stack.channel(&id).await.expect("ch"),
+        RunConfig {
+            first_serial: Some(100),
+            ..config("PO-PG", Mode::Hsm)
+        },
+        jobs(later),
+    )
+    .await
+    .expect("run");
+    assert!(
+        report
+            .outcomes
+            .iter()
+            .all(|o| o.code() == Some(Code::ResourceExhausted)),
+        "{:?}",
+        report.outcomes
+    );
+    let entries = stack.ledger_entries().await.expect("ledger");
+    assert_eq!(count(&entries, EventKind::Certified), 3);
+    assert_eq!(count(&entries, EventKind::QuotaRejected), 2);
+    stack.stop().await.expect("stop");
+    let v = pg_store::records::verify(&url, &Default::default(), &mut |_| {})
+        .await
+        .expect("verify");
+    assert!(v.report.is_ok(), "{:?}", v.report.problem);
+    assert_eq!(v.report.entries, entries.len() as u64);
+}

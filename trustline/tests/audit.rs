@@ -287,3 +287,56 @@ fn a_tampered_entry_is_the_only_finding_and_stops_the_audit() {
     assert_eq!(code, 1);
     assert!(text.contains("NOT VERIFIED"), "{text}");
 }
+
+/// Issue 14: `trustline audit --ledger postgres://…` audits a ledger moved
+/// into PostgreSQL and finds exactly what it finds in the files.
+#[test]
+fn an_audit_of_the_ledger_in_postgresql_finds_what_the_files_show() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let plant = Plant {
+        over_quota: true,
+        duplicate_serial: true,
+        unrecorded_in_field: true,
+    };
+    let s = seed_scenario(dir.path(), &plant).expect("seed");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let cluster = pg_store::cluster::Cluster::start().expect("cluster");
+    let url = rt.block_on(cluster.create_database("audit")).expect("db");
+    rt.block_on(pg_store::records::import_dir(
+        &s.data_dir.join("ledger"),
+        &url,
+    ))
+    .expect("migrate");
+    let ca = s.data_dir.join("ca");
+    let key = s.data_dir.join("ledger/ledger-key.pub.pem");
+    let (files_code, files) = audit_json(&s);
+    let field = s.field_dir.to_str().expect("utf-8 path");
+    let (code, out) = cli(&[
+        "audit",
+        "--ledger",
+        &url,
+        "--ledger-key",
+        key.to_str().expect("utf-8"),
+        "--order-key",
+        ca.join("order-key.pub.pem").to_str().expect("utf-8"),
+        "--ca-cert",
+        ca.join("oem-root.pem").to_str().expect("utf-8"),
+        "--ca-cert",
+        ca.join("site-intermediate.pem").to_str().expect("utf-8"),
+        "--field",
+        field,
+        "--format",
+        "json",
+        "--no-progress",
+        "--in-flight-grace",
+        "0",
+    ]);
+    let start = out.find('{').unwrap_or(0);
+    let pg: serde_json::Value =
+        serde_json::from_str(&out[start..]).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(code, files_code);
+    assert_eq!(pg["ledger"]["entries"], files["ledger"]["entries"]);
+    assert_eq!(pg["ledger"]["verified"], serde_json::json!(true));
+    assert_eq!(pg["findings"], files["findings"]);
+    assert_eq!(pg["orders"], files["orders"]);
+}

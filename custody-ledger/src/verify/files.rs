@@ -273,7 +273,7 @@ pub(super) fn walk_export(path: &Path, opts: &Options, c: &mut Checker<'_>) -> R
 }
 
 /// Registers the auditor's anchors.
-fn add_anchors(opts: &Options, c: &mut Checker<'_>) -> Check {
+pub(super) fn add_anchors(opts: &Options, c: &mut Checker<'_>) -> Check {
     for (i, note) in opts.anchors.iter().enumerate() {
         c.anchor(&format!("anchor checkpoint #{}", i + 1), note)?;
     }

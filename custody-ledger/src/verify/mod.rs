@@ -188,3 +188,87 @@ pub fn verify_export(path: &Path, opts: &Options, visit: Visitor<'_>) -> Result<
     let problem = files::walk_export(path, opts, &mut c)?.err();
     Ok(c.finish(problem, opts))
 }
+
+/// The verifier fed record by record, for engines whose records do not
+/// live in files (a database engine, issue 14): the same checks as
+/// [`verify_dir`] in the same order. The caller gives the engine's latest
+/// checkpoint note as an anchor ([`RecordVerifier::anchor`]) before the
+/// records, then every entry and checkpoint record in the order they were
+/// written, then calls [`RecordVerifier::finish`]. After the first problem
+/// the rest is ignored.
+pub struct RecordVerifier<'v> {
+    checker: Checker<'v>,
+    opts: Options,
+    problem: Option<Problem>,
+}
+
+impl fmt::Debug for RecordVerifier<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordVerifier")
+            .field("next", &self.checker.next)
+            .field("problem", &self.problem)
+            .finish()
+    }
+}
+
+impl<'v> RecordVerifier<'v> {
+    /// A verifier with the ledger key `spki`; the anchors of `opts` are
+    /// registered at once.
+    pub fn new(spki: Vec<u8>, opts: &Options, visit: Visitor<'v>) -> Self {
+        let mut checker = Checker::new(spki, opts, visit);
+        let problem = files::add_anchors(opts, &mut checker).err();
+        Self {
+            checker,
+            opts: opts.clone(),
+            problem,
+        }
+    }
+
+    /// Whether a problem has been found (the rest is then ignored).
+    pub fn failed(&self) -> bool {
+        self.problem.is_some()
+    }
+
+    /// The sequence number the next entry must have.
+    pub fn next_seq(&self) -> u64 {
+        self.checker.next
+    }
+
+    /// A checkpoint note the records must cover with the same root.
+    pub fn anchor(&mut self, label: &str, note: &str) {
+        if self.problem.is_none() {
+            self.problem = self.checker.anchor(label, note).err();
+        }
+    }
+
+    /// The next record, found at `location` (named in a problem).
+    pub fn record(&mut self, location: &str, record: crate::format::Record) {
+        if self.problem.is_some() {
+            return;
+        }
+        let result = match record {
+            crate::format::Record::Entry(e) => self.checker.entry(location, e),
+            crate::format::Record::Checkpoint(c) => self.checker.checkpoint(location, c),
+            _ => Err(Problem {
+                seq: None,
+                location: location.to_string(),
+                what: "only entry and checkpoint records belong to a ledger".into(),
+            }),
+        };
+        self.problem = result.err();
+    }
+
+    /// A problem the caller found itself (e.g. in an engine's derived
+    /// data), unless one was found before.
+    pub fn problem(&mut self, problem: Problem) {
+        self.problem.get_or_insert(problem);
+    }
+
+    /// The report, after the end-of-ledger checks.
+    pub fn finish(mut self) -> Verified {
+        if self.problem.is_none() {
+            self.problem = self.checker.end_of_entries().err();
+        }
+        self.checker.finish(self.problem, &self.opts)
+    }
+}

@@ -99,6 +99,10 @@ pub(crate) struct AuditSource {
     /// hub's `ca/` files and every enrolled site's intermediate.
     #[arg(long, value_name = "DIR")]
     pub(crate) hub_dir: Option<PathBuf>,
+    /// A ledger in PostgreSQL (`postgres://…`, issue 14): exported to a
+    /// snapshot from one consistent read, which is verified and audited.
+    #[arg(long, value_name = "URL")]
+    pub(crate) ledger: Option<String>,
 }
 
 /// `trustline audit` arguments.
@@ -273,6 +277,39 @@ fn audit(args: AuditArgs) -> anyhow::Result<Outcome> {
         &args.source.export,
         &args.source.endpoint,
     ) {
+        (None, None, None) if args.source.ledger.is_some() => {
+            let url = args.source.ledger.clone().unwrap_or_default();
+            if !pg_store::is_postgres_url(&url) {
+                bail!("--ledger takes a postgres:// URL");
+            }
+            let path = match &args.save_snapshot {
+                Some(p) => p.clone(),
+                None => {
+                    let dir = tempfile_dir()?;
+                    let p = dir.join("snapshot.tlexport");
+                    _temp_dir = Some(TempDir(dir));
+                    p
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting a runtime")?;
+            runtime
+                .block_on(pg_store::records::export(&url, &path))
+                .with_context(|| format!("exporting {}", pg_store::db::redact(&url)))?;
+            if options.ledger_key.is_none() {
+                eprintln!(
+                    "warning: no --ledger-key given; verifying with the key the database records (give the key you obtained independently)"
+                );
+                options.ledger_key = Some(
+                    runtime
+                        .block_on(pg_store::records::stored_key(&url))
+                        .context("reading the ledger key")?,
+                );
+            }
+            LedgerSource::Export(path)
+        }
         (Some(dir), None, None) => LedgerSource::DataDir(dir.clone()),
         (None, Some(file), None) => {
             if options.ledger_key.is_none() {
@@ -299,7 +336,7 @@ fn audit(args: AuditArgs) -> anyhow::Result<Outcome> {
             }
             LedgerSource::Export(snapshot.path)
         }
-        _ => bail!("give one of --data-dir, --export, --endpoint or --hub-dir"),
+        _ => bail!("give one of --data-dir, --export, --endpoint, --ledger or --hub-dir"),
     };
     let report = audit::run(&source, &options)?;
     let rendered = match args.format {

@@ -54,9 +54,25 @@ pub(crate) struct LedgerBenchArgs {
     /// memory ahead of the index) [default: the ledger's default].
     #[arg(long, value_name = "MIB")]
     pub(crate) overlay_mib: Option<usize>,
+    /// `postgres`: the file engine and the PostgreSQL engine side by side
+    /// (issue 14), in a throwaway cluster unless --database is given.
+    #[arg(long, value_enum, default_value = "files")]
+    pub(crate) backend: Backend,
+    /// With --backend postgres: an existing, empty database to use.
+    #[arg(long, value_name = "URL")]
+    pub(crate) database: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// Which ledger engine `bench ledger` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Backend {
+    /// The file engine alone (the full report, large ledger included).
+    Files,
+    /// The file and PostgreSQL engines side by side.
+    Postgres,
 }
 
 /// `trustline bench hsm` arguments.
@@ -177,6 +193,9 @@ fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
         .clone()
         .or_else(|| temp.as_ref().map(|t| t.0.clone()))
         .context("no scratch directory")?;
+    if args.backend == Backend::Postgres {
+        return ledger_postgres(args, &dir);
+    }
     let mut config = lb::BenchConfig::new(dir.join("ledger-bench"));
     for level in &mut config.levels {
         level.1 = ((level.1 as f64 * args.scale) as u64).max(level.0 as u64);
@@ -307,5 +326,74 @@ fn ledger(args: &LedgerBenchArgs) -> anyhow::Result<Outcome> {
         }
     }
     drop(temp);
+    Ok(Outcome::Success)
+}
+
+/// `bench ledger --backend postgres`: both engines in one run.
+fn ledger_postgres(args: &LedgerBenchArgs, dir: &std::path::Path) -> anyhow::Result<Outcome> {
+    let mut config = pg_store::bench::BenchConfig::new(dir.join("ledger-bench"));
+    for level in &mut config.levels {
+        level.1 = ((level.1 as f64 * args.scale) as u64).max(level.0 as u64);
+    }
+    config.database = args.database.clone();
+    let spinner = (!args.json).then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.enable_steady_tick(Duration::from_millis(120));
+        s
+    });
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let report = runtime.block_on(pg_store::bench::run(&config, &|phase: &str| {
+        if let Some(s) = &spinner {
+            s.set_message(phase.to_owned());
+        }
+    }))?;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    if args.json {
+        let levels: Vec<_> = report
+            .levels
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "backend": l.backend,
+                    "appenders": l.concurrency,
+                    "appends": l.appends,
+                    "per_second": l.per_second,
+                    "p50_ms": l.p50_ms,
+                    "p99_ms": l.p99_ms,
+                })
+            })
+            .collect();
+        let lags: Vec<_> = report
+            .checkpoint_lag_ms
+            .iter()
+            .map(|(b, m, x)| serde_json::json!({"backend": b, "median_ms": m, "max_ms": x}))
+            .collect();
+        let v = serde_json::json!({
+            "postgresql": report.server_version,
+            "levels": levels,
+            "checkpoint_lag": lags,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(Outcome::Success);
+    }
+    println!(
+        "custody ledger: files and PostgreSQL {} side by side",
+        report.server_version
+    );
+    println!(
+        "{:<22} {:>9} {:>9} {:>12} {:>9} {:>9}",
+        "backend", "appenders", "appends", "appends/s", "p50 ms", "p99 ms"
+    );
+    for l in &report.levels {
+        println!(
+            "{:<22} {:>9} {:>9} {:>12.0} {:>9.2} {:>9.2}",
+            l.backend, l.concurrency, l.appends, l.per_second, l.p50_ms, l.p99_ms
+        );
+    }
+    for (b, m, x) in &report.checkpoint_lag_ms {
+        println!("checkpoint lag ({b}): median {m:.0} ms, max {x:.0} ms");
+    }
     Ok(Outcome::Success)
 }

@@ -68,6 +68,10 @@ pub(crate) struct DemoArgs {
     /// and that many enrolled sites, each on tokens of its own (issue 13).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub(crate) sites: usize,
+    /// Keep the ledger in PostgreSQL (issue 14): a throwaway cluster is
+    /// started for the demo and stopped after it.
+    #[arg(long)]
+    pub(crate) postgres: bool,
 }
 
 #[derive(Serialize)]
@@ -94,6 +98,10 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     ensure!(args.sites > 0, "--sites must be at least 1");
     super::fresh_dir(&args.dir)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    ensure!(
+        !(args.postgres && args.sites > 1),
+        "--postgres runs the single-box line (--sites 1): the hub uplink runs on the file ledger only"
+    );
     if args.sites > 1 {
         return runtime.block_on(super::demo_sites::demo(&args));
     }
@@ -153,6 +161,23 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
     // The services, behind mTLS on loopback.
     let mut config = Config::load(dir)?;
     config.transport = demo_limits();
+    // With --postgres: the ledger in a throwaway cluster, gone after the run.
+    let cluster = if args.postgres {
+        let cluster = tokio::task::spawn_blocking(pg_store::cluster::Cluster::start)
+            .await
+            .context("starting postgresql")??;
+        config.ledger.database = cluster.create_database("demo").await?;
+        say(
+            args,
+            &format!(
+                "ledger in PostgreSQL: {} (a throwaway cluster)",
+                config.ledger.database
+            ),
+        );
+        Some(cluster)
+    } else {
+        None
+    };
     let listener = serve::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -276,9 +301,20 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
     let _ = stop_tx.send(());
     server.await.context("the server task")??;
 
-    // Offline checks: the ledger files, every chain.
-    let storage = custody_ledger::storage::FileStorage::open(&dir.join(setup::LEDGER_DIR))?;
-    let verified = custody_ledger::verify::verify_dir(&storage, &Default::default(), &mut |_| {})?;
+    // Offline checks: the ledger (its files, or its rows), every chain.
+    let verified = if cluster.is_some() {
+        let export = dir.join("ledger.export");
+        pg_store::records::export(&config.ledger.database, &export).await?;
+        say(
+            args,
+            &format!("ledger exported from PostgreSQL to {}", export.display()),
+        );
+        pg_store::records::verify(&config.ledger.database, &Default::default(), &mut |_| {}).await?
+    } else {
+        let storage = custody_ledger::storage::FileStorage::open(&dir.join(setup::LEDGER_DIR))?;
+        custody_ledger::verify::verify_dir(&storage, &Default::default(), &mut |_| {})?
+    };
+    drop(cluster);
     let chains: Vec<Vec<Vec<u8>>> = reports
         .iter()
         .flat_map(|r| r.outcomes.iter())

@@ -3,7 +3,8 @@
 //! `custody_ledger::{verify, export, merkle}`; this module parses
 //! arguments and prints.
 //!
-//! Every subcommand reads the files only (a data directory or an export),
+//! Every subcommand reads the stored records only (a data directory, an
+//! export, or a PostgreSQL ledger database with `--ledger postgres://…`),
 //! never a running service, and trusts nothing it has not verified: `proof`
 //! and `history` run the full verifier first and prove against the latest
 //! checkpoint it checked. Exit codes: 0 verified, 1 a problem was found
@@ -36,6 +37,9 @@ pub(crate) enum LedgerCommand {
     Proof(ProofArgs),
     /// Every entry of one device, each with its inclusion proof.
     History(HistoryArgs),
+    /// Moves a stopped site's file ledger into an empty PostgreSQL
+    /// database, then verifies the result against the files.
+    Migrate(MigrateArgs),
 }
 
 /// Where the ledger is read from.
@@ -48,6 +52,9 @@ pub(crate) struct SourceArgs {
     /// An export file (`trustline ledger export`).
     #[arg(long, value_name = "FILE")]
     pub(crate) export: Option<PathBuf>,
+    /// A ledger in PostgreSQL (`postgres://…`).
+    #[arg(long, value_name = "URL")]
+    pub(crate) ledger: Option<String>,
 }
 
 /// What to verify against.
@@ -89,8 +96,16 @@ pub(crate) struct VerifyArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ExportArgs {
     /// The data directory.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) data_dir: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "ledger",
+        conflicts_with = "ledger"
+    )]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// A ledger in PostgreSQL (`postgres://…`).
+    #[arg(long, value_name = "URL")]
+    pub(crate) ledger: Option<String>,
     /// The export file to write.
     #[arg(long, value_name = "FILE")]
     pub(crate) out: PathBuf,
@@ -133,6 +148,36 @@ pub(crate) struct HistoryArgs {
     pub(crate) json: bool,
 }
 
+/// `trustline ledger migrate` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    /// The site's data directory (its `ledger/`) or ledger directory; the
+    /// site must be stopped.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) from: PathBuf,
+    /// The empty PostgreSQL database (`postgres://…`).
+    #[arg(long, value_name = "URL")]
+    pub(crate) to: String,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// A runtime for the PostgreSQL calls of a synchronous command.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+fn postgres_url(url: &str) -> anyhow::Result<&str> {
+    if !pg_store::is_postgres_url(url) {
+        bail!("--ledger takes a postgres:// URL");
+    }
+    Ok(url)
+}
+
 /// Runs a `ledger` subcommand.
 ///
 /// # Errors
@@ -145,6 +190,7 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<Outcome> {
         LedgerCommand::Export(a) => export_cmd(&a, &mut out),
         LedgerCommand::Proof(a) => proof_cmd(&a, &mut out),
         LedgerCommand::History(a) => history_cmd(&a, &mut out),
+        LedgerCommand::Migrate(a) => migrate_cmd(&a, &mut out),
     }?;
     out.flush().context("writing to standard output")?;
     Ok(outcome)
@@ -218,6 +264,12 @@ pub(super) fn run_verifier(
         visit(e);
     };
     let verified = match (&source.data_dir, &source.export) {
+        (None, None) if source.ledger.is_some() => {
+            let url = postgres_url(source.ledger.as_deref().unwrap_or_default())?;
+            runtime()?
+                .block_on(pg_store::records::verify(url, &opts, &mut tick))
+                .with_context(|| format!("verifying {}", pg_store::db::redact(url)))?
+        }
         (Some(dir), _) => {
             let dir = ledger_dir(dir);
             let storage =
@@ -227,7 +279,7 @@ pub(super) fn run_verifier(
         }
         (None, Some(path)) => verify::verify_export(path, &opts, &mut tick)
             .with_context(|| format!("verifying {}", path.display()))?,
-        (None, None) => bail!("give --data-dir or --export"),
+        (None, None) => bail!("give --data-dir, --export or --ledger"),
     };
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -304,6 +356,9 @@ pub(super) fn verify_cmd(a: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<
         if a.trust.key.is_none() && a.source.data_dir.is_some() {
             writeln!(out, "note: checked with the directory's own ledger-key.pub.pem; pass --key to use one you trust")?;
         }
+        if a.trust.key.is_none() && a.source.ledger.is_some() {
+            writeln!(out, "note: checked with the key recorded in the database; pass --key to use one you trust")?;
+        }
     }
     Ok(if r.is_ok() {
         Outcome::Success
@@ -313,10 +368,22 @@ pub(super) fn verify_cmd(a: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<
 }
 
 pub(super) fn export_cmd(a: &ExportArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let dir = ledger_dir(&a.data_dir);
-    let storage = FileStorage::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-    let s = custody_ledger::export::export(&storage, &a.out)
-        .with_context(|| format!("exporting {}", dir.display()))?;
+    let s = match (&a.data_dir, &a.ledger) {
+        (Some(dir), _) => {
+            let dir = ledger_dir(dir);
+            let storage =
+                FileStorage::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+            custody_ledger::export::export(&storage, &a.out)
+                .with_context(|| format!("exporting {}", dir.display()))?
+        }
+        (None, Some(url)) => {
+            let url = postgres_url(url)?;
+            runtime()?
+                .block_on(pg_store::records::export(url, &a.out))
+                .with_context(|| format!("exporting {}", pg_store::db::redact(url)))?
+        }
+        (None, None) => bail!("give --data-dir or --ledger"),
+    };
     if a.json {
         let v = json!({
             "out": a.out.display().to_string(),
@@ -334,6 +401,40 @@ pub(super) fn export_cmd(a: &ExportArgs, out: &mut dyn Write) -> anyhow::Result<
             s.checkpoints,
             s.bytes,
             a.out.display()
+        )?;
+    }
+    Ok(Outcome::Success)
+}
+
+pub(super) fn migrate_cmd(a: &MigrateArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let dir = ledger_dir(&a.from);
+    let url = postgres_url(&a.to)?;
+    let s = runtime()?
+        .block_on(pg_store::records::import_dir(&dir, url))
+        .with_context(|| {
+            format!(
+                "moving {} into {}",
+                dir.display(),
+                pg_store::db::redact(url)
+            )
+        })?;
+    if a.json {
+        let v = json!({
+            "entries": s.entries,
+            "checkpoints": s.checkpoints,
+            "root": hex32(&s.root),
+            "head": hex32(&s.head),
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        writeln!(
+            out,
+            "moved {} entries and {} checkpoints into {}; verified: root {} head {}",
+            s.entries,
+            s.checkpoints,
+            pg_store::db::redact(url),
+            hex32(&s.root),
+            hex32(&s.head)
         )?;
     }
     Ok(Outcome::Success)

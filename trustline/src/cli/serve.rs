@@ -68,6 +68,11 @@ pub(crate) struct ServeArgs {
     /// With --init: the factory site the CA intermediate is for.
     #[arg(long, default_value = "site-1")]
     pub(crate) site: String,
+    /// The ledger's PostgreSQL database (`postgres://…`, issue 14) for
+    /// `ledger`, `all` and `site`, overriding `[ledger] database`; by
+    /// default the segment files in the data directory.
+    #[arg(long, value_name = "URL")]
+    pub(crate) ledger: Option<String>,
     /// The CA's (or the hub's) HSM token.
     #[command(flatten)]
     pub(crate) hsm: HsmArgs,
@@ -188,7 +193,10 @@ async fn serve_main(args: ServeArgs, tokens: Tokens) -> anyhow::Result<Outcome> 
         deploy::hub::serve(dir, &settings, &hsm, listener, shutdown).await?;
         return Ok(Outcome::Success);
     }
-    let config = Config::load(dir)?;
+    let mut config = Config::load(dir)?;
+    if let Some(url) = &args.ledger {
+        config.ledger.database = url.clone();
+    }
     match (args.which, tokens.ca, tokens.ledger) {
         (Which::Ca, Some(hsm), _) => {
             let listener = serve::bind(&config.ca.listen).await?;

@@ -1,0 +1,175 @@
+//! The hub's store on PostgreSQL (issue 14): the registry across sites
+//! (cross-site clones, orders summed) as on the embedded store, kept across
+//! a reopening, and two hub replicas on one database that agree — on a
+//! clone found while both ingest at once, and on a site both advance.
+
+#![allow(clippy::unwrap_used)] // Tests may unwrap (ARCHITECTURE.md).
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use common::{sync, Device, Oem, Site, WitnessKey};
+use hub::model::IdentityKind;
+use hub::store::DeviceQuery;
+use hub::{Hub, HubConfig, PgHubStore, SiteConfig};
+use pg_store::cluster::Cluster;
+use trustline_proto::signer::Signer;
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+/// A fresh database on this test binary's cluster.
+fn database(name: &str) -> String {
+    let cluster = CLUSTER.get_or_init(|| Cluster::start().unwrap());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(cluster.create_database(name))
+        .unwrap()
+}
+
+fn pg_hub(url: &str, key: &WitnessKey, sites: &[SiteConfig], order_key: Option<Vec<u8>>) -> Hub {
+    let store = PgHubStore::open(url).unwrap();
+    Hub::open(
+        HubConfig {
+            sites: sites.to_vec(),
+            order_key,
+        },
+        key.cosigner(),
+        Arc::new(store),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_registry_on_postgresql_finds_clones_sums_orders_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database("registry");
+    let oem = Oem::new();
+    let a = Site::open("site-a", &dir.path().join("a"));
+    let b = Site::open("site-b", &dir.path().join("b"));
+    let split = oem.order("PO-S", "", 6, &[("site-a", 3), ("site-b", 3)]);
+    a.open_order(split.clone(), "PO-S");
+    b.open_order(split, "PO-S");
+    let genuine = a.certify_many("g", 3, "PO-S", 3);
+    let mut serial_clone = Device::new("c1");
+    serial_clone.serial = genuine[0].serial.clone();
+    let mut key_clone = Device::new("c2");
+    key_clone.key = genuine[1].key.clone();
+    b.certify(&serial_clone, "PO-S", 3);
+    b.certify(&key_clone, "PO-S", 3);
+    b.custody(custody_ledger::EventKind::Scrapped, &key_clone, "PO-S");
+    let key = WitnessKey::new();
+    let sites = [a.config(), b.config()];
+    let order_key = Some(oem.order_key.public_key_der().to_vec());
+    let hub = pg_hub(&url, &key, &sites, order_key.clone());
+    sync(&hub, &a, &a.checkpoint()).unwrap();
+    sync(&hub, &b, &b.checkpoint()).unwrap();
+
+    let check = |hub: &Hub| {
+        let mut clones = hub.clones().unwrap();
+        clones.sort_by_key(|c| c.kind);
+        assert_eq!(
+            clones.iter().map(|c| c.kind).collect::<Vec<_>>(),
+            [IdentityKind::Serial, IdentityKind::DeviceKey]
+        );
+        for c in &clones {
+            let sites: Vec<&str> = c.holders.iter().map(|h| h.site.as_str()).collect();
+            assert_eq!(sites, ["site-a", "site-b"]);
+        }
+        let by_serial = hub
+            .devices(&DeviceQuery::Serial(genuine[0].serial.clone()))
+            .unwrap();
+        assert_eq!(by_serial.len(), 2);
+        assert!(by_serial.iter().all(|d| d.cross_site_clone));
+        let honest = hub
+            .devices(&DeviceQuery::RotId(genuine[2].rot_id.clone()))
+            .unwrap();
+        assert!(!honest[0].cross_site_clone);
+        let o = hub.orders(Some("PO-S")).unwrap().remove(0);
+        assert_eq!((o.quantity, o.certified), (6, 5));
+        let b_row = o.sites.iter().find(|r| r.site == "site-b").unwrap();
+        assert_eq!(
+            (b_row.allocation, b_row.certified, b_row.scrapped),
+            (3, 2, 1)
+        );
+        let figures = hub.site_figures().unwrap();
+        let counts: Vec<(u64, u64)> = figures
+            .iter()
+            .map(|(_, c)| (c.certified, c.scrapped))
+            .collect();
+        assert_eq!(counts, [(3, 0), (2, 1)]);
+        assert!(figures.iter().all(|(s, _)| s.cosigned.is_some()));
+    };
+    check(&hub);
+    // A resend counts nothing twice.
+    hub.push_entries("site-b", 0, b.entries(0, b.ledger.size()))
+        .unwrap();
+    check(&hub);
+    drop(hub);
+    // Reopened on the same database: the same registry and witness state.
+    let again = pg_hub(&url, &key, &sites, order_key);
+    check(&again);
+    sync(&again, &a, &a.checkpoint()).unwrap();
+}
+
+#[test]
+fn two_hub_replicas_on_one_database_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database("replicas");
+    let oem = Oem::new();
+    let a = Site::open("site-a", &dir.path().join("a"));
+    let b = Site::open("site-b", &dir.path().join("b"));
+    a.open_order(oem.order("PO-A", "site-a", 50, &[]), "PO-A");
+    b.open_order(oem.order("PO-B", "site-b", 50, &[]), "PO-B");
+    // The same serial certified at both sites, among many others.
+    let mut shared = Device::new("shared-a");
+    shared.serial = "SN-SHARED".into();
+    a.certify(&shared, "PO-A", 50);
+    let mut twin = Device::new("shared-b");
+    twin.serial = "SN-SHARED".into();
+    b.certify(&twin, "PO-B", 50);
+    a.certify_many("a", 20, "PO-A", 50);
+    b.certify_many("b", 20, "PO-B", 50);
+    let key = WitnessKey::new();
+    let sites = [a.config(), b.config()];
+    let one = pg_hub(&url, &key, &sites, None);
+    let two = pg_hub(&url, &key, &sites, None);
+
+    // Replica one ingests site A while replica two ingests site B.
+    std::thread::scope(|s| {
+        let x = s.spawn(|| sync(&one, &a, &a.checkpoint()).map(|_| ()));
+        let y = s.spawn(|| sync(&two, &b, &b.checkpoint()).map(|_| ()));
+        x.join().unwrap().unwrap();
+        y.join().unwrap().unwrap();
+    });
+    for hub in [&one, &two] {
+        let clones = hub.clones().unwrap();
+        assert_eq!(clones.len(), 1, "{clones:?}");
+        assert_eq!(clones[0].value, b"SN-SHARED");
+        assert_eq!(clones[0].holders.len(), 2);
+        let recs = hub
+            .devices(&DeviceQuery::Serial("SN-SHARED".into()))
+            .unwrap();
+        assert_eq!(recs.len(), 2);
+        assert!(recs.iter().all(|d| d.cross_site_clone), "{recs:?}");
+    }
+
+    // Both replicas push the same new batch of site A at once: the site
+    // advances once and nothing is counted twice.
+    a.certify_many("a2", 5, "PO-A", 50);
+    let state = one.status("site-a").unwrap();
+    let end = a.ledger.size();
+    let batch = a.entries(state.mirror_size, end);
+    std::thread::scope(|s| {
+        let x = s.spawn(|| one.push_entries("site-a", state.mirror_size, batch.clone()));
+        let y = s.spawn(|| two.push_entries("site-a", state.mirror_size, batch.clone()));
+        let (x, y) = (x.join().unwrap(), y.join().unwrap());
+        assert!(x.is_ok() || y.is_ok(), "{x:?} {y:?}");
+    });
+    assert_eq!(two.status("site-a").unwrap().mirror_size, end);
+    let figures = one.site_figures().unwrap();
+    assert_eq!(figures[0].1.certified, 26);
+    assert_eq!(figures[1].1.certified, 21);
+}

@@ -1,0 +1,299 @@
+//! The PostgreSQL engine against a real server: appends, chains, proofs,
+//! checkpoints, device histories, constraint races across restarts,
+//! schema and key refusals (invariants 1, 2, 4, 5; 2.4.14.4, 2.4.14.12,
+//! 2.4.14.22).
+
+#![allow(clippy::unwrap_used)] // Tests may unwrap (ARCHITECTURE.md).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use custody_ledger::merkle::{self, leaf_hash, verify_consistency, verify_inclusion};
+use custody_ledger::{Append, Constraints, Error, EventKind, LedgerEngine, QuotaUse, UniqueKey};
+use pg_store::PgLedger;
+use prost::Message;
+use trustline_proto::v1::LedgerEntry;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_chain_prove_and_survive_a_reopen() {
+    let url = database("chain").await;
+    let signer = signer();
+    let ledger = open(&url, &signer).await;
+    let engine: Arc<dyn LedgerEngine> = Arc::new(ledger.clone());
+    let mut appended = Vec::new();
+    for d in 0..6u64 {
+        let (draft, c) = certified(d, "PO-1", 100);
+        appended.push(engine.append(draft, c).await.unwrap());
+        let shipped = custody(d % 3, EventKind::Shipped, "to the warehouse");
+        appended.push(
+            engine
+                .append(shipped, Constraints::default())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut head = merkle::GENESIS_HEAD;
+    let mut last_of_device = std::collections::HashMap::new();
+    for (i, a) in appended.iter().enumerate() {
+        assert_eq!(a.seq, i as u64);
+        assert_eq!(engine.entry(a.seq).await.unwrap(), a.entry, "exact bytes");
+        assert_eq!(a.leaf_hash, leaf_hash(&a.entry));
+        let e = LedgerEntry::decode(a.entry.as_slice()).unwrap();
+        assert_eq!(e.prev_hash, head);
+        let expected: Vec<u8> = last_of_device
+            .get(&e.rot_id)
+            .map(|h: &[u8; 32]| h.to_vec())
+            .unwrap_or_default();
+        assert_eq!(e.device_prev, expected, "device chain (2.4.14.12)");
+        last_of_device.insert(e.rot_id.clone(), a.leaf_hash);
+        head = merkle::chain_head(&head, &a.leaf_hash);
+    }
+    let listed = engine.entries(3, 100, 4).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [3, 4, 5, 6]
+    );
+    assert_eq!(
+        engine
+            .lookup_key(UniqueKey::new("serial", "SN-000002"))
+            .await
+            .unwrap(),
+        Some(4)
+    );
+    assert_eq!(engine.quota("order/PO-1".into()).await.unwrap(), 6);
+    assert!(matches!(engine.entry(12).await, Err(Error::NotFound(_))));
+
+    let first = engine.publish_checkpoint().await.unwrap();
+    assert_eq!(first.size, 12);
+    for a in &appended {
+        let p = engine.inclusion_proof(a.seq, 0).await.unwrap();
+        verify_inclusion(&a.leaf_hash, &p, &first.root).unwrap();
+    }
+    let history = engine.device_history(rot(1)).await.unwrap();
+    assert_eq!(
+        history
+            .entries
+            .iter()
+            .map(|p| p.entry.seq)
+            .collect::<Vec<_>>(),
+        [2, 3, 9]
+    );
+    for p in &history.entries {
+        verify_inclusion(
+            &leaf_hash(&p.entry.entry),
+            &p.proof,
+            &history.checkpoint.root,
+        )
+        .unwrap();
+    }
+    let extra = engine
+        .append(
+            custody(7, EventKind::Shipped, "later"),
+            Constraints::default(),
+        )
+        .await
+        .unwrap();
+    let second = engine.publish_checkpoint().await.unwrap();
+    assert_eq!(second.size, 13);
+    let c = engine.consistency_proof(12, 13).await.unwrap();
+    verify_consistency(&c, &first.root, &second.root).unwrap();
+    ledger.close().await;
+
+    // Reopened: the same entries and checkpoint, and the sequence goes on.
+    let again = open(&url, &signer).await;
+    let engine: Arc<dyn LedgerEngine> = Arc::new(again.clone());
+    assert_eq!(engine.size(), 13);
+    assert_eq!(engine.latest_checkpoint().unwrap(), second);
+    assert_eq!(engine.entry(extra.seq).await.unwrap(), extra.entry);
+    let next = engine
+        .append(
+            custody(7, EventKind::Shipped, "after the reopen"),
+            Constraints::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.seq, 13);
+    let e = LedgerEntry::decode(next.entry.as_slice()).unwrap();
+    assert_eq!(e.device_prev, extra.leaf_hash.to_vec());
+    again.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_racers_on_one_unique_key_one_wins() {
+    let url = database("racers").await;
+    let ledger = open(&url, &signer()).await;
+    let engine: Arc<dyn LedgerEngine> = Arc::new(ledger.clone());
+    let mut tasks = Vec::new();
+    for i in 0..64u64 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let (draft, mut c) = certified(i, "PO-R", 1000);
+            // Everyone claims the same serial (invariant 2, 2.4.14.4).
+            c.unique_keys[0] = UniqueKey::new("serial", "SN-CONTESTED");
+            engine.append(draft, c).await
+        }));
+    }
+    let mut won = Vec::new();
+    let mut holders = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(a) => won.push(a.seq),
+            Err(Error::Conflict { key, holder_seq }) => {
+                assert_eq!(key, UniqueKey::new("serial", "SN-CONTESTED"));
+                holders.push(holder_seq);
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one racer wins");
+    assert_eq!(holders.len(), 63);
+    assert!(
+        holders.iter().all(|&h| h == won[0]),
+        "refusals name the winner"
+    );
+    assert_eq!(engine.size(), 1, "refusals leave nothing behind");
+    // The table constraint is the backstop: a second holder cannot be
+    // written even behind the engine's back.
+    let c = sql(&url).await;
+    let err = c
+        .execute(
+            "INSERT INTO unique_keys (namespace, value, seq) VALUES ('serial', 'SN-CONTESTED', 0)",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    );
+    ledger.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_racers_over_a_quota_of_ten_and_the_count_survives_restarts() {
+    let url = database("quota").await;
+    let signer = signer();
+    let ledger = open(&url, &signer).await;
+    let engine: Arc<dyn LedgerEngine> = Arc::new(ledger.clone());
+    let mut tasks = Vec::new();
+    for i in 0..64u64 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let (draft, c) = certified(i, "PO-Q", 10);
+            engine.append(draft, c).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(Error::QuotaExhausted { used, limit, .. }) => {
+                assert_eq!((used, limit), (10, 10));
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(ok, 10, "invariant 4 (2.4.14.22)");
+    ledger.close().await;
+    for round in 0..2u64 {
+        let ledger = open(&url, &signer).await;
+        let engine: Arc<dyn LedgerEngine> = Arc::new(ledger.clone());
+        assert_eq!(engine.quota("order/PO-Q".into()).await.unwrap(), 10 + round);
+        let (draft, c) = certified(100 + round, "PO-Q", 10);
+        match engine.append(draft, c).await {
+            Err(Error::QuotaExhausted { used, .. }) => assert_eq!(used, 10 + round),
+            other => panic!("unexpected {other:?}"),
+        }
+        // A higher limit declared later admits more (the limit is the
+        // append's, the count the ledger's).
+        let (draft, c) = certified(200 + round, "PO-Q", 12);
+        engine.append(draft, c).await.unwrap();
+        ledger.close().await;
+    }
+    let ledger = open(&url, &signer).await;
+    let engine: Arc<dyn LedgerEngine> = Arc::new(ledger.clone());
+    assert_eq!(engine.quota("order/PO-Q".into()).await.unwrap(), 12);
+    ledger.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_checked_in_order_and_refusals_leave_nothing() {
+    let url = database("batch").await;
+    let ledger = open(&url, &signer()).await;
+    let engine: Arc<dyn LedgerEngine> = Arc::new(ledger.clone());
+    let key = UniqueKey::new("claim", "C-1");
+    let with = |k: Option<&UniqueKey>, q: Option<QuotaUse>| Append {
+        draft: custody(1, EventKind::Shipped, "x"),
+        constraints: Constraints {
+            unique_keys: k.into_iter().cloned().collect(),
+            quota: q,
+        },
+    };
+    let out = engine
+        .append_batch(vec![
+            with(Some(&key), None),
+            with(Some(&key), None),
+            with(None, Some(QuotaUse::new("q", 1))),
+            with(None, Some(QuotaUse::new("q", 1))),
+            with(Some(&UniqueKey::new("", "empty namespace")), None),
+            with(None, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out[0].as_ref().unwrap().seq, 0);
+    assert!(matches!(
+        &out[1],
+        Err(Error::Conflict { holder_seq: 0, .. })
+    ));
+    assert_eq!(out[2].as_ref().unwrap().seq, 1);
+    assert!(matches!(
+        &out[3],
+        Err(Error::QuotaExhausted { used: 1, .. })
+    ));
+    assert!(matches!(&out[4], Err(Error::InvalidArgument(_))));
+    assert_eq!(out[5].as_ref().unwrap().seq, 2);
+    assert_eq!(engine.size(), 3);
+    ledger.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_and_another_key_are_refused() {
+    let url = database("refusals").await;
+    let signer = signer();
+    open(&url, &signer).await.close().await;
+    let other = PgLedger::open(config(&url), common::signer())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(other, pg_store::Error::OtherLedger(_)),
+        "another checkpoint key: {other}"
+    );
+    let c = sql(&url).await;
+    c.execute(
+        &format!(
+            "INSERT INTO {} (version, name, applied_on, checksum) VALUES (999, 'future', '', '0')",
+            pg_store::schema::HISTORY_TABLE
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    let err = PgLedger::open(config(&url), signer.clone())
+        .await
+        .unwrap_err();
+    match &err {
+        pg_store::Error::SchemaTooNew { found, supported } => {
+            assert_eq!(*found, 999);
+            assert_eq!(*supported, pg_store::schema::latest_version());
+        }
+        e => panic!("unexpected {e}"),
+    }
+    assert!(err.to_string().contains("newer than version"), "{err}");
+}
+
+#[path = "ledger/records.rs"]
+mod records;
+#[path = "ledger/replicas.rs"]
+mod replicas;
