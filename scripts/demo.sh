@@ -10,8 +10,9 @@ TRUSTLINE_SKIP_BROWSER=1 scripts/install-deps.sh
 rm -rf demo-out
 sites=(--sites 2)
 for arg in "$@"; do
-  # --postgres runs the single-box line with its ledger in PostgreSQL.
-  case "$arg" in --sites|--sites=*|--postgres) sites=() ;; esac
+  # An explicit --sites wins; --postgres keeps the hub and two sites, the
+  # hub's store and the first site's ledger in PostgreSQL.
+  case "$arg" in --sites|--sites=*) sites=() ;; esac
 done
 cargo run --release --locked --bin trustline -- demo --dir demo-out "${sites[@]}" "$@"
 # One device's FDO 1.1 voucher, checked by the independent implementation.

@@ -31,7 +31,7 @@ use crate::checkpoint::{LedgerKey, SignedCheckpoint};
 use crate::entry::{Appended, Constraints, Draft, StoredEntry, UniqueKey};
 use crate::error::{Error, Result};
 use crate::ledger::{DeviceHistory, Ledger};
-use crate::merkle::{ConsistencyProof, InclusionProof};
+use crate::merkle::{ConsistencyProof, Hash, InclusionProof};
 
 /// A boxed future of an engine call.
 pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
@@ -93,6 +93,15 @@ pub trait LedgerEngine: Send + Sync + fmt::Debug {
 
     /// A device's entries, each proven against one checkpoint (2.4.14.12).
     fn device_history(&self, rot_id: String) -> EngineFuture<'_, DeviceHistory>;
+
+    /// The RFC 6962 root of the first `tree_size` entries (the empty root
+    /// for 0; [`Error::OutOfRange`] past the size): what the hub uplink
+    /// compares with the roots the hub says it holds.
+    fn root(&self, tree_size: u64) -> EngineFuture<'_, Hash>;
+
+    /// Waits until a published checkpoint covers at least `size` entries
+    /// ([`Error::Closed`] when the ledger closes first).
+    fn wait_for_checkpoint(&self, size: u64) -> EngineFuture<'_, SignedCheckpoint>;
 }
 
 impl dyn LedgerEngine {
@@ -187,5 +196,17 @@ impl LedgerEngine for Ledger {
 
     fn device_history(&self, rot_id: String) -> EngineFuture<'_, DeviceHistory> {
         Box::pin(async move { Ledger::device_history(self, &rot_id).await })
+    }
+
+    fn root(&self, tree_size: u64) -> EngineFuture<'_, Hash> {
+        if tree_size == 0 {
+            return Box::pin(async { Ok(crate::merkle::empty_root()) });
+        }
+        let l = self.clone();
+        Box::pin(blocking(move || l.root(tree_size)))
+    }
+
+    fn wait_for_checkpoint(&self, size: u64) -> EngineFuture<'_, SignedCheckpoint> {
+        Box::pin(Ledger::wait_for_checkpoint(self, size))
     }
 }

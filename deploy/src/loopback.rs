@@ -212,6 +212,51 @@ impl Loopback {
         &self.hub_hsm
     }
 
+    /// Puts the hub's store in the PostgreSQL database `url` (issue 14),
+    /// written into `<hub>/hub.toml` as `serve hub` and `trustline audit
+    /// --hub-dir` read it. Call it before [`Loopback::start_hub`].
+    ///
+    /// # Errors
+    /// When `hub.toml` cannot be read or written.
+    pub fn set_hub_database(&mut self, url: &str) -> Result<()> {
+        let path = self.hub_dir.join(crate::hub::HUB_CONFIG_FILE);
+        let mut table: toml::Table = match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .parse()
+                .map_err(|e| Error::Refused(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let hub = table
+            .entry("hub")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(hub) = hub.as_table_mut() else {
+            return Err(Error::Refused(format!(
+                "{}: [hub] is not a table",
+                path.display()
+            )));
+        };
+        hub.insert("database".into(), toml::Value::String(url.into()));
+        std::fs::write(&path, table.to_string()).map_err(|e| Error::io(&path, e))?;
+        self.hub_settings.hub.database = url.into();
+        Ok(())
+    }
+
+    /// Puts site `i`'s custody ledger in the PostgreSQL database `url`
+    /// (`[ledger] database`, issue 14); its uplink pushes from there. Call
+    /// it before [`Loopback::start_site`].
+    ///
+    /// # Errors
+    /// When there is no site `i`.
+    pub fn set_site_ledger_database(&mut self, i: usize, url: &str) -> Result<()> {
+        let s = self
+            .sites
+            .get_mut(i)
+            .ok_or_else(|| Error::Refused(format!("no site {i}")))?;
+        s.config.ledger.database = url.into();
+        Ok(())
+    }
+
     /// Starts `serve hub` on [`Loopback::hub_addr`].
     ///
     /// # Errors

@@ -183,6 +183,10 @@ type Published = Arc<Mutex<BTreeMap<u64, Instant>>>;
 /// A future the benchmark awaits.
 pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// A driver's start: the uplink once it runs.
+pub type Starting<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<StartedUplink>> + Send + 'a>>;
+
 /// A site's uplink as the benchmark runs it.
 pub struct StartedUplink {
     /// The tree size of the latest cosignature the uplink kept.
@@ -201,14 +205,14 @@ pub trait UplinkDriver: Sync {
     ///
     /// # Errors
     /// [`Error::Store`] naming what failed.
-    fn start(
-        &self,
-        site: &str,
+    fn start<'a>(
+        &'a self,
+        site: &'a str,
         ledger: Ledger,
         channel: transport::InProcessChannel,
-        witness_key: &str,
+        witness_key: &'a str,
         push_batch: usize,
-    ) -> Result<StartedUplink>;
+    ) -> Starting<'a>;
 }
 
 /// The least an uplink does: push what the hub lacks, then ask for a
@@ -219,95 +223,105 @@ pub trait UplinkDriver: Sync {
 pub struct MinimalUplink;
 
 impl UplinkDriver for MinimalUplink {
-    fn start(
-        &self,
-        site: &str,
+    fn start<'a>(
+        &'a self,
+        site: &'a str,
         ledger: Ledger,
         channel: transport::InProcessChannel,
-        _witness_key: &str,
+        _witness_key: &'a str,
         push_batch: usize,
-    ) -> Result<StartedUplink> {
-        let mut client = WitnessClient::new(channel)
-            .max_decoding_message_size(crate::server::WITNESS_MAX_DECODE_BYTES)
-            .max_encoding_message_size(crate::server::WITNESS_MAX_DECODE_BYTES);
-        let (tx, rx) = watch::channel(0u64);
-        let running = Arc::new(AtomicBool::new(true));
-        let name = site.to_string();
-        let keep_running = running.clone();
-        let task = tokio::spawn(async move {
-            let mut mirror = 0u64;
-            let mut cosigned = 0u64;
-            let mut seen: Vec<custody_ledger::SignedCheckpoint> = Vec::new();
-            while keep_running.load(Ordering::Acquire) {
-                let size = ledger.size();
-                if let Some(cp) = ledger.latest_checkpoint() {
-                    if seen.last().is_none_or(|l| l.size < cp.size) {
-                        seen.push(cp);
-                    }
+    ) -> Starting<'a> {
+        Box::pin(async move { Ok(minimal_uplink(site, ledger, channel, push_batch)) })
+    }
+}
+
+/// [`MinimalUplink`]'s loop.
+fn minimal_uplink(
+    site: &str,
+    ledger: Ledger,
+    channel: transport::InProcessChannel,
+    push_batch: usize,
+) -> StartedUplink {
+    let mut client = WitnessClient::new(channel)
+        .max_decoding_message_size(crate::server::WITNESS_MAX_DECODE_BYTES)
+        .max_encoding_message_size(crate::server::WITNESS_MAX_DECODE_BYTES);
+    let (tx, rx) = watch::channel(0u64);
+    let running = Arc::new(AtomicBool::new(true));
+    let name = site.to_string();
+    let keep_running = running.clone();
+    let task = tokio::spawn(async move {
+        let mut mirror = 0u64;
+        let mut cosigned = 0u64;
+        let mut seen: Vec<custody_ledger::SignedCheckpoint> = Vec::new();
+        while keep_running.load(Ordering::Acquire) {
+            let size = ledger.size();
+            if let Some(cp) = ledger.latest_checkpoint() {
+                if seen.last().is_none_or(|l| l.size < cp.size) {
+                    seen.push(cp);
                 }
-                seen.retain(|c| c.size > cosigned);
-                // The newest published checkpoint the mirror covers.
-                if let Some(cp) = seen.iter().rev().find(|c| c.size <= mirror).cloned() {
-                    let proof = if cosigned == 0 {
-                        Vec::new()
-                    } else {
-                        ledger
-                            .consistency_proof(cosigned, cp.size)
-                            .map_err(|e| bench_err("proof", e))?
-                            .path
-                            .iter()
-                            .map(|h| h.to_vec())
-                            .collect()
-                    };
-                    client
-                        .add_checkpoint(v1::AddCheckpointRequest {
-                            old_size: cosigned,
-                            consistency_proof: proof,
-                            checkpoint: cp.note.clone(),
-                        })
-                        .await
-                        .map_err(|e| bench_err("add-checkpoint", e))?;
-                    cosigned = cp.size;
-                    tx.send_replace(cosigned);
-                    continue;
-                }
-                if mirror < size {
-                    let l = ledger.clone();
-                    let from = mirror;
-                    let entries =
-                        tokio::task::spawn_blocking(move || l.entries(from, size, push_batch))
-                            .await
-                            .map_err(|e| bench_err("read", e))?
-                            .map_err(|e| bench_err("read", e))?;
-                    let state = client
-                        .push_entries(v1::PushEntriesRequest {
-                            site: name.clone(),
-                            start: mirror,
-                            entries: entries.into_iter().map(|e| e.entry).collect(),
-                        })
-                        .await
-                        .map_err(|e| bench_err("push", e))?
-                        .into_inner();
-                    mirror = state.mirror_size;
-                    continue;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            Ok::<_, Error>(())
-        });
-        Ok(StartedUplink {
-            cosigned: rx,
-            stop: Box::new(move || {
-                running.store(false, Ordering::Release);
-                Box::pin(async move {
-                    match task.await {
-                        Ok(Err(e)) => tracing::warn!("bench uplink: {e}"),
-                        Err(e) => tracing::warn!("bench uplink: {e}"),
-                        Ok(Ok(())) => {}
-                    }
-                })
-            }),
-        })
+            seen.retain(|c| c.size > cosigned);
+            // The newest published checkpoint the mirror covers.
+            if let Some(cp) = seen.iter().rev().find(|c| c.size <= mirror).cloned() {
+                let proof = if cosigned == 0 {
+                    Vec::new()
+                } else {
+                    ledger
+                        .consistency_proof(cosigned, cp.size)
+                        .map_err(|e| bench_err("proof", e))?
+                        .path
+                        .iter()
+                        .map(|h| h.to_vec())
+                        .collect()
+                };
+                client
+                    .add_checkpoint(v1::AddCheckpointRequest {
+                        old_size: cosigned,
+                        consistency_proof: proof,
+                        checkpoint: cp.note.clone(),
+                    })
+                    .await
+                    .map_err(|e| bench_err("add-checkpoint", e))?;
+                cosigned = cp.size;
+                tx.send_replace(cosigned);
+                continue;
+            }
+            if mirror < size {
+                let l = ledger.clone();
+                let from = mirror;
+                let entries =
+                    tokio::task::spawn_blocking(move || l.entries(from, size, push_batch))
+                        .await
+                        .map_err(|e| bench_err("read", e))?
+                        .map_err(|e| bench_err("read", e))?;
+                let state = client
+                    .push_entries(v1::PushEntriesRequest {
+                        site: name.clone(),
+                        start: mirror,
+                        entries: entries.into_iter().map(|e| e.entry).collect(),
+                    })
+                    .await
+                    .map_err(|e| bench_err("push", e))?
+                    .into_inner();
+                mirror = state.mirror_size;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok::<_, Error>(())
+    });
+    StartedUplink {
+        cosigned: rx,
+        stop: Box::new(move || {
+            running.store(false, Ordering::Release);
+            Box::pin(async move {
+                match task.await {
+                    Ok(Err(e)) => tracing::warn!("bench uplink: {e}"),
+                    Err(e) => tracing::warn!("bench uplink: {e}"),
+                    Ok(Ok(())) => {}
+                }
+            })
+        }),
     }
 }
 
@@ -406,13 +420,15 @@ pub fn run_with(
             let caller = transport::Caller::new(transport::Role::Site, &s.name, "uplink")
                 .map_err(|e| bench_err("caller", e))?;
             let channel = transport::InProcessChannel::new(routes.clone(), &guard, caller);
-            let started = driver.start(
-                &s.name,
-                s.ledger.clone(),
-                channel,
-                &witness_key,
-                cfg.push_batch,
-            )?;
+            let started = driver
+                .start(
+                    &s.name,
+                    s.ledger.clone(),
+                    channel,
+                    &witness_key,
+                    cfg.push_batch,
+                )
+                .await?;
             let mut rx = started.cosigned;
             let published = s.published.clone();
             let ledger = s.ledger.clone();

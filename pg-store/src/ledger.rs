@@ -419,4 +419,12 @@ impl LedgerEngine for PgLedger {
     fn device_history(&self, rot_id: String) -> EngineFuture<'_, DeviceHistory> {
         Box::pin(read::device_history(&self.inner, rot_id))
     }
+
+    fn root(&self, tree_size: u64) -> EngineFuture<'_, custody_ledger::Hash> {
+        Box::pin(read::root(&self.inner, tree_size))
+    }
+
+    fn wait_for_checkpoint(&self, size: u64) -> EngineFuture<'_, SignedCheckpoint> {
+        Box::pin(PgLedger::wait_for_checkpoint(self, size))
+    }
 }

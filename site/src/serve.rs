@@ -24,12 +24,11 @@
 //! them in-process — through the same role table — and only the
 //! provisioner and ledger services listen (the CA has no caller but the
 //! provisioner, so it gets no socket).
-
 //!
 //! The ledger is the file engine in `<data>/ledger` unless `[ledger]
 //! database` (or `--ledger postgres://…`) names a PostgreSQL database
 //! (issue 14): then [`SiteLedger::Postgres`] serves the same services
-//! (the hub uplink runs on the file ledger only, for now).
+//! (the hub uplink runs on either).
 
 use std::future::Future;
 use std::path::Path;
@@ -422,16 +421,23 @@ impl SiteLedger {
         }
     }
 
-    /// Starts the hub uplink when one is configured (file ledger only).
-    fn uplink(&self, data_dir: &Path, config: &Config) -> Result<Option<crate::uplink::Handle>> {
-        match self {
-            SiteLedger::Files(l) => crate::uplink::start(data_dir, config, l),
-            SiteLedger::Postgres(_) if config.uplink.is_some() => Err(Error::Config(
-                "the hub uplink ([uplink]) runs on the file ledger only: remove [ledger] database                  or [uplink]"
-                    .into(),
-            )),
-            SiteLedger::Postgres(_) => Ok(None),
-        }
+    /// Starts the hub uplink when one is configured, on either engine. Its
+    /// cosignatures are kept in `<data>/ledger/` on both: beside the
+    /// segment files, or alone there when the entries are in PostgreSQL
+    /// (one uplink per site: the hub's ingest is idempotent, but each
+    /// process counts its offline allowance from its own uplink).
+    async fn uplink(
+        &self,
+        data_dir: &Path,
+        config: &Config,
+    ) -> Result<Option<crate::uplink::Handle>> {
+        let ledger = match self {
+            SiteLedger::Files(l) => crate::uplink::UplinkLedger::from(l.clone()),
+            SiteLedger::Postgres(_) => {
+                crate::uplink::UplinkLedger::new(self.engine(), data_dir.join(layout::LEDGER_DIR))
+            }
+        };
+        crate::uplink::start(data_dir, config, ledger).await
     }
 }
 
@@ -483,7 +489,7 @@ pub async fn serve_ledger(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let ledger = open_site_ledger(data_dir, config, ledger_hsm).await?;
-    let uplink = ledger.uplink(data_dir, config)?;
+    let uplink = ledger.uplink(data_dir, config).await?;
     let served = async {
         let guard = guard(data_dir, config, setup::LEDGER_SERVER)?;
         let (mut routes, _health) =
@@ -639,7 +645,7 @@ async fn serve_in_one_process(
         check_site_token(&ca_hsm)?;
     }
     let ledger = open_site_ledger(data_dir, config, &ledger_hsm).await?;
-    let uplink = ledger.uplink(data_dir, config)?;
+    let uplink = ledger.uplink(data_dir, config).await?;
     let served = async {
         let ca = open_ca(data_dir, ca_hsm)?;
         // The site layout holds no OEM voucher key: the `Ownership`

@@ -74,7 +74,7 @@ pub mod store;
 use std::future::Future;
 use std::sync::Arc;
 
-use custody_ledger::Ledger;
+use custody_ledger::{Ledger, LedgerEngine};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::codegen::{Body, Bytes, StdError};
@@ -93,13 +93,45 @@ const MAX_DECODE_BYTES: usize = 1 << 20;
 /// Most bytes one push may carry (the hub decodes up to 16 MiB).
 const MAX_ENCODE_BYTES: usize = 16 << 20;
 
+/// The ledger an uplink pushes — on any engine (issue 14: the files or
+/// PostgreSQL) — and the directory where its cosignatures are kept.
+#[derive(Debug, Clone)]
+pub struct UplinkLedger {
+    engine: Arc<dyn LedgerEngine>,
+    dir: std::path::PathBuf,
+}
+
+impl UplinkLedger {
+    /// `engine`'s uplink, keeping its cosignatures ([`store`]) in `dir`
+    /// (created when missing).
+    pub fn new(engine: Arc<dyn LedgerEngine>, dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            engine,
+            dir: dir.into(),
+        }
+    }
+
+    /// Where the cosignatures are kept.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+/// A file ledger keeps its cosignatures in its own directory.
+impl From<Ledger> for UplinkLedger {
+    fn from(ledger: Ledger) -> Self {
+        let dir = ledger.dir().to_path_buf();
+        Self::new(Arc::new(ledger), dir)
+    }
+}
+
 /// A running uplink.
 #[derive(Debug)]
 pub struct Handle {
     status: watch::Receiver<UplinkStatus>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
-    ledger: Ledger,
+    ledger: Arc<dyn LedgerEngine>,
 }
 
 /// Starts the uplink of `ledger` to the hub on `hub` (a channel from
@@ -114,9 +146,9 @@ pub struct Handle {
 /// [`Error::Config`] for bad settings; [`Error::Io`] when the kept state
 /// cannot be read. A kept cosignature whose root is not this ledger's
 /// starts the uplink in [`LinkState::Forked`].
-pub fn spawn<T>(
+pub async fn spawn<T>(
     config: &UplinkConfig,
-    ledger: Ledger,
+    ledger: impl Into<UplinkLedger>,
     hub: T,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Handle>
@@ -128,7 +160,12 @@ where
     T::Future: Send,
 {
     let settings = config.settings()?;
-    let store = store::CosignedStore::new(ledger.dir());
+    let UplinkLedger {
+        engine: ledger,
+        dir,
+    } = ledger.into();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let store = store::CosignedStore::new(&dir);
     let kept = store.load()?;
     let mut status = UplinkStatus {
         state: LinkState::Starting,
@@ -142,7 +179,7 @@ where
         cosignatures: 0,
     };
     if let Some(c) = kept {
-        match check_kept(&ledger, &settings.witness, &c) {
+        match check_kept(&*ledger, &settings.witness, &c).await {
             Ok(()) => status.cosigned = Some(Arc::new(c)),
             Err(KeptProblem::Unverified(why)) => {
                 tracing::warn!(
@@ -208,8 +245,8 @@ enum KeptProblem {
     Fork(String),
 }
 
-fn check_kept(
-    ledger: &Ledger,
+async fn check_kept(
+    ledger: &dyn LedgerEngine,
     witness: &trustline_proto::cosignature::WitnessKey,
     c: &Cosigned,
 ) -> std::result::Result<(), KeptProblem> {
@@ -231,13 +268,10 @@ fn check_kept(
             c.size
         )));
     }
-    let root = if c.size == 0 {
-        custody_ledger::merkle::empty_root()
-    } else {
-        ledger
-            .root(c.size)
-            .map_err(|e| KeptProblem::Unverified(format!("reading the ledger: {e}")))?
-    };
+    let root = ledger
+        .root(c.size)
+        .await
+        .map_err(|e| KeptProblem::Unverified(format!("reading the ledger: {e}")))?;
     if root != c.root {
         return Err(KeptProblem::Fork(format!(
             "the hub cosigned a root for size {} that is not this ledger's: its history was rewritten",
@@ -285,22 +319,22 @@ impl Handle {
 }
 
 /// Starts the uplink of a data directory's `ledger` when `trustline.toml`
-/// has an `[uplink]` section (what `serve all` and `serve ledger` call);
-/// `None` when it has none. Stop it with [`Handle::stop`] before the
-/// ledger closes.
+/// has an `[uplink]` section (what `serve site`, `serve all` and `serve
+/// ledger` call); `None` when it has none. Stop it with [`Handle::stop`]
+/// before the ledger closes.
 ///
 /// # Errors
 /// As [`UplinkConfig::connect`] and [`spawn`].
-pub fn start(
+pub async fn start(
     data_dir: &std::path::Path,
     config: &crate::Config,
-    ledger: &Ledger,
+    ledger: UplinkLedger,
 ) -> Result<Option<Handle>> {
     let Some(uplink) = &config.uplink else {
         return Ok(None);
     };
     let channel = uplink.connect(data_dir)?;
-    let handle = spawn(uplink, ledger.clone(), channel, std::future::pending())?;
+    let handle = spawn(uplink, ledger, channel, std::future::pending()).await?;
     tracing::info!(hub = %uplink.hub, site = %uplink.site, "uplink to the hub started");
     Ok(Some(handle))
 }

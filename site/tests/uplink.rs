@@ -213,6 +213,7 @@ async fn the_uplink_gets_every_checkpoint_cosigned_and_keeps_both_signature_line
         f.channel(),
         std::future::pending(),
     )
+    .await
     .unwrap();
     let s = up.wait_for(|s| s.cosigned_size() >= cp.size).await;
     assert_eq!(s.state, LinkState::Online);
@@ -294,6 +295,7 @@ async fn an_unreachable_hub_is_retried_and_the_backlog_syncs_when_it_returns() {
         wire.clone(),
         std::future::pending(),
     )
+    .await
     .unwrap();
     let s = up.wait_for(|s| s.state == LinkState::Backoff).await;
     assert!(s.last_error.unwrap().contains("unreachable"));
@@ -323,6 +325,7 @@ async fn a_restarted_site_reloads_its_cosignature_and_takes_over_one_it_missed()
         f.channel(),
         std::future::pending(),
     )
+    .await
     .unwrap();
     up.wait_for(|s| s.cosigned_size() >= cp.size).await;
     up.stop().await;
@@ -357,6 +360,7 @@ async fn a_restarted_site_reloads_its_cosignature_and_takes_over_one_it_missed()
         wire.clone(),
         std::future::pending(),
     )
+    .await
     .unwrap();
     assert_eq!(up.status().cosigned_size(), cp.size);
     assert_eq!(up.status().witnessed("order/PO-1").certified, 5);
@@ -391,6 +395,7 @@ async fn the_hub_refuses_a_rewritten_history_and_the_uplink_stops_and_says_so() 
         f.channel(),
         std::future::pending(),
     )
+    .await
     .unwrap();
     up.wait_for(|s| s.cosigned_size() >= cp.size).await;
     up.stop().await;
@@ -417,6 +422,7 @@ async fn the_hub_refuses_a_rewritten_history_and_the_uplink_stops_and_says_so() 
         wire.clone(),
         std::future::pending(),
     )
+    .await
     .unwrap();
     while wire.held.load(Ordering::Acquire) == 0 {
         tokio::task::yield_now().await;
@@ -427,6 +433,7 @@ async fn the_hub_refuses_a_rewritten_history_and_the_uplink_stops_and_says_so() 
         f.channel(),
         std::future::pending(),
     )
+    .await
     .unwrap();
     up.wait_for(|s| s.cosigned_size() >= cp2.size).await;
     wire.hold_pushes.store(false, Ordering::Release);
@@ -489,6 +496,7 @@ async fn a_site_whose_ledger_disagrees_with_the_hub_stops_without_pushing() {
         f.channel(),
         std::future::pending(),
     )
+    .await
     .unwrap();
     up.wait_for(|s| s.cosigned_size() >= cp.size).await;
     up.stop().await;
@@ -505,6 +513,7 @@ async fn a_site_whose_ledger_disagrees_with_the_hub_stops_without_pushing() {
         wire.clone(),
         std::future::pending(),
     )
+    .await
     .unwrap();
     let s = up.wait_for(|s| s.state == LinkState::Forked).await;
     assert!(
@@ -519,7 +528,9 @@ async fn a_site_whose_ledger_disagrees_with_the_hub_stops_without_pushing() {
     // And the kept cosignature of the genuine ledger, put beside the other
     // one, stops it at start.
     copy_kept(&f.dir.path().join("genuine"), &f.dir.path().join("other"));
-    let up = uplink::spawn(&f.config(), other.clone(), wire, std::future::pending()).unwrap();
+    let up = uplink::spawn(&f.config(), other.clone(), wire, std::future::pending())
+        .await
+        .unwrap();
     assert_eq!(up.status().state, LinkState::Forked);
     up.stop().await;
 }

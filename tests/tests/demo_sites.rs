@@ -108,6 +108,88 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// `trustline demo --sites 2 --postgres` (issue 14 items 3, 5 and 6): the
+/// hub's store and the first site's ledger live in a throwaway PostgreSQL
+/// cluster. The site's uplink pushes from the database (its ledger
+/// directory holds only the cosigned notes, no segment), the hub's registry
+/// catches the clone and the fork there, the ledger verifies from the
+/// database, and the hub audit over the store in PostgreSQL finds exactly
+/// what the demo staged.
+#[test]
+fn the_two_site_demo_on_postgresql_keeps_the_hub_store_and_a_site_ledger_there_and_audits_them() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("demo");
+    let (code, out, err) = trustline_tests::cli(
+        BIN,
+        &[
+            "demo".into(),
+            "--sites".into(),
+            "2".into(),
+            "--postgres".into(),
+            "--devices".into(),
+            "24".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--json".into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert_eq!(n(&j, "offline_certified"), 5);
+    assert_eq!(n(&j, "offline_refused"), 3);
+    assert_eq!(n(&j, "cross_site_clones_detected"), 1);
+    assert_eq!(n(&j, "forks_refused"), 1);
+    assert_eq!(n(&j, "provisioned"), 24 - 3 + 1);
+    assert_eq!(j["ledger_verified"], true);
+    let note = j["checkpoint"].as_str().unwrap();
+    assert_eq!(
+        note.matches("\n— ").count(),
+        2,
+        "site and witness lines: {note}"
+    );
+
+    // Where the data went: the hub's store and site-1's entries in the
+    // database, site-2 on files.
+    let audit = &j["hub_audit"];
+    assert!(
+        audit["store"].as_str().unwrap().starts_with("postgres://"),
+        "{audit}"
+    );
+    assert!(!dir.join("hub/store").exists(), "no embedded hub store");
+    let segments = |site: &str| {
+        std::fs::read_dir(dir.join(site).join("ledger"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".seg")
+            })
+            .count()
+    };
+    assert_eq!(segments("site-1"), 0, "site-1's entries are in postgresql");
+    assert!(segments("site-2") >= 1);
+    assert!(dir.join("site-1/ledger/checkpoint.cosigned").is_file());
+
+    // The audit over the store in PostgreSQL: the staged fork, clone and
+    // offline production, nothing else.
+    let t = &audit["totals"];
+    assert_eq!(n(t, "sites"), 2);
+    assert_eq!(n(t, "forks_refused"), 1);
+    assert_eq!(n(t, "cross_site_clones"), 1);
+    assert_eq!(n(t, "certified"), n(&j, "provisioned"));
+    assert_eq!(n(t, "offline_certified"), 5);
+    assert_eq!(n(t, "offline_refused"), 3);
+    assert_eq!(n(t, "uncosigned_certified"), 0);
+    assert_eq!(
+        audit["findings"],
+        serde_json::json!(["fork-refused", "cross-site-clone"])
+    );
+}
+
 fn audit_hub(hub: &std::path::Path) -> (Option<i32>, String, String) {
     trustline_tests::cli(
         BIN,

@@ -1,7 +1,8 @@
 //! The audit across sites (issue 13 item 5; 2.4.14.20, 2.4.14.22): the
-//! OEM hub's embedded store — its re-verified mirror of every site's
-//! ledger, its cosignatures, its registry, its fork and clone records — and
-//! the hub's own ledger, read offline from a stopped hub (or a copy).
+//! OEM hub's store — its re-verified mirror of every site's ledger, its
+//! cosignatures, its registry, its fork and clone records; embedded files
+//! or PostgreSQL (issue 14) — and the hub's own ledger, read offline from a
+//! stopped hub (or a copy; a PostgreSQL store may also be read live).
 //!
 //! Key design decision: nothing the hub store says is taken on trust where
 //! it can be checked. Every site's mirror is written out in the export
@@ -39,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 use hub::model::{CloneRecord, ForkRecord, IdentityKind, OrderFigures};
 use hub::store::HubStore;
-use hub::{EmbeddedStore, SiteConfig};
+use hub::{EmbeddedStore, PgHubStore, SiteConfig};
 use serde::Serialize;
 use trustline_proto::cosignature::WitnessKey;
 use trustline_proto::v1::EventKind;
@@ -59,6 +60,9 @@ const CHUNK: u64 = 1024;
 pub struct HubAuditOptions {
     /// The hub's embedded store directory (`<hub>/store`).
     pub store_dir: PathBuf,
+    /// The hub's store in PostgreSQL (`[hub] database`, issue 14), read
+    /// instead of `store_dir` when set.
+    pub store_database: Option<String>,
     /// Every site enrolled at the hub: name, origin, ledger key.
     pub sites: Vec<SiteConfig>,
     /// The witness's key (`<hub>/witness.vkey`).
@@ -366,12 +370,24 @@ impl Drop for Scratch {
 /// the hub's ledger does not verify, or a cosigned note does not verify
 /// under the witness key: the audit fails closed.
 pub fn run(options: &HubAuditOptions) -> Result<HubReport> {
-    let store = EmbeddedStore::open_existing(&options.store_dir)
-        .map_err(|e| store_error(&options.store_dir.display().to_string(), e))?;
+    let (store, location): (Box<dyn HubStore>, String) = match &options.store_database {
+        Some(url) => {
+            let location = pg_store::db::redact(url);
+            let store = PgHubStore::open(url).map_err(|e| store_error(&location, e))?;
+            (Box::new(store), location)
+        }
+        None => {
+            let location = options.store_dir.display().to_string();
+            let store = EmbeddedStore::open_existing(&options.store_dir)
+                .map_err(|e| store_error(&location, e))?;
+            (Box::new(store), location)
+        }
+    };
+    let store = &*store;
     let scratch = Scratch::new()?;
     let mut report = HubReport {
         generated_at_ms: options.now_ms,
-        store: options.store_dir.display().to_string(),
+        store: location,
         totals: HubTotals::default(),
         sites: Vec::new(),
         orders: Vec::new(),
@@ -382,7 +398,7 @@ pub fn run(options: &HubAuditOptions) -> Result<HubReport> {
     };
     let forks = store.forks(None).map_err(|e| store_error("forks", e))?;
     for config in &options.sites {
-        let site = audit_site(&store, config, options, &scratch.0, &forks)?;
+        let site = audit_site(store, config, options, &scratch.0, &forks)?;
         report.sites.push(site);
     }
     report.forks = forks.iter().map(fork_summary).collect();
@@ -392,7 +408,7 @@ pub fn run(options: &HubAuditOptions) -> Result<HubReport> {
         .iter()
         .map(clone_summary)
         .collect();
-    report.orders = orders_across(&store)?;
+    report.orders = orders_across(store)?;
     if let Some((dir, key)) = &options.hub_ledger {
         report.hub_ledger = Some(hub_ledger(dir, key)?);
     }
@@ -402,7 +418,7 @@ pub fn run(options: &HubAuditOptions) -> Result<HubReport> {
 }
 
 fn audit_site(
-    store: &EmbeddedStore,
+    store: &dyn HubStore,
     config: &SiteConfig,
     options: &HubAuditOptions,
     scratch: &Path,
@@ -549,7 +565,7 @@ fn clone_summary(c: &CloneRecord) -> CloneSummary {
     }
 }
 
-fn orders_across(store: &EmbeddedStore) -> Result<Vec<OrderAcross>> {
+fn orders_across(store: &dyn HubStore) -> Result<Vec<OrderAcross>> {
     let rows = store
         .order_rows(None)
         .map_err(|e| store_error("orders", e))?;

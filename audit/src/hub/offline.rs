@@ -4,7 +4,7 @@
 
 use custody_ledger::entry::check_stored;
 use hub::store::HubStore;
-use hub::{CosignedPoint, EmbeddedStore};
+use hub::CosignedPoint;
 use prost::Message;
 use trustline_proto::v1::{EventKind, RejectedPayload};
 
@@ -109,7 +109,7 @@ impl<'a> Batcher<'a> {
 }
 
 pub(super) fn offline(
-    store: &EmbeddedStore,
+    store: &dyn HubStore,
     site: &str,
     size: u64,
     points: &[CosignedPoint],

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use custody_ledger::merkle::{self, ConsistencyProof, InclusionProof};
+use custody_ledger::merkle::{self, ConsistencyProof, Hash, InclusionProof};
 use custody_ledger::{DeviceHistory, Error, ProvenEntry, Result, StoredEntry, UniqueKey};
 
 use super::{nodes, steward, Inner};
@@ -161,6 +161,21 @@ pub(crate) async fn consistency_proof(
     db::retry(inner.config.retry, "proving consistency", || async {
         let client = inner.pool.get().await?;
         nodes::compute(&**client, |r| merkle::consistency_proof(r, from_size, to)).await
+    })
+    .await
+}
+
+/// The root of the first `tree_size` entries (0: the empty tree, unlike
+/// the proofs, where 0 names the latest checkpoint's size).
+pub(crate) async fn root(inner: &Inner, tree_size: u64) -> Result<Hash> {
+    inner.check_open()?;
+    if tree_size == 0 {
+        return Ok(merkle::empty_root());
+    }
+    let size = resolve_size(inner, tree_size).await?;
+    db::retry(inner.config.retry, "computing a root", || async {
+        let client = inner.pool.get().await?;
+        nodes::compute(&**client, |r| merkle::root(r, size)).await
     })
     .await
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use custody_ledger::{merkle, Hash, Ledger};
+use custody_ledger::{Hash, LedgerEngine};
 use prost::Message;
 use tokio::sync::watch;
 use tonic::codegen::{Body, Bytes, StdError};
@@ -57,7 +57,7 @@ enum Progress {
 /// The state of one running uplink.
 pub(crate) struct Link<T> {
     pub(crate) settings: Settings,
-    pub(crate) ledger: Ledger,
+    pub(crate) ledger: Arc<dyn LedgerEngine>,
     pub(crate) client: WitnessClient<T>,
     pub(crate) store: CosignedStore,
     pub(crate) status: watch::Sender<UplinkStatus>,
@@ -98,16 +98,6 @@ fn ledger_failure(e: custody_ledger::Error) -> Failure {
         custody_ledger::Error::Closed | custody_ledger::Error::Stopped(_) => Failure::Closed,
         other => Failure::Transient(format!("site ledger: {other}")),
     }
-}
-
-/// Runs blocking ledger work off the async workers.
-async fn blocking<R: Send + 'static>(
-    f: impl FnOnce() -> custody_ledger::Result<R> + Send + 'static,
-) -> Result<R, Failure> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| Failure::Closed)?
-        .map_err(ledger_failure)
 }
 
 impl<T> Link<T>
@@ -238,11 +228,7 @@ where
 
     /// The root of this site's ledger at `size`.
     async fn local_root(&self, size: u64) -> Result<Hash, Failure> {
-        if size == 0 {
-            return Ok(merkle::empty_root());
-        }
-        let ledger = self.ledger.clone();
-        blocking(move || ledger.root(size)).await
+        self.ledger.root(size).await.map_err(ledger_failure)
     }
 
     /// Asks the hub what it holds, checks it against this ledger, and
@@ -358,8 +344,9 @@ where
             Some(c) => (c.size, c.quota_uses.clone()),
             None => (0, BTreeMap::new()),
         };
-        let ledger = self.ledger.clone();
-        uses = blocking(move || count_uses(&ledger, from, size, uses)).await?;
+        uses = count_uses(&*self.ledger, from, size, uses)
+            .await
+            .map_err(ledger_failure)?;
         let cosigned = Cosigned {
             size,
             root,
@@ -422,28 +409,27 @@ where
     async fn push(&mut self, view: HubView, size: u64) -> Result<(), Failure> {
         let start = view.mirror_size;
         let (batch, max_bytes) = (self.settings.push_batch, self.settings.push_max_bytes);
-        let ledger = self.ledger.clone();
-        let entries = blocking(move || {
-            let mut out = Vec::new();
-            let mut bytes = 0usize;
-            let mut next = start;
-            while next < size && out.len() < batch && bytes < max_bytes {
-                let chunk = ledger.entries(next, size, (batch - out.len()).min(256))?;
-                if chunk.is_empty() {
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = start;
+        while next < size && entries.len() < batch && bytes < max_bytes {
+            let chunk = self
+                .ledger
+                .entries(next, size, (batch - entries.len()).min(256))
+                .await
+                .map_err(ledger_failure)?;
+            if chunk.is_empty() {
+                break;
+            }
+            for e in chunk {
+                bytes += e.entry.len();
+                next += 1;
+                entries.push(e.entry);
+                if bytes >= max_bytes {
                     break;
                 }
-                for e in chunk {
-                    bytes += e.entry.len();
-                    next += 1;
-                    out.push(e.entry);
-                    if bytes >= max_bytes {
-                        break;
-                    }
-                }
             }
-            Ok(out)
-        })
-        .await?;
+        }
         let pushed = entries.len() as u64;
         let req = self.request(v1::PushEntriesRequest {
             site: self.settings.site.clone(),
@@ -486,10 +472,10 @@ where
         let proof = if view.cosigned_size == 0 {
             Vec::new()
         } else {
-            let ledger = self.ledger.clone();
-            let (from, to) = (view.cosigned_size, cp.size);
-            blocking(move || ledger.consistency_proof(from, to))
-                .await?
+            self.ledger
+                .consistency_proof(view.cosigned_size, cp.size)
+                .await
+                .map_err(ledger_failure)?
                 .path
                 .iter()
                 .map(|h| h.to_vec())
@@ -523,15 +509,15 @@ where
 }
 
 /// Adds to `uses` the quota uses of entries `[from, to)` of `ledger`.
-pub(crate) fn count_uses(
-    ledger: &Ledger,
+pub(crate) async fn count_uses(
+    ledger: &dyn LedgerEngine,
     from: u64,
     to: u64,
     mut uses: BTreeMap<String, u64>,
 ) -> custody_ledger::Result<BTreeMap<String, u64>> {
     let mut next = from;
     while next < to {
-        let chunk = ledger.entries(next, to, 4096)?;
+        let chunk = ledger.entries(next, to, 4096).await?;
         if chunk.is_empty() {
             return Err(custody_ledger::Error::NotFound(format!(
                 "entry {next} (counting quota uses up to {to})"

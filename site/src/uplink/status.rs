@@ -228,7 +228,7 @@ impl Allowance for RemoteAllowance {
 #[derive(Debug, Clone)]
 pub struct UplinkService {
     status: watch::Receiver<UplinkStatus>,
-    ledger: custody_ledger::Ledger,
+    ledger: std::sync::Arc<dyn custody_ledger::LedgerEngine>,
 }
 
 /// Most quota counters one status read may ask for.
@@ -237,7 +237,7 @@ const MAX_COUNTERS: usize = 256;
 impl UplinkService {
     pub(crate) fn new(
         status: watch::Receiver<UplinkStatus>,
-        ledger: custody_ledger::Ledger,
+        ledger: std::sync::Arc<dyn custody_ledger::LedgerEngine>,
     ) -> Self {
         Self { status, ledger }
     }

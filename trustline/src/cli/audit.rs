@@ -96,7 +96,9 @@ pub(crate) struct AuditSource {
     /// A stopped OEM hub's data directory (or a copy): every site's mirror,
     /// cosignatures, registry, forks and clones, and the hub's own ledger
     /// (issue 13 item 5). The OEM keys and CA certificates default to the
-    /// hub's `ca/` files and every enrolled site's intermediate.
+    /// hub's `ca/` files and every enrolled site's intermediate. The store
+    /// is read where `serve hub` keeps it: PostgreSQL when `hub.toml` (or
+    /// TRUSTLINE_HUB_DATABASE) names a database.
     #[arg(long, value_name = "DIR")]
     pub(crate) hub_dir: Option<PathBuf>,
     /// A ledger in PostgreSQL (`postgres://…`, issue 14): exported to a
@@ -384,59 +386,19 @@ fn audit_hub(dir: &Path, args: &AuditArgs) -> anyhow::Result<Outcome> {
     if args.format == Format::Html {
         bail!("--hub-dir writes text or JSON (--format text|json)");
     }
-    let registered = deploy::hub::registered_sites(dir)
-        .with_context(|| format!("reading the sites enrolled at {}", dir.display()))?;
-    if registered.is_empty() {
-        bail!(
-            "{} has no enrolled site ({}/*.toml)",
-            dir.display(),
-            dir.join(deploy::hub::SITES_DIR).display()
-        );
-    }
-    let mut sites = Vec::new();
-    let mut ca_certificates = Vec::new();
-    for r in &registered {
-        sites.push(r.config()?);
-        if args.ca_certs.is_empty() {
-            ca_certificates.extend(audit::certs::certificates_in(r.intermediate_pem.as_bytes()));
-        }
-    }
-    if args.ca_certs.is_empty() {
-        read_certificates(&[dir.join("ca").join("oem-root.pem")], &mut ca_certificates)?;
-    } else {
-        read_certificates(&args.ca_certs, &mut ca_certificates)?;
-    }
-    let order_key = args
-        .order_key
-        .clone()
-        .unwrap_or_else(|| dir.join("ca").join("order-key.pub.pem"));
-    let vkey_path = dir.join(deploy::hub::WITNESS_VKEY_FILE);
-    let vkey = std::fs::read_to_string(&vkey_path)
-        .with_context(|| format!("reading {}", vkey_path.display()))?;
-    let witness = trustline_proto::cosignature::WitnessKey::from_verifier_key(vkey.trim())
-        .with_context(|| format!("{} is not a witness verifier key", vkey_path.display()))?;
-    let hub_ledger_key = args
-        .ledger_key
-        .clone()
-        .unwrap_or_else(|| dir.join("ledger").join("ledger-key.pub.pem"));
-    let options = audit::hub::HubAuditOptions {
-        store_dir: dir.join(deploy::hub::STORE_DIR),
-        sites,
-        witness,
-        hub_ledger: Some((dir.to_path_buf(), read_spki(&hub_ledger_key)?)),
-        site: AuditOptions {
-            order_key: read_spki(&order_key)?,
-            ca_certificates,
-            in_flight_grace_ms: i64::try_from(args.in_flight_grace.saturating_mul(1000))
-                .unwrap_or(i64::MAX),
-            jobs: args
-                .jobs
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
-            ..AuditOptions::default()
+    let options = hub_options(
+        dir,
+        &HubSources {
+            ca_certs: &args.ca_certs,
+            order_key: args.order_key.clone(),
+            ledger_key: args.ledger_key.clone(),
         },
-        outage_after_secs: args.outage_after,
-        now_ms: backends::now_ms(),
-    };
+        HubLimits {
+            in_flight_grace_secs: args.in_flight_grace,
+            jobs: args.jobs,
+            outage_after_secs: args.outage_after,
+        },
+    )?;
     let report = audit::hub::run(&options)?;
     let rendered = match args.format {
         Format::Json => audit::hub::json(&report),
@@ -460,6 +422,104 @@ fn audit_hub(dir: &Path, args: &AuditArgs) -> anyhow::Result<Outcome> {
         Outcome::Findings
     } else {
         Outcome::Success
+    })
+}
+
+/// Where the keys of a hub audit come from (defaults: the hub directory's).
+pub(crate) struct HubSources<'a> {
+    pub(crate) ca_certs: &'a [PathBuf],
+    pub(crate) order_key: Option<PathBuf>,
+    pub(crate) ledger_key: Option<PathBuf>,
+}
+
+/// The thresholds of a hub audit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HubLimits {
+    pub(crate) in_flight_grace_secs: u64,
+    pub(crate) jobs: Option<usize>,
+    pub(crate) outage_after_secs: u64,
+}
+
+impl Default for HubLimits {
+    /// `trustline audit`'s defaults.
+    fn default() -> Self {
+        Self {
+            in_flight_grace_secs: 600,
+            jobs: None,
+            outage_after_secs: 60,
+        }
+    }
+}
+
+/// The audit of the hub in `dir` (`<hub>/hub.toml`, its enrolled sites,
+/// witness key, CA and ledger key; its store in PostgreSQL when `hub.toml`
+/// or `TRUSTLINE_HUB_DATABASE` names one, as `serve hub` reads it).
+pub(crate) fn hub_options(
+    dir: &Path,
+    sources: &HubSources<'_>,
+    limits: HubLimits,
+) -> anyhow::Result<audit::hub::HubAuditOptions> {
+    let registered = deploy::hub::registered_sites(dir)
+        .with_context(|| format!("reading the sites enrolled at {}", dir.display()))?;
+    if registered.is_empty() {
+        bail!(
+            "{} has no enrolled site ({}/*.toml)",
+            dir.display(),
+            dir.join(deploy::hub::SITES_DIR).display()
+        );
+    }
+    let mut sites = Vec::new();
+    let mut ca_certificates = Vec::new();
+    for r in &registered {
+        sites.push(r.config()?);
+        if sources.ca_certs.is_empty() {
+            ca_certificates.extend(audit::certs::certificates_in(r.intermediate_pem.as_bytes()));
+        }
+    }
+    if sources.ca_certs.is_empty() {
+        read_certificates(&[dir.join("ca").join("oem-root.pem")], &mut ca_certificates)?;
+    } else {
+        read_certificates(sources.ca_certs, &mut ca_certificates)?;
+    }
+    let order_key = sources
+        .order_key
+        .clone()
+        .unwrap_or_else(|| dir.join("ca").join("order-key.pub.pem"));
+    let vkey_path = dir.join(deploy::hub::WITNESS_VKEY_FILE);
+    let vkey = std::fs::read_to_string(&vkey_path)
+        .with_context(|| format!("reading {}", vkey_path.display()))?;
+    let witness = trustline_proto::cosignature::WitnessKey::from_verifier_key(vkey.trim())
+        .with_context(|| format!("{} is not a witness verifier key", vkey_path.display()))?;
+    let hub_ledger_key = sources
+        .ledger_key
+        .clone()
+        .unwrap_or_else(|| dir.join("ledger").join("ledger-key.pub.pem"));
+    // The store `serve hub` uses: PostgreSQL when `hub.toml` names one.
+    let settings = deploy::hub::HubSettings::load(dir).with_context(|| {
+        format!(
+            "reading {}",
+            dir.join(deploy::hub::HUB_CONFIG_FILE).display()
+        )
+    })?;
+    let store_database = (!settings.hub.database.is_empty()).then(|| settings.hub.database.clone());
+    Ok(audit::hub::HubAuditOptions {
+        store_dir: dir.join(deploy::hub::STORE_DIR),
+        store_database,
+        sites,
+        witness,
+        hub_ledger: Some((dir.to_path_buf(), read_spki(&hub_ledger_key)?)),
+        site: AuditOptions {
+            order_key: read_spki(&order_key)?,
+            ca_certificates,
+            in_flight_grace_ms: i64::try_from(limits.in_flight_grace_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            jobs: limits
+                .jobs
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+            ..AuditOptions::default()
+        },
+        outage_after_secs: limits.outage_after_secs,
+        now_ms: backends::now_ms(),
     })
 }
 

@@ -61,41 +61,53 @@ pub(crate) struct HubArgs {
 struct SiteUplink;
 
 impl UplinkDriver for SiteUplink {
-    fn start(
-        &self,
-        site: &str,
+    fn start<'a>(
+        &'a self,
+        site: &'a str,
         ledger: custody_ledger::Ledger,
         channel: transport::InProcessChannel,
-        witness_key: &str,
+        witness_key: &'a str,
         push_batch: usize,
-    ) -> hub::Result<StartedUplink> {
-        let config = site::uplink::UplinkConfig {
-            hub: "in-process".into(),
-            site: site.to_owned(),
-            witness_key: witness_key.to_owned(),
-            push_batch,
-            ..site::uplink::UplinkConfig::default()
-        };
-        let handle = site::uplink::spawn(&config, ledger, channel, std::future::pending())
-            .map_err(|e| hub::Error::Store(format!("bench: uplink: {e}")))?;
-        let (tx, rx) = tokio::sync::watch::channel(0u64);
-        let mut status = handle.subscribe();
-        let forward = tokio::spawn(async move {
-            while status.changed().await.is_ok() {
-                let size = status.borrow_and_update().cosigned_size();
-                tx.send_if_modified(|s| std::mem::replace(s, size) != size);
-            }
-        });
-        Ok(StartedUplink {
-            cosigned: rx,
-            stop: Box::new(move || {
-                Box::pin(async move {
-                    handle.stop().await;
-                    forward.abort();
-                })
-            }),
-        })
+    ) -> hub::bench::Starting<'a> {
+        Box::pin(site_uplink(site, ledger, channel, witness_key, push_batch))
     }
+}
+
+/// [`SiteUplink`]'s start.
+async fn site_uplink(
+    site: &str,
+    ledger: custody_ledger::Ledger,
+    channel: transport::InProcessChannel,
+    witness_key: &str,
+    push_batch: usize,
+) -> hub::Result<StartedUplink> {
+    let config = site::uplink::UplinkConfig {
+        hub: "in-process".into(),
+        site: site.to_owned(),
+        witness_key: witness_key.to_owned(),
+        push_batch,
+        ..site::uplink::UplinkConfig::default()
+    };
+    let handle = site::uplink::spawn(&config, ledger, channel, std::future::pending())
+        .await
+        .map_err(|e| hub::Error::Store(format!("bench: uplink: {e}")))?;
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
+    let mut status = handle.subscribe();
+    let forward = tokio::spawn(async move {
+        while status.changed().await.is_ok() {
+            let size = status.borrow_and_update().cosigned_size();
+            tx.send_if_modified(|s| std::mem::replace(s, size) != size);
+        }
+    });
+    Ok(StartedUplink {
+        cosigned: rx,
+        stop: Box::new(move || {
+            Box::pin(async move {
+                handle.stop().await;
+                forward.abort();
+            })
+        }),
+    })
 }
 
 /// Runs `trustline bench hub`.

@@ -68,8 +68,9 @@ pub(crate) struct DemoArgs {
     /// and that many enrolled sites, each on tokens of its own (issue 13).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub(crate) sites: usize,
-    /// Keep the ledger in PostgreSQL (issue 14): a throwaway cluster is
-    /// started for the demo and stopped after it.
+    /// Keep the data in PostgreSQL (issue 14): the single box's ledger, or
+    /// with --sites the hub's store and the first site's ledger; a
+    /// throwaway cluster is started for the demo and stopped after it.
     #[arg(long)]
     pub(crate) postgres: bool,
 }
@@ -98,10 +99,6 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     ensure!(args.sites > 0, "--sites must be at least 1");
     super::fresh_dir(&args.dir)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    ensure!(
-        !(args.postgres && args.sites > 1),
-        "--postgres runs the single-box line (--sites 1): the hub uplink runs on the file ledger only"
-    );
     if args.sites > 1 {
         return runtime.block_on(super::demo_sites::demo(&args));
     }

@@ -26,6 +26,13 @@
 //! with every cosigned checkpoint note in
 //! `ledger/cosigned-checkpoints.jsonl` and the latest in
 //! `ledger/checkpoint.cosigned`), `<dir>/<site>.bundle`.
+//!
+//! `--postgres` (issue 14) puts the hub's store and the first site's
+//! ledger in a throwaway PostgreSQL cluster: the site's uplink pushes from
+//! the database, the offline check verifies its ledger there, and — before
+//! the cluster goes — the demo runs the hub audit (`trustline audit
+//! --hub-dir`'s code) over the store in PostgreSQL; `--json` then adds
+//! `hub_audit` (the audit's totals and finding kinds).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -73,6 +80,9 @@ struct Summary {
     offline_refused: usize,
     cross_site_clones_detected: usize,
     forks_refused: usize,
+    /// With `--postgres`: the hub audit over the store in PostgreSQL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hub_audit: Option<serde_json::Value>,
 }
 
 fn say(args: &DemoArgs, line: &str) {
@@ -143,6 +153,27 @@ pub(crate) async fn demo(args: &DemoArgs) -> anyhow::Result<CliOutcome> {
         &demo_limits(),
         (50, 400),
     )?;
+    // --postgres: the hub's store and the first site's ledger in a
+    // throwaway cluster, gone after the run.
+    let cluster = if args.postgres {
+        let cluster = tokio::task::spawn_blocking(pg_store::cluster::Cluster::start)
+            .await
+            .context("starting postgresql")??;
+        net.set_hub_database(&cluster.create_database("hub").await?)?;
+        let site_db = cluster.create_database("site_1").await?;
+        net.set_site_ledger_database(0, &site_db)?;
+        say(
+            args,
+            &format!(
+                "hub store and {}'s ledger in PostgreSQL on 127.0.0.1:{} (a throwaway cluster)",
+                names[0],
+                cluster.port()
+            ),
+        );
+        Some(cluster)
+    } else {
+        None
+    };
     net.start_all().await?;
     say(
         args,
@@ -357,8 +388,14 @@ pub(crate) async fn demo(args: &DemoArgs) -> anyhow::Result<CliOutcome> {
     let mut verified_all = true;
     let mut cosigned_checkpoints = 0;
     for s in &net.sites {
-        let storage = custody_ledger::storage::FileStorage::open(&s.dir.join(setup::LEDGER_DIR))?;
-        let v = custody_ledger::verify::verify_dir(&storage, &Default::default(), &mut |_| {})?;
+        let database = &s.config().ledger.database;
+        let v = if database.is_empty() {
+            let storage =
+                custody_ledger::storage::FileStorage::open(&s.dir.join(setup::LEDGER_DIR))?;
+            custody_ledger::verify::verify_dir(&storage, &Default::default(), &mut |_| {})?
+        } else {
+            pg_store::records::verify(database, &Default::default(), &mut |_| {}).await?
+        };
         ledger_entries += v.report.entries;
         verified_all &= v.report.is_ok();
         let history = s
@@ -380,6 +417,17 @@ pub(crate) async fn demo(args: &DemoArgs) -> anyhow::Result<CliOutcome> {
             .join(site::uplink::store::COSIGNED_NOTE_FILE),
     )
     .unwrap_or_default();
+    // With the store in PostgreSQL, the hub audit runs now, while the
+    // cluster does.
+    let hub_audit = match &cluster {
+        Some(_) => Some(audit_hub_store(&net.hub_dir).await?),
+        None => None,
+    };
+    if let Some(cluster) = cluster {
+        tokio::task::spawn_blocking(move || cluster.stop())
+            .await
+            .context("stopping postgresql")??;
+    }
 
     let outcomes = made.iter().flatten().map(|(o, _)| o);
     let mut summary = Summary {
@@ -397,6 +445,7 @@ pub(crate) async fn demo(args: &DemoArgs) -> anyhow::Result<CliOutcome> {
         offline_refused,
         cross_site_clones_detected: clones,
         forks_refused: forks,
+        hub_audit,
     };
     let mut failures = 0;
     for o in outcomes {
@@ -450,20 +499,63 @@ pub(crate) async fn demo(args: &DemoArgs) -> anyhow::Result<CliOutcome> {
             summary.checkpoint.trim_end()
         );
         println!("artifacts in {}", dir.display());
-        println!(
-            "audit every site: trustline audit --hub-dir {}",
-            dir.join("hub").display()
-        );
+        match &summary.hub_audit {
+            Some(a) => println!(
+                "hub audit over the store in PostgreSQL: {} finding(s) {} (the cluster is gone now)",
+                a["findings"].as_array().map_or(0, Vec::len),
+                a["findings"]
+            ),
+            None => println!(
+                "audit every site: trustline audit --hub-dir {}",
+                dir.join("hub").display()
+            ),
+        }
     }
+    let audited = summary.hub_audit.as_ref().is_none_or(|a| {
+        a["totals"]["forks_refused"] == summary.forks_refused
+            && a["totals"]["cross_site_clones"] == summary.cross_site_clones_detected
+            && a["totals"]["offline_certified"] == summary.offline_certified
+    });
     let expected = summary.offline_certified == OFFLINE_ALLOWANCE as usize
         && summary.offline_refused == PAST_ALLOWANCE
         && summary.cross_site_clones_detected >= 1
-        && summary.forks_refused >= 1;
+        && summary.forks_refused >= 1
+        && audited;
     Ok(if failures == 0 && summary.ledger_verified && expected {
         CliOutcome::Success
     } else {
         CliOutcome::Findings
     })
+}
+
+/// The hub audit (`trustline audit --hub-dir`'s options and code) over
+/// the stopped hub in `hub_dir`: its totals and the kinds of its findings.
+async fn audit_hub_store(hub_dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let dir = hub_dir.to_path_buf();
+    let report = tokio::task::spawn_blocking(move || {
+        let options = super::audit::hub_options(
+            &dir,
+            &super::audit::HubSources {
+                ca_certs: &[],
+                order_key: None,
+                ledger_key: None,
+            },
+            super::audit::HubLimits::default(),
+        )?;
+        anyhow::Ok(audit::hub::run(&options)?)
+    })
+    .await
+    .context("the hub audit")??;
+    let full: serde_json::Value = serde_json::from_str(&audit::hub::json(&report))?;
+    let kinds: Vec<serde_json::Value> = full["findings"]
+        .as_array()
+        .map(|f| f.iter().map(|f| f["kind"].clone()).collect())
+        .unwrap_or_default();
+    Ok(serde_json::json!({
+        "store": report.store,
+        "totals": full["totals"],
+        "findings": kinds,
+    }))
 }
 
 /// Where a site's station writes each device's chain and vouchers.
