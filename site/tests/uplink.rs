@@ -17,17 +17,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use custody_ledger::{Draft, EventKind, Ledger, LedgerConfig, QuotaUse, UniqueKey};
-use hub::{Cosigner, Hub, HubConfig, SiteConfig, SoftwareWitnessSigner};
-use site::uplink::{self, LinkState, UplinkConfig};
+use site::uplink::{self, LinkState};
 use tokio::sync::Notify;
 use tonic::body::Body;
-use transport::{Caller, Guard, InProcessChannel, Limits, Metrics, Role};
+use transport::{Caller, InProcessChannel, Limits, Role};
 use trustline_proto::signer::{Signer, SoftwareSigner};
 use trustline_proto::v1;
 
-const SITE: &str = "site-a";
-const ORIGIN: &str = "site-a.example/ledger";
-const WITNESS: &str = "oem.example/hub-witness";
+mod common;
+use common::{Fixture, ORIGIN, SITE, WITNESS};
 
 /// A site ledger with `signer`, checkpoints only on demand.
 fn open_ledger(dir: &Path, signer: &Arc<SoftwareSigner>) -> Ledger {
@@ -65,85 +63,10 @@ fn checkpoint(ledger: &Ledger) -> custody_ledger::SignedCheckpoint {
     tokio::task::block_in_place(|| ledger.publish_checkpoint_blocking()).unwrap()
 }
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    signer: Arc<SoftwareSigner>,
-    hub: Hub,
-    guard: Guard,
-    witness_pkcs8: Vec<u8>,
-}
-
 impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let signer = Arc::new(SoftwareSigner::generate());
-        let rng = ring::rand::SystemRandom::new();
-        let witness_pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-            .unwrap()
-            .as_ref()
-            .to_vec();
-        let hub = open_hub(dir.path(), &signer, &witness_pkcs8);
-        let limits = Limits {
-            unlimited_roles: Role::ALL.to_vec(),
-            ..Limits::default()
-        };
-        Self {
-            dir,
-            signer,
-            hub,
-            guard: Guard::new(limits, Metrics::new()),
-            witness_pkcs8,
-        }
-    }
-
-    fn cosigner(&self) -> Cosigner {
-        cosigner(&self.witness_pkcs8)
-    }
-
-    fn config(&self) -> UplinkConfig {
-        UplinkConfig {
-            hub: "in-process".into(),
-            site: SITE.into(),
-            witness_key: self.cosigner().verifier_key(),
-            retry_min_ms: 5,
-            retry_max_ms: 20,
-            push_batch: 7,
-            ..UplinkConfig::default()
-        }
-    }
-
-    fn channel(&self) -> InProcessChannel {
-        let routes = hub::server::routes(&self.hub, &self.guard).unwrap();
-        InProcessChannel::new(
-            routes,
-            &self.guard,
-            Caller::new(Role::Site, SITE, "uplink").unwrap(),
-        )
-    }
-
     fn ledger(&self, name: &str) -> Ledger {
         open_ledger(&self.dir.path().join(name), &self.signer)
     }
-}
-
-fn cosigner(pkcs8: &[u8]) -> Cosigner {
-    Cosigner::new(
-        WITNESS,
-        Box::new(SoftwareWitnessSigner::from_pkcs8(pkcs8).unwrap()),
-    )
-    .unwrap()
-}
-
-fn open_hub(dir: &Path, signer: &SoftwareSigner, witness: &[u8]) -> Hub {
-    Hub::open_embedded(
-        &dir.join("hub"),
-        HubConfig {
-            sites: vec![SiteConfig::new(SITE, ORIGIN, signer.public_key_der()).unwrap()],
-            order_key: None,
-        },
-        cosigner(witness),
-    )
-    .unwrap()
 }
 
 /// A channel that can be cut (the hub unreachable) and that can hold

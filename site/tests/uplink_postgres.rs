@@ -16,16 +16,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use custody_ledger::{Constraints, Draft, EventKind, LedgerEngine, QuotaUse, UniqueKey};
-use hub::{Cosigner, Hub, HubConfig, SiteConfig, SoftwareWitnessSigner};
 use pg_store::cluster::Cluster;
 use pg_store::{PgLedger, PgLedgerConfig};
-use site::uplink::{self, LinkState, UplinkConfig, UplinkLedger};
-use transport::{Caller, Guard, InProcessChannel, Limits, Metrics, Role};
+use site::uplink::{self, LinkState, UplinkLedger};
 use trustline_proto::signer::{Signer, SoftwareSigner};
 
-const SITE: &str = "site-a";
-const ORIGIN: &str = "site-a.example/ledger";
-const WITNESS: &str = "oem.example/hub-witness";
+mod common;
+use common::{cosigner, Fixture, ORIGIN, SITE};
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
@@ -67,74 +64,7 @@ async fn certify(ledger: &PgLedger, tag: &str, n: usize, order: &str) {
     }
 }
 
-fn cosigner(pkcs8: &[u8]) -> Cosigner {
-    Cosigner::new(
-        WITNESS,
-        Box::new(SoftwareWitnessSigner::from_pkcs8(pkcs8).unwrap()),
-    )
-    .unwrap()
-}
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    signer: Arc<SoftwareSigner>,
-    hub: Hub,
-    guard: Guard,
-    witness_pkcs8: Vec<u8>,
-}
-
 impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let signer = Arc::new(SoftwareSigner::generate());
-        let rng = ring::rand::SystemRandom::new();
-        let witness_pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-            .unwrap()
-            .as_ref()
-            .to_vec();
-        let hub = Hub::open_embedded(
-            &dir.path().join("hub"),
-            HubConfig {
-                sites: vec![SiteConfig::new(SITE, ORIGIN, signer.public_key_der()).unwrap()],
-                order_key: None,
-            },
-            cosigner(&witness_pkcs8),
-        )
-        .unwrap();
-        let limits = Limits {
-            unlimited_roles: Role::ALL.to_vec(),
-            ..Limits::default()
-        };
-        Self {
-            dir,
-            signer,
-            hub,
-            guard: Guard::new(limits, Metrics::new()),
-            witness_pkcs8,
-        }
-    }
-
-    fn config(&self) -> UplinkConfig {
-        UplinkConfig {
-            hub: "in-process".into(),
-            site: SITE.into(),
-            witness_key: cosigner(&self.witness_pkcs8).verifier_key(),
-            retry_min_ms: 5,
-            retry_max_ms: 20,
-            push_batch: 7,
-            ..UplinkConfig::default()
-        }
-    }
-
-    fn channel(&self) -> InProcessChannel {
-        let routes = hub::server::routes(&self.hub, &self.guard).unwrap();
-        InProcessChannel::new(
-            routes,
-            &self.guard,
-            Caller::new(Role::Site, SITE, "uplink").unwrap(),
-        )
-    }
-
     /// The uplink's view of `ledger`, its cosignatures kept in
     /// `<dir>/<name>/ledger` (a site data directory's ledger folder).
     fn uplink_ledger(&self, ledger: &PgLedger, name: &str) -> UplinkLedger {
