@@ -346,21 +346,38 @@ fn audit(args: AuditArgs) -> anyhow::Result<Outcome> {
         Format::Json => render::json(&report),
         Format::Html => render::html(&report),
     };
-    match &args.out {
+    emit(
+        args.out.as_deref(),
+        &rendered,
+        || {
+            format!(
+                "{}: {} entries, {} finding(s)",
+                report.ledger.source,
+                report.ledger.entries,
+                report.findings.total()
+            )
+        },
+        report.has_findings(),
+    )
+}
+
+/// Prints the rendered report, or writes it to `out` and says so on
+/// stderr with `summary`; the outcome follows the findings.
+fn emit(
+    out: Option<&Path>,
+    rendered: &str,
+    summary: impl FnOnce() -> String,
+    has_findings: bool,
+) -> anyhow::Result<Outcome> {
+    match out {
         Some(path) => {
             std::fs::write(path, rendered)
                 .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!(
-                "{}: {} entries, {} finding(s); report written to {}",
-                report.ledger.source,
-                report.ledger.entries,
-                report.findings.total(),
-                path.display()
-            );
+            eprintln!("{}; report written to {}", summary(), path.display());
         }
         None => print!("{rendered}"),
     }
-    Ok(if report.has_findings() {
+    Ok(if has_findings {
         Outcome::Findings
     } else {
         Outcome::Success
@@ -404,25 +421,19 @@ fn audit_hub(dir: &Path, args: &AuditArgs) -> anyhow::Result<Outcome> {
         Format::Json => audit::hub::json(&report),
         _ => audit::hub::text(&report),
     };
-    match &args.out {
-        Some(path) => {
-            std::fs::write(path, rendered)
-                .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!(
-                "hub {}: {} sites, {} finding(s); report written to {}",
+    emit(
+        args.out.as_deref(),
+        &rendered,
+        || {
+            format!(
+                "hub {}: {} sites, {} finding(s)",
                 dir.display(),
                 report.sites.len(),
-                report.findings.len(),
-                path.display()
-            );
-        }
-        None => print!("{rendered}"),
-    }
-    Ok(if report.has_findings() {
-        Outcome::Findings
-    } else {
-        Outcome::Success
-    })
+                report.findings.len()
+            )
+        },
+        report.has_findings(),
+    )
 }
 
 /// Where the keys of a hub audit come from (defaults: the hub directory's).
