@@ -6,9 +6,10 @@
 //! durable appends/s and the p50/p99 acknowledgement latency, entries
 //! shaped like `Certified` ones (a rot_id, a serial, a 200-byte payload, two
 //! unique keys and a quota). Then the time until a signed checkpoint covers
-//! a new entry, and PostgreSQL with two replicas on one database sharing
-//! the appenders. PostgreSQL runs in a throwaway cluster on this machine
-//! unless a database URL is given.
+//! a new entry, PostgreSQL with two replicas on one database sharing
+//! the appenders, and one replica with its pipeline off (depth 1: one
+//! batch at a time on the locked head row) for comparison. PostgreSQL runs
+//! in a throwaway cluster on this machine unless a database URL is given.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,7 +56,7 @@ impl BenchConfig {
 /// One backend at one concurrency level.
 #[derive(Debug, Clone)]
 pub struct Level {
-    /// `files`, `postgres` or `postgres, 2 replicas`.
+    /// `files`, `postgres`, `postgres, 2 replicas` or `postgres, depth 1`.
     pub backend: String,
     /// Concurrent appenders (over all replicas).
     pub concurrency: usize,
@@ -240,13 +241,25 @@ pub async fn run(
     }
     progress("postgres: two replicas sharing the appenders");
     pc.replica = Some("bench-b".into());
-    let pg2 = PgLedger::open(pc, signer.clone()).await?;
+    let pg2 = PgLedger::open(pc.clone(), signer.clone()).await?;
     if let Some(&(concurrency, total)) = cfg.levels.last() {
         let engines: Vec<Arc<dyn LedgerEngine>> = vec![Arc::new(pg.clone()), Arc::new(pg2.clone())];
         let (lat, took) = load(&engines, 100, concurrency, total).await?;
         levels.push(level("postgres, 2 replicas", concurrency, lat, took));
     }
     pg2.close().await;
+    // The same database one batch at a time (no pipeline), last: after it
+    // the other replicas would see its writes and go locked for a while.
+    progress("postgres: one batch at a time (pipeline depth 1)");
+    pc.replica = Some("bench-c".into());
+    pc.pipeline_depth = 1;
+    let pg1 = PgLedger::open(pc, signer.clone()).await?;
+    if let Some(&(concurrency, total)) = cfg.levels.last() {
+        let engines: Vec<Arc<dyn LedgerEngine>> = vec![Arc::new(pg1.clone())];
+        let (lat, took) = load(&engines, 101, concurrency, total).await?;
+        levels.push(level("postgres, depth 1", concurrency, lat, took));
+    }
+    pg1.close().await;
 
     progress("time until a checkpoint covers an entry");
     let mut checkpoint_lag_ms = Vec::new();

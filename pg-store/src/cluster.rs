@@ -227,7 +227,7 @@ impl Cluster {
     fn start_server(&self) -> Result<()> {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 \
-             -c shared_buffers=32MB -c fsync=on -c synchronous_commit=on",
+             -c shared_buffers=128MB -c fsync=on -c synchronous_commit=on",
             self.port,
             self.root.display()
         );

@@ -4,16 +4,20 @@
 //! Key design decision: the database is the only state shared between
 //! replicas, and every rule is decided inside a transaction.
 //!
-//! - **Appends** (`sequencer.rs`): each process queues appends to one task
-//!   that takes all of them at once (group commit) into one transaction. It
-//!   locks the single head row first — so batches of every replica take
-//!   turns and one linear history results — checks the unique keys, quotas
-//!   and device chains of the whole batch against the tables and the batch
-//!   itself, assigns the range `[size, size + n)`, inserts entries (their
-//!   exact bytes), Merkle nodes, keys and quota counts, updates the head row
-//!   once and commits with `synchronous_commit = on`. Only then is each
-//!   append answered (invariants 1, 2, 4). The `unique_keys` primary key is
-//!   the backstop for invariant 2.
+//! - **Appends** (`sequencer.rs`, `batch.rs`): each process queues appends
+//!   to one task that takes all of them at once (group commit) into one
+//!   transaction. The batch checks the unique keys, quotas and device
+//!   chains of the whole batch against the tables and the batch itself,
+//!   assigns the range `[size, size + n)`, inserts entries (their exact
+//!   bytes), Merkle nodes, keys and quota counts, moves the single head row
+//!   once — a compare-and-swap on the state it was placed on, so batches of
+//!   every replica make one linear history — and commits with
+//!   `synchronous_commit = on`. Only then is each append answered
+//!   (invariants 1, 2, 4). Keys are inserted with `ON CONFLICT DO NOTHING`
+//!   and counted, the `unique_keys` primary key being the check and the
+//!   backstop for invariant 2. Two batches of a replica are in flight at
+//!   once (the next placed after the one committing) while no other
+//!   replica writes; otherwise one at a time on the locked head row.
 //! - **Checkpoints** (`steward.rs`): one replica at a time signs, the holder
 //!   of a lease row with an expiry in database time (no advisory locks:
 //!   the PostgreSQL-compatible distributed engines lack them). It signs
@@ -31,6 +35,7 @@
 //!   reconnects by itself later. A commit whose answer was lost is looked
 //!   up before it is retried, so it is never applied twice.
 
+pub(crate) mod batch;
 mod nodes;
 mod read;
 pub(crate) mod sequencer;
@@ -75,8 +80,14 @@ pub struct PgLedgerConfig {
     pub lease_ttl: Duration,
     /// Most appends in one transaction.
     pub max_batch: usize,
-    /// Connections in the pool (one is the sequencer's at a time).
+    /// Connections in the pool (one per batch in flight, the rest for
+    /// reads and the checkpoint signer).
     pub pool_size: usize,
+    /// Batches of this replica in flight at once: one committing, the
+    /// others placed after it (see `ledger/batch.rs`). 1: one batch at a
+    /// time, each on the locked head row. A replica that sees another
+    /// replica's writes runs at depth 1 for a while by itself.
+    pub pipeline_depth: usize,
     /// Retries of transient failures.
     pub retry: RetryPolicy,
     /// This replica's name in the lease row; `None`: host, process id and
@@ -94,10 +105,21 @@ impl PgLedgerConfig {
             lease_ttl: Duration::from_secs(3),
             max_batch: 1024,
             pool_size: 16,
+            pipeline_depth: 2,
             retry: RetryPolicy::default(),
             replica: None,
         }
     }
+}
+
+/// Counts of a replica's committed batches (see [`PgLedger::batch_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Batches that wrote entries.
+    pub committed: u64,
+    /// Of those, the ones placed after a batch still in flight (the
+    /// pipeline of two; the rest were placed on a locked head row).
+    pub pipelined: u64,
 }
 
 /// A batch of appends queued for the sequencer.
@@ -116,6 +138,10 @@ pub(crate) struct Inner {
     /// Entries known to be durable (this replica's commits and what the
     /// steward last read).
     pub(crate) size: AtomicU64,
+    /// Batches this replica committed, and how many of them were placed
+    /// after one in flight.
+    pub(crate) committed: AtomicU64,
+    pub(crate) pipelined: AtomicU64,
     pub(crate) latest: RwLock<Option<SignedCheckpoint>>,
     pub(crate) checkpoint_size: watch::Sender<u64>,
     pub(crate) holds_lease: AtomicBool,
@@ -249,6 +275,8 @@ impl PgLedger {
             signer,
             replica,
             size: AtomicU64::new(size as u64),
+            committed: AtomicU64::new(0),
+            pipelined: AtomicU64::new(0),
             latest: RwLock::new(latest),
             checkpoint_size,
             holds_lease: AtomicBool::new(false),
@@ -280,6 +308,14 @@ impl PgLedger {
     /// This replica's name in the lease row.
     pub fn replica(&self) -> &str {
         &self.inner.replica
+    }
+
+    /// How this replica's appends were committed so far.
+    pub fn batch_stats(&self) -> BatchStats {
+        BatchStats {
+            committed: self.inner.committed.load(Ordering::Relaxed),
+            pipelined: self.inner.pipelined.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether this replica held the signer lease at its last renewal.

@@ -31,4 +31,4 @@ pub mod schema;
 
 pub use db::{is_postgres_url, RetryPolicy};
 pub use error::{Error, Result};
-pub use ledger::{PgLedger, PgLedgerConfig};
+pub use ledger::{BatchStats, PgLedger, PgLedgerConfig};

@@ -31,7 +31,7 @@ use trustline_proto::v1::LedgerEntry;
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::ledger::sequencer::{self, Rows};
+use crate::ledger::batch::{self, Rows};
 use crate::ledger::{frontier_bytes, frontier_positions, to_hash, MapNodes};
 use crate::schema;
 
@@ -679,7 +679,7 @@ async fn write_rows(tx: &deadpool_postgres::Transaction<'_>, rows: &Rows) -> Res
     if rows.seqs.is_empty() {
         return Ok(());
     }
-    sequencer::insert_rows(tx, rows)
+    batch::insert_rows(tx, rows, true)
         .await
         .map_err(database("inserting entries"))
 }

@@ -1,21 +1,32 @@
-//! The sequencer task: group commit of appends, one transaction per batch
-//! (see the parent module doc).
+//! The sequencer task: group commit of appends, one transaction per
+//! batch, two batches deep (see the parent module doc).
+//!
+//! The task takes every queued append into one batch and starts its
+//! transaction on a connection of its own. While that batch commits (its
+//! last inserts, the WAL flush), the next batch is already placed after it
+//! ([`Base::After`]) on a second connection: its reads, placing and inserts
+//! run beside the first batch's commit, on the database's other core, and
+//! only its head-row update waits for the first to commit. Answers go out
+//! in batch order. A batch that does not land as placed (its predecessor
+//! failed, another replica committed in between, a key was already held)
+//! is rolled back and, once the batches in flight have landed, committed
+//! again on its own, locked — the path every batch took before the
+//! pipeline, kept as the fallback.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use custody_ledger::engine::Append;
 use custody_ledger::entry::MAX_ENTRY_LEN;
-use custody_ledger::merkle::{chain_head, leaf_hash, Hash};
-use custody_ledger::{Appended, Error, Result, UniqueKey};
-use deadpool_postgres::Transaction;
+use custody_ledger::{Appended, Error, Result};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::types::ToSql;
+use tokio::task::JoinHandle;
 use tokio_postgres::IsolationLevel;
 
-use super::{frontier_bytes, frontier_from, to_hash, Inner, Queued};
+use super::batch::{self, Base, KeyCheck, Missed, Staged, Tip};
+use super::{Inner, Queued};
 use crate::db::{Backoff, Fault};
 
 /// Most bytes of entries in one transaction.
@@ -70,41 +81,189 @@ fn validate(a: &Append) -> Result<()> {
     a.constraints.validate()
 }
 
+/// A batch in flight.
+struct Flight {
+    task: JoinHandle<(Vec<Queued>, Landing)>,
+    /// How many appends it carries.
+    appends: usize,
+    /// The tip it leaves if it commits, once it is placed (`Err`: it failed
+    /// before being placed).
+    tip: Option<oneshot::Receiver<Tip>>,
+    /// Fires once its head-row update has run or it gave up: the next
+    /// batch's own update goes out only then.
+    moved: Option<oneshot::Receiver<()>>,
+}
+
+/// How a batch in flight ended.
+enum Landing {
+    /// Committed, or answered without writing (only refusals).
+    Done {
+        staged: Staged,
+        /// Placed after a batch in flight: answers that wrote nothing
+        /// stand only if that batch committed as placed.
+        after: bool,
+    },
+    /// Rolled back, or its commit's answer was lost (`unsure`): to be
+    /// committed again on its own. `other_writer`: the miss may be another
+    /// replica's doing (the head moved, a fault), not a held key.
+    Again {
+        unsure: Option<Staged>,
+        other_writer: bool,
+    },
+}
+
+/// Whether this replica pipelines. Only while it is the one writer: a
+/// batch placed after one in flight holds rows at seqs it has not locked
+/// yet, and another replica's locked batch wanting the same seqs would
+/// wait on them while holding the head row (a deadlock the database
+/// breaks only after its `deadlock_timeout`, and that the pipelined batch
+/// breaks sooner with its `lock_timeout`, [`batch::AFTER_LOCK_TIMEOUT`]).
+/// So a replica that sees another's writes (its batch starts where it did
+/// not leave the head) or a batch that missed goes locked, one batch at a
+/// time, for [`LOCKED_FOR`] after the last such sign.
+#[derive(Debug, Default)]
+struct Mode {
+    /// The configured pipeline depth.
+    depth: usize,
+    /// Where this replica's last landed batch left the head.
+    expected: Option<u64>,
+    locked_until: Option<Instant>,
+}
+
+/// How long a replica stays locked after another replica wrote.
+const LOCKED_FOR: Duration = Duration::from_secs(5);
+
+impl Mode {
+    /// With a depth above one, after a batch landed where this replica
+    /// expected it, and not within [`LOCKED_FOR`] of a sign of another
+    /// writer.
+    fn pipelining(&self) -> bool {
+        self.depth > 1
+            && self.expected.is_some()
+            && self.locked_until.is_none_or(|t| Instant::now() >= t)
+    }
+
+    fn landed(&mut self, st: &Staged) {
+        if self.expected.is_some_and(|e| e != st.start) {
+            self.contended();
+        }
+        self.expected = Some(st.end);
+    }
+
+    fn contended(&mut self) {
+        self.locked_until = Some(Instant::now() + LOCKED_FOR);
+    }
+}
+
+/// With a batch in flight, how many times in a row the task yields
+/// finding nothing new before it closes the next batch.
+const GATHER_YIELDS: u32 = 3;
+
+/// What the task waits for.
+enum Next {
+    Batch(Queued),
+    Landed(std::result::Result<(Vec<Queued>, Landing), tokio::task::JoinError>),
+    Stop,
+}
+
 /// The task body.
 pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Queued>) {
     let mut shutdown = inner.shutdown.subscribe();
     let max = inner.config.max_batch.max(1);
+    let mut flights: VecDeque<Flight> = VecDeque::new();
+    let depth = inner.config.pipeline_depth.max(1);
+    let mut mode = Mode {
+        depth,
+        ..Mode::default()
+    };
     loop {
-        let first = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|&s| s) => break,
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => break,
-            },
+        if flights.len() >= depth {
+            land_oldest(&inner, &mut flights, &mut mode).await;
+            continue;
+        }
+        let next = if let Some(oldest) = flights.front_mut() {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|&s| s) => Next::Stop,
+                r = &mut oldest.task => Next::Landed(r),
+                m = rx.recv() => m.map_or(Next::Stop, Next::Batch),
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|&s| s) => Next::Stop,
+                m = rx.recv() => m.map_or(Next::Stop, Next::Batch),
+            }
+        };
+        let first = match next {
+            Next::Stop => break,
+            Next::Batch(m) => m,
+            Next::Landed(r) => {
+                flights.pop_front();
+                deliver(&inner, r, &mut flights, &mut mode).await;
+                continue;
+            }
         };
         let mut batch = vec![first];
         let mut count = batch[0].appends.len();
         let mut bytes = size_of_batch(&batch[0]);
-        while count < max && bytes < MAX_BATCH_BYTES {
+        // While pipelining, half of what is waiting, so that two batches
+        // alternate (one committing while the next is placed and
+        // inserted) instead of one batch holding every caller.
+        let cap = if mode.pipelining() {
+            let in_flight: usize = flights.iter().map(|f| f.appends).sum();
+            (in_flight + count + rx.len()).div_ceil(depth).clamp(1, max)
+        } else {
+            max
+        };
+        // Everything queued up to the cap, and what arrives while the task
+        // yields: the callers a landed batch just answered are
+        // resubmitting, and a batch per straggler would cost a transaction
+        // each.
+        let mut quiet = 0;
+        while count < cap && bytes < MAX_BATCH_BYTES && quiet < GATHER_YIELDS {
             match rx.try_recv() {
                 Ok(m) => {
                     count += m.appends.len();
                     bytes += size_of_batch(&m);
                     batch.push(m);
+                    quiet = 0;
                 }
-                Err(_) => break,
+                Err(_) if flights.is_empty() => break,
+                Err(_) => {
+                    quiet += 1;
+                    tokio::task::yield_now().await;
+                }
             }
         }
-        let appends: Vec<&Append> = batch.iter().flat_map(|q| q.appends.iter()).collect();
-        let mut results = commit(&inner, &appends).await.into_iter();
-        for q in batch {
-            let n = q.appends.len();
-            let answer: Vec<_> = (0..n)
-                .map(|_| results.next().unwrap_or(Err(Error::Closed)))
-                .collect();
-            let _ = q.reply.send(answer);
+        // After the batch in flight once it is placed; otherwise locked,
+        // and a locked batch starts only when nothing of this replica is
+        // in flight (see `Mode`).
+        let mut after = None;
+        if let Some(prev) = flights.back_mut() {
+            if mode.pipelining() {
+                let tip = match prev.tip.take() {
+                    Some(rx) => rx.await.ok(),
+                    None => None,
+                };
+                if let (Some(tip), Some(moved)) = (tip, prev.moved.take()) {
+                    after = Some(Base::After(tip, moved));
+                }
+            }
         }
+        let base = match after {
+            Some(base) => base,
+            None => {
+                while !flights.is_empty() {
+                    land_oldest(&inner, &mut flights, &mut mode).await;
+                }
+                Base::Locked
+            }
+        };
+        flights.push_back(launch(&inner, batch, base));
+    }
+    while !flights.is_empty() {
+        land_oldest(&inner, &mut flights, &mut mode).await;
     }
     rx.close();
     while let Ok(q) = rx.try_recv() {
@@ -113,31 +272,141 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Queue
     }
 }
 
+/// Starts a batch's transaction on its own task.
+fn launch(inner: &Arc<Inner>, batch: Vec<Queued>, base: Base) -> Flight {
+    let appends = batch.iter().map(|q| q.appends.len()).sum();
+    let (tip_tx, tip_rx) = oneshot::channel();
+    let (moved_tx, moved_rx) = oneshot::channel();
+    let inner = inner.clone();
+    let task = tokio::spawn(async move {
+        let appends: Vec<&Append> = batch.iter().flat_map(|q| q.appends.iter()).collect();
+        let after = matches!(base, Base::After(..));
+        let signals = Some((tip_tx, moved_tx));
+        let landing = match attempt(&inner, &appends, base, KeyCheck::Insert, signals).await {
+            Ok(staged) => Landing::Done { staged, after },
+            Err(Miss::Rolled(m)) => Landing::Again {
+                unsure: None,
+                other_writer: m == Missed::Moved,
+            },
+            Err(Miss::Fault(_, unsure)) => Landing::Again {
+                unsure,
+                other_writer: true,
+            },
+        };
+        drop(appends);
+        (batch, landing)
+    });
+    Flight {
+        task,
+        appends,
+        tip: Some(tip_rx),
+        moved: Some(moved_rx),
+    }
+}
+
+/// Waits for the oldest batch in flight and answers it.
+async fn land_oldest(inner: &Inner, flights: &mut VecDeque<Flight>, mode: &mut Mode) {
+    if let Some(f) = flights.pop_front() {
+        let r = f.task.await;
+        deliver(inner, r, flights, mode).await;
+    }
+}
+
+/// Answers a landed batch. One that must be committed again is, locked,
+/// after every later batch in flight has landed (they cannot wait on it,
+/// and committing it beside them could deadlock on their rows).
+async fn deliver(
+    inner: &Inner,
+    landed: std::result::Result<(Vec<Queued>, Landing), tokio::task::JoinError>,
+    rest: &mut VecDeque<Flight>,
+    mode: &mut Mode,
+) {
+    let mut again = Vec::new();
+    let mut missed = false;
+    match landed {
+        // Answers that wrote nothing stand only if the batch they were
+        // placed after landed as placed.
+        Ok((batch, Landing::Done { staged, after }))
+            if staged.first.is_some() || !after || mode.expected == Some(staged.start) =>
+        {
+            mode.landed(&staged);
+            reply(batch, finish(inner, staged));
+        }
+        Ok((batch, Landing::Done { .. })) => {
+            again.push((batch, None));
+            missed = true;
+        }
+        Ok((
+            batch,
+            Landing::Again {
+                unsure,
+                other_writer,
+            },
+        )) => {
+            again.push((batch, unsure));
+            missed |= other_writer;
+        }
+        // The task panicked: its callers' reply channels are gone (they
+        // see `Closed`); nothing was acknowledged.
+        Err(_) => {
+            tracing::error!("a ledger batch task failed");
+            missed = true;
+        }
+    }
+    if again.is_empty() && !missed {
+        return;
+    }
+    // The later batches in flight miss because this one did: only this
+    // one's miss says whether another replica writes.
+    if missed {
+        mode.contended();
+    }
+    mode.expected = None;
+    while let Some(f) = rest.pop_front() {
+        match f.task.await {
+            // Committed: its base was real.
+            Ok((b, Landing::Done { staged, .. })) if staged.first.is_some() => {
+                reply(b, finish(inner, staged));
+            }
+            Ok((b, Landing::Done { .. })) => again.push((b, None)),
+            Ok((b, Landing::Again { unsure, .. })) => again.push((b, unsure)),
+            Err(_) => tracing::error!("a ledger batch task failed"),
+        }
+    }
+    for (b, unsure) in again {
+        let appends: Vec<&Append> = b.iter().flat_map(|q| q.appends.iter()).collect();
+        let results = commit(inner, &appends, unsure).await;
+        drop(appends);
+        reply(b, results);
+    }
+}
+
+/// Sends each caller its answers, in order.
+fn reply(batch: Vec<Queued>, results: Vec<Result<Appended>>) {
+    let mut results = results.into_iter();
+    for q in batch {
+        let n = q.appends.len();
+        let answer: Vec<_> = (0..n)
+            .map(|_| results.next().unwrap_or(Err(Error::Closed)))
+            .collect();
+        let _ = q.reply.send(answer);
+    }
+}
+
 fn size_of_batch(q: &Queued) -> usize {
     q.appends.iter().map(|a| a.draft.payload.len() + 256).sum()
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// A staged batch: the answers and the rows to insert.
-struct Staged {
-    results: Vec<Result<Appended>>,
-    /// The first accepted entry (seq, bytes): looked up when the commit's
-    /// answer is lost.
-    first: Option<(u64, Vec<u8>)>,
-    last_seq: Option<u64>,
-}
-
-/// One batch, retried on transient failures; every append gets the same
-/// kind of answer on failure.
-async fn commit(inner: &Inner, appends: &[&Append]) -> Vec<Result<Appended>> {
+/// One batch committed on its own (locked), retried on transient failures;
+/// every append gets the same kind of answer on failure. `unsure`: an
+/// earlier attempt whose commit answer was lost, looked up first.
+async fn commit(
+    inner: &Inner,
+    appends: &[&Append],
+    mut unsure: Option<Staged>,
+) -> Vec<Result<Appended>> {
     let mut backoff = Backoff::new(inner.config.retry, "appending to the ledger");
-    let mut unsure: Option<Staged> = None;
+    let mut check = KeyCheck::Insert;
     loop {
         if let Some(st) = unsure.take() {
             match landed(inner, &st).await {
@@ -153,9 +422,12 @@ async fn commit(inner: &Inner, appends: &[&Append]) -> Vec<Result<Appended>> {
                 }
             }
         }
-        match attempt(inner, appends).await {
+        match attempt(inner, appends, Base::Locked, check, None).await {
             Ok(st) => return finish(inner, st),
-            Err((fault, st)) => {
+            Err(Miss::Rolled(Missed::KeyTaken)) => check = KeyCheck::Lookup,
+            // Locked: the head cannot move; should it, place again.
+            Err(Miss::Rolled(Missed::Moved)) => {}
+            Err(Miss::Fault(fault, st)) => {
                 unsure = st;
                 if let Err(e) = backoff.failed(fault).await {
                     return fail_all(appends.len(), &e);
@@ -205,329 +477,87 @@ async fn landed(inner: &Inner, st: &Staged) -> std::result::Result<bool, Fault> 
     Ok(row.is_some_and(|r| r.get::<_, &[u8]>(0) == bytes.as_slice()))
 }
 
-/// What the batch's transaction read.
-#[derive(Default)]
-struct Seen {
-    keys: HashMap<(String, Vec<u8>), u64>,
-    quotas: HashMap<String, u64>,
-    devices: HashMap<String, Hash>,
+/// Why an attempt did not commit.
+enum Miss {
+    /// Rolled back, nothing written.
+    Rolled(Missed),
+    /// A transient or final fault; with the staged batch when the commit
+    /// itself failed (outcome unknown).
+    Fault(Fault, Option<Staged>),
 }
 
-/// One attempt. On a failed commit the staged batch comes back: its
-/// outcome is unknown.
+/// One attempt on `base`. `signals`: where to send the tip once placed and
+/// the signal once the head update has run (a batch of the pipeline).
 async fn attempt(
     inner: &Inner,
     appends: &[&Append],
-) -> std::result::Result<Staged, (Fault, Option<Staged>)> {
-    let mut client = inner.pool.get().await.map_err(|e| (e.into(), None))?;
+    base: Base,
+    check: KeyCheck,
+    signals: Option<(oneshot::Sender<Tip>, oneshot::Sender<()>)>,
+) -> std::result::Result<Staged, Miss> {
+    let fault = |f: Fault| Miss::Fault(f, None);
+    let (tip_tx, moved_tx) = match signals {
+        Some((t, m)) => (Some(t), Some(m)),
+        None => (None, None),
+    };
+    let mut client = inner.pool.get().await.map_err(|e| fault(e.into()))?;
     let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::ReadCommitted)
         .start()
         .await
-        .map_err(|e| (e.into(), None))?;
-    let (st, rows) = stage(&tx, appends).await.map_err(|f| (f, None))?;
+        .map_err(|e| fault(e.into()))?;
+    let (st, rows, tip) =
+        match batch::stage(&tx, appends, &base, check, inner.config.pipeline_depth)
+            .await
+            .map_err(fault)?
+        {
+            Ok(staged) => staged,
+            Err(m) => {
+                let _ = tx.rollback().await;
+                return Err(Miss::Rolled(m));
+            }
+        };
+    let expected = (tip.start, tip.start_head);
+    if let Some(t) = tip_tx {
+        let _ = t.send(tip);
+    }
+    let after = match base {
+        Base::After(_, moved) => Some(moved),
+        Base::Locked => None,
+    };
+    let after_prev = after.is_some();
     if st.first.is_none() {
-        // Only refusals: nothing to write.
+        // Only refusals: nothing to write. The head is unchanged, so the
+        // successor may follow at once.
+        drop(moved_tx);
         let _ = tx.rollback().await;
         return Ok(st);
     }
-    write(&tx, rows).await.map_err(|f| (f, None))?;
+    match batch::write(&tx, &rows, expected, after, moved_tx)
+        .await
+        .map_err(fault)?
+    {
+        Ok(()) => {}
+        Err(m) => {
+            let _ = tx.rollback().await;
+            return Err(Miss::Rolled(m));
+        }
+    }
     match tx.commit().await {
-        Ok(()) => Ok(st),
-        Err(e) => Err((e.into(), Some(st))),
-    }
-}
-
-/// The rows of a batch (also what an import writes per chunk).
-#[derive(Default)]
-pub(crate) struct Rows {
-    pub(crate) seqs: Vec<i64>,
-    pub(crate) entries: Vec<Vec<u8>>,
-    pub(crate) leaves: Vec<Vec<u8>>,
-    pub(crate) rots: Vec<Option<String>>,
-    pub(crate) node_levels: Vec<i16>,
-    pub(crate) node_idxs: Vec<i64>,
-    pub(crate) node_hashes: Vec<Vec<u8>>,
-    pub(crate) key_ns: Vec<String>,
-    pub(crate) key_values: Vec<Vec<u8>>,
-    pub(crate) key_seqs: Vec<i64>,
-    pub(crate) quota_counters: Vec<String>,
-    pub(crate) quota_added: Vec<i64>,
-    pub(crate) size: i64,
-    pub(crate) head: Vec<u8>,
-    pub(crate) last_time_ms: i64,
-    pub(crate) frontier: Vec<u8>,
-}
-
-/// Locks the head row, reads what the batch's checks need, and places
-/// every acceptable append.
-async fn stage(
-    tx: &Transaction<'_>,
-    appends: &[&Append],
-) -> std::result::Result<(Staged, Rows), Fault> {
-    let head = tx
-        .query_one(
-            &tx.prepare_cached(
-                "SELECT size, head, last_time_ms, frontier FROM ledger_head WHERE id = 1 FOR UPDATE",
-            )
-            .await?,
-            &[],
-        )
-        .await?;
-    let size = head.get::<_, i64>(0) as u64;
-    let mut chain = to_hash(head.get(1), "ledger_head.head")?;
-    let mut last_time_ms: i64 = head.get(2);
-    let (mut frontier, mut known) = frontier_from(size, head.get(3))?;
-
-    let mut ns = Vec::new();
-    let mut values = Vec::new();
-    let mut counters = Vec::new();
-    let mut rots = Vec::new();
-    for a in appends {
-        for k in &a.constraints.unique_keys {
-            ns.push(k.namespace.clone());
-            values.push(k.value.clone());
-        }
-        if let Some(q) = &a.constraints.quota {
-            counters.push(q.counter.clone());
-        }
-        if !a.draft.rot_id.is_empty() {
-            rots.push(a.draft.rot_id.clone());
-        }
-    }
-    rots.sort();
-    rots.dedup();
-    // The three reads go out together (pipelined), after the head lock.
-    let key_stmt = tx
-        .prepare_cached(
-            "SELECT k.namespace, k.value, k.seq FROM unique_keys k \
-             JOIN unnest($1::text[], $2::bytea[]) AS w(namespace, value) \
-             ON k.namespace = w.namespace AND k.value = w.value",
-        )
-        .await?;
-    let quota_stmt = tx
-        .prepare_cached("SELECT counter, used FROM quotas WHERE counter = ANY($1) FOR UPDATE")
-        .await?;
-    let device_stmt = tx
-        .prepare_cached(
-            "SELECT w.rot, e.leaf FROM unnest($1::text[]) AS w(rot) CROSS JOIN LATERAL \
-             (SELECT leaf FROM entries WHERE rot_id = w.rot ORDER BY seq DESC LIMIT 1) e",
-        )
-        .await?;
-    let key_params: [&(dyn ToSql + Sync); 2] = [&ns, &values];
-    let quota_params: [&(dyn ToSql + Sync); 1] = [&counters];
-    let device_params: [&(dyn ToSql + Sync); 1] = [&rots];
-    let none = || async { Ok::<_, tokio_postgres::Error>(Vec::new()) };
-    let (key_rows, quota_rows, device_rows) = futures::try_join!(
-        async {
-            if ns.is_empty() {
-                none().await
-            } else {
-                tx.query(&key_stmt, &key_params).await
+        Ok(()) => {
+            inner.committed.fetch_add(1, Ordering::Relaxed);
+            if after_prev {
+                inner.pipelined.fetch_add(1, Ordering::Relaxed);
             }
-        },
-        async {
-            if counters.is_empty() {
-                none().await
-            } else {
-                tx.query(&quota_stmt, &quota_params).await
-            }
-        },
-        async {
-            if rots.is_empty() {
-                none().await
-            } else {
-                tx.query(&device_stmt, &device_params).await
-            }
-        },
-    )?;
-    let mut seen = Seen::default();
-    for r in key_rows {
-        seen.keys
-            .insert((r.get(0), r.get(1)), r.get::<_, i64>(2) as u64);
-    }
-    for r in quota_rows {
-        seen.quotas.insert(r.get(0), r.get::<_, i64>(1) as u64);
-    }
-    for r in device_rows {
-        seen.devices
-            .insert(r.get(0), to_hash(r.get(1), "entries.leaf")?);
-    }
-
-    let mut rows = Rows::default();
-    let mut results = Vec::with_capacity(appends.len());
-    let mut added: HashMap<String, u64> = HashMap::new();
-    let mut first = None;
-    let mut next = size;
-    for a in appends {
-        let c = &a.constraints;
-        let d = &a.draft;
-        let refusal = c
-            .unique_keys
-            .iter()
-            .find_map(|k| {
-                seen.keys
-                    .get(&(k.namespace.clone(), k.value.clone()))
-                    .map(|&holder_seq| Error::Conflict {
-                        key: UniqueKey::new(k.namespace.clone(), k.value.clone()),
-                        holder_seq,
-                    })
-            })
-            .or_else(|| {
-                c.quota.as_ref().and_then(|q| {
-                    let used = seen.quotas.get(&q.counter).copied().unwrap_or(0)
-                        + added.get(&q.counter).copied().unwrap_or(0);
-                    (used >= q.limit).then(|| Error::QuotaExhausted {
-                        counter: q.counter.clone(),
-                        used,
-                        limit: q.limit,
-                    })
-                })
-            });
-        if let Some(e) = refusal {
-            results.push(Err(e));
-            continue;
+            tracing::trace!(
+                appends = appends.len(),
+                entries = st.end - st.start,
+                pipelined = after_prev,
+                "batch committed"
+            );
+            Ok(st)
         }
-        let device_prev = (!d.rot_id.is_empty())
-            .then(|| seen.devices.get(&d.rot_id).copied())
-            .flatten();
-        let time_ms = now_ms().max(last_time_ms);
-        let entry = d.place(next, time_ms, &chain, device_prev.as_ref(), c);
-        if entry.len() > MAX_ENTRY_LEN {
-            results.push(Err(Error::InvalidArgument(format!(
-                "entry of {} bytes exceeds {MAX_ENTRY_LEN}",
-                entry.len()
-            ))));
-            continue;
-        }
-        // Accepted.
-        let seq = next;
-        let leaf = leaf_hash(&entry);
-        chain = chain_head(&chain, &leaf);
-        last_time_ms = time_ms;
-        frontier.push(leaf, &mut |(level, idx, hash)| {
-            known.0.insert((level, idx), hash);
-            if level > 0 {
-                rows.node_levels.push(i16::from(level));
-                rows.node_idxs.push(idx as i64);
-                rows.node_hashes.push(hash.to_vec());
-            }
-        });
-        for k in &c.unique_keys {
-            seen.keys
-                .insert((k.namespace.clone(), k.value.clone()), seq);
-            rows.key_ns.push(k.namespace.clone());
-            rows.key_values.push(k.value.clone());
-            rows.key_seqs.push(seq as i64);
-        }
-        if let Some(q) = &c.quota {
-            *added.entry(q.counter.clone()).or_default() += 1;
-        }
-        if !d.rot_id.is_empty() {
-            seen.devices.insert(d.rot_id.clone(), leaf);
-        }
-        rows.seqs.push(seq as i64);
-        rows.leaves.push(leaf.to_vec());
-        rows.rots
-            .push((!d.rot_id.is_empty()).then(|| d.rot_id.clone()));
-        if first.is_none() {
-            first = Some((seq, entry.clone()));
-        }
-        rows.entries.push(entry.clone());
-        results.push(Ok(Appended {
-            seq,
-            entry,
-            leaf_hash: leaf,
-        }));
-        next += 1;
+        Err(e) => Err(Miss::Fault(e.into(), Some(st))),
     }
-    let mut added: Vec<_> = added.into_iter().collect();
-    added.sort();
-    for (counter, n) in added {
-        rows.quota_counters.push(counter);
-        rows.quota_added.push(n as i64);
-    }
-    rows.size = next as i64;
-    rows.head = chain.to_vec();
-    rows.last_time_ms = last_time_ms;
-    rows.frontier = frontier_bytes(next, &known)?;
-    let last_seq = (next > size).then(|| next - 1);
-    Ok((
-        Staged {
-            results,
-            first,
-            last_seq,
-        },
-        rows,
-    ))
-}
-
-/// Inserts a staged batch's rows and moves the head row, once: the
-/// statements go out together (pipelined on the connection, executed in
-/// order), so a batch waits for one round trip here, not five.
-async fn write(tx: &Transaction<'_>, rows: Rows) -> std::result::Result<(), Fault> {
-    let head = tx
-        .prepare_cached(
-            "UPDATE ledger_head SET size = $1, head = $2, last_time_ms = $3, frontier = $4 \
-             WHERE id = 1",
-        )
-        .await?;
-    let params: [&(dyn ToSql + Sync); 4] =
-        [&rows.size, &rows.head, &rows.last_time_ms, &rows.frontier];
-    let update = tx.execute(&head, &params);
-    futures::try_join!(insert_rows(tx, &rows), update)?;
-    Ok(())
-}
-
-/// Inserts rows: entries, Merkle nodes, keys, quota counts (no head row),
-/// pipelined.
-pub(crate) async fn insert_rows(
-    tx: &Transaction<'_>,
-    rows: &Rows,
-) -> std::result::Result<(), tokio_postgres::Error> {
-    // Prepared once per connection.
-    let entries = tx
-        .prepare_cached(
-            "INSERT INTO entries (seq, entry, leaf, rot_id) \
-             SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[], $4::text[])",
-        )
-        .await?;
-    let nodes = tx
-        .prepare_cached(
-            "INSERT INTO merkle_nodes (level, idx, hash) \
-             SELECT * FROM unnest($1::int2[], $2::int8[], $3::bytea[])",
-        )
-        .await?;
-    let keys = tx
-        .prepare_cached(
-            "INSERT INTO unique_keys (namespace, value, seq) \
-             SELECT * FROM unnest($1::text[], $2::bytea[], $3::int8[])",
-        )
-        .await?;
-    // Counters sorted, so that concurrent batches lock them in one order.
-    let quotas = tx
-        .prepare_cached(
-            "INSERT INTO quotas (counter, used) SELECT * FROM unnest($1::text[], $2::int8[]) \
-             ON CONFLICT (counter) DO UPDATE SET used = quotas.used + excluded.used",
-        )
-        .await?;
-    let entry_params: [&(dyn ToSql + Sync); 4] =
-        [&rows.seqs, &rows.entries, &rows.leaves, &rows.rots];
-    let node_params: [&(dyn ToSql + Sync); 3] =
-        [&rows.node_levels, &rows.node_idxs, &rows.node_hashes];
-    let key_params: [&(dyn ToSql + Sync); 3] = [&rows.key_ns, &rows.key_values, &rows.key_seqs];
-    let quota_params: [&(dyn ToSql + Sync); 2] = [&rows.quota_counters, &rows.quota_added];
-    let mut pending = vec![tx.execute(&entries, &entry_params)];
-    if !rows.node_levels.is_empty() {
-        pending.push(tx.execute(&nodes, &node_params));
-    }
-    if !rows.key_ns.is_empty() {
-        pending.push(tx.execute(&keys, &key_params));
-    }
-    if !rows.quota_counters.is_empty() {
-        pending.push(tx.execute(&quotas, &quota_params));
-    }
-    futures::future::try_join_all(pending).await?;
-    Ok(())
 }

@@ -392,6 +392,19 @@ fn ledger_postgres(args: &LedgerBenchArgs, dir: &std::path::Path) -> anyhow::Res
             l.backend, l.concurrency, l.appends, l.per_second, l.p50_ms, l.p99_ms
         );
     }
+    for l in report.levels.iter().filter(|l| l.backend == "postgres") {
+        let files = report
+            .levels
+            .iter()
+            .find(|f| f.backend == "files" && f.concurrency == l.concurrency);
+        if let Some(f) = files.filter(|f| f.per_second > 0.0) {
+            println!(
+                "postgres / files at {} appenders: {:.2}",
+                l.concurrency,
+                l.per_second / f.per_second
+            );
+        }
+    }
     for (b, m, x) in &report.checkpoint_lag_ms {
         println!("checkpoint lag ({b}): median {m:.0} ms, max {x:.0} ms");
     }

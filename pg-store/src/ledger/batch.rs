@@ -1,0 +1,636 @@
+//! One append batch inside its transaction: what it reads, how its appends
+//! are placed (checked, sequenced, encoded), and the rows it writes.
+//!
+//! A batch is staged on one of two bases ([`Base`]):
+//!
+//! - **Locked**: the head row is read `FOR UPDATE` first, so the batch sees
+//!   the committed state and nothing can commit before it (every commit
+//!   moves the head row).
+//! - **After a batch in flight** (the pipeline of `sequencer.rs`): the
+//!   batch is placed after the [`Tip`] the previous batch of this replica
+//!   leaves if it commits, while that one is still committing. Its reads
+//!   are overlaid with the predecessor's keys, device chains and quota
+//!   uses; its inserts go out at once; its head-row update is sent only
+//!   once the predecessor's has run and is a compare-and-swap on the
+//!   predecessor's size *and* chain head, so it waits on the predecessor's
+//!   row lock and lands only if exactly that predecessor committed. Any
+//!   other outcome (the predecessor failed, another replica committed in
+//!   between) updates no row and the batch is rolled back and placed
+//!   again, locked.
+//!
+//! In both cases unique keys are inserted with `ON CONFLICT DO NOTHING`
+//! and counted ([`KeyCheck::Insert`]): a key already held makes the count
+//! fall short, the transaction is rolled back, and the batch is placed
+//! again with the holders read first ([`KeyCheck::Lookup`]) so the taken
+//! key is refused with its holder's seq (invariant 2).
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use custody_ledger::engine::Append;
+use custody_ledger::entry::MAX_ENTRY_LEN;
+use custody_ledger::merkle::{chain_head, leaf_hash, Hash};
+use custody_ledger::{Appended, Error, Result, UniqueKey};
+use deadpool_postgres::Transaction;
+use tokio::sync::oneshot;
+use tokio_postgres::types::ToSql;
+
+use super::{frontier_bytes, frontier_from, to_hash};
+use crate::db::Fault;
+
+/// How long a batch placed after one in flight waits for a row lock: the
+/// predecessor's commit takes milliseconds; a longer wait is on another
+/// replica's batch that waits on this one's rows, and giving up (rolled
+/// back, placed again locked) ends that cycle well before the database's
+/// deadlock detection would.
+pub(crate) const AFTER_LOCK_TIMEOUT: &str = "250ms";
+
+/// How a batch learns which of its unique keys are already held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyCheck {
+    /// No lookup: the keys are inserted with `ON CONFLICT DO NOTHING` and
+    /// counted. When every key lands (the common case: a key is taken only
+    /// by a replay or a race) the batch costs no index probe beyond the
+    /// insert's own.
+    Insert,
+    /// Read the holders of the batch's keys before placing any append.
+    Lookup,
+}
+
+/// What one batch changes besides its entries, for the batches placed
+/// after it while it is in flight.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Effects {
+    /// The size before the batch and after it.
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    /// The keys it takes, with their seqs.
+    pub(crate) keys: HashMap<(String, Vec<u8>), u64>,
+    /// Per device, the leaf of its last entry in the batch.
+    pub(crate) devices: HashMap<String, Hash>,
+    /// Entries counted per quota counter.
+    pub(crate) quotas: HashMap<String, u64>,
+}
+
+/// What a batch leaves behind if it commits: the base its successor is
+/// placed on while this one (and those before it) are still in flight.
+#[derive(Debug, Clone)]
+pub(crate) struct Tip {
+    /// The size before the batch.
+    pub(crate) start: u64,
+    /// The hash-chain head before it.
+    pub(crate) start_head: Hash,
+    /// The size after it.
+    pub(crate) size: u64,
+    /// The hash-chain head after it.
+    pub(crate) head: Hash,
+    pub(crate) last_time_ms: i64,
+    /// The stored form of the Merkle frontier after it.
+    pub(crate) frontier: Vec<u8>,
+    /// The effects of the batches up to this one that may still be in
+    /// flight when a successor is placed (the pipeline depth less one),
+    /// oldest first: those a successor's snapshot may lack.
+    pub(crate) recent: Vec<Effects>,
+}
+
+/// Where a batch is placed.
+pub(crate) enum Base {
+    /// On the committed state, the head row locked first.
+    Locked,
+    /// After a batch in flight: its tip, and a signal that fires once its
+    /// head-row update has run (or it gave up).
+    After(Tip, oneshot::Receiver<()>),
+}
+
+/// A staged batch: the answers and where it starts.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    pub(crate) results: Vec<Result<Appended>>,
+    /// The size the batch was placed on and the size after it.
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    /// The first accepted entry (seq, bytes): looked up when the commit's
+    /// answer is lost.
+    pub(crate) first: Option<(u64, Vec<u8>)>,
+    pub(crate) last_seq: Option<u64>,
+}
+
+/// The rows of a batch (also what an import writes per chunk).
+#[derive(Default)]
+pub(crate) struct Rows {
+    pub(crate) seqs: Vec<i64>,
+    pub(crate) entries: Vec<Vec<u8>>,
+    pub(crate) leaves: Vec<Vec<u8>>,
+    pub(crate) rots: Vec<Option<String>>,
+    pub(crate) node_levels: Vec<i16>,
+    pub(crate) node_idxs: Vec<i64>,
+    pub(crate) node_hashes: Vec<Vec<u8>>,
+    pub(crate) key_ns: Vec<String>,
+    pub(crate) key_values: Vec<Vec<u8>>,
+    pub(crate) key_seqs: Vec<i64>,
+    pub(crate) quota_counters: Vec<String>,
+    pub(crate) quota_added: Vec<i64>,
+    pub(crate) size: i64,
+    pub(crate) head: Vec<u8>,
+    pub(crate) last_time_ms: i64,
+    pub(crate) frontier: Vec<u8>,
+}
+
+/// Why a batch's transaction was rolled back without a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missed {
+    /// A unique key was already held: place again with
+    /// [`KeyCheck::Lookup`].
+    KeyTaken,
+    /// Placed after a batch in flight that did not commit as placed, or
+    /// after another replica's commit: place again, locked.
+    Moved,
+}
+
+/// What the batch's reads found.
+#[derive(Default)]
+struct Seen {
+    keys: HashMap<(String, Vec<u8>), u64>,
+    quotas: HashMap<String, u64>,
+    devices: HashMap<String, Hash>,
+}
+
+/// The state a batch is placed on.
+struct Start {
+    size: u64,
+    head: Hash,
+    last_time_ms: i64,
+    frontier: Vec<u8>,
+}
+
+/// The reads a batch's checks need, placed on `base`. `Err(Ok(Moved))`
+/// when the snapshot shows neither the base nor the committed tip.
+async fn read(
+    tx: &Transaction<'_>,
+    appends: &[&Append],
+    base: &Base,
+    check: KeyCheck,
+) -> std::result::Result<std::result::Result<(Start, Seen), Missed>, Fault> {
+    let mut ns = Vec::new();
+    let mut values = Vec::new();
+    let mut counters = Vec::new();
+    let mut rots = Vec::new();
+    for a in appends {
+        if check == KeyCheck::Lookup {
+            for k in &a.constraints.unique_keys {
+                ns.push(k.namespace.clone());
+                values.push(k.value.clone());
+            }
+        }
+        if let Some(q) = &a.constraints.quota {
+            counters.push(q.counter.clone());
+        }
+        if !a.draft.rot_id.is_empty() {
+            rots.push(a.draft.rot_id.clone());
+        }
+    }
+    counters.sort();
+    counters.dedup();
+    rots.sort();
+    rots.dedup();
+
+    let mut seen = Seen::default();
+    let start = match base {
+        Base::Locked => {
+            let head = tx
+                .query_one(
+                    &tx.prepare_cached(
+                        "SELECT size, head, last_time_ms, frontier FROM ledger_head \
+                         WHERE id = 1 FOR UPDATE",
+                    )
+                    .await?,
+                    &[],
+                )
+                .await?;
+            Start {
+                size: head.get::<_, i64>(0) as u64,
+                head: to_hash(head.get(1), "ledger_head.head")?,
+                last_time_ms: head.get(2),
+                frontier: head.get::<_, Vec<u8>>(3),
+            }
+        }
+        Base::After(tip, _) => Start {
+            size: tip.size,
+            head: tip.head,
+            last_time_ms: tip.last_time_ms,
+            frontier: tip.frontier.clone(),
+        },
+    };
+    let below = start.size as i64;
+    // The reads go out together (pipelined), after the head lock when
+    // locked. The quota read also returns the head size of its own
+    // snapshot, which says whether the batch in flight is in it.
+    let key_stmt = tx
+        .prepare_cached(
+            "SELECT k.namespace, k.value, k.seq FROM unique_keys k \
+             JOIN unnest($1::text[], $2::bytea[]) AS w(namespace, value) \
+             ON k.namespace = w.namespace AND k.value = w.value",
+        )
+        .await?;
+    let quota_stmt = tx
+        .prepare_cached(
+            "SELECT (SELECT size FROM ledger_head WHERE id = 1), q.counter, q.used \
+             FROM (VALUES (1)) AS one(x) LEFT JOIN quotas q ON q.counter = ANY($1)",
+        )
+        .await?;
+    let device_stmt = tx
+        .prepare_cached(
+            "SELECT w.rot, e.leaf FROM unnest($1::text[]) AS w(rot) CROSS JOIN LATERAL \
+             (SELECT leaf FROM entries WHERE rot_id = w.rot AND seq < $2 \
+              ORDER BY seq DESC LIMIT 1) e",
+        )
+        .await?;
+    let key_params: [&(dyn ToSql + Sync); 2] = [&ns, &values];
+    let quota_params: [&(dyn ToSql + Sync); 1] = [&counters];
+    let device_params: [&(dyn ToSql + Sync); 2] = [&rots, &below];
+    let none = || async { Ok::<_, tokio_postgres::Error>(Vec::new()) };
+    let (key_rows, quota_rows, device_rows) = futures::try_join!(
+        async {
+            if ns.is_empty() {
+                none().await
+            } else {
+                tx.query(&key_stmt, &key_params).await
+            }
+        },
+        tx.query(&quota_stmt, &quota_params),
+        async {
+            if rots.is_empty() {
+                none().await
+            } else {
+                tx.query(&device_stmt, &device_params).await
+            }
+        },
+    )?;
+    for r in key_rows {
+        seen.keys
+            .insert((r.get(0), r.get(1)), r.get::<_, i64>(2) as u64);
+    }
+    let mut snapshot_size = None;
+    for r in quota_rows {
+        snapshot_size = Some(r.get::<_, i64>(0) as u64);
+        if let Some(counter) = r.get::<_, Option<String>>(1) {
+            seen.quotas.insert(counter, r.get::<_, i64>(2) as u64);
+        }
+    }
+    for r in device_rows {
+        seen.devices
+            .insert(r.get(0), to_hash(r.get(1), "entries.leaf")?);
+    }
+    if let Base::After(tip, _) = base {
+        // The snapshot holds some prefix of the batches in flight: it must
+        // stand at one of their boundaries, and the counts of those it
+        // lacks are added. Keys and device chains are overlaid in order
+        // (the same or newer than any row read).
+        let Some(s) = snapshot_size else {
+            return Ok(Err(Missed::Moved));
+        };
+        let at_boundary = tip.recent.first().is_some_and(|e| e.start == s)
+            || tip.recent.iter().any(|e| e.end == s);
+        if !at_boundary {
+            return Ok(Err(Missed::Moved));
+        }
+        for e in &tip.recent {
+            if e.end > s {
+                for (counter, n) in &e.quotas {
+                    *seen.quotas.entry(counter.clone()).or_default() += n;
+                }
+            }
+            for (k, &seq) in &e.keys {
+                seen.keys.insert(k.clone(), seq);
+            }
+            for (rot, leaf) in &e.devices {
+                seen.devices.insert(rot.clone(), *leaf);
+            }
+        }
+    }
+    Ok(Ok((start, seen)))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Reads what the batch's checks need and places every acceptable append:
+/// the answers, the rows to write and the tip the batch leaves (`depth`:
+/// batches in flight at once).
+pub(crate) async fn stage(
+    tx: &Transaction<'_>,
+    appends: &[&Append],
+    base: &Base,
+    check: KeyCheck,
+    depth: usize,
+) -> std::result::Result<std::result::Result<(Staged, Rows, Tip), Missed>, Fault> {
+    let (start, mut seen) = match read(tx, appends, base, check).await? {
+        Ok(r) => r,
+        Err(m) => return Ok(Err(m)),
+    };
+    let size = start.size;
+    let mut chain = start.head;
+    let mut last_time_ms = start.last_time_ms;
+    let (mut frontier, mut known) = frontier_from(size, &start.frontier)?;
+
+    let mut rows = Rows::default();
+    let mut results = Vec::with_capacity(appends.len());
+    let mut added: HashMap<String, u64> = HashMap::new();
+    let mut tip_keys = HashMap::new();
+    let mut tip_devices = HashMap::new();
+    let mut first = None;
+    let mut next = size;
+    for a in appends {
+        let c = &a.constraints;
+        let d = &a.draft;
+        let refusal = c
+            .unique_keys
+            .iter()
+            .find_map(|k| {
+                seen.keys
+                    .get(&(k.namespace.clone(), k.value.clone()))
+                    .map(|&holder_seq| Error::Conflict {
+                        key: UniqueKey::new(k.namespace.clone(), k.value.clone()),
+                        holder_seq,
+                    })
+            })
+            .or_else(|| {
+                c.quota.as_ref().and_then(|q| {
+                    let used = seen.quotas.get(&q.counter).copied().unwrap_or(0)
+                        + added.get(&q.counter).copied().unwrap_or(0);
+                    (used >= q.limit).then(|| Error::QuotaExhausted {
+                        counter: q.counter.clone(),
+                        used,
+                        limit: q.limit,
+                    })
+                })
+            });
+        if let Some(e) = refusal {
+            results.push(Err(e));
+            continue;
+        }
+        let device_prev = (!d.rot_id.is_empty())
+            .then(|| seen.devices.get(&d.rot_id).copied())
+            .flatten();
+        let time_ms = now_ms().max(last_time_ms);
+        let entry = d.place(next, time_ms, &chain, device_prev.as_ref(), c);
+        if entry.len() > MAX_ENTRY_LEN {
+            results.push(Err(Error::InvalidArgument(format!(
+                "entry of {} bytes exceeds {MAX_ENTRY_LEN}",
+                entry.len()
+            ))));
+            continue;
+        }
+        // Accepted.
+        let seq = next;
+        let leaf = leaf_hash(&entry);
+        chain = chain_head(&chain, &leaf);
+        last_time_ms = time_ms;
+        frontier.push(leaf, &mut |(level, idx, hash)| {
+            known.0.insert((level, idx), hash);
+            if level > 0 {
+                rows.node_levels.push(i16::from(level));
+                rows.node_idxs.push(idx as i64);
+                rows.node_hashes.push(hash.to_vec());
+            }
+        });
+        for k in &c.unique_keys {
+            let key = (k.namespace.clone(), k.value.clone());
+            seen.keys.insert(key.clone(), seq);
+            tip_keys.insert(key, seq);
+            rows.key_ns.push(k.namespace.clone());
+            rows.key_values.push(k.value.clone());
+            rows.key_seqs.push(seq as i64);
+        }
+        if let Some(q) = &c.quota {
+            *added.entry(q.counter.clone()).or_default() += 1;
+        }
+        if !d.rot_id.is_empty() {
+            seen.devices.insert(d.rot_id.clone(), leaf);
+            tip_devices.insert(d.rot_id.clone(), leaf);
+        }
+        rows.seqs.push(seq as i64);
+        rows.leaves.push(leaf.to_vec());
+        rows.rots
+            .push((!d.rot_id.is_empty()).then(|| d.rot_id.clone()));
+        if first.is_none() {
+            first = Some((seq, entry.clone()));
+        }
+        rows.entries.push(entry.clone());
+        results.push(Ok(Appended {
+            seq,
+            entry,
+            leaf_hash: leaf,
+        }));
+        next += 1;
+    }
+    let mut counts: Vec<_> = added.iter().map(|(c, &n)| (c.clone(), n)).collect();
+    counts.sort();
+    for (counter, n) in counts {
+        rows.quota_counters.push(counter);
+        rows.quota_added.push(n as i64);
+    }
+    rows.size = next as i64;
+    rows.head = chain.to_vec();
+    rows.last_time_ms = last_time_ms;
+    rows.frontier = frontier_bytes(next, &known)?;
+    let mut recent = match base {
+        Base::After(prev, _) => prev.recent.clone(),
+        Base::Locked => Vec::new(),
+    };
+    recent.push(Effects {
+        start: size,
+        end: next,
+        keys: tip_keys,
+        devices: tip_devices,
+        quotas: added,
+    });
+    let keep = depth.max(2) - 1;
+    if recent.len() > keep {
+        recent.drain(..recent.len() - keep);
+    }
+    let tip = Tip {
+        start: size,
+        start_head: start.head,
+        size: next,
+        head: chain,
+        last_time_ms,
+        frontier: rows.frontier.clone(),
+        recent,
+    };
+    let last_seq = (next > size).then(|| next - 1);
+    Ok(Ok((
+        Staged {
+            results,
+            start: size,
+            end: next,
+            first,
+            last_seq,
+        },
+        rows,
+        tip,
+    )))
+}
+
+/// Writes a staged batch placed on `expected` (its start size and chain
+/// head): the inserts first, then — after `after` fires, when the batch
+/// follows one in flight — the quota counts and the head-row update, a
+/// compare-and-swap on `expected` (`Err(Moved)` when the head is not
+/// there; the caller rolls back). `moved` fires once the head update has
+/// run. Statements that may go together are pipelined on the connection.
+pub(crate) async fn write(
+    tx: &Transaction<'_>,
+    rows: &Rows,
+    expected: (u64, Hash),
+    after: Option<oneshot::Receiver<()>>,
+    moved: Option<oneshot::Sender<()>>,
+) -> std::result::Result<std::result::Result<(), Missed>, Fault> {
+    let keys = tx
+        .prepare_cached(
+            "INSERT INTO unique_keys (namespace, value, seq) \
+             SELECT * FROM unnest($1::text[], $2::bytea[], $3::int8[]) \
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    // The compare-and-swap: lock the head row (after a batch in flight
+    // this waits for its commit and then reads the row it left — a `WHERE`
+    // on the values would be judged on the statement's snapshot, from
+    // before that commit), compare in the caller, update.
+    let lock = tx
+        .prepare_cached("SELECT size, head FROM ledger_head WHERE id = 1 FOR UPDATE")
+        .await?;
+    let head = tx
+        .prepare_cached(
+            "UPDATE ledger_head SET size = $1, head = $2, last_time_ms = $3, frontier = $4 \
+             WHERE id = 1",
+        )
+        .await?;
+    let quotas = tx
+        .prepare_cached(
+            "INSERT INTO quotas (counter, used) SELECT * FROM unnest($1::text[], $2::int8[]) \
+             ON CONFLICT (counter) DO UPDATE SET used = quotas.used + excluded.used",
+        )
+        .await?;
+    let key_params: [&(dyn ToSql + Sync); 3] = [&rows.key_ns, &rows.key_values, &rows.key_seqs];
+    let wanted = rows.key_ns.len() as u64;
+    let inserts = async {
+        // Keys without failing on a conflict, so a taken key is counted
+        // rather than raised.
+        let landed = if wanted == 0 {
+            0
+        } else {
+            tx.execute(&keys, &key_params).await?
+        };
+        Ok::<_, tokio_postgres::Error>(landed)
+    };
+    let head_params: [&(dyn ToSql + Sync); 4] =
+        [&rows.size, &rows.head, &rows.last_time_ms, &rows.frontier];
+    let quota_params: [&(dyn ToSql + Sync); 2] = [&rows.quota_counters, &rows.quota_added];
+    // Counters sorted, so that concurrent batches lock them in one order;
+    // then the head row.
+    let finish = async {
+        let quotas = async {
+            if rows.quota_counters.is_empty() {
+                Ok(0)
+            } else {
+                tx.execute(&quotas, &quota_params).await
+            }
+        };
+        let (_, found, _) = futures::try_join!(
+            quotas,
+            tx.query_one(&lock, &[]),
+            tx.execute(&head, &head_params)
+        )?;
+        let size = found.get::<_, i64>(0) as u64;
+        let at = found.get::<_, &[u8]>(1) == expected.1.as_slice();
+        Ok::<_, tokio_postgres::Error>(size == expected.0 && at)
+    };
+    let (landed, updated) = match after {
+        // Locked: everything at once.
+        None => {
+            let (landed, (), updated) =
+                futures::try_join!(inserts, insert_rows(tx, rows, false), finish)?;
+            (landed, updated)
+        }
+        // After a batch in flight: the inserts now, the head update only
+        // once the predecessor's has run (it then waits on its row lock).
+        Some(after) => {
+            let bound = format!("SET LOCAL lock_timeout = '{AFTER_LOCK_TIMEOUT}'");
+            let (landed, (), ()) = futures::try_join!(
+                inserts,
+                insert_rows(tx, rows, false),
+                tx.batch_execute(&bound)
+            )?;
+            if landed != wanted {
+                return Ok(Err(Missed::KeyTaken));
+            }
+            let _ = after.await;
+            (landed, finish.await?)
+        }
+    };
+    drop(moved);
+    if landed != wanted {
+        return Ok(Err(Missed::KeyTaken));
+    }
+    if !updated {
+        return Ok(Err(Missed::Moved));
+    }
+    Ok(Ok(()))
+}
+
+/// Inserts rows: entries, Merkle nodes and, with `import`, unique keys and
+/// quota counts too (never the head row), pipelined. An import's held key
+/// is an error: it writes into fresh tables.
+pub(crate) async fn insert_rows(
+    tx: &Transaction<'_>,
+    rows: &Rows,
+    import: bool,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    // Prepared once per connection.
+    let entries = tx
+        .prepare_cached(
+            "INSERT INTO entries (seq, entry, leaf, rot_id) \
+             SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[], $4::text[])",
+        )
+        .await?;
+    let nodes = tx
+        .prepare_cached(
+            "INSERT INTO merkle_nodes (level, idx, hash) \
+             SELECT * FROM unnest($1::int2[], $2::int8[], $3::bytea[])",
+        )
+        .await?;
+    let keys = tx
+        .prepare_cached(
+            "INSERT INTO unique_keys (namespace, value, seq) \
+             SELECT * FROM unnest($1::text[], $2::bytea[], $3::int8[])",
+        )
+        .await?;
+    let entry_params: [&(dyn ToSql + Sync); 4] =
+        [&rows.seqs, &rows.entries, &rows.leaves, &rows.rots];
+    let node_params: [&(dyn ToSql + Sync); 3] =
+        [&rows.node_levels, &rows.node_idxs, &rows.node_hashes];
+    let quotas = tx
+        .prepare_cached(
+            "INSERT INTO quotas (counter, used) SELECT * FROM unnest($1::text[], $2::int8[]) \
+             ON CONFLICT (counter) DO UPDATE SET used = quotas.used + excluded.used",
+        )
+        .await?;
+    let key_params: [&(dyn ToSql + Sync); 3] = [&rows.key_ns, &rows.key_values, &rows.key_seqs];
+    let quota_params: [&(dyn ToSql + Sync); 2] = [&rows.quota_counters, &rows.quota_added];
+    let mut pending = vec![tx.execute(&entries, &entry_params)];
+    if !rows.node_levels.is_empty() {
+        pending.push(tx.execute(&nodes, &node_params));
+    }
+    if import && !rows.key_ns.is_empty() {
+        pending.push(tx.execute(&keys, &key_params));
+    }
+    if import && !rows.quota_counters.is_empty() {
+        pending.push(tx.execute(&quotas, &quota_params));
+    }
+    futures::future::try_join_all(pending).await?;
+    Ok(())
+}
