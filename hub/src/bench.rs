@@ -17,6 +17,10 @@
 //! - the lag from a site publishing a checkpoint to holding its
 //!   cosignature, median and p99 (it includes pushing the entries the
 //!   checkpoint covers).
+//!
+//! The hub's store is a parameter too ([`BenchStore`], `--store`): the
+//! embedded store or PostgreSQL, and [`compare`] runs the same load on each
+//! in turn; every report names the store it measured.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,8 +40,12 @@ use trustline_proto::v1::witness_client::WitnessClient;
 
 use crate::cosign::{Cosigner, SoftwareWitnessSigner};
 use crate::error::{Error, Result};
-use crate::hub::{Hub, HubConfig};
+use crate::hub::HubConfig;
 use crate::model::SiteConfig;
+
+mod stores;
+
+pub use stores::{compare, BenchStore, Comparison};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -58,11 +66,14 @@ pub struct BenchConfig {
     /// Each site's append rate, entries/s (`None`: as fast as its ledger
     /// takes them).
     pub rate_per_site: Option<f64>,
+    /// The hub's store.
+    pub store: BenchStore,
 }
 
 impl BenchConfig {
     /// The standard run in `dir`: two sites at full rate, 16 stations each,
-    /// 20k entries each, checkpoints every 500 ms as in production.
+    /// 20k entries each, checkpoints every 500 ms as in production, the
+    /// hub on its embedded store.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
@@ -72,6 +83,7 @@ impl BenchConfig {
             push_batch: 1024,
             checkpoint_interval: Duration::from_millis(500),
             rate_per_site: None,
+            store: BenchStore::Embedded,
         }
     }
 }
@@ -92,6 +104,13 @@ pub struct SiteReport {
 /// What one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
+    /// The hub's store: `embedded` or `postgres`.
+    pub store: String,
+    /// The PostgreSQL server's version, when the store is there.
+    pub postgresql: Option<String>,
+    /// Each site's configured append rate, entries/s (`None`: as fast as
+    /// its ledger takes them).
+    pub rate_per_site: Option<f64>,
     /// Per site.
     pub sites: Vec<SiteReport>,
     /// Entries mirrored by the hub, all sites.
@@ -108,11 +127,22 @@ pub struct BenchReport {
     pub lag_samples: usize,
 }
 
+impl BenchReport {
+    /// The sites' append rates added up, entries/s.
+    pub fn appended_rate(&self) -> f64 {
+        self.sites.iter().map(|s| s.append_rate).sum()
+    }
+}
+
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let store = match &self.postgresql {
+            Some(v) => format!("the {} store (PostgreSQL {v})", self.store),
+            None => format!("the {} store", self.store),
+        };
         writeln!(
             f,
-            "hub ingest and witness, {} sites pushing at once",
+            "hub ingest and witness on {store}, {} sites pushing at once",
             self.sites.len()
         )?;
         for s in &self.sites {
@@ -122,11 +152,12 @@ impl fmt::Display for BenchReport {
                 s.site, s.entries, s.append_rate, s.cosignatures
             )?;
         }
-        let site_total: f64 = self.sites.iter().map(|s| s.append_rate).sum();
         writeln!(
             f,
             "  hub ingest {:>8} entries at {:>9.0}/s (sites together appended at {:.0}/s)",
-            self.ingested, self.ingest_rate, site_total
+            self.ingested,
+            self.ingest_rate,
+            self.appended_rate()
         )?;
         writeln!(
             f,
@@ -372,14 +403,17 @@ pub fn run_with(
         Box::new(SoftwareWitnessSigner::generate()?),
     )?;
     let witness_key = witness.verifier_key();
-    let hub = Hub::open_embedded(
+    let opened = stores::open_hub(
+        &cfg.store,
         &cfg.dir.join("hub"),
         HubConfig {
             sites: configs,
             order_key: None,
         },
         witness,
+        progress,
     )?;
+    let hub = &opened.hub;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -390,7 +424,7 @@ pub fn run_with(
         ..transport::Limits::default()
     };
     let guard = transport::Guard::new(limits, transport::Metrics::new());
-    let routes = crate::server::routes(&hub, &guard).map_err(|e| bench_err("routes", e))?;
+    let routes = crate::server::routes(hub, &guard).map_err(|e| bench_err("routes", e))?;
     progress(&format!(
         "{} sites × {} appenders × {} entries",
         cfg.sites, cfg.appenders_per_site, cfg.entries_per_site
@@ -532,6 +566,9 @@ pub fn run_with(
         lags.sort_by(f64::total_cmp);
         let secs = last.duration_since(start).as_secs_f64().max(1e-9);
         Ok::<_, Error>(BenchReport {
+            store: cfg.store.name().to_string(),
+            postgresql: opened.postgresql.clone(),
+            rate_per_site: cfg.rate_per_site,
             sites: reports,
             ingested,
             ingest_rate: ingested as f64 / secs,
@@ -572,7 +609,10 @@ mod tests {
             .iter()
             .all(|s| s.entries == 60 && s.cosignatures >= 1));
         assert!(r.lag_samples >= 2);
+        assert_eq!(r.store, "embedded");
+        assert!(r.postgresql.is_none());
         let text = r.to_string();
         assert!(text.contains("site-0") && text.contains("lag"));
+        assert!(text.contains("on the embedded store"), "{text}");
     }
 }

@@ -151,6 +151,20 @@ impl PgHubStore {
         })
     }
 
+    /// The server's version (`SHOW server_version`, e.g. `15.18 (Debian
+    /// 15.18-0+deb12u1)`), for reports that name what they measured.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the database cannot be reached.
+    pub fn server_version(&self) -> Result<String> {
+        self.call("reading the server version", |pool| {
+            Box::pin(async move {
+                let c = pool.get().await?;
+                Ok(c.query_one("SHOW server_version", &[]).await?.get(0))
+            })
+        })
+    }
+
     /// Runs `op` (retried on transient failures) on the store's thread and
     /// waits for its answer.
     fn call<T, F>(&self, what: &'static str, op: F) -> Result<T>

@@ -1,7 +1,8 @@
 //! The hub's store on PostgreSQL (issue 14): the registry across sites
 //! (cross-site clones, orders summed) as on the embedded store, kept across
 //! a reopening, and two hub replicas on one database that agree — on a
-//! clone found while both ingest at once, and on a site both advance.
+//! clone found while both ingest at once, and on a site both advance; and
+//! the hub benchmark measuring the hub on this store.
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap (ARCHITECTURE.md).
 
@@ -172,4 +173,78 @@ fn two_hub_replicas_on_one_database_agree() {
     let figures = one.site_figures().unwrap();
     assert_eq!(figures[0].1.certified, 26);
     assert_eq!(figures[1].1.certified, 21);
+}
+
+/// Counts the rows of `table` per site.
+fn rows_per_site(url: &str, table: &str) -> Vec<(String, i64)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(conn);
+        let rows = client
+            .query(
+                &format!("SELECT site, count(*) FROM {table} GROUP BY site ORDER BY site"),
+                &[],
+            )
+            .await
+            .unwrap();
+        drop(client);
+        let _ = task.await;
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    })
+}
+
+/// Issue 14 (`trustline bench hub --store postgres`): a small benchmark run
+/// on the PostgreSQL store mirrors every entry into its tables (and nothing
+/// into an embedded store), the report names the store and the server, and
+/// a second run on the same, no longer empty, database is refused.
+#[test]
+fn the_hub_bench_on_postgresql_mirrors_into_the_database_and_names_the_store() {
+    use hub::bench::{BenchConfig, BenchStore};
+    let dir = tempfile::tempdir().unwrap();
+    let url = database("bench");
+    let cfg = BenchConfig {
+        sites: 2,
+        appenders_per_site: 2,
+        entries_per_site: 40,
+        push_batch: 16,
+        checkpoint_interval: std::time::Duration::from_millis(20),
+        store: BenchStore::Postgres {
+            database: Some(url.clone()),
+        },
+        ..BenchConfig::new(dir.path().join("run"))
+    };
+    let r = hub::bench::run(&cfg, &|_| {}).unwrap();
+    assert_eq!(r.store, "postgres");
+    let version = r.postgresql.clone().unwrap();
+    assert!(
+        version.starts_with(|c: char| c.is_ascii_digit()),
+        "{version}"
+    );
+    assert_eq!(r.ingested, 80);
+    let text = r.to_string();
+    assert!(
+        text.contains(&format!("on the postgres store (PostgreSQL {version})")),
+        "{text}"
+    );
+    let entries = rows_per_site(&url, "hub_entries");
+    assert_eq!(
+        entries,
+        [("site-0".to_string(), 40), ("site-1".to_string(), 40)]
+    );
+    let cosigned = rows_per_site(&url, "hub_cosignatures");
+    assert_eq!(cosigned.len(), 2, "{cosigned:?}");
+    assert!(!dir.path().join("run/hub/hub.redb").exists());
+
+    let again = BenchConfig {
+        dir: dir.path().join("again"),
+        ..cfg
+    };
+    let err = hub::bench::run(&again, &|_| {}).unwrap_err().to_string();
+    assert!(err.contains("needs an empty one"), "{err}");
 }

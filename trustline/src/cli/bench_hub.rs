@@ -3,14 +3,18 @@
 //! cosignature its uplink keeps (median, p99), beside each site's own
 //! append rate in the same run (`hub::bench`). The sites run their real
 //! uplink (`site::uplink`: every cosignature verified and kept durably)
-//! unless `--uplink minimal` measures the hub's side alone.
+//! unless `--uplink minimal` measures the hub's side alone. The hub's
+//! store is the embedded one unless `--store postgres` puts it in
+//! PostgreSQL (issue 14: a throwaway cluster, or `--database URL`);
+//! `--store both` runs the same load on each in turn and prints them side
+//! by side.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, ValueEnum};
-use hub::bench::{BenchConfig, StartedUplink, UplinkDriver};
+use hub::bench::{BenchConfig, BenchStore, StartedUplink, UplinkDriver};
 
 use super::Outcome;
 
@@ -21,6 +25,18 @@ pub(crate) enum UplinkKind {
     Site,
     /// Push and ask for cosignatures, nothing verified or kept.
     Minimal,
+}
+
+/// Which store the hub runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StoreKind {
+    /// The embedded store (redb) in the scratch directory.
+    Embedded,
+    /// The PostgreSQL store, in a throwaway cluster unless --database.
+    Postgres,
+    /// The embedded store, then PostgreSQL, under the same load; printed
+    /// side by side.
+    Both,
 }
 
 /// `trustline bench hub` arguments.
@@ -49,6 +65,13 @@ pub(crate) struct HubArgs {
     /// The uplink the sites run.
     #[arg(long, value_enum, default_value_t = UplinkKind::Site)]
     pub(crate) uplink: UplinkKind,
+    /// The hub's store.
+    #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
+    pub(crate) store: StoreKind,
+    /// With --store postgres or both: an existing, empty database to use
+    /// instead of a throwaway cluster.
+    #[arg(long, value_name = "URL")]
+    pub(crate) database: Option<String>,
     /// A scratch directory [default: a temporary directory].
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
@@ -121,6 +144,17 @@ pub(crate) fn run(args: &HubArgs) -> anyhow::Result<Outcome> {
     if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         bail!("--rate must be above 0");
     }
+    if args.database.is_some() && args.store == StoreKind::Embedded {
+        bail!("--database needs --store postgres or --store both");
+    }
+    let postgres = BenchStore::Postgres {
+        database: args.database.clone(),
+    };
+    let stores = match args.store {
+        StoreKind::Embedded => vec![BenchStore::Embedded],
+        StoreKind::Postgres => vec![postgres],
+        StoreKind::Both => vec![BenchStore::Embedded, postgres],
+    };
     let temp = match &args.dir {
         None => Some(tempfile_dir()?),
         Some(_) => None,
@@ -149,17 +183,23 @@ pub(crate) fn run(args: &HubArgs) -> anyhow::Result<Outcome> {
             s.set_message(phase.to_owned());
         }
     };
-    let report = match args.uplink {
-        UplinkKind::Site => hub::bench::run_with(&cfg, &SiteUplink, &progress)?,
-        UplinkKind::Minimal => hub::bench::run(&cfg, &progress)?,
+    let driver: &dyn UplinkDriver = match args.uplink {
+        UplinkKind::Site => &SiteUplink,
+        UplinkKind::Minimal => &hub::bench::MinimalUplink,
     };
+    let comparison = hub::bench::compare(&cfg, &stores, driver, &progress)?;
     if let Some(s) = spinner {
         s.finish_and_clear();
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{report}");
+    // One store: its report as before (it names the store); several: the
+    // comparison.
+    match (args.json, comparison.runs.as_slice()) {
+        (true, [report]) => println!("{}", serde_json::to_string_pretty(report)?),
+        (true, _) => println!("{}", serde_json::to_string_pretty(&comparison)?),
+        (false, [report]) => print!("{report}"),
+        (false, _) => print!("{comparison}"),
+    }
+    if !args.json {
         println!("  uplink: {:?}", args.uplink);
     }
     drop(temp);
