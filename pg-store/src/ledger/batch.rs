@@ -45,6 +45,12 @@ use crate::db::Fault;
 /// deadlock detection would.
 pub(crate) const AFTER_LOCK_TIMEOUT: &str = "250ms";
 
+/// Adds a batch's counts to the quota counters (counters sorted by the
+/// caller, so that concurrent batches lock them in one order).
+const QUOTA_UPSERT: &str = "INSERT INTO quotas (counter, used) \
+     SELECT * FROM unnest($1::text[], $2::int8[]) \
+     ON CONFLICT (counter) DO UPDATE SET used = quotas.used + excluded.used";
+
 /// How a batch learns which of its unique keys are already held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyCheck {
@@ -509,12 +515,7 @@ pub(crate) async fn write(
              WHERE id = 1",
         )
         .await?;
-    let quotas = tx
-        .prepare_cached(
-            "INSERT INTO quotas (counter, used) SELECT * FROM unnest($1::text[], $2::int8[]) \
-             ON CONFLICT (counter) DO UPDATE SET used = quotas.used + excluded.used",
-        )
-        .await?;
+    let quotas = tx.prepare_cached(QUOTA_UPSERT).await?;
     let key_params: [&(dyn ToSql + Sync); 3] = [&rows.key_ns, &rows.key_values, &rows.key_seqs];
     let wanted = rows.key_ns.len() as u64;
     let inserts = async {
@@ -613,12 +614,7 @@ pub(crate) async fn insert_rows(
         [&rows.seqs, &rows.entries, &rows.leaves, &rows.rots];
     let node_params: [&(dyn ToSql + Sync); 3] =
         [&rows.node_levels, &rows.node_idxs, &rows.node_hashes];
-    let quotas = tx
-        .prepare_cached(
-            "INSERT INTO quotas (counter, used) SELECT * FROM unnest($1::text[], $2::int8[]) \
-             ON CONFLICT (counter) DO UPDATE SET used = quotas.used + excluded.used",
-        )
-        .await?;
+    let quotas = tx.prepare_cached(QUOTA_UPSERT).await?;
     let key_params: [&(dyn ToSql + Sync); 3] = [&rows.key_ns, &rows.key_values, &rows.key_seqs];
     let quota_params: [&(dyn ToSql + Sync); 2] = [&rows.quota_counters, &rows.quota_added];
     let mut pending = vec![tx.execute(&entries, &entry_params)];
