@@ -118,7 +118,6 @@ pub(crate) struct Staged {
     /// The first accepted entry (seq, bytes): looked up when the commit's
     /// answer is lost.
     pub(crate) first: Option<(u64, Vec<u8>)>,
-    pub(crate) last_seq: Option<u64>,
 }
 
 /// The rows of a batch (also what an import writes per chunk).
@@ -468,14 +467,12 @@ pub(crate) async fn stage(
         frontier: rows.frontier.clone(),
         recent,
     };
-    let last_seq = (next > size).then(|| next - 1);
     Ok(Ok((
         Staged {
             results,
             start: size,
             end: next,
             first,
-            last_seq,
         },
         rows,
         tip,

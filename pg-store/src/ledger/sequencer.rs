@@ -438,8 +438,8 @@ async fn commit(
 }
 
 fn finish(inner: &Inner, st: Staged) -> Vec<Result<Appended>> {
-    if let Some(last) = st.last_seq {
-        inner.size.fetch_max(last + 1, Ordering::AcqRel);
+    if st.end > st.start {
+        inner.size.fetch_max(st.end, Ordering::AcqRel);
     }
     st.results
 }
