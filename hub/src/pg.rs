@@ -13,6 +13,11 @@
 //! two sites at once cannot both miss a clone. The cosigned state is a
 //! compare-and-set on the site row too.
 //!
+//! An ingest is a fixed number of statements whatever its batch holds: one
+//! `unnest` statement per table, sent together on the connection (the
+//! registry's in [`registry`]), so its cost is a few round trips and the
+//! rows themselves.
+//!
 //! [`HubStore`] is synchronous (the embedded store is redb); this store runs
 //! its database work on a thread of its own with its own runtime and
 //! connection pool, and each call waits for its answer — so it works from
@@ -25,17 +30,20 @@ use std::sync::Arc;
 use custody_ledger::Hash;
 use deadpool_postgres::Pool;
 use futures::future::BoxFuture;
+use futures::TryFutureExt;
 use pg_store::db::{self, Fault, RetryPolicy};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row};
 
-use crate::embedded::{fork_digest, now_ms};
+use crate::embedded::fork_digest;
 use crate::error::{Error, Result};
 use crate::model::{
     CloneHolder, CloneRecord, Cosigned, CosignedPoint, CustodyState, DeviceRecord, ForkKind,
     ForkRecord, IdentityKind, OrderSiteRow, SiteCounts, SiteRow,
 };
-use crate::store::{identities, DeviceQuery, HubStore, IngestBatch, Prior, Probe, RegistryEvent};
+mod registry;
+
+use crate::store::{DeviceQuery, HubStore, IngestBatch, Prior, Probe};
 
 type Job = Box<dyn FnOnce(Pool) -> BoxFuture<'static, ()> + Send>;
 
@@ -278,20 +286,44 @@ async fn lock_site(
     site: &str,
 ) -> std::result::Result<SiteRow, Fault> {
     let d = SiteRow::default();
-    tx.execute(
-        "INSERT INTO hub_sites (site, size, head, last_time_ms) VALUES ($1, 0, $2, $3) \
-         ON CONFLICT (site) DO NOTHING",
-        &[&site, &d.head.to_vec(), &d.last_time_ms],
-    )
-    .await?;
-    let r = tx
-        .query_one(
-            &format!("SELECT {SITE_COLUMNS} FROM hub_sites WHERE site = $1 FOR UPDATE"),
-            &[&site],
-        )
-        .await?;
+    let lock_sql = format!("SELECT {SITE_COLUMNS} FROM hub_sites WHERE site = $1 FOR UPDATE");
+    let (create, lock) = futures::try_join!(
+        tx.prepare_cached(
+            "INSERT INTO hub_sites (site, size, head, last_time_ms) VALUES ($1, 0, $2, $3) \
+             ON CONFLICT (site) DO NOTHING",
+        ),
+        tx.prepare_cached(&lock_sql),
+    )?;
+    let create_p: [&(dyn ToSql + Sync); 3] = [&site, &&d.head[..], &d.last_time_ms];
+    let lock_p: [&(dyn ToSql + Sync); 1] = [&site];
+    let (_, r) = futures::try_join!(tx.execute(&create, &create_p), tx.query_one(&lock, &lock_p),)?;
     site_row(&r)
 }
+
+const ADVANCE_SITE: &str =
+    "UPDATE hub_sites SET size = $2, head = $3, last_time_ms = $4 WHERE site = $1";
+
+const PUT_ENTRIES: &str = "INSERT INTO hub_entries (site, seq, entry) \
+     SELECT $1, * FROM unnest($2::int8[], $3::bytea[])";
+
+const PUT_NODES: &str = "INSERT INTO hub_nodes (site, level, idx, hash) \
+     SELECT $1, * FROM unnest($2::int2[], $3::int8[], $4::bytea[]) \
+     ON CONFLICT (site, level, idx) DO UPDATE SET hash = excluded.hash";
+
+const PUT_HEADS: &str = "INSERT INTO hub_device_heads (site, rot_id, leaf) \
+     SELECT $1, * FROM unnest($2::text[], $3::bytea[]) \
+     ON CONFLICT (site, rot_id) DO UPDATE SET leaf = excluded.leaf";
+
+const PUT_KEYS: &str = "INSERT INTO hub_keys (site, key, seq) \
+     SELECT $1, * FROM unnest($2::bytea[], $3::int8[]) \
+     ON CONFLICT (site, key) DO UPDATE SET seq = excluded.seq";
+
+const PUT_QUOTAS: &str = "INSERT INTO hub_quotas (site, counter, used) \
+     SELECT $1, * FROM unnest($2::text[], $3::int8[]) \
+     ON CONFLICT (site, counter) DO UPDATE SET used = excluded.used";
+
+const PUT_DEVICE_ENTRIES: &str = "INSERT INTO hub_device_entries (site, rot_id, seq) \
+     SELECT $1, * FROM unnest($2::text[], $3::int8[]) ON CONFLICT DO NOTHING";
 
 async fn begin(
     client: &mut deadpool_postgres::Object,
@@ -301,182 +333,6 @@ async fn begin(
         .isolation_level(IsolationLevel::ReadCommitted)
         .start()
         .await?)
-}
-
-/// The registry writes of one ingest, in entry order.
-async fn apply_events(
-    tx: &deadpool_postgres::Transaction<'_>,
-    site: &str,
-    events: &[RegistryEvent],
-) -> std::result::Result<(), Fault> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let mut counts = SiteCounts::default();
-    let zero = [0u8; 32].to_vec();
-    for ev in events {
-        match ev {
-            RegistryEvent::OrderOpened {
-                order_id,
-                seq,
-                quantity,
-                allocation,
-                terms_sha256,
-            } => {
-                tx.execute(
-                    "INSERT INTO hub_orders (order_id, site, opened, opened_seq, quantity, \
-                     allocation, terms_sha256, certified, scrapped) \
-                     VALUES ($1, $2, true, $3, $4, $5, $6, 0, 0) \
-                     ON CONFLICT (order_id, site) DO UPDATE SET opened = true, \
-                     opened_seq = excluded.opened_seq, quantity = excluded.quantity, \
-                     allocation = excluded.allocation, terms_sha256 = excluded.terms_sha256",
-                    &[
-                        order_id,
-                        &site,
-                        &i(*seq),
-                        &i(*quantity),
-                        &i(*allocation),
-                        &terms_sha256.to_vec(),
-                    ],
-                )
-                .await?;
-            }
-            RegistryEvent::Certified(device) => {
-                counts.certified += 1;
-                if !device.order_id.is_empty() {
-                    tx.execute(
-                        "INSERT INTO hub_orders (order_id, site, opened, opened_seq, quantity, \
-                         allocation, terms_sha256, certified, scrapped) \
-                         VALUES ($1, $2, false, 0, 0, 0, $3, 1, 0) \
-                         ON CONFLICT (order_id, site) DO UPDATE \
-                         SET certified = hub_orders.certified + 1",
-                        &[&device.order_id, &site, &zero],
-                    )
-                    .await?;
-                }
-                let mut clone = false;
-                for (kind, value) in identities(device) {
-                    let k = i16::from(kind.code());
-                    // The constraint: the first site owns the identity; a
-                    // concurrent second site waits here, then conflicts.
-                    tx.execute(
-                        "INSERT INTO hub_identity_owners (kind, value, site) VALUES ($1, $2, $3) \
-                         ON CONFLICT (kind, value) DO NOTHING",
-                        &[&k, &value, &site],
-                    )
-                    .await?;
-                    let others = tx
-                        .query(
-                            "SELECT site, rot_id FROM hub_identities \
-                             WHERE kind = $1 AND value = $2 AND site <> $3",
-                            &[&k, &value, &site],
-                        )
-                        .await?;
-                    tx.execute(
-                        "INSERT INTO hub_identities (kind, value, site, seq, rot_id, serial) \
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kind, value, site) DO UPDATE \
-                         SET seq = excluded.seq, rot_id = excluded.rot_id, serial = excluded.serial",
-                        &[&k, &value, &site, &i(device.certified_seq), &device.rot_id, &device.serial],
-                    )
-                    .await?;
-                    if others.is_empty() {
-                        continue;
-                    }
-                    // A cross-site clone: recorded once per identity, and
-                    // every holder's device record is marked.
-                    clone = true;
-                    tx.execute(
-                        "INSERT INTO hub_clones (kind, value, detected_ms) VALUES ($1, $2, $3) \
-                         ON CONFLICT (kind, value) DO NOTHING",
-                        &[&k, &value, &now_ms()],
-                    )
-                    .await?;
-                    for o in others {
-                        let (s, rot): (String, String) = (o.get(0), o.get(1));
-                        tx.execute(
-                            "UPDATE hub_devices SET cross_site_clone = true \
-                             WHERE rot_id = $1 AND site = $2",
-                            &[&rot, &s],
-                        )
-                        .await?;
-                    }
-                }
-                let d = device;
-                let params: [&(dyn ToSql + Sync); 10] = [
-                    &d.rot_id,
-                    &site,
-                    &d.serial,
-                    &d.order_id,
-                    &i16::from(d.state.code()),
-                    &i(d.certified_seq),
-                    &i(d.last_seq),
-                    &d.certificate,
-                    &d.device_key_sha256.to_vec(),
-                    &(d.cross_site_clone || clone),
-                ];
-                tx.execute(
-                    &format!(
-                        "INSERT INTO hub_devices ({DEVICE_COLUMNS}) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                         ON CONFLICT (rot_id, site) DO UPDATE SET serial = excluded.serial, \
-                         order_id = excluded.order_id, state = excluded.state, \
-                         certified_seq = excluded.certified_seq, last_seq = excluded.last_seq, \
-                         certificate = excluded.certificate, \
-                         device_key_sha256 = excluded.device_key_sha256, \
-                         cross_site_clone = excluded.cross_site_clone"
-                    ),
-                    &params,
-                )
-                .await?;
-            }
-            RegistryEvent::Custody {
-                rot_id,
-                seq,
-                state,
-                order_id,
-            } => {
-                match state {
-                    CustodyState::Shipped => counts.shipped += 1,
-                    CustodyState::Received => counts.received += 1,
-                    CustodyState::Scrapped => counts.scrapped += 1,
-                    CustodyState::Certified => {}
-                }
-                tx.execute(
-                    "UPDATE hub_devices SET state = $1, last_seq = $2 WHERE rot_id = $3 AND site = $4",
-                    &[&i16::from(state.code()), &i(*seq), rot_id, &site],
-                )
-                .await?;
-                if *state == CustodyState::Scrapped && !order_id.is_empty() {
-                    tx.execute(
-                        "INSERT INTO hub_orders (order_id, site, opened, opened_seq, quantity, \
-                         allocation, terms_sha256, certified, scrapped) \
-                         VALUES ($1, $2, false, 0, 0, 0, $3, 0, 1) \
-                         ON CONFLICT (order_id, site) DO UPDATE \
-                         SET scrapped = hub_orders.scrapped + 1",
-                        &[order_id, &site, &zero],
-                    )
-                    .await?;
-                }
-            }
-        }
-    }
-    tx.execute(
-        "INSERT INTO hub_site_counts (site, certified, shipped, received, scrapped) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site) DO UPDATE SET \
-         certified = hub_site_counts.certified + excluded.certified, \
-         shipped = hub_site_counts.shipped + excluded.shipped, \
-         received = hub_site_counts.received + excluded.received, \
-         scrapped = hub_site_counts.scrapped + excluded.scrapped",
-        &[
-            &site,
-            &i(counts.certified),
-            &i(counts.shipped),
-            &i(counts.received),
-            &i(counts.scrapped),
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 impl HubStore for PgHubStore {
@@ -592,10 +448,11 @@ impl HubStore for PgHubStore {
     }
 
     fn commit_ingest(&self, batch: &IngestBatch) -> Result<()> {
-        let batch = Arc::new(batch.clone());
+        let batch = Arc::new((batch.clone(), registry::Folded::new(&batch.events)));
         self.call("committing an ingest", move |pool| {
             let b = batch.clone();
             Box::pin(async move {
+                let (b, folded) = (&b.0, &b.1);
                 let mut client = pool.get().await?;
                 let tx = begin(&mut client).await?;
                 let site = b.site.as_str();
@@ -606,69 +463,48 @@ impl HubStore for PgHubStore {
                         stored.size, b.from
                     )));
                 }
-                tx.execute(
-                    "UPDATE hub_sites SET size = $2, head = $3, last_time_ms = $4 WHERE site = $1",
-                    &[
-                        &site,
-                        &i(b.row.size),
-                        &b.row.head.to_vec(),
-                        &b.row.last_time_ms,
-                    ],
-                )
-                .await?;
                 let seqs: Vec<i64> = (0..b.entries.len() as u64).map(|k| i(b.from + k)).collect();
-                tx.execute(
-                    "INSERT INTO hub_entries (site, seq, entry) \
-                     SELECT $1, * FROM unnest($2::int8[], $3::bytea[])",
-                    &[&site, &seqs, &b.entries],
-                )
-                .await?;
                 let levels: Vec<i16> = b.nodes.iter().map(|n| i16::from(n.0)).collect();
                 let idxs: Vec<i64> = b.nodes.iter().map(|n| i(n.1)).collect();
-                let hashes: Vec<Vec<u8>> = b.nodes.iter().map(|n| n.2.to_vec()).collect();
-                tx.execute(
-                    "INSERT INTO hub_nodes (site, level, idx, hash) \
-                     SELECT $1, * FROM unnest($2::int2[], $3::int8[], $4::bytea[]) \
-                     ON CONFLICT (site, level, idx) DO UPDATE SET hash = excluded.hash",
-                    &[&site, &levels, &idxs, &hashes],
-                )
-                .await?;
-                let rots: Vec<&str> = b.device_heads.iter().map(|d| d.0.as_str()).collect();
-                let leaves: Vec<Vec<u8>> = b.device_heads.iter().map(|d| d.1.to_vec()).collect();
-                tx.execute(
-                    "INSERT INTO hub_device_heads (site, rot_id, leaf) \
-                     SELECT $1, * FROM unnest($2::text[], $3::bytea[]) \
-                     ON CONFLICT (site, rot_id) DO UPDATE SET leaf = excluded.leaf",
-                    &[&site, &rots, &leaves],
-                )
-                .await?;
+                let hashes: Vec<&[u8]> = b.nodes.iter().map(|n| &n.2[..]).collect();
+                let head_rots: Vec<&str> = b.device_heads.iter().map(|d| d.0.as_str()).collect();
+                let leaves: Vec<&[u8]> = b.device_heads.iter().map(|d| &d.1[..]).collect();
                 let keys: Vec<&[u8]> = b.keys.iter().map(|k| k.0.as_slice()).collect();
                 let holders: Vec<i64> = b.keys.iter().map(|k| i(k.1)).collect();
-                tx.execute(
-                    "INSERT INTO hub_keys (site, key, seq) \
-                     SELECT $1, * FROM unnest($2::bytea[], $3::int8[]) \
-                     ON CONFLICT (site, key) DO UPDATE SET seq = excluded.seq",
-                    &[&site, &keys, &holders],
-                )
-                .await?;
                 let counters: Vec<&str> = b.quotas.iter().map(|q| q.0.as_str()).collect();
                 let used: Vec<i64> = b.quotas.iter().map(|q| i(q.1)).collect();
-                tx.execute(
-                    "INSERT INTO hub_quotas (site, counter, used) \
-                     SELECT $1, * FROM unnest($2::text[], $3::int8[]) \
-                     ON CONFLICT (site, counter) DO UPDATE SET used = excluded.used",
-                    &[&site, &counters, &used],
-                )
-                .await?;
-                let rots: Vec<&str> = b.device_entries.iter().map(|d| d.0.as_str()).collect();
-                let seqs: Vec<i64> = b.device_entries.iter().map(|d| i(d.1)).collect();
-                tx.execute(
-                    "INSERT INTO hub_device_entries (site, rot_id, seq) \
-                     SELECT $1, * FROM unnest($2::text[], $3::int8[]) ON CONFLICT DO NOTHING",
-                    &[&site, &rots, &seqs],
-                )
-                .await?;
-                apply_events(&tx, site, &b.events).await?;
+                let entry_rots: Vec<&str> = b.device_entries.iter().map(|d| d.0.as_str()).collect();
+                let entry_seqs: Vec<i64> = b.device_entries.iter().map(|d| i(d.1)).collect();
+                let (advance, entries, nodes, heads, keys_s, quotas, device_entries) = futures::try_join!(
+                    tx.prepare_cached(ADVANCE_SITE),
+                    tx.prepare_cached(PUT_ENTRIES),
+                    tx.prepare_cached(PUT_NODES),
+                    tx.prepare_cached(PUT_HEADS),
+                    tx.prepare_cached(PUT_KEYS),
+                    tx.prepare_cached(PUT_QUOTAS),
+                    tx.prepare_cached(PUT_DEVICE_ENTRIES),
+                )?;
+                // Everything goes out at once on the connection; the
+                // registry's statements follow in the same pipeline.
+                let size = i(b.row.size);
+                let head = &b.row.head[..];
+                let advance_p: [&(dyn ToSql + Sync); 4] = [&site, &size, &head, &b.row.last_time_ms];
+                let entries_p: [&(dyn ToSql + Sync); 3] = [&site, &seqs, &b.entries];
+                let nodes_p: [&(dyn ToSql + Sync); 4] = [&site, &levels, &idxs, &hashes];
+                let heads_p: [&(dyn ToSql + Sync); 3] = [&site, &head_rots, &leaves];
+                let keys_p: [&(dyn ToSql + Sync); 3] = [&site, &keys, &holders];
+                let quotas_p: [&(dyn ToSql + Sync); 3] = [&site, &counters, &used];
+                let device_entries_p: [&(dyn ToSql + Sync); 3] = [&site, &entry_rots, &entry_seqs];
+                futures::try_join!(
+                    tx.execute(&advance, &advance_p).err_into(),
+                    tx.execute(&entries, &entries_p).err_into(),
+                    tx.execute(&nodes, &nodes_p).err_into(),
+                    tx.execute(&heads, &heads_p).err_into(),
+                    tx.execute(&keys_s, &keys_p).err_into(),
+                    tx.execute(&quotas, &quotas_p).err_into(),
+                    tx.execute(&device_entries, &device_entries_p).err_into(),
+                    registry::write(&tx, site, folded),
+                )?;
                 tx.commit().await?;
                 Ok(())
             })
