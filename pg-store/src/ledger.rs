@@ -60,6 +60,7 @@ use crate::schema;
 
 pub(crate) use nodes::{
     fetch as fetch_nodes, frontier_bytes, frontier_from, frontier_positions, to_hash, MapNodes,
+    LOWEST_STORED,
 };
 
 /// The name of the lease row that decides the checkpoint signer.

@@ -32,7 +32,7 @@ use trustline_proto::v1::LedgerEntry;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::ledger::batch::{self, Rows};
-use crate::ledger::{frontier_bytes, frontier_positions, to_hash, MapNodes};
+use crate::ledger::{frontier_bytes, frontier_positions, to_hash, MapNodes, LOWEST_STORED};
 use crate::schema;
 
 /// Entries read per query.
@@ -300,7 +300,7 @@ impl Derived {
         let nodes = &mut self.nodes;
         self.frontier.push(computed, &mut |(level, idx, hash)| {
             known.0.insert((level, idx), hash);
-            if level > 0 {
+            if level >= LOWEST_STORED {
                 wanted.insert((level, idx), hash);
                 *nodes += 1;
             }
@@ -715,7 +715,7 @@ impl Importer {
                 let known = &mut self.known;
                 self.frontier.push(leaf, &mut |(level, idx, hash)| {
                     known.0.insert((level, idx), hash);
-                    if level > 0 {
+                    if level >= LOWEST_STORED {
                         rows.node_levels.push(i16::from(level));
                         rows.node_idxs.push(idx as i64);
                         rows.node_hashes.push(hash.to_vec());

@@ -293,6 +293,60 @@ async fn a_newer_schema_and_another_key_are_refused() {
     assert!(err.to_string().contains("newer than version"), "{err}");
 }
 
+/// Only subtrees of 16 leaves or more are stored (schema V5); proofs that
+/// need smaller ones hash them from the leaves. Every inclusion proof of
+/// a 70-entry ledger, at several tree sizes, and the consistency proofs
+/// between them verify against the signed roots, and `merkle_nodes` holds
+/// the 7 subtrees of level 4 and up, no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_hash_the_small_subtrees_from_leaves_and_only_large_ones_are_stored() {
+    let url = database("small-subtrees").await;
+    let ledger = open(&url, &signer()).await;
+    let engine: Arc<dyn LedgerEngine> = Arc::new(ledger.clone());
+    let mut leaves = Vec::new();
+    let mut checkpoints = Vec::new();
+    for i in 0..70u64 {
+        let a = engine
+            .append(
+                custody(i % 5, EventKind::Shipped, "x"),
+                Constraints::default(),
+            )
+            .await
+            .unwrap();
+        leaves.push(a.leaf_hash);
+        if [1, 15, 16, 17, 33, 47, 64, 70].contains(&(i + 1)) {
+            checkpoints.push(engine.publish_checkpoint().await.unwrap());
+        }
+    }
+    for cp in &checkpoints {
+        for seq in 0..cp.size {
+            let p = engine.inclusion_proof(seq, cp.size).await.unwrap();
+            verify_inclusion(&leaves[seq as usize], &p, &cp.root)
+                .unwrap_or_else(|e| panic!("leaf {seq} in {}: {e}", cp.size));
+        }
+    }
+    for (k, old) in checkpoints.iter().enumerate() {
+        for new in &checkpoints[k + 1..] {
+            let p = engine.consistency_proof(old.size, new.size).await.unwrap();
+            verify_consistency(&p, &old.root, &new.root)
+                .unwrap_or_else(|e| panic!("{} to {}: {e}", old.size, new.size));
+        }
+    }
+    let c = sql(&url).await;
+    let rows: Vec<(i16, i64)> = c
+        .query(
+            "SELECT level, count(*) FROM merkle_nodes GROUP BY level ORDER BY level",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, [(4, 4), (5, 2), (6, 1)]);
+    ledger.close().await;
+}
+
 #[path = "ledger/records.rs"]
 mod records;
 #[path = "ledger/replicas.rs"]

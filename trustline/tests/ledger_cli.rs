@@ -170,13 +170,13 @@ fn ledger_tools_read_a_postgresql_ledger_as_they_read_files() {
             .unwrap();
         tokio::spawn(conn);
         client
-            .batch_execute("DELETE FROM merkle_nodes WHERE level = 1 AND idx = 3")
+            .batch_execute("DELETE FROM merkle_nodes WHERE level = 4 AND idx = 1")
             .await
             .unwrap();
     });
     let (code, out) = run(&["ledger", "verify", "--ledger", &url]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("merkle_nodes row (1, 3)"), "{out}");
+    assert!(out.contains("merkle_nodes row (4, 1)"), "{out}");
 }
 
 /// `trustline demo --postgres` (what `scripts/demo.sh --postgres` runs):

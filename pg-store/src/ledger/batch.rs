@@ -18,11 +18,11 @@
 //!   between) updates no row and the batch is rolled back and placed
 //!   again, locked.
 //!
-//! In both cases unique keys are inserted with `ON CONFLICT DO NOTHING`
-//! and counted ([`KeyCheck::Insert`]): a key already held makes the count
-//! fall short, the transaction is rolled back, and the batch is placed
-//! again with the holders read first ([`KeyCheck::Lookup`]) so the taken
-//! key is refused with its holder's seq (invariant 2).
+//! In both cases unique keys are inserted without a lookup first
+//! ([`KeyCheck::Insert`]): a key already held fails the insert on
+//! `unique_keys`' primary key, the transaction is rolled back, and the
+//! batch is placed again with the holders read first ([`KeyCheck::Lookup`])
+//! so the taken key is refused with its holder's seq (invariant 2).
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,7 +35,7 @@ use deadpool_postgres::Transaction;
 use tokio::sync::oneshot;
 use tokio_postgres::types::ToSql;
 
-use super::{frontier_bytes, frontier_from, to_hash};
+use super::{frontier_bytes, frontier_from, to_hash, LOWEST_STORED};
 use crate::db::Fault;
 
 /// How long a batch placed after one in flight waits for a row lock: the
@@ -54,10 +54,11 @@ const QUOTA_UPSERT: &str = "INSERT INTO quotas (counter, used) \
 /// How a batch learns which of its unique keys are already held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyCheck {
-    /// No lookup: the keys are inserted with `ON CONFLICT DO NOTHING` and
-    /// counted. When every key lands (the common case: a key is taken only
-    /// by a replay or a race) the batch costs no index probe beyond the
-    /// insert's own.
+    /// No lookup: the keys are inserted, and a held one fails the insert
+    /// (the batch is rolled back and placed again with [`KeyCheck::Lookup`]).
+    /// When every key lands (the common case: a key is taken only by a
+    /// replay or a race) the batch costs no index probe beyond the insert's
+    /// own.
     Insert,
     /// Read the holders of the batch's keys before placing any append.
     Lookup,
@@ -397,7 +398,7 @@ pub(crate) async fn stage(
         last_time_ms = time_ms;
         frontier.push(leaf, &mut |(level, idx, hash)| {
             known.0.insert((level, idx), hash);
-            if level > 0 {
+            if level >= LOWEST_STORED {
                 rows.node_levels.push(i16::from(level));
                 rows.node_idxs.push(idx as i64);
                 rows.node_hashes.push(hash.to_vec());
@@ -492,13 +493,10 @@ pub(crate) async fn write(
     after: Option<oneshot::Receiver<()>>,
     moved: Option<oneshot::Sender<()>>,
 ) -> std::result::Result<std::result::Result<(), Missed>, Fault> {
-    let keys = tx
-        .prepare_cached(
-            "INSERT INTO unique_keys (namespace, value, seq) \
-             SELECT * FROM unnest($1::text[], $2::bytea[], $3::int8[]) \
-             ON CONFLICT DO NOTHING",
-        )
-        .await?;
+    // A plain insert: `ON CONFLICT DO NOTHING` costs a third more per key
+    // here (it probes the index before inserting), and a taken key is rare
+    // — the in-memory checks refuse what this process knows of.
+    let keys = tx.prepare_cached(KEY_INSERT).await?;
     // The compare-and-swap: lock the head row (after a batch in flight
     // this waits for its commit and then reads the row it left — a `WHERE`
     // on the values would be judged on the statement's snapshot, from
@@ -514,16 +512,18 @@ pub(crate) async fn write(
         .await?;
     let quotas = tx.prepare_cached(QUOTA_UPSERT).await?;
     let key_params: [&(dyn ToSql + Sync); 3] = [&rows.key_ns, &rows.key_values, &rows.key_seqs];
-    let wanted = rows.key_ns.len() as u64;
+    // Whether every key landed: a held key fails the insert on its
+    // primary key, which aborts the transaction (and so every statement
+    // after it in the pipeline).
     let inserts = async {
-        // Keys without failing on a conflict, so a taken key is counted
-        // rather than raised.
-        let landed = if wanted == 0 {
-            0
-        } else {
-            tx.execute(&keys, &key_params).await?
-        };
-        Ok::<_, tokio_postgres::Error>(landed)
+        if rows.key_ns.is_empty() {
+            return Ok(true);
+        }
+        match tx.execute(&keys, &key_params).await {
+            Ok(_) => Ok(true),
+            Err(e) if key_taken(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
     };
     let head_params: [&(dyn ToSql + Sync); 4] =
         [&rows.size, &rows.head, &rows.last_time_ms, &rows.frontier];
@@ -547,38 +547,53 @@ pub(crate) async fn write(
         let at = found.get::<_, &[u8]>(1) == expected.1.as_slice();
         Ok::<_, tokio_postgres::Error>(size == expected.0 && at)
     };
-    let (landed, updated) = match after {
+    let updated = match after {
         // Locked: everything at once.
         None => {
-            let (landed, (), updated) =
-                futures::try_join!(inserts, insert_rows(tx, rows, false), finish)?;
-            (landed, updated)
+            let (landed, inserted, updated) =
+                futures::join!(inserts, insert_rows(tx, rows, false), finish);
+            if !landed? {
+                return Ok(Err(Missed::KeyTaken));
+            }
+            inserted?;
+            updated?
         }
         // After a batch in flight: the inserts now, the head update only
         // once the predecessor's has run (it then waits on its row lock).
         Some(after) => {
             let bound = format!("SET LOCAL lock_timeout = '{AFTER_LOCK_TIMEOUT}'");
-            let (landed, (), ()) = futures::try_join!(
+            let (landed, inserted, bounded) = futures::join!(
                 inserts,
                 insert_rows(tx, rows, false),
                 tx.batch_execute(&bound)
-            )?;
-            if landed != wanted {
+            );
+            if !landed? {
                 return Ok(Err(Missed::KeyTaken));
             }
+            inserted?;
+            bounded?;
             let _ = after.await;
-            (landed, finish.await?)
+            finish.await?
         }
     };
     drop(moved);
-    if landed != wanted {
-        return Ok(Err(Missed::KeyTaken));
-    }
     if !updated {
         return Ok(Err(Missed::Moved));
     }
     Ok(Ok(()))
 }
+
+/// A unique key already held: the insert failed on `unique_keys`' primary
+/// key (the backstop of invariant 2).
+fn key_taken(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            && db.table() == Some("unique_keys")
+    })
+}
+
+const KEY_INSERT: &str = "INSERT INTO unique_keys (namespace, value, seq) \
+     SELECT * FROM unnest($1::text[], $2::bytea[], $3::int8[])";
 
 /// Inserts rows: entries, Merkle nodes and, with `import`, unique keys and
 /// quota counts too (never the head row), pipelined. An import's held key
@@ -601,12 +616,7 @@ pub(crate) async fn insert_rows(
              SELECT * FROM unnest($1::int2[], $2::int8[], $3::bytea[])",
         )
         .await?;
-    let keys = tx
-        .prepare_cached(
-            "INSERT INTO unique_keys (namespace, value, seq) \
-             SELECT * FROM unnest($1::text[], $2::bytea[], $3::int8[])",
-        )
-        .await?;
+    let keys = tx.prepare_cached(KEY_INSERT).await?;
     let entry_params: [&(dyn ToSql + Sync); 4] =
         [&rows.seqs, &rows.entries, &rows.leaves, &rows.rots];
     let node_params: [&(dyn ToSql + Sync); 3] =

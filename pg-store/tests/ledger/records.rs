@@ -89,22 +89,22 @@ async fn tampered_rows_are_caught_by_verify() {
     // A Merkle node: proofs would be served from it.
     let node: Vec<u8> = c
         .query_one(
-            "SELECT hash FROM merkle_nodes WHERE level = 2 AND idx = 1",
+            "SELECT hash FROM merkle_nodes WHERE level = 4 AND idx = 1",
             &[],
         )
         .await
         .unwrap()
         .get(0);
     c.execute(
-        "UPDATE merkle_nodes SET hash = $1 WHERE level = 2 AND idx = 1",
+        "UPDATE merkle_nodes SET hash = $1 WHERE level = 4 AND idx = 1",
         &[&vec![7u8; 32]],
     )
     .await
     .unwrap();
     let p = problem(&url).await.expect("an altered node is caught");
-    assert!(p.contains("merkle_nodes row (2, 1)"), "{p}");
+    assert!(p.contains("merkle_nodes row (4, 1)"), "{p}");
     c.execute(
-        "UPDATE merkle_nodes SET hash = $1 WHERE level = 2 AND idx = 1",
+        "UPDATE merkle_nodes SET hash = $1 WHERE level = 4 AND idx = 1",
         &[&node],
     )
     .await
