@@ -15,8 +15,10 @@ for arg in "$@"; do
   case "$arg" in --sites|--sites=*) sites=() ;; esac
 done
 cargo run --release --locked --bin trustline -- demo --dir demo-out "${sites[@]}" "$@"
-# One device's FDO 1.1 voucher, checked by the independent implementation.
-fdo=$(find demo-out/devices -name '*.fdo-voucher.pem' | sort | head -n 1)
+# One device's FDO 1.1 voucher, checked by the independent implementation
+# (`sed -n 1p`, not `head`: head may close the pipe while sort still writes,
+# and pipefail would end the script with SIGPIPE).
+fdo=$(find demo-out/devices -name '*.fdo-voucher.pem' | sort | sed -n 1p)
 [ -n "$fdo" ] || { echo "no fdo voucher under demo-out/devices" >&2; exit 1; }
 python3 fdo-check/fdocheck.py verify --voucher "$fdo" >/dev/null
 echo "fdo-check: $fdo verifies"
