@@ -582,12 +582,7 @@ fn apply_events(w: &WriteTransaction, site: &str, events: &[RegistryEvent]) -> R
                 state,
                 order_id,
             } => {
-                match state {
-                    CustodyState::Shipped => counts.shipped += 1,
-                    CustodyState::Received => counts.received += 1,
-                    CustodyState::Scrapped => counts.scrapped += 1,
-                    CustodyState::Certified => {}
-                }
+                counts.count_custody(*state);
                 let updated = match devices.get((rot_id.as_str(), site))? {
                     Some(g) => {
                         let mut d = decode_device(rot_id, site, g.value())?;

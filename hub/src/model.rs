@@ -389,3 +389,15 @@ pub struct SiteCounts {
     /// `SCRAPPED` entries.
     pub scrapped: u64,
 }
+
+impl SiteCounts {
+    /// Counts one custody entry that moved a device to `state`.
+    pub(crate) fn count_custody(&mut self, state: CustodyState) {
+        match state {
+            CustodyState::Shipped => self.shipped += 1,
+            CustodyState::Received => self.received += 1,
+            CustodyState::Scrapped => self.scrapped += 1,
+            CustodyState::Certified => {}
+        }
+    }
+}

@@ -106,12 +106,7 @@ impl Folded {
                     state,
                     order_id,
                 } => {
-                    match state {
-                        CustodyState::Shipped => f.counts.shipped += 1,
-                        CustodyState::Received => f.counts.received += 1,
-                        CustodyState::Scrapped => f.counts.scrapped += 1,
-                        CustodyState::Certified => {}
-                    }
+                    f.counts.count_custody(*state);
                     match f.certified.get_mut(rot_id) {
                         Some(d) => {
                             d.state = *state;
