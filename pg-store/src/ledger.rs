@@ -10,14 +10,22 @@
 //!   chains of the whole batch against the tables and the batch itself,
 //!   assigns the range `[size, size + n)`, inserts entries (their exact
 //!   bytes), Merkle nodes, keys and quota counts, moves the single head row
-//!   once — a compare-and-swap on the state it was placed on, so batches of
-//!   every replica make one linear history — and commits with
-//!   `synchronous_commit = on`. Only then is each append answered
-//!   (invariants 1, 2, 4). Keys are inserted with `ON CONFLICT DO NOTHING`
-//!   and counted, the `unique_keys` primary key being the check and the
-//!   backstop for invariant 2. Two batches of a replica are in flight at
-//!   once (the next placed after the one committing) while no other
-//!   replica writes; otherwise one at a time on the locked head row.
+//!   once — a compare-and-swap on the state it was placed on, judged by the
+//!   server (`ledger_advance`, schema V6), so batches of every replica make
+//!   one linear history — and commits with `synchronous_commit = on`, the
+//!   `COMMIT` sent in one pipeline behind the compare-and-swap. Only then
+//!   is each append answered (invariants 1, 2, 4). Keys are inserted
+//!   without a lookup, the `unique_keys` primary key being the check and
+//!   the backstop for invariant 2 (a held key rolls the batch back, and it
+//!   is placed again with the holders read first). Two batches of a
+//!   replica are in flight at once (the next placed after the one
+//!   committing) while no other replica writes; otherwise one at a time on
+//!   the locked head row. The transaction is driven by hand (`tx.rs`) so
+//!   that its `BEGIN` and `COMMIT` can share pipelines with its statements.
+//! - **Presence** (`steward.rs`): each replica renews a row of its own in
+//!   `leases` every tick and looks for others' live rows; it pipelines
+//!   only while it sees none, so two replicas' batches do not first
+//!   collide to find out about each other.
 //! - **Checkpoints** (`steward.rs`): one replica at a time signs, the holder
 //!   of a lease row with an expiry in database time (no advisory locks:
 //!   the PostgreSQL-compatible distributed engines lack them). It signs
@@ -40,6 +48,7 @@ mod nodes;
 mod read;
 pub(crate) mod sequencer;
 mod steward;
+mod tx;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -146,6 +155,9 @@ pub(crate) struct Inner {
     pub(crate) latest: RwLock<Option<SignedCheckpoint>>,
     pub(crate) checkpoint_size: watch::Sender<u64>,
     pub(crate) holds_lease: AtomicBool,
+    /// Whether another replica's presence row was live at the last look
+    /// (`steward::announce`): while one is, this replica does not pipeline.
+    pub(crate) others_live: AtomicBool,
     /// Serializes this replica's signing.
     pub(crate) publishing: tokio::sync::Mutex<()>,
     pub(crate) closed: AtomicBool,
@@ -281,11 +293,24 @@ impl PgLedger {
             latest: RwLock::new(latest),
             checkpoint_size,
             holds_lease: AtomicBool::new(false),
+            // Until the first look says otherwise.
+            others_live: AtomicBool::new(true),
             publishing: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
             queue,
             shutdown,
         });
+        // Before the first batch: whether it may pipeline. A replica that
+        // finds others live gives them two of their ticks to see it, so
+        // that none of them still pipelines when its first batch comes.
+        match steward::announce(&inner).await {
+            Ok(false) => {}
+            Ok(true) => tokio::time::sleep(2 * steward::tick(&inner.config)).await,
+            Err(e) => tracing::warn!(
+                error = %e,
+                "announcing this replica; its batches go one at a time until it is announced"
+            ),
+        }
         let tasks = vec![
             tokio::spawn(sequencer::run(inner.clone(), rx)),
             tokio::spawn(steward::run(inner.clone())),
@@ -317,6 +342,13 @@ impl PgLedger {
             committed: self.inner.committed.load(Ordering::Relaxed),
             pipelined: self.inner.pipelined.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether another replica was live at this one's last look (its
+    /// presence row renewed within the lease time). While one is, this
+    /// replica places its batches one at a time on the locked head row.
+    pub fn sees_other_replicas(&self) -> bool {
+        self.inner.others_live.load(Ordering::Acquire)
     }
 
     /// Whether this replica held the signer lease at its last renewal.

@@ -679,7 +679,10 @@ async fn write_rows(tx: &deadpool_postgres::Transaction<'_>, rows: &Rows) -> Res
     if rows.seqs.is_empty() {
         return Ok(());
     }
-    batch::insert_rows(tx, rows, true)
+    let st = batch::Statements::prepare(tx)
+        .await
+        .map_err(database("preparing the inserts"))?;
+    batch::insert_rows(tx, &st, rows, true)
         .await
         .map_err(database("inserting entries"))
 }

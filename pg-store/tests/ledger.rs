@@ -451,3 +451,131 @@ async fn racing_appenders_at_depth(depth: usize) {
     }
     ledger.close().await;
 }
+
+/// The head row's compare-and-swap is the server's (schema V6,
+/// `ledger_advance`), so that a batch's `COMMIT` can be sent in one
+/// pipeline behind it: placed on a head that is not there, it raises
+/// TL001, and the `COMMIT` behind it rolls the whole transaction back;
+/// placed after a transaction in flight, it waits for that one and lands
+/// exactly when it committed (invariant 1: one linear history).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_moves_only_from_where_a_batch_was_placed() {
+    let url = database("advance").await;
+    let signer = signer();
+    let ledger = open(&url, &signer).await;
+    let engine: Arc<dyn LedgerEngine> = Arc::new(ledger.clone());
+    let (draft, c) = certified(1, "PO-A", 10);
+    engine.append(draft, c).await.unwrap();
+    ledger.close().await;
+
+    let advance = "SELECT ledger_advance($1, $2, $3, $4, 0, '\\x'::bytea)";
+    let a = sql(&url).await;
+    // Prepared first: a statement prepared on its first use would go out
+    // after the COMMIT pipelined behind it.
+    let advance_a = a.prepare(advance).await.unwrap();
+    let (size, at) = ledger_head(&a).await;
+    assert_eq!(size, 1);
+    let next = vec![7u8; 32];
+
+    // Placed on a size the head is not at, or on another chain head:
+    // refused, and what the transaction wrote before is rolled back by
+    // the COMMIT sent behind it.
+    let to = size + 1;
+    for (from_size, from_head) in [(0i64, at.clone()), (size, vec![1u8; 32])] {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&from_size, &from_head, &to, &next];
+        let (marked, refused, committed) = futures::join!(
+            a.batch_execute("BEGIN; INSERT INTO quotas (counter, used) VALUES ('marker', 1)"),
+            a.execute(&advance_a, &params),
+            a.batch_execute("COMMIT"),
+        );
+        marked.unwrap();
+        let e = refused.unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some("TL001"), "{e:?}");
+        committed.unwrap();
+        assert_eq!(
+            ledger_head(&a).await,
+            (size, at.clone()),
+            "the head did not move"
+        );
+        let marker = a
+            .query_opt("SELECT used FROM quotas WHERE counter = 'marker'", &[])
+            .await
+            .unwrap();
+        assert!(marker.is_none(), "nothing of the transaction committed");
+    }
+
+    // Placed after a transaction in flight: it waits on the row, and
+    // lands when that one commits as placed, or is refused when it rolls
+    // back — judged on the row the first one left, not on the snapshot.
+    for first_commits in [true, false] {
+        let b = sql(&url).await;
+        a.batch_execute("BEGIN").await.unwrap();
+        a.execute(&advance_a, &[&size, &at, &to, &next])
+            .await
+            .unwrap();
+        let advance_b = b.prepare(advance).await.unwrap();
+        let second = tokio::spawn(async move {
+            let (from, to) = (size + 1, size + 2);
+            let (next, after_next) = (vec![7u8; 32], vec![9u8; 32]);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&from, &next, &to, &after_next];
+            let (begun, advanced, committed) = futures::join!(
+                b.batch_execute("BEGIN"),
+                b.execute(&advance_b, &params),
+                b.batch_execute("COMMIT"),
+            );
+            begun.unwrap();
+            committed.unwrap();
+            advanced
+                .map(|_| ())
+                .map_err(|e| e.code().map(|c| c.code().to_owned()))
+        });
+        // The second waits on the row lock of the first.
+        let mut waited = false;
+        for _ in 0..200 {
+            let waiting: i64 = a
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                waited = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(waited, "the second compare-and-swap waits on the first");
+        a.batch_execute(if first_commits { "COMMIT" } else { "ROLLBACK" })
+            .await
+            .unwrap();
+        let outcome = second.await.unwrap();
+        let (now, now_head) = ledger_head(&a).await;
+        if first_commits {
+            assert_eq!(outcome, Ok(()), "lands after the one it was placed after");
+            assert_eq!((now, now_head), (size + 2, vec![9u8; 32]));
+            // Back to where the rest of the test expects the head.
+            a.execute(
+                "UPDATE ledger_head SET size = $1, head = $2 WHERE id = 1",
+                &[&size, &at],
+            )
+            .await
+            .unwrap();
+        } else {
+            assert_eq!(outcome, Err(Some("TL001".to_owned())));
+            assert_eq!((now, now_head), (size, at.clone()), "nothing moved");
+        }
+    }
+}
+
+async fn ledger_head(c: &tokio_postgres::Client) -> (i64, Vec<u8>) {
+    let r = c
+        .query_one("SELECT size, head FROM ledger_head WHERE id = 1", &[])
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}

@@ -15,8 +15,17 @@
 //!   predecessor's size *and* chain head, so it waits on the predecessor's
 //!   row lock and lands only if exactly that predecessor committed. Any
 //!   other outcome (the predecessor failed, another replica committed in
-//!   between) updates no row and the batch is rolled back and placed
-//!   again, locked.
+//!   between) fails the compare-and-swap and the batch is rolled back and
+//!   placed again, locked.
+//!
+//! The compare-and-swap is the server's (`ledger_advance`, schema V6: it
+//! locks the head row, compares, and raises SQLSTATE TL001 on a mismatch),
+//! so the batch's `COMMIT` goes out in the same pipeline instead of a
+//! round trip later: a failed compare-and-swap aborts the transaction and
+//! the `COMMIT` behind it rolls back. That makes the order statements
+//! reach the server in part of the rule: every statement of a batch is
+//! prepared before any is sent ([`Statements`]), since one prepared on its
+//! first use would go out only after the `COMMIT` queued behind it.
 //!
 //! In both cases unique keys are inserted without a lookup first
 //! ([`KeyCheck::Insert`]): a key already held fails the insert on
@@ -31,10 +40,12 @@ use custody_ledger::engine::Append;
 use custody_ledger::entry::MAX_ENTRY_LEN;
 use custody_ledger::merkle::{chain_head, leaf_hash, Hash};
 use custody_ledger::{Appended, Error, Result, UniqueKey};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use tokio::sync::oneshot;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Statement;
 
+use super::tx::Tx;
 use super::{frontier_bytes, frontier_from, to_hash, LOWEST_STORED};
 use crate::db::Fault;
 
@@ -172,7 +183,7 @@ struct Start {
 /// The reads a batch's checks need, placed on `base`. `Err(Ok(Moved))`
 /// when the snapshot shows neither the base nor the committed tip.
 async fn read(
-    tx: &Transaction<'_>,
+    tx: &Tx,
     appends: &[&Append],
     base: &Base,
     check: KeyCheck,
@@ -328,7 +339,7 @@ fn now_ms() -> i64 {
 /// the answers, the rows to write and the tip the batch leaves (`depth`:
 /// batches in flight at once).
 pub(crate) async fn stage(
-    tx: &Transaction<'_>,
+    tx: &Tx,
     appends: &[&Append],
     base: &Base,
     check: KeyCheck,
@@ -480,37 +491,94 @@ pub(crate) async fn stage(
     )))
 }
 
+/// A batch's statements, prepared (once per connection) before any of
+/// them is sent: statements sent together then go out in the order they
+/// are written, and the `COMMIT` behind them must be the last.
+pub(crate) struct Statements {
+    entries: Statement,
+    nodes: Statement,
+    keys: Statement,
+    quotas: Statement,
+    advance: Statement,
+}
+
+impl Statements {
+    pub(crate) async fn prepare(
+        c: &impl GenericClient,
+    ) -> std::result::Result<Statements, tokio_postgres::Error> {
+        Ok(Statements {
+            entries: c
+                .prepare_cached(
+                    "INSERT INTO entries (seq, entry, leaf, rot_id) \
+                     SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[], $4::text[])",
+                )
+                .await?,
+            nodes: c
+                .prepare_cached(
+                    "INSERT INTO merkle_nodes (level, idx, hash) \
+                     SELECT * FROM unnest($1::int2[], $2::int8[], $3::bytea[])",
+                )
+                .await?,
+            // A plain insert: `ON CONFLICT DO NOTHING` costs a third more
+            // per key here (it probes the index before inserting), and a
+            // taken key is rare — the in-memory checks refuse what this
+            // process knows of.
+            keys: c
+                .prepare_cached(
+                    "INSERT INTO unique_keys (namespace, value, seq) \
+                     SELECT * FROM unnest($1::text[], $2::bytea[], $3::int8[])",
+                )
+                .await?,
+            quotas: c.prepare_cached(QUOTA_UPSERT).await?,
+            // The compare-and-swap on the head row, judged by the server
+            // (`V6__head_compare_and_swap.sql`).
+            advance: c
+                .prepare_cached("SELECT ledger_advance($1, $2, $3, $4, $5, $6)")
+                .await?,
+        })
+    }
+}
+
+/// A write that failed: `unsure` when its `COMMIT` went out and no answer
+/// says how the transaction ended (the caller looks the batch up).
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) fault: Fault,
+    pub(crate) unsure: bool,
+}
+
+impl Failed {
+    /// Failed before the `COMMIT` went out, or with an answer that aborted
+    /// the transaction: nothing was written.
+    fn sure(e: tokio_postgres::Error) -> Failed {
+        Failed {
+            fault: e.into(),
+            unsure: false,
+        }
+    }
+}
+
 /// Writes a staged batch placed on `expected` (its start size and chain
-/// head): the inserts first, then — after `after` fires, when the batch
-/// follows one in flight — the quota counts and the head-row update, a
-/// compare-and-swap on `expected` (`Err(Moved)` when the head is not
-/// there; the caller rolls back). `moved` fires once the head update has
-/// run. Statements that may go together are pipelined on the connection.
+/// head) and ends its transaction: the inserts first; then — after `after`
+/// fires, when the batch follows one in flight — the quota counts, the
+/// head-row compare-and-swap on `expected` and the `COMMIT`, in one
+/// pipeline. A head that is not at `expected` fails the compare-and-swap,
+/// which aborts the transaction, and the `COMMIT` behind it rolls back
+/// (`Ok(Err(Moved))`). `moved` fires once the compare-and-swap has run.
 pub(crate) async fn write(
-    tx: &Transaction<'_>,
+    mut tx: Tx,
     rows: &Rows,
     expected: (u64, Hash),
     after: Option<oneshot::Receiver<()>>,
     moved: Option<oneshot::Sender<()>>,
-) -> std::result::Result<std::result::Result<(), Missed>, Fault> {
-    // A plain insert: `ON CONFLICT DO NOTHING` costs a third more per key
-    // here (it probes the index before inserting), and a taken key is rare
-    // — the in-memory checks refuse what this process knows of.
-    let keys = tx.prepare_cached(KEY_INSERT).await?;
-    // The compare-and-swap: lock the head row (after a batch in flight
-    // this waits for its commit and then reads the row it left — a `WHERE`
-    // on the values would be judged on the statement's snapshot, from
-    // before that commit), compare in the caller, update.
-    let lock = tx
-        .prepare_cached("SELECT size, head FROM ledger_head WHERE id = 1 FOR UPDATE")
-        .await?;
-    let head = tx
-        .prepare_cached(
-            "UPDATE ledger_head SET size = $1, head = $2, last_time_ms = $3, frontier = $4 \
-             WHERE id = 1",
-        )
-        .await?;
-    let quotas = tx.prepare_cached(QUOTA_UPSERT).await?;
+) -> std::result::Result<std::result::Result<(), Missed>, Failed> {
+    let st = match Statements::prepare(&*tx).await {
+        Ok(st) => st,
+        Err(e) => {
+            tx.rollback().await;
+            return Err(Failed::sure(e));
+        }
+    };
     let key_params: [&(dyn ToSql + Sync); 3] = [&rows.key_ns, &rows.key_values, &rows.key_seqs];
     // Whether every key landed: a held key fails the insert on its
     // primary key, which aborts the transaction (and so every statement
@@ -519,69 +587,104 @@ pub(crate) async fn write(
         if rows.key_ns.is_empty() {
             return Ok(true);
         }
-        match tx.execute(&keys, &key_params).await {
+        match tx.execute(&st.keys, &key_params).await {
             Ok(_) => Ok(true),
             Err(e) if key_taken(&e) => Ok(false),
             Err(e) => Err(e),
         }
     };
-    let head_params: [&(dyn ToSql + Sync); 4] =
-        [&rows.size, &rows.head, &rows.last_time_ms, &rows.frontier];
+    // After a batch in flight the compare-and-swap waits on its row lock,
+    // bounded (see `AFTER_LOCK_TIMEOUT`).
+    let bound = after
+        .is_some()
+        .then(|| format!("SET LOCAL lock_timeout = '{AFTER_LOCK_TIMEOUT}'"));
+    let (landed, inserted, bounded) =
+        futures::join!(inserts, insert_rows(&*tx, &st, rows, false), async {
+            match &bound {
+                Some(b) => tx.batch_execute(b).await,
+                None => Ok(()),
+            }
+        },);
+    let early = match (landed, inserted, bounded) {
+        (Ok(false), _, _) => Some(Ok(Err(Missed::KeyTaken))),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Some(Err(Failed::sure(e))),
+        (Ok(true), Ok(()), Ok(())) => None,
+    };
+    if let Some(early) = early {
+        tx.rollback().await;
+        return early;
+    }
+    // The compare-and-swap goes out only once the predecessor's has run:
+    // sent sooner, it could reach the head row first and miss.
+    if let Some(after) = after {
+        let _ = after.await;
+    }
+    let from_size = expected.0 as i64;
+    let from_head = expected.1.to_vec();
+    let head_params: [&(dyn ToSql + Sync); 6] = [
+        &from_size,
+        &from_head,
+        &rows.size,
+        &rows.head,
+        &rows.last_time_ms,
+        &rows.frontier,
+    ];
     let quota_params: [&(dyn ToSql + Sync); 2] = [&rows.quota_counters, &rows.quota_added];
     // Counters sorted, so that concurrent batches lock them in one order;
-    // then the head row.
-    let finish = async {
-        let quotas = async {
+    // then the head row; then the COMMIT (sent last: each future sends its
+    // statement when first polled, in this order).
+    let (quotas, advanced, committed) = futures::join!(
+        async {
             if rows.quota_counters.is_empty() {
                 Ok(0)
             } else {
-                tx.execute(&quotas, &quota_params).await
+                tx.execute(&st.quotas, &quota_params).await
             }
-        };
-        let (_, found, _) = futures::try_join!(
-            quotas,
-            tx.query_one(&lock, &[]),
-            tx.execute(&head, &head_params)
-        )?;
-        let size = found.get::<_, i64>(0) as u64;
-        let at = found.get::<_, &[u8]>(1) == expected.1.as_slice();
-        Ok::<_, tokio_postgres::Error>(size == expected.0 && at)
-    };
-    let updated = match after {
-        // Locked: everything at once.
-        None => {
-            let (landed, inserted, updated) =
-                futures::join!(inserts, insert_rows(tx, rows, false), finish);
-            if !landed? {
-                return Ok(Err(Missed::KeyTaken));
-            }
-            inserted?;
-            updated?
-        }
-        // After a batch in flight: the inserts now, the head update only
-        // once the predecessor's has run (it then waits on its row lock).
-        Some(after) => {
-            let bound = format!("SET LOCAL lock_timeout = '{AFTER_LOCK_TIMEOUT}'");
-            let (landed, inserted, bounded) = futures::join!(
-                inserts,
-                insert_rows(tx, rows, false),
-                tx.batch_execute(&bound)
-            );
-            if !landed? {
-                return Ok(Err(Missed::KeyTaken));
-            }
-            inserted?;
-            bounded?;
-            let _ = after.await;
-            finish.await?
-        }
-    };
-    drop(moved);
-    if !updated {
-        return Ok(Err(Missed::Moved));
+        },
+        async {
+            let r = tx.execute(&st.advance, &head_params).await;
+            drop(moved);
+            r
+        },
+        tx.commit(),
+    );
+    if committed
+        .as_ref()
+        .map_or_else(|e| e.as_db_error().is_some(), |()| true)
+    {
+        tx.ended();
     }
-    Ok(Ok(()))
+    let failed = match (quotas, advanced) {
+        (Err(e), _) | (Ok(_), Err(e)) => Some(e),
+        (Ok(_), Ok(_)) => None,
+    };
+    match (failed, committed) {
+        (None, Ok(())) => Ok(Ok(())),
+        (None, Err(e)) => Err(Failed {
+            fault: e.into(),
+            unsure: true,
+        }),
+        (Some(e), _) if head_moved(&e) => Ok(Err(Missed::Moved)),
+        // An answer that aborted the transaction, or none (the connection
+        // lost with the COMMIT sent).
+        (Some(e), _) => {
+            let unsure = e.as_db_error().is_none();
+            Err(Failed {
+                fault: e.into(),
+                unsure,
+            })
+        }
+    }
 }
+
+/// The head was not where the batch was placed (`ledger_advance` raised).
+fn head_moved(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| c.code() == HEAD_MOVED)
+}
+
+/// The SQLSTATE `ledger_advance` raises when the head is not at the size
+/// and chain head given.
+const HEAD_MOVED: &str = "TL001";
 
 /// A unique key already held: the insert failed on `unique_keys`' primary
 /// key (the backstop of invariant 2).
@@ -592,47 +695,30 @@ fn key_taken(e: &tokio_postgres::Error) -> bool {
     })
 }
 
-const KEY_INSERT: &str = "INSERT INTO unique_keys (namespace, value, seq) \
-     SELECT * FROM unnest($1::text[], $2::bytea[], $3::int8[])";
-
 /// Inserts rows: entries, Merkle nodes and, with `import`, unique keys and
 /// quota counts too (never the head row), pipelined. An import's held key
 /// is an error: it writes into fresh tables.
 pub(crate) async fn insert_rows(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
+    st: &Statements,
     rows: &Rows,
     import: bool,
 ) -> std::result::Result<(), tokio_postgres::Error> {
-    // Prepared once per connection.
-    let entries = tx
-        .prepare_cached(
-            "INSERT INTO entries (seq, entry, leaf, rot_id) \
-             SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[], $4::text[])",
-        )
-        .await?;
-    let nodes = tx
-        .prepare_cached(
-            "INSERT INTO merkle_nodes (level, idx, hash) \
-             SELECT * FROM unnest($1::int2[], $2::int8[], $3::bytea[])",
-        )
-        .await?;
-    let keys = tx.prepare_cached(KEY_INSERT).await?;
     let entry_params: [&(dyn ToSql + Sync); 4] =
         [&rows.seqs, &rows.entries, &rows.leaves, &rows.rots];
     let node_params: [&(dyn ToSql + Sync); 3] =
         [&rows.node_levels, &rows.node_idxs, &rows.node_hashes];
-    let quotas = tx.prepare_cached(QUOTA_UPSERT).await?;
     let key_params: [&(dyn ToSql + Sync); 3] = [&rows.key_ns, &rows.key_values, &rows.key_seqs];
     let quota_params: [&(dyn ToSql + Sync); 2] = [&rows.quota_counters, &rows.quota_added];
-    let mut pending = vec![tx.execute(&entries, &entry_params)];
+    let mut pending = vec![tx.execute(&st.entries, &entry_params)];
     if !rows.node_levels.is_empty() {
-        pending.push(tx.execute(&nodes, &node_params));
+        pending.push(tx.execute(&st.nodes, &node_params));
     }
     if import && !rows.key_ns.is_empty() {
-        pending.push(tx.execute(&keys, &key_params));
+        pending.push(tx.execute(&st.keys, &key_params));
     }
     if import && !rows.quota_counters.is_empty() {
-        pending.push(tx.execute(&quotas, &quota_params));
+        pending.push(tx.execute(&st.quotas, &quota_params));
     }
     futures::future::try_join_all(pending).await?;
     Ok(())

@@ -6,7 +6,8 @@
 //! last inserts, the WAL flush), the next batch is already placed after it
 //! ([`Base::After`]) on a second connection: its reads, placing and inserts
 //! run beside the first batch's commit, on the database's other core, and
-//! only its head-row update waits for the first to commit. Answers go out
+//! only its head-row update (and the `COMMIT` pipelined behind it) waits
+//! for the first to commit. Answers go out
 //! in batch order. A batch that does not land as placed (its predecessor
 //! failed, another replica committed in between, a key was already held)
 //! is rolled back and, once the batches in flight have landed, committed
@@ -14,7 +15,7 @@
 //! pipeline, kept as the fallback.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,9 +24,9 @@ use custody_ledger::entry::MAX_ENTRY_LEN;
 use custody_ledger::{Appended, Error, Result};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_postgres::IsolationLevel;
 
-use super::batch::{self, Base, KeyCheck, Missed, Staged, Tip};
+use super::batch::{self, Base, Failed, KeyCheck, Missed, Staged, Tip};
+use super::tx::Tx;
 use super::{Inner, Queued};
 use crate::db::{Backoff, Fault};
 
@@ -118,9 +119,10 @@ enum Landing {
 /// wait on them while holding the head row (a deadlock the database
 /// breaks only after its `deadlock_timeout`, and that the pipelined batch
 /// breaks sooner with its `lock_timeout`, [`batch::AFTER_LOCK_TIMEOUT`]).
-/// So a replica that sees another's writes (its batch starts where it did
-/// not leave the head) or a batch that missed goes locked, one batch at a
-/// time, for [`LOCKED_FOR`] after the last such sign.
+/// So a replica goes locked, one batch at a time, while it sees another
+/// replica's presence row live (`steward::announce`), and — should that
+/// row be missed — for [`LOCKED_FOR`] after it sees another's writes (its
+/// batch starts where it did not leave the head) or a batch that missed.
 #[derive(Debug, Default)]
 struct Mode {
     /// The configured pipeline depth.
@@ -134,24 +136,30 @@ struct Mode {
 const LOCKED_FOR: Duration = Duration::from_secs(5);
 
 impl Mode {
-    /// With a depth above one, after a batch landed where this replica
-    /// expected it, and not within [`LOCKED_FOR`] of a sign of another
-    /// writer.
-    fn pipelining(&self) -> bool {
+    /// With a depth above one, no other replica live (`others`), after a
+    /// batch landed where this replica expected it, and not within
+    /// [`LOCKED_FOR`] of a sign of another writer.
+    fn pipelining(&self, others: &AtomicBool) -> bool {
         self.depth > 1
+            && !others.load(Ordering::Acquire)
             && self.expected.is_some()
             && self.locked_until.is_none_or(|t| Instant::now() >= t)
     }
 
-    fn landed(&mut self, st: &Staged) {
+    fn landed(&mut self, st: &Staged, others: &AtomicBool) {
         if self.expected.is_some_and(|e| e != st.start) {
-            self.contended();
+            self.contended(others);
         }
         self.expected = Some(st.end);
     }
 
-    fn contended(&mut self) {
-        self.locked_until = Some(Instant::now() + LOCKED_FOR);
+    /// A sign of another writer. Seen while another replica is known live
+    /// it says nothing new (that replica's presence keeps this one locked,
+    /// and only while it lasts); otherwise it locks for [`LOCKED_FOR`].
+    fn contended(&mut self, others: &AtomicBool) {
+        if !others.load(Ordering::Acquire) {
+            self.locked_until = Some(Instant::now() + LOCKED_FOR);
+        }
     }
 }
 
@@ -210,7 +218,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Queue
         // While pipelining, half of what is waiting, so that two batches
         // alternate (one committing while the next is placed and
         // inserted) instead of one batch holding every caller.
-        let cap = if mode.pipelining() {
+        let cap = if mode.pipelining(&inner.others_live) {
             let in_flight: usize = flights.iter().map(|f| f.appends).sum();
             (in_flight + count + rx.len()).div_ceil(depth).clamp(1, max)
         } else {
@@ -241,7 +249,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Queue
         // in flight (see `Mode`).
         let mut after = None;
         if let Some(prev) = flights.back_mut() {
-            if mode.pipelining() {
+            if mode.pipelining(&inner.others_live) {
                 let tip = match prev.tip.take() {
                     Some(rx) => rx.await.ok(),
                     None => None,
@@ -329,7 +337,7 @@ async fn deliver(
         Ok((batch, Landing::Done { staged, after }))
             if staged.first.is_some() || !after || mode.expected == Some(staged.start) =>
         {
-            mode.landed(&staged);
+            mode.landed(&staged, &inner.others_live);
             reply(batch, finish(inner, staged));
         }
         Ok((batch, Landing::Done { .. })) => {
@@ -359,7 +367,7 @@ async fn deliver(
     // The later batches in flight miss because this one did: only this
     // one's miss says whether another replica writes.
     if missed {
-        mode.contended();
+        mode.contended(&inner.others_live);
     }
     mode.expected = None;
     while let Some(f) = rest.pop_front() {
@@ -500,24 +508,28 @@ async fn attempt(
         Some((t, m)) => (Some(t), Some(m)),
         None => (None, None),
     };
-    let mut client = inner.pool.get().await.map_err(|e| fault(e.into()))?;
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::ReadCommitted)
-        .start()
-        .await
-        .map_err(|e| fault(e.into()))?;
-    let (st, rows, tip) =
-        match batch::stage(&tx, appends, &base, check, inner.config.pipeline_depth)
-            .await
-            .map_err(fault)?
-        {
-            Ok(staged) => staged,
-            Err(m) => {
-                let _ = tx.rollback().await;
-                return Err(Miss::Rolled(m));
-            }
-        };
+    let client = inner.pool.get().await.map_err(|e| fault(e.into()))?;
+    let tx = Tx::new(client);
+    // `BEGIN` goes out in one pipeline with the batch's reads.
+    let (begun, staged) = futures::join!(
+        tx.begin(),
+        batch::stage(&tx, appends, &base, check, inner.config.pipeline_depth)
+    );
+    if let Err(e) = begun {
+        // Dropped: the connection is closed, whatever it began.
+        return Err(fault(e.into()));
+    }
+    let (st, rows, tip) = match staged {
+        Ok(Ok(staged)) => staged,
+        Ok(Err(m)) => {
+            tx.rollback().await;
+            return Err(Miss::Rolled(m));
+        }
+        Err(f) => {
+            tx.rollback().await;
+            return Err(fault(f));
+        }
+    };
     let expected = (tip.start, tip.start_head);
     if let Some(t) = tip_tx {
         let _ = t.send(tip);
@@ -531,21 +543,11 @@ async fn attempt(
         // Only refusals: nothing to write. The head is unchanged, so the
         // successor may follow at once.
         drop(moved_tx);
-        let _ = tx.rollback().await;
+        tx.rollback().await;
         return Ok(st);
     }
-    match batch::write(&tx, &rows, expected, after, moved_tx)
-        .await
-        .map_err(fault)?
-    {
-        Ok(()) => {}
-        Err(m) => {
-            let _ = tx.rollback().await;
-            return Err(Miss::Rolled(m));
-        }
-    }
-    match tx.commit().await {
-        Ok(()) => {
+    match batch::write(tx, &rows, expected, after, moved_tx).await {
+        Ok(Ok(())) => {
             inner.committed.fetch_add(1, Ordering::Relaxed);
             if after_prev {
                 inner.pipelined.fetch_add(1, Ordering::Relaxed);
@@ -558,6 +560,7 @@ async fn attempt(
             );
             Ok(st)
         }
-        Err(e) => Err(Miss::Fault(e.into(), Some(st))),
+        Ok(Err(m)) => Err(Miss::Rolled(m)),
+        Err(Failed { fault, unsure }) => Err(Miss::Fault(fault, unsure.then_some(st))),
     }
 }

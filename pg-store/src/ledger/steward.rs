@@ -1,6 +1,7 @@
 //! The steward task: keeps this replica's view of the size and the latest
-//! checkpoint fresh, takes or renews the signer lease, and — while it holds
-//! the lease — signs checkpoints on a cadence (see the parent module doc).
+//! checkpoint fresh, renews its presence row and looks for other live
+//! replicas, takes or renews the signer lease, and — while it holds the
+//! lease — signs checkpoints on a cadence (see the parent module doc).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,17 +12,13 @@ use custody_ledger::merkle;
 use custody_ledger::{Error, Result};
 use tokio_postgres::IsolationLevel;
 
-use super::{frontier_from, nodes, Inner, SIGNER_LEASE};
+use super::{frontier_from, nodes, Inner, PgLedgerConfig, SIGNER_LEASE};
 use crate::db::{self, Fault};
 
 /// The task body.
 pub(crate) async fn run(inner: Arc<Inner>) {
     let mut shutdown = inner.shutdown.subscribe();
-    let tick = inner
-        .config
-        .checkpoint_interval
-        .min(inner.config.lease_ttl / 3)
-        .max(Duration::from_millis(20));
+    let tick = tick(&inner.config);
     let mut last_publish = Instant::now();
     let mut first = true;
     loop {
@@ -35,6 +32,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         }
         if let Err(e) = refresh(&inner).await {
             tracing::debug!(error = %e, "reading the ledger head");
+        }
+        if let Err(e) = announce(&inner).await {
+            tracing::debug!(error = %e, "announcing this replica");
         }
         let holds = match take_lease(&inner).await {
             Ok(h) => h,
@@ -51,8 +51,12 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             }
         }
     }
-    // Closing: cover what this replica appended (taking the lease if it is
-    // free), then hand the lease on.
+    // Closing: withdraw the presence row (another replica pipelines again
+    // at its next look), cover what this replica appended (taking the
+    // lease if it is free), then hand the lease on.
+    if let Err(e) = withdraw(&inner).await {
+        tracing::debug!(error = %e, "withdrawing this replica");
+    }
     let _ = refresh(&inner).await;
     let uncovered = inner.size.load(Ordering::Acquire) > inner.latest().map_or(0, |c| c.size);
     if (uncovered && take_lease(&inner).await.unwrap_or(false))
@@ -94,6 +98,66 @@ pub(crate) async fn refresh(inner: &Inner) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How often the steward looks: the checkpoint cadence, and at least
+/// three times per lease time.
+pub(crate) fn tick(config: &PgLedgerConfig) -> Duration {
+    config
+        .checkpoint_interval
+        .min(config.lease_ttl / 3)
+        .max(Duration::from_millis(20))
+}
+
+/// The prefix of the replicas' presence rows in `leases`.
+const PRESENCE: &str = "replica/";
+
+/// Renews this replica's presence row (live for the lease time) and looks
+/// whether another replica's is live; the answer is kept in
+/// `Inner::others_live` for the sequencer. A replica that dies leaves a
+/// row that expires; one that closes removes its row.
+pub(crate) async fn announce(inner: &Inner) -> Result<bool> {
+    let ttl = inner.config.lease_ttl.as_secs_f64();
+    let name = format!("{PRESENCE}{}", inner.replica);
+    let others = db::retry(inner.config.retry, "announcing this replica", || async {
+        let client = inner.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO leases (name, holder, expires_at, epoch) \
+                 VALUES ($1, $2, now() + make_interval(secs => $3), 0) \
+                 ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at",
+                &[&name, &inner.replica, &ttl],
+            )
+            .await?;
+        let live: i64 = client
+            .query_one(
+                "SELECT count(*) FROM leases \
+                 WHERE starts_with(name, $1) AND name <> $2 AND expires_at > now()",
+                &[&PRESENCE, &name],
+            )
+            .await?
+            .get(0);
+        Ok(live > 0)
+    })
+    .await?;
+    let before = inner.others_live.swap(others, Ordering::AcqRel);
+    if others != before {
+        tracing::debug!(replica = %inner.replica, others, "other replicas live");
+    }
+    Ok(others)
+}
+
+/// Removes this replica's presence row.
+async fn withdraw(inner: &Inner) -> Result<()> {
+    let name = format!("{PRESENCE}{}", inner.replica);
+    db::retry(inner.config.retry, "withdrawing this replica", || async {
+        let client = inner.pool.get().await?;
+        client
+            .execute("DELETE FROM leases WHERE name = $1", &[&name])
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Takes the lease if it is free or expired, or renews it; returns whether

@@ -158,3 +158,73 @@ async fn killing_the_lease_holder_loses_nothing_and_another_replica_takes_over()
     rx_cp = open(&url, &signer).await;
     rx_cp.close().await;
 }
+
+/// A replica pipelines its batches only while it sees no other replica
+/// live: each renews a presence row, so two replicas go one batch at a
+/// time on the locked head row before their batches can collide, and the
+/// survivor pipelines again once the other closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_pipelines_only_while_it_sees_no_other() {
+    let url = database("presence").await;
+    let signer = signer();
+    let a = open(&url, &signer).await;
+    assert!(!a.sees_other_replicas(), "alone on the database");
+    let load = |ledgers: Vec<pg_store::PgLedger>, round: u64| async move {
+        let mut tasks = Vec::new();
+        for (r, l) in ledgers.into_iter().enumerate() {
+            let engine: Arc<dyn LedgerEngine> = Arc::new(l);
+            for t in 0..48u64 {
+                let engine = engine.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..8u64 {
+                        let mut d = Draft::new(EventKind::Shipped);
+                        d.actor = format!("{round}/{r}/{t}/{i}");
+                        engine.append(d, Constraints::default()).await.unwrap();
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    };
+    let until = |f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "not within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    load(vec![a.clone()], 0).await;
+    let alone = a.batch_stats();
+    assert!(alone.pipelined > 0, "alone, it pipelines: {alone:?}");
+
+    let b = open(&url, &signer).await;
+    assert!(b.sees_other_replicas(), "the second sees the first at once");
+    until(&|| a.sees_other_replicas());
+    load(vec![a.clone(), b.clone()], 1).await;
+    assert_eq!(
+        a.batch_stats().pipelined,
+        alone.pipelined,
+        "{:?}",
+        a.batch_stats()
+    );
+    assert_eq!(b.batch_stats().pipelined, 0, "{:?}", b.batch_stats());
+    assert!(b.batch_stats().committed > 0);
+
+    b.close().await;
+    until(&|| !a.sees_other_replicas());
+    load(vec![a.clone()], 2).await;
+    assert!(
+        a.batch_stats().pipelined > alone.pipelined,
+        "pipelines again once alone: {:?}",
+        a.batch_stats()
+    );
+    a.close().await;
+    let v = records::verify(&url, &Options::default(), &mut |_| {})
+        .await
+        .unwrap();
+    assert!(v.report.is_ok(), "{:?}", v.report.problem);
+    assert_eq!(v.report.entries, 48 * 8 * 4);
+}
