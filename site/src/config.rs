@@ -24,6 +24,7 @@
 //! listen = "127.0.0.1:7402"
 //! origin = "trustline.example/custody-ledger"  # the checkpoint origin
 //! database = "postgres://trustline@db/ledger"  # else files in <data>/ledger
+//! database_pipeline_depth = 2          # batches in flight; 1: one at a time
 //!
 //! [ownership]
 //! challenges_per_caller = 1000         # outstanding challenges per caller
@@ -153,6 +154,11 @@ pub struct LedgerConfig {
     /// The PostgreSQL database holding the ledger (a `postgres://` URL,
     /// issue 14); empty: segment files in `<data>/ledger`.
     pub database: String,
+    /// With `database`: batches of appends in flight at once (1 to 8; 2 by
+    /// default). 1 places each batch on the locked head row, the setting
+    /// for a PostgreSQL-compatible engine not yet checked with the
+    /// pipeline (docs/operations.md).
+    pub database_pipeline_depth: usize,
 }
 
 impl Default for LedgerConfig {
@@ -161,6 +167,7 @@ impl Default for LedgerConfig {
             listen: "127.0.0.1:7402".into(),
             origin: custody_ledger::DEFAULT_ORIGIN.into(),
             database: String::new(),
+            database_pipeline_depth: 2,
         }
     }
 }
@@ -238,6 +245,13 @@ impl Config {
             config.provisioner.claim_ttl_secs = v
                 .parse()
                 .map_err(|e| Error::Config(format!("TRUSTLINE_CLAIM_TTL_SECS: {e}")))?;
+        }
+        let depth = config.ledger.database_pipeline_depth;
+        if !(1..=8).contains(&depth) {
+            return Err(Error::Config(format!(
+                "{}: [ledger] database_pipeline_depth must be between 1 and 8, not {depth}",
+                path.display()
+            )));
         }
         Ok(config)
     }
@@ -404,6 +418,26 @@ mod tests {
         write_site(dir.path(), "site-a", "trustline/site-a").expect("same again");
         assert!(write_site(dir.path(), "site-b", "trustline/site-a").is_err());
         assert!(write_site(dir.path(), "site-a", "bad origin").is_err());
+    }
+
+    #[test]
+    fn the_postgresql_pipeline_depth_is_read_and_bounded() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = |text: &str| {
+            std::fs::write(dir.path().join(CONFIG_FILE), text).expect("write");
+            Config::load(dir.path())
+        };
+        assert_eq!(
+            config("").expect("defaults").ledger.database_pipeline_depth,
+            2
+        );
+        let one = config("[ledger]\ndatabase_pipeline_depth = 1\n").expect("one");
+        assert_eq!(one.ledger.database_pipeline_depth, 1);
+        for bad in [0, 9] {
+            let err = config(&format!("[ledger]\ndatabase_pipeline_depth = {bad}\n"))
+                .expect_err("out of range");
+            assert!(err.to_string().contains("between 1 and 8"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -471,6 +471,7 @@ pub async fn open_site_ledger(
     setup::check_ledger_key_file(&data_dir.join(layout::LEDGER_KEY_FILE), &signer)?;
     let mut pg = pg_store::PgLedgerConfig::new(url);
     pg.origin = config.ledger.origin.clone();
+    pg.pipeline_depth = config.ledger.database_pipeline_depth;
     pg_store::PgLedger::open(pg, Arc::new(signer))
         .await
         .map(SiteLedger::Postgres)
