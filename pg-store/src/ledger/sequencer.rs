@@ -123,10 +123,12 @@ enum Landing {
 /// replica's presence row live (`steward::announce`), and — should that
 /// row be missed — for [`LOCKED_FOR`] after it sees another's writes (its
 /// batch starts where it did not leave the head) or a batch that missed.
-#[derive(Debug, Default)]
-struct Mode {
+#[derive(Debug)]
+struct Mode<'a> {
     /// The configured pipeline depth.
     depth: usize,
+    /// Whether another replica was live at the steward's last look.
+    others: &'a AtomicBool,
     /// Where this replica's last landed batch left the head.
     expected: Option<u64>,
     locked_until: Option<Instant>,
@@ -135,20 +137,20 @@ struct Mode {
 /// How long a replica stays locked after another replica wrote.
 const LOCKED_FOR: Duration = Duration::from_secs(5);
 
-impl Mode {
-    /// With a depth above one, no other replica live (`others`), after a
-    /// batch landed where this replica expected it, and not within
-    /// [`LOCKED_FOR`] of a sign of another writer.
-    fn pipelining(&self, others: &AtomicBool) -> bool {
+impl Mode<'_> {
+    /// With a depth above one, no other replica live, after a batch landed
+    /// where this replica expected it, and not within [`LOCKED_FOR`] of a
+    /// sign of another writer.
+    fn pipelining(&self) -> bool {
         self.depth > 1
-            && !others.load(Ordering::Acquire)
+            && !self.others.load(Ordering::Acquire)
             && self.expected.is_some()
             && self.locked_until.is_none_or(|t| Instant::now() >= t)
     }
 
-    fn landed(&mut self, st: &Staged, others: &AtomicBool) {
+    fn landed(&mut self, st: &Staged) {
         if self.expected.is_some_and(|e| e != st.start) {
-            self.contended(others);
+            self.contended();
         }
         self.expected = Some(st.end);
     }
@@ -156,8 +158,8 @@ impl Mode {
     /// A sign of another writer. Seen while another replica is known live
     /// it says nothing new (that replica's presence keeps this one locked,
     /// and only while it lasts); otherwise it locks for [`LOCKED_FOR`].
-    fn contended(&mut self, others: &AtomicBool) {
-        if !others.load(Ordering::Acquire) {
+    fn contended(&mut self) {
+        if !self.others.load(Ordering::Acquire) {
             self.locked_until = Some(Instant::now() + LOCKED_FOR);
         }
     }
@@ -182,7 +184,9 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Queue
     let depth = inner.config.pipeline_depth.max(1);
     let mut mode = Mode {
         depth,
-        ..Mode::default()
+        others: &inner.others_live,
+        expected: None,
+        locked_until: None,
     };
     loop {
         if flights.len() >= depth {
@@ -218,7 +222,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Queue
         // While pipelining, half of what is waiting, so that two batches
         // alternate (one committing while the next is placed and
         // inserted) instead of one batch holding every caller.
-        let cap = if mode.pipelining(&inner.others_live) {
+        let cap = if mode.pipelining() {
             let in_flight: usize = flights.iter().map(|f| f.appends).sum();
             (in_flight + count + rx.len()).div_ceil(depth).clamp(1, max)
         } else {
@@ -249,7 +253,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Queue
         // in flight (see `Mode`).
         let mut after = None;
         if let Some(prev) = flights.back_mut() {
-            if mode.pipelining(&inner.others_live) {
+            if mode.pipelining() {
                 let tip = match prev.tip.take() {
                     Some(rx) => rx.await.ok(),
                     None => None,
@@ -313,7 +317,7 @@ fn launch(inner: &Arc<Inner>, batch: Vec<Queued>, base: Base) -> Flight {
 }
 
 /// Waits for the oldest batch in flight and answers it.
-async fn land_oldest(inner: &Inner, flights: &mut VecDeque<Flight>, mode: &mut Mode) {
+async fn land_oldest(inner: &Inner, flights: &mut VecDeque<Flight>, mode: &mut Mode<'_>) {
     if let Some(f) = flights.pop_front() {
         let r = f.task.await;
         deliver(inner, r, flights, mode).await;
@@ -327,7 +331,7 @@ async fn deliver(
     inner: &Inner,
     landed: std::result::Result<(Vec<Queued>, Landing), tokio::task::JoinError>,
     rest: &mut VecDeque<Flight>,
-    mode: &mut Mode,
+    mode: &mut Mode<'_>,
 ) {
     let mut again = Vec::new();
     let mut missed = false;
@@ -337,7 +341,7 @@ async fn deliver(
         Ok((batch, Landing::Done { staged, after }))
             if staged.first.is_some() || !after || mode.expected == Some(staged.start) =>
         {
-            mode.landed(&staged, &inner.others_live);
+            mode.landed(&staged);
             reply(batch, finish(inner, staged));
         }
         Ok((batch, Landing::Done { .. })) => {
@@ -367,7 +371,7 @@ async fn deliver(
     // The later batches in flight miss because this one did: only this
     // one's miss says whether another replica writes.
     if missed {
-        mode.contended(&inner.others_live);
+        mode.contended();
     }
     mode.expected = None;
     while let Some(f) = rest.pop_front() {

@@ -112,13 +112,18 @@ pub(crate) fn tick(config: &PgLedgerConfig) -> Duration {
 /// The prefix of the replicas' presence rows in `leases`.
 const PRESENCE: &str = "replica/";
 
+/// This replica's presence row in `leases`.
+fn presence_row(inner: &Inner) -> String {
+    format!("{PRESENCE}{}", inner.replica)
+}
+
 /// Renews this replica's presence row (live for the lease time) and looks
 /// whether another replica's is live; the answer is kept in
 /// `Inner::others_live` for the sequencer. A replica that dies leaves a
 /// row that expires; one that closes removes its row.
 pub(crate) async fn announce(inner: &Inner) -> Result<bool> {
     let ttl = inner.config.lease_ttl.as_secs_f64();
-    let name = format!("{PRESENCE}{}", inner.replica);
+    let name = presence_row(inner);
     let others = db::retry(inner.config.retry, "announcing this replica", || async {
         let client = inner.pool.get().await?;
         client
@@ -149,7 +154,7 @@ pub(crate) async fn announce(inner: &Inner) -> Result<bool> {
 
 /// Removes this replica's presence row.
 async fn withdraw(inner: &Inner) -> Result<()> {
-    let name = format!("{PRESENCE}{}", inner.replica);
+    let name = presence_row(inner);
     db::retry(inner.config.retry, "withdrawing this replica", || async {
         let client = inner.pool.get().await?;
         client
