@@ -31,13 +31,17 @@
 //! 4–8 % faster (inside the run-to-run noise), p256 five times slower, so
 //! ring stays (issue 16.3; figures in that module). [`VerifyingKey`] is the
 //! prepared form: parse and check a key once (a vendor or order key),
-//! verify many times.
+//! verify many times. A check repeated in one process on the same inputs
+//! (the provisioner and its in-process CA both checking a proof of
+//! possession) costs one verification: [`verified`].
 
 use p256::ecdsa::Signature;
 use p256::elliptic_curve::scalar::IsHigh;
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
 
 use crate::Error;
+
+mod verified;
 
 /// Largest DER ECDSA P-256 signature (two 33-byte integers and headers).
 pub const MAX_DER_SIGNATURE_LEN: usize = 72;
@@ -188,7 +192,30 @@ fn point_of(spki_der: &[u8]) -> Result<p256::EncodedPoint, Error> {
     parse_p256_spki(spki_der).map(|key| p256::EncodedPoint::from(&key))
 }
 
+/// As [`verify_strict`], but verified every time, also when this process
+/// verified the same inputs before ([`verified`]): for measuring the
+/// verifier itself (`ca_service::bench::verifiers`), not for checking.
+///
+/// # Errors
+/// As [`verify_strict`].
+pub fn verify_strict_every_time(
+    spki_der: &[u8],
+    message: &[u8],
+    signature: &[u8],
+    encoding: SignatureEncoding,
+) -> Result<(), Error> {
+    let point = point_of(spki_der)?;
+    let sig = parse_strict(signature, encoding)?;
+    ring_raw(point.as_bytes(), message, &sig.to_bytes())
+}
+
 fn ring_verify_raw(point: &[u8], message: &[u8], raw: &[u8]) -> Result<(), Error> {
+    verified::TABLE.verified_once(verified::Algorithm::Fixed, point, message, raw, || {
+        ring_raw(point, message, raw)
+    })
+}
+
+fn ring_raw(point: &[u8], message: &[u8], raw: &[u8]) -> Result<(), Error> {
     ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point)
         .verify(message, raw)
         .map_err(|_| Error::BadSignature("signature"))
@@ -198,9 +225,17 @@ fn ring_verify_der(point: &[u8], message: &[u8], signature_der: &[u8]) -> Result
     if signature_der.len() > MAX_DER_SIGNATURE_LEN {
         return Err(Error::BadSignature("signature"));
     }
-    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, point)
-        .verify(message, signature_der)
-        .map_err(|_| Error::BadSignature("signature"))
+    verified::TABLE.verified_once(
+        verified::Algorithm::Asn1,
+        point,
+        message,
+        signature_der,
+        || {
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, point)
+                .verify(message, signature_der)
+                .map_err(|_| Error::BadSignature("signature"))
+        },
+    )
 }
 
 /// A P-256 public key parsed and checked once, for verifying many

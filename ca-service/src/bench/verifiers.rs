@@ -12,11 +12,14 @@
 //!   uncompressed point on every call;
 //! - `… prepared` — the key parsed once (`aws_lc_rs::signature::ParsedPublicKey`,
 //!   `p256::ecdsa::VerifyingKey`; ring has no prepared ECDSA key);
-//! - `trustline strict` — [`trustline_proto::ecdsa::verify_strict`] from
-//!   SubjectPublicKeyInfo DER (what statement verification does today:
-//!   parse the key, refuse high-S and non-canonical DER, then ring);
-//! - `trustline strict prepared` — [`trustline_proto::ecdsa::VerifyingKey`],
-//!   the form the factory will cache per order and vendor.
+//! - `trustline strict` — Trustline's strict verifier from
+//!   SubjectPublicKeyInfo DER (what statement verification does: parse the
+//!   key, refuse high-S and non-canonical DER, then ring), verified every
+//!   time ([`trustline_proto::ecdsa::verify_strict_every_time`]);
+//! - `trustline strict, remembered` — the same check repeated on inputs this
+//!   process verified before, answered from its table of verified inputs
+//!   (the provisioner and its in-process CA checking one proof of
+//!   possession): a hash and a lookup instead of a verification.
 //!
 //! aws-lc-rs is measured only when the crate is built with the
 //! `verifier-bench` feature (it builds AWS-LC from C; aws-lc-rs 1.19 /
@@ -40,7 +43,9 @@ use std::time::{Duration, Instant};
 
 use p256::ecdsa::signature::Verifier as _;
 use serde::Serialize;
-use trustline_proto::ecdsa::{verify_strict, SignatureEncoding, VerifyingKey};
+use trustline_proto::ecdsa::{
+    verify_strict, verify_strict_every_time, SignatureEncoding, VerifyingKey,
+};
 use trustline_proto::signer::{Signer, SoftwareSigner};
 
 use crate::Error;
@@ -131,14 +136,6 @@ fn verifiers(s: &[Sample]) -> Result<Vec<(&'static str, Check<'_>)>, Error> {
             what: "benchmark keys",
             reason: e.to_string(),
         })?;
-    let prepared: Vec<VerifyingKey> = s
-        .iter()
-        .map(|x| VerifyingKey::from_spki(&x.spki))
-        .collect::<Result<_, _>>()
-        .map_err(|e| Error::Encoding {
-            what: "benchmark keys",
-            reason: e.to_string(),
-        })?;
     let mut out: Vec<(&'static str, Check<'_>)> = vec![
         (
             "ring",
@@ -175,16 +172,15 @@ fn verifiers(s: &[Sample]) -> Result<Vec<(&'static str, Check<'_>)>, Error> {
             "trustline strict",
             Box::new(move |i| {
                 let x = &s[i % n];
-                verify_strict(&x.spki, &x.message, &x.der, SignatureEncoding::Der).is_ok()
+                verify_strict_every_time(&x.spki, &x.message, &x.der, SignatureEncoding::Der)
+                    .is_ok()
             }),
         ),
         (
-            "trustline strict prepared",
+            "trustline strict, remembered",
             Box::new(move |i| {
                 let x = &s[i % n];
-                prepared[i % n]
-                    .verify_strict(&x.message, &x.der, SignatureEncoding::Der)
-                    .is_ok()
+                verify_strict(&x.spki, &x.message, &x.der, SignatureEncoding::Der).is_ok()
             }),
         ),
     ];
@@ -302,6 +298,23 @@ pub fn run(
         rates,
         aws_lc_rs_measured: cfg!(feature = "verifier-bench"),
     })
+}
+
+/// Trustline's strict verifier alone (the `trustline strict` row, verified
+/// every time), single-threaded for `phase`: verifications per second, the
+/// unit `trustline bench line` measures a device's server CPU in.
+///
+/// # Errors
+/// [`Error::Encoding`] when it refuses a valid signature.
+pub fn strict_rate(phase: Duration) -> Result<f64, Error> {
+    let samples = samples()?;
+    let n = samples.len();
+    let check = |i: usize| {
+        let x = &samples[i % n];
+        verify_strict_every_time(&x.spki, &x.message, &x.der, SignatureEncoding::Der).is_ok()
+    };
+    rate("trustline strict", &check, Duration::from_millis(20))?;
+    rate("trustline strict", &check, phase)
 }
 
 impl std::fmt::Display for VerifierReport {

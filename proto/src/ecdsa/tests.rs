@@ -241,3 +241,50 @@ fn the_compressed_encoder_writes_the_other_form_of_the_same_key() {
         spki_of(&k)
     );
 }
+
+/// Issue 16.3: a check repeated on the same inputs is answered from what
+/// this process verified, and nothing else is: another key, another
+/// message or a flipped bit is verified (and refused) as before.
+#[test]
+fn a_remembered_verification_answers_only_its_own_inputs() {
+    let k = key();
+    let spki = spki_of(&k);
+    let (low, _) = twins(&k);
+    let der = low.to_der().as_bytes().to_vec();
+    for _ in 0..2 {
+        verify_strict(&spki, MESSAGE, &der, SignatureEncoding::Der).expect("genuine, strict");
+        verify_x509(&spki, MESSAGE, &der).expect("genuine, x509");
+    }
+    let other = spki_of(&key());
+    assert!(verify_strict(&other, MESSAGE, &der, SignatureEncoding::Der).is_err());
+    assert!(verify_x509(&other, MESSAGE, &der).is_err());
+    let mut longer = MESSAGE.to_vec();
+    longer.push(0);
+    assert!(verify_strict(&spki, &longer, &der, SignatureEncoding::Der).is_err());
+    assert!(verify_x509(&spki, &longer, &der).is_err());
+    let mut raw = low.to_bytes().to_vec();
+    raw[40] ^= 1;
+    assert!(verify_strict(&spki, MESSAGE, &raw, SignatureEncoding::Raw).is_err());
+    raw[40] ^= 1;
+    verify_strict(&spki, MESSAGE, &raw, SignatureEncoding::Raw).expect("genuine, raw");
+
+    // The verifiers go through the process's table: what verified is held
+    // (verified again first, in case a concurrent test took its slot).
+    let point = p256::EncodedPoint::from(p256::PublicKey::from(k.verifying_key()));
+    let held = |check: &dyn Fn() -> bool, algorithm, signature: &[u8]| {
+        (0..3).any(|_| {
+            check() && verified::TABLE.holds(algorithm, point.as_bytes(), MESSAGE, signature)
+        })
+    };
+    assert!(held(
+        &|| verify_strict(&spki, MESSAGE, &der, SignatureEncoding::Der).is_ok(),
+        verified::Algorithm::Fixed,
+        &raw,
+    ));
+    assert!(held(
+        &|| verify_x509(&spki, MESSAGE, &der).is_ok(),
+        verified::Algorithm::Asn1,
+        &der,
+    ));
+    assert!(!verified::TABLE.holds(verified::Algorithm::Fixed, point.as_bytes(), &longer, &raw));
+}

@@ -18,7 +18,10 @@
 //! Reported per mode and protocol: devices/s (wall time of the K runs); server CPU per
 //! device = (utime + stime of the server process, from
 //! `/proc/<pid>/stat`, after − before) ÷ devices certified — the server's
-//! own CPU only, not the simulated devices' or stations'; the HSM bound =
+//! own CPU only, not the simulated devices' or stations'; the same in units
+//! of one P-256 verification (Trustline's strict verifier, one thread,
+//! measured in this process just before the runs), a figure that moves
+//! less with the machine's load than milliseconds do; the HSM bound =
 //! HSM signatures/s ÷ HSM signatures per device (the certificate, plus the
 //! first voucher entry when the run names a first owner — this bench names
 //! none, so one); in HSM mode the same HSM also makes one wrapped key per
@@ -119,6 +122,9 @@ struct ModeReport {
     seconds: f64,
     devices_per_second: f64,
     server_cpu_ms_per_device: f64,
+    /// Server CPU per device ÷ the CPU time of one P-256 verification
+    /// measured in the same run: comparable across loads and machines.
+    server_cpu_per_device_in_verifications: f64,
     station_and_devices_cpu_ms_per_device: f64,
     hsm_cpu_ms_per_device_estimate: Option<f64>,
     server_cpu_ms_per_device_without_hsm_estimate: Option<f64>,
@@ -134,6 +140,9 @@ struct LineReport {
     hsm_signatures_per_second_n: f64,
     hsm_sessions: usize,
     hsm_wrapped_keys_per_second: Option<f64>,
+    /// Trustline's strict P-256 verifier, one thread, in this process just
+    /// before the runs: the unit of `server_cpu_per_device_in_verifications`.
+    p256_verifications_per_second: f64,
     modes: Vec<ModeReport>,
     stream_vs_unary: Vec<Comparison>,
     server_cpu_method: &'static str,
@@ -285,6 +294,8 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
     // The factory signs no voucher entry (entry 0 is made OEM-side): one
     // HSM signature per device, the certificate's.
     let signatures_per_device: u32 = 1;
+    let verifications = ca_service::bench::verifiers::strict_rate(Duration::from_millis(500))?;
+    let verify_ms = 1000.0 / verifications.max(1e-9);
 
     let mut fleet = sim_vendors(rand::random())?;
     site::config::write_vendor_roots(&dir.join("vendors"), &fleet.vendor_roots())?;
@@ -429,6 +440,7 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
             seconds,
             devices_per_second,
             server_cpu_ms_per_device: server_cpu_ms,
+            server_cpu_per_device_in_verifications: server_cpu_ms / verify_ms,
             station_and_devices_cpu_ms_per_device: own * 1000.0 / certified.max(1) as f64,
             hsm_cpu_ms_per_device_estimate: hsm_cpu_ms,
             server_cpu_ms_per_device_without_hsm_estimate: hsm_cpu_ms
@@ -445,6 +457,7 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
         hsm_signatures_per_second_n: hsm_report.raw_signatures_n.per_second,
         hsm_sessions: sessions,
         hsm_wrapped_keys_per_second: wrapped,
+        p256_verifications_per_second: verifications,
         stream_vs_unary: comparisons(&modes),
         modes,
         load_average_before: load_before,
@@ -461,10 +474,15 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
             sessions,
             wrapped.map_or("n/a".to_owned(), |w| format!("{w:.0}"))
         );
+        println!(
+            "P-256 verification (Trustline's strict verifier, 1 thread): {:.0}/s = {:.1} us each",
+            report.p256_verifications_per_second,
+            1e6 / report.p256_verifications_per_second.max(1e-9)
+        );
         for m in &report.modes {
             println!(
                 "{:?} over {:?}: {} of {} certified in {:.2} s = {:.0} devices/s; server CPU {:.3} ms/device{} \
-                 (stations and simulated devices {:.3}); HSM bound {:.0}/s; ratio {:.2}",
+                 = {:.1} verifications' worth (stations and simulated devices {:.3}); HSM bound {:.0}/s; ratio {:.2}",
                 m.mode,
                 m.protocol,
                 m.certified,
@@ -477,6 +495,7 @@ async fn bench(args: &LineArgs, dir: &Path) -> anyhow::Result<Outcome> {
                     .map_or(String::new(), |(h, w)| format!(
                         " (of which in-process HSM ~{h:.3}, ~{w:.3} without it)"
                     )),
+                m.server_cpu_per_device_in_verifications,
                 m.station_and_devices_cpu_ms_per_device,
                 m.hsm_bound_devices_per_second,
                 m.ratio_to_hsm_bound
