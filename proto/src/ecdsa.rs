@@ -171,8 +171,7 @@ pub fn verify_strict(
     signature: &[u8],
     encoding: SignatureEncoding,
 ) -> Result<(), Error> {
-    let point = point_of(spki_der)?;
-    let sig = parse_strict(signature, encoding)?;
+    let (point, sig) = strict_inputs(spki_der, signature, encoding)?;
     ring_verify_raw(point.as_bytes(), message, &sig.to_bytes())
 }
 
@@ -204,9 +203,17 @@ pub fn verify_strict_every_time(
     signature: &[u8],
     encoding: SignatureEncoding,
 ) -> Result<(), Error> {
-    let point = point_of(spki_der)?;
-    let sig = parse_strict(signature, encoding)?;
+    let (point, sig) = strict_inputs(spki_der, signature, encoding)?;
     ring_raw(point.as_bytes(), message, &sig.to_bytes())
+}
+
+/// The key's point and the signature in its one accepted form.
+fn strict_inputs(
+    spki_der: &[u8],
+    signature: &[u8],
+    encoding: SignatureEncoding,
+) -> Result<(p256::EncodedPoint, Signature), Error> {
+    Ok((point_of(spki_der)?, parse_strict(signature, encoding)?))
 }
 
 fn ring_verify_raw(point: &[u8], message: &[u8], raw: &[u8]) -> Result<(), Error> {
